@@ -1,0 +1,95 @@
+"""Tiny train -> export -> ONNX Runtime parity, on synthetic digits (runs anywhere, in seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from training.data import Mnist  # noqa: E402
+from training.export import export, sha256  # noqa: E402
+from training.model import ModelConfig  # noqa: E402
+from training.objectives import log_weights  # noqa: E402
+from training.train import TrainConfig, train  # noqa: E402
+
+
+def synthetic_mnist(n_train=300, n_test=50):
+    """Each class lights a different band of rows, so a tiny model can tell them apart."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(y):
+            x[i, 2 * c + 3 : 2 * c + 7, 4:24] = 230
+        return x.reshape(n, 784).astype(np.uint8), y.astype(np.int64)
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return Mnist(train_x, train_y, test_x, test_y)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    data = synthetic_mnist()
+    model_config = ModelConfig(latent_dim=4, hidden_dims=(32, 32))
+    config = TrainConfig(epochs=3, batch_size=50, num_samples=2, classify_weight=1.0, val_size=50)
+    checkpoint = train(model_config, config, data)
+    out = export(checkpoint, tmp_path_factory.mktemp("model"))
+    return checkpoint, out
+
+
+def test_training_records_history_and_improves(exported):
+    checkpoint, _ = exported
+    history = checkpoint.extra["history"]
+    assert len(history) == 3
+    assert history[-1]["train_bound"] > history[0]["train_bound"]
+    assert checkpoint.extra["validation"]["epoch"] == checkpoint.extra["best_epoch"]
+
+
+def test_manifest_describes_the_files(exported):
+    checkpoint, out = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["latent_dim"] == 4 and manifest["num_classes"] == 10
+    assert manifest["image_shape"] == [28, 28]
+    assert manifest["likelihood"]["type"] == "bernoulli"
+    assert sum(manifest["class_prior"]) == pytest.approx(1.0)
+    assert manifest["training"]["config"]["epochs"] == 3
+    for entry in manifest["files"].values():
+        assert sha256(out / entry["file"]) == entry["sha256"]
+
+
+def test_onnx_matches_pytorch(exported):
+    checkpoint, out = exported
+    model = checkpoint.build_model()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(7, 784, generator=g).round()
+    y = torch.eye(10)[torch.arange(7)]
+    z = torch.randn(7, 4, generator=g)
+    encoder = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        mu, logvar = model.encode(x, y)
+        logits = model.decode(z, y)
+    onnx_mu, onnx_logvar = encoder.run(None, {"x": x.numpy(), "y": y.numpy()})
+    (onnx_logits,) = decoder.run(None, {"z": z.numpy(), "y": y.numpy()})
+    assert np.abs(onnx_logits - logits.numpy()).max() <= 1e-4
+    assert np.abs(onnx_mu - mu.numpy()).max() <= 1e-4
+    assert np.abs(onnx_logvar - logvar.numpy()).max() <= 1e-4
+
+
+def test_onnx_scorer_matches_pytorch_log_weights(exported):
+    checkpoint, out = exported
+    model = checkpoint.build_model()
+    x = torch.rand(5, 784, generator=torch.Generator().manual_seed(1)).round()
+    y = torch.eye(10)[[3, 1, 4, 1, 5]]
+    with torch.no_grad():
+        log_w, lpx_z = log_weights(model, x, y, 6, torch.Generator().manual_seed(2))
+    eps = torch.randn((6, 5, 4), generator=torch.Generator().manual_seed(2))
+    scorer = ort.InferenceSession(str(out / "scorer.onnx"), providers=["CPUExecutionProvider"])
+    onnx_log_w, onnx_lpx_z, kl = scorer.run(None, {"x": x.numpy(), "y": y.numpy(), "eps": eps.numpy()})
+    assert onnx_log_w.shape == (6, 5) and kl.shape == (5,)
+    assert np.abs(onnx_log_w - log_w.numpy()).max() <= 1e-3
+    assert np.abs(onnx_lpx_z - lpx_z.numpy()).max() <= 1e-3

@@ -1,0 +1,125 @@
+"""`cvae-train download | train | export | evaluate`: the training package's commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from training.data import MnistDataError
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    data_dir = args.data_dir or os.environ.get("MNIST_DIR")
+    if not data_dir:
+        raise MnistDataError(
+            "No MNIST directory given: pass --data-dir DIR or set MNIST_DIR. "
+            "`cvae-train download --data-dir DIR` fetches the files."
+        )
+    return data_dir
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+    for f in fields(config_class):
+        default = f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=type(default[0]), nargs="+", default=default, help=f"default {default}")
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"default {default}")
+
+
+def _config_from(args: argparse.Namespace, config_class):
+    values = {f.name: getattr(args, f.name) for f in fields(config_class)}
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return config_class(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.model import ModelConfig
+    from training.train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="cvae-train", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    download = commands.add_parser("download", help="fetch the four MNIST files and verify their MD5s")
+    download.add_argument("--data-dir", help="where to put them (default: $MNIST_DIR)")
+
+    train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
+    train.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
+    _add_config_flags(train, ModelConfig)
+    _add_config_flags(train, TrainConfig)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX with its manifest")
+    export.add_argument("checkpoint", help="checkpoint written by `train`")
+    export.add_argument("--out-dir", default="models/default", help="model directory (default %(default)s)")
+    export.add_argument("--version", default="1.0.0", help="model version for the manifest (default %(default)s)")
+    export.add_argument(
+        "--copy-checkpoint", action="store_true", help="also copy the checkpoint into the model directory"
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score the test set, write metrics into the manifest and a MODEL_CARD.md"
+    )
+    evaluate.add_argument("model_dir", help="model directory holding checkpoint.pt and manifest.json")
+    evaluate.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    evaluate.add_argument(
+        "--num-samples", type=int, default=5000, help="importance samples K per class (default %(default)s)"
+    )
+    evaluate.add_argument("--limit", type=int, default=0, help="score only the first N test images (default: all)")
+    evaluate.add_argument("--batch-size", type=int, default=10, help="images per model call (default %(default)s)")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the test binarization and the noise (default %(default)s)"
+    )
+    evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "download":
+            from training.data import download
+
+            for path in download(_data_dir(args)):
+                print(f"ok {path}")
+        elif args.command == "train":
+            from training.model import ModelConfig
+            from training.train import TrainConfig, run
+
+            run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), _data_dir(args), args.out)
+        elif args.command == "export":
+            import shutil
+
+            from training.export import export
+            from training.model import Checkpoint
+
+            out = export(Checkpoint.load(args.checkpoint), args.out_dir, args.version)
+            if args.copy_checkpoint:
+                shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
+            print(f"exported {out}")
+        elif args.command == "evaluate":
+            from training.evaluate import run as evaluate
+
+            evaluate(
+                args.model_dir,
+                _data_dir(args),
+                num_samples=args.num_samples,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                write_card=not args.no_card,
+            )
+    except MnistDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

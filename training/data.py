@@ -1,0 +1,170 @@
+"""MNIST from its four IDX files: reading, validation and download.
+
+The IDX format is a big-endian header (magic number, then one uint32 per
+dimension) followed by raw uint8 values. Files may be gzip-compressed or raw.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_MAGIC = 2051
+LABEL_MAGIC = 2049
+IMAGE_SIDE = 28
+NUM_CLASSES = 10
+
+# name -> (magic, item count, canonical MD5 of the published .gz file)
+FILES = {
+    "train-images-idx3-ubyte": (IMAGE_MAGIC, 60000, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train-labels-idx1-ubyte": (LABEL_MAGIC, 60000, "d53e105ee54ea40749a09fcbcd1e9432"),
+    "t10k-images-idx3-ubyte": (IMAGE_MAGIC, 10000, "9fb629c4189551a2d022fa330f9573f3"),
+    "t10k-labels-idx1-ubyte": (LABEL_MAGIC, 10000, "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+HOW_TO_GET = (
+    "Fetch the four MNIST files with `cvae-train download --data-dir DIR`, "
+    "or point --data-dir / MNIST_DIR at a folder that holds them."
+)
+
+
+class MnistDataError(RuntimeError):
+    """A data file is missing, unreadable or not what MNIST should be."""
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """Pixels as uint8 [N, 784] and labels as int64 [N]."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def load_mnist(data_dir: str | Path) -> Mnist:
+    """Read and validate the four MNIST files in `data_dir`."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise MnistDataError(f"MNIST data directory {root} does not exist. {HOW_TO_GET}")
+    arrays = {name: _read_idx(_find(root, name), *FILES[name][:2]) for name in FILES}
+    return Mnist(
+        train_x=arrays["train-images-idx3-ubyte"],
+        train_y=arrays["train-labels-idx1-ubyte"],
+        test_x=arrays["t10k-images-idx3-ubyte"],
+        test_y=arrays["t10k-labels-idx1-ubyte"],
+    )
+
+
+def file_checksums(data_dir: str | Path) -> dict[str, str]:
+    """sha256 of each data file as found on disk, for the manifest."""
+    root = Path(data_dir)
+    return {path.name: _digest(path, "sha256") for path in (_find(root, n) for n in FILES)}
+
+
+def _find(root: Path, name: str) -> Path:
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    raise MnistDataError(
+        f"MNIST file {name}(.gz) is missing from {root}: expected the IDX file of {FILES[name][1]} items. {HOW_TO_GET}"
+    )
+
+
+def _read_idx(path: Path, magic: int, count: int) -> np.ndarray:
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise MnistDataError(f"{path} cannot be read ({error}). {HOW_TO_GET}") from error
+    is_images = magic == IMAGE_MAGIC
+    header_size = 16 if is_images else 8
+    if len(raw) < header_size:
+        raise MnistDataError(f"{path} is truncated: {len(raw)} bytes. {HOW_TO_GET}")
+    found_magic, found_count = struct.unpack(">II", raw[:8])
+    if found_magic != magic:
+        raise MnistDataError(
+            f"{path} has magic number {found_magic}, expected {magic} "
+            f"({'images' if is_images else 'labels'}). {HOW_TO_GET}"
+        )
+    if found_count != count:
+        raise MnistDataError(f"{path} holds {found_count} items, expected {count}. {HOW_TO_GET}")
+    if is_images:
+        rows, cols = struct.unpack(">II", raw[8:16])
+        if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
+            raise MnistDataError(f"{path} holds {rows}x{cols} images, expected {IMAGE_SIDE}x{IMAGE_SIDE}. {HOW_TO_GET}")
+    item_size = IMAGE_SIDE * IMAGE_SIDE if is_images else 1
+    expected_bytes = header_size + count * item_size
+    if len(raw) != expected_bytes:
+        raise MnistDataError(f"{path} is {len(raw)} bytes once decompressed, expected {expected_bytes}. {HOW_TO_GET}")
+    values = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
+    if is_images:
+        return values.reshape(count, item_size)  # [N, 784]
+    if values.max() >= NUM_CLASSES:
+        raise MnistDataError(
+            f"{path} holds label {int(values.max())}, expected labels 0..{NUM_CLASSES - 1}. {HOW_TO_GET}"
+        )
+    return values.astype(np.int64)
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(
+    data_dir: str | Path,
+    mirrors: tuple[str, ...] = MIRRORS,
+    md5s: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Fetch the four .gz files into `data_dir`, trying each mirror in turn.
+
+    Every download is checked against the canonical MD5 before it is kept;
+    a file already present with the right MD5 is not fetched again.
+    """
+    root = Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    expected = md5s or {name: md5 for name, (_, _, md5) in FILES.items()}
+    saved = []
+    for name, md5 in expected.items():
+        target = root / f"{name}.gz"
+        if target.is_file() and _digest(target, "md5") == md5:
+            saved.append(target)
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = mirror + target.name
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+            except (urllib.error.URLError, OSError) as error:
+                failures.append(f"{url}: {error}")
+                continue
+            got = hashlib.md5(payload).hexdigest()
+            if got != md5:
+                failures.append(f"{url}: MD5 {got}, expected {md5}")
+                continue
+            partial = target.with_suffix(".gz.part")
+            partial.write_bytes(payload)
+            partial.replace(target)
+            saved.append(target)
+            break
+        else:
+            raise MnistDataError(f"Could not download {target.name}: " + "; ".join(failures))
+    return saved

@@ -1,0 +1,176 @@
+"""Export a checkpoint to ONNX graphs plus a manifest that describes them.
+
+Graphs (all with a dynamic batch axis N, and K for the scorer):
+- encoder.onnx: x [N, 784], y [N, C] -> mu, logvar [N, D]
+- decoder.onnx: z [N, D], y [N, C] -> logits [N, 784]
+- scorer.onnx:  x [N, 784], y [N, C], eps [K, N, D] -> log_w, log_px_z [K, N], kl [N]
+  (the importance log-weights of training.objectives, computed in one run,
+  so that no [K, N, 784] logits leave ONNX Runtime)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from training.model import CVAE, Checkpoint
+from training.objectives import kl_standard_normal, log_normal, log_px_z, log_standard_normal
+
+MODEL_NAME = "mnist-cvae"
+MANIFEST = "manifest.json"
+OPSET = 17
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: CVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y):
+        return self.model.encode(x, y)
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, model: CVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z, y):
+        return self.model.decode(z, y)
+
+
+class ScorerGraph(nn.Module):
+    """log w_k = log p(x|z_k,y) + log p(z_k) - log q(z_k|x,y), z_k = mu + sigma * eps_k."""
+
+    def __init__(self, model: CVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, eps):
+        mu, logvar = self.model.encode(x, y)  # [N, D]
+        z = mu + torch.exp(0.5 * logvar) * eps  # [K, N, D]
+        logits = self.model.decode(z, y.expand(eps.shape[0], -1, -1))  # [K, N, 784]
+        lpx_z = log_px_z(logits, x, self.model.config)  # [K, N]
+        log_w = lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar)
+        return log_w, lpx_z, kl_standard_normal(mu, logvar)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: dict, outputs: list[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=outputs,
+            dynamic_axes=inputs | {name: {0: "N"} for name in outputs},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0") -> Path:
+    """Write encoder.onnx, decoder.onnx, scorer.onnx and manifest.json into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = checkpoint.build_model()
+    config = model.config
+    n, k, c, d = 2, 3, config.num_classes, config.latent_dim
+    x = torch.rand(n, config.x_dim).round()
+    y = torch.eye(c)[:n]
+    z = torch.randn(n, d)
+    eps = torch.randn(k, n, d)
+    with torch.no_grad():
+        _export(EncoderGraph(model), (x, y), out / "encoder.onnx", {"x": {0: "N"}, "y": {0: "N"}}, ["mu", "logvar"])
+        _export(DecoderGraph(model), (z, y), out / "decoder.onnx", {"z": {0: "N"}, "y": {0: "N"}}, ["logits"])
+        _export(
+            ScorerGraph(model),
+            (x, y, eps),
+            out / "scorer.onnx",
+            {"x": {0: "N"}, "y": {0: "N"}, "eps": {0: "K", 1: "N"}},
+            ["log_w", "log_px_z", "kl"],
+        )
+    _fix_scorer_axes(out / "scorer.onnx")
+    manifest = build_manifest(checkpoint, out, version)
+    write_manifest(out, manifest)
+    return out
+
+
+def _fix_scorer_axes(path: Path) -> None:
+    """Name the scorer's output axes [K, N] (dynamic_axes above labels axis 0 only)."""
+    graph = onnx.load(str(path))
+    for output in graph.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        labels = ["K", "N"] if output.name in ("log_w", "log_px_z") else ["N"]
+        for dim, label in zip(dims, labels):
+            dim.dim_param = label
+    onnx.save(graph, str(path))
+
+
+def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
+    config = checkpoint.model_config
+    likelihood = {"type": config.likelihood, "parameters": {"mean": "sigmoid(logits)"}}
+    if config.likelihood == "gaussian":
+        likelihood["parameters"]["sigma"] = config.gaussian_sigma
+    files = {
+        "encoder": {
+            "file": "encoder.onnx",
+            "inputs": {"x": ["N", config.x_dim], "y": ["N", config.num_classes]},
+            "outputs": {"mu": ["N", config.latent_dim], "logvar": ["N", config.latent_dim]},
+        },
+        "decoder": {
+            "file": "decoder.onnx",
+            "inputs": {"z": ["N", config.latent_dim], "y": ["N", config.num_classes]},
+            "outputs": {"logits": ["N", config.x_dim]},
+        },
+        "scorer": {
+            "file": "scorer.onnx",
+            "inputs": {"x": ["N", config.x_dim], "y": ["N", config.num_classes], "eps": ["K", "N", config.latent_dim]},
+            "outputs": {"log_w": ["K", "N"], "log_px_z": ["K", "N"], "kl": ["N"]},
+        },
+    }
+    for entry in files.values():
+        entry["sha256"] = sha256(out / entry["file"])
+    extra = checkpoint.extra
+    return {
+        "name": MODEL_NAME,
+        "version": version,
+        "latent_dim": config.latent_dim,
+        "num_classes": config.num_classes,
+        "class_names": [str(i) for i in range(config.num_classes)],
+        "image_shape": list(config.image_shape),
+        "likelihood": likelihood,
+        "class_prior": checkpoint.class_prior,
+        "files": files,
+        "model_config": config.to_dict(),
+        "training": {
+            "config": extra.get("train_config"),
+            "seconds": extra.get("training_seconds"),
+            "best_epoch": extra.get("best_epoch"),
+            "num_train_images": extra.get("num_train_images"),
+            "num_val_images": extra.get("num_val_images"),
+            "validation": extra.get("validation"),
+        },
+        "data_sha256": extra.get("data_sha256"),
+        "metrics": {},
+    }
+
+
+def read_manifest(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / MANIFEST).read_text())
+
+
+def write_manifest(model_dir: str | Path, manifest: dict) -> None:
+    (Path(model_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

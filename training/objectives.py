@@ -1,0 +1,91 @@
+"""Log-densities, the ELBO and the importance-weighted bound.
+
+Log-weights (shape [K, N]) are computed apart from their reduction:
+log w_k = log p(x|z_k,y) + log p(z_k) - log q(z_k|x,y), z_k ~ q(z|x,y).
+With K = 1 the bound is the single-sample ELBO; as K grows it tightens
+towards log p(x|y) (Burda et al., 2016, "Importance Weighted Autoencoders").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from training.model import CVAE, ModelConfig, reparameterize
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log(mean(exp(values))) along `dim`, stable for any magnitude."""
+    peak = values.amax(dim=dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    summed = torch.exp(values - peak).sum(dim=dim, keepdim=True).log() + peak
+    return summed.squeeze(dim) - math.log(values.shape[dim])
+
+
+def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum over pixels of log Bernoulli(x | sigmoid(logits)) = -BCE."""
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+
+def gaussian_log_prob(logits: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """sum over pixels of log N(x | sigmoid(logits), sigma^2)."""
+    mean = torch.sigmoid(logits)
+    per_pixel = -0.5 * ((x - mean) / sigma) ** 2 - math.log(sigma) - 0.5 * LOG_2PI
+    return per_pixel.sum(-1)
+
+
+def log_px_z(logits: torch.Tensor, x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """log p(x|z,y) under the model's pixel likelihood, summed over pixels."""
+    if config.likelihood == "bernoulli":
+        return bernoulli_log_prob(logits, x)
+    return gaussian_log_prob(logits, x, config.gaussian_sigma)
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z | 0, I), summed over the last axis."""
+    return (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z | mu, diag exp(logvar)), summed over the last axis."""
+    return (-0.5 * ((z - mu) ** 2 * torch.exp(-logvar) + logvar + LOG_2PI)).sum(-1)
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) in closed form (Kingma & Welling, App. B)."""
+    return 0.5 * (mu**2 + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+
+
+def log_weights(
+    model: CVAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance log-weights [k, N] and log p(x|z_k,y) [k, N] for x [N, 784], y one-hot [N, C]."""
+    mu, logvar = model.encode(x, y)  # [N, D] each
+    z = reparameterize(mu, logvar, k, generator)  # [k, N, D]
+    logits = model.decode(z, y.expand(k, *y.shape))  # [k, N, 784]
+    lpx_z = log_px_z(logits, x, model.config)  # [k, N]
+    return lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar), lpx_z
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k w_k from log-weights [K, N] -> [N]."""
+    return log_mean_exp(log_w, dim=0)
+
+
+def class_log_joint(log_px_y: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """log p(x, y) = log p(x|y) + log p(y): [N, C] + [C] -> [N, C]."""
+    return log_px_y + log_prior
+
+
+def bayes_posterior(log_joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bayes' rule over classes: log p(x) [N] and log p(y|x) [N, C] from log p(x, y) [N, C]."""
+    log_px = torch.logsumexp(log_joint, dim=-1)
+    return log_px, log_joint - log_px[:, None]
