@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples", type=int, default=5000, help="importance samples K per class (default %(default)s)"
     )
     evaluate.add_argument("--limit", type=int, default=0, help="score only the first N test images (default: all)")
-    evaluate.add_argument("--batch-size", type=int, default=10, help="images per model call (default %(default)s)")
+    evaluate.add_argument("--batch-size", type=int, default=1, help="images per model call (default %(default)s)")
     evaluate.add_argument(
         "--seed", type=int, default=0, help="seed of the test binarization and the noise (default %(default)s)"
     )
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 limit=args.limit,
                 batch_size=args.batch_size,
                 seed=args.seed,
-                write_card=not args.no_card,
+                card=not args.no_card,
             )
     except MnistDataError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -111,7 +111,7 @@ def _read_idx(path: Path, magic: int, count: int) -> np.ndarray:
         raise MnistDataError(f"{path} is {len(raw)} bytes once decompressed, expected {expected_bytes}. {HOW_TO_GET}")
     values = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
     if is_images:
-        return values.reshape(count, item_size)  # [N, 784]
+        return values.reshape(count, item_size).copy()  # [N, 784], writable
     if values.max() >= NUM_CLASSES:
         raise MnistDataError(
             f"{path} holds label {int(values.max())}, expected labels 0..{NUM_CLASSES - 1}. {HOW_TO_GET}"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training.card import write_card
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
 from training.model import CVAE, Checkpoint
@@ -36,19 +37,18 @@ def score(
     the closed-form KL(q(z|x,y) || p(z)), both [N, C].
     """
     num_classes = model.config.num_classes
+    classes = one_hot(torch.arange(num_classes), num_classes)  # [C, C]
     log_px_y, recon, kl = [], [], []
     batches = range(0, len(x), batch_size)
     for start in tqdm(batches, desc="scoring", disable=not progress, mininterval=10, file=sys.stderr):
         xb = x[start : start + batch_size]
-        per_class = []
-        for c in range(num_classes):
-            y = one_hot(torch.full((len(xb),), c), num_classes)
-            log_w, lpx_z = log_weights(model, xb, y, num_samples, generator)  # [K, B] each
-            mu, logvar = model.encode(xb, y)
-            per_class.append((iwae_bound(log_w), lpx_z.mean(0), kl_standard_normal(mu, logvar)))
-        log_px_y.append(torch.stack([p[0] for p in per_class], -1))
-        recon.append(torch.stack([p[1] for p in per_class], -1))
-        kl.append(torch.stack([p[2] for p in per_class], -1))
+        rows_x = xb.repeat_interleave(num_classes, dim=0)  # [B*C, 784]: image-major, then class
+        rows_y = classes.repeat(len(xb), 1)  # [B*C, C]
+        log_w, lpx_z = log_weights(model, rows_x, rows_y, num_samples, generator)  # [K, B*C] each
+        mu, logvar = model.encode(rows_x, rows_y)
+        log_px_y.append(iwae_bound(log_w).view(-1, num_classes))
+        recon.append(lpx_z.mean(0).view(-1, num_classes))
+        kl.append(kl_standard_normal(mu, logvar).view(-1, num_classes))
     log_px_y = torch.cat(log_px_y)
     log_px, log_py_x = bayes_posterior(class_log_joint(log_px_y, log_prior))
     return {
@@ -97,9 +97,9 @@ def run(
     data_dir: str | Path,
     num_samples: int = 5000,
     limit: int = 0,
-    batch_size: int = 10,
+    batch_size: int = 1,
     seed: int = 0,
-    write_card: bool = True,
+    card: bool = True,
 ) -> dict:
     """Evaluate the checkpoint in `model_dir` on the MNIST test set; record the metrics."""
     model_dir = Path(model_dir)
@@ -122,11 +122,12 @@ def run(
         "seconds": time.time() - started,
         "command": f"cvae-train evaluate {model_dir} --num-samples {num_samples}"
         + (f" --limit {limit}" if limit else "")
+        + (f" --batch-size {batch_size}" if batch_size != 1 else "")
         + (f" --seed {seed}" if seed else ""),
     }
     for name, value in metrics.items():
         print(f"{name:>30}: {value}")
-    if write_card:
+    if card:
         manifest = read_manifest(model_dir)
         manifest["metrics"] = metrics
         write_manifest(model_dir, manifest)

@@ -1,0 +1,75 @@
+"""create_app(): the FastAPI application, built around one model directory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+
+from service import errors
+from service.inference import Inference
+from service.metrics import Metrics
+from service.middleware import BodyLimit, RequestMetrics
+from service.routes import health, v1
+from service.runtime import load_model
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("cvae.service")
+
+DESCRIPTION = """
+A class-conditional variational autoencoder of MNIST digits, served with ONNX Runtime.
+
+p(x) = sum_y p(y) integral p(x|z,y) p(z) dz with p(z) = N(0, I) and a Bernoulli likelihood on
+binary 28x28 pixels. Sample from it, encode images, estimate log p(x) by importance sampling, and
+classify by Bayes' rule p(y|x) = p(x|y) p(y) / p(x).
+
+Errors are JSON: `{"error": "...", "problems": [{"field": "...", "message": "..."}]}`.
+"""
+
+
+def warm_up(inference: Inference) -> None:
+    """One pass through every graph, so the first client does not pay for it."""
+    model = inference.model
+    y = np.zeros(1, dtype=np.int64)
+    model.decode(np.zeros((1, model.latent_dim)), y)
+    model.encode(np.zeros((1, model.x_dim)), y)
+    model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Integrity and shape checks run here and stop start-up on failure.
+        inference = Inference(load_model(settings), settings)
+        app.state.inference = inference
+        log.info("model %s loaded on %s", settings.model_dir, inference.model.active_providers)
+
+        def finish() -> None:
+            warm_up(inference)
+            app.state.ready = True
+
+        threading.Thread(target=finish, daemon=True).start()
+        yield
+        app.state.ready = False
+
+    app = FastAPI(
+        title="MNIST CVAE service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.state.inference = None
+    app.state.metrics = Metrics()
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,41 @@
+"""`cvae-serve`: run the service with uvicorn on the settings' host and port."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from service.runtime import ModelLoadError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from service.settings import Settings
+
+    parser = argparse.ArgumentParser(
+        prog="cvae-serve",
+        description="Serve the model over HTTP. Every option is also a CVAE_* environment variable.",
+    )
+    parser.add_argument("--host", help="bind address (default $CVAE_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default $CVAE_PORT or 8000)")
+    parser.add_argument("--model-dir", help="model directory (default $CVAE_MODEL_DIR or the shipped model)")
+    parser.add_argument("--providers", help="'auto' or a comma-separated provider list (default $CVAE_PROVIDERS)")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = Settings(**overrides)
+
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Every client mistake as a JSON body that names the field and the fix."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.images import InputError
+
+
+def _field(location: tuple) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or "body"
+
+
+def error_body(message: str, problems: list[dict] | None = None) -> dict:
+    return {"error": message, "problems": problems or []}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            message = error.get("msg", "is invalid")
+            location = tuple(error.get("loc", ()))
+            if error.get("type") == "json_invalid":
+                message = "is not valid JSON; send a JSON object as described in /docs"
+                location = ("body",)
+            elif error.get("type") == "extra_forbidden":
+                message = "is not a known field; see /docs for the fields of this endpoint"
+            problems.append({"field": _field(location), "message": message})
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
+        return JSONResponse(status_code=422, content=error_body(f"Invalid request: {summary}", problems))
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content=error_body(f"{exc.field} {exc.message}", [{"field": exc.field, "message": exc.message}]),
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=500, content=error_body("Internal error; the request id is in the logs."))

@@ -1,0 +1,202 @@
+"""What each endpoint computes, from validated requests to response bodies.
+
+Raises InputError for values the schema cannot judge alone (they depend on
+the model or the limits); knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from service import estimator, schemas
+from service.images import InputError, binarize, decode_png, parse_pixels, png_grid
+from service.runtime import Model
+from service.settings import Settings
+
+
+class Inference:
+    def __init__(self, model: Model, settings: Settings):
+        self.model = model
+        self.settings = settings
+
+    # ---- inputs -------------------------------------------------------------------------
+    def _shape(self) -> tuple[int, int]:
+        rows, cols = self.model.manifest["image_shape"]
+        return rows, cols
+
+    def _check_class(self, y: int | None, field: str = "y") -> None:
+        if y is not None and not 0 <= y < self.model.num_classes:
+            raise InputError(field, f"is {y}; classes are 0 to {self.model.num_classes - 1}.")
+
+    def _check_count(self, count: int, limit: int, field: str, setting: str) -> None:
+        if count > limit:
+            raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
+
+    def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """The request's images as what the likelihood scores [N, 784], and the binarization used."""
+        self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
+        shape = self._shape()
+        pixels = np.stack(
+            [
+                decode_png(item, f"images[{i}]", shape)
+                if isinstance(item, str)
+                else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale)
+                for i, item in enumerate(request.images)
+            ]
+        )
+        method = request.binarize
+        if method == "none" and self.model.likelihood == "bernoulli":
+            grey = np.nonzero(~np.isin(pixels, (0.0, 1.0)).all(axis=1))[0]
+            if len(grey):
+                raise InputError(
+                    f"images[{grey[0]}]",
+                    "has grey pixels, but binarize='none' and the Bernoulli likelihood needs 0/1 pixels; "
+                    "use binarize='threshold' or 'bernoulli'.",
+                )
+        used = schemas.Binarization(method=method, threshold=request.threshold if method == "threshold" else None)
+        return binarize(pixels, method, request.threshold, rng), used.model_dump()
+
+    def _num_samples(self, requested: int | None, num_images: int) -> int:
+        k = requested or self.settings.default_num_samples
+        self._check_count(k, self.settings.max_num_samples, "num_samples", "max_num_samples")
+        work = num_images * self.model.num_classes * k
+        if work > self.settings.max_work:
+            raise InputError(
+                "num_samples",
+                f"{num_images} images x {self.model.num_classes} classes x {k} samples = {work} decoder passes "
+                f"exceeds the per-request limit {self.settings.max_work} (setting CVAE_MAX_WORK); "
+                "send fewer images per request or a smaller num_samples.",
+            )
+        return k
+
+    # ---- scoring ------------------------------------------------------------------------
+    def _posterior(self, request: schemas.ScoreRequest):
+        rng = np.random.default_rng(request.seed)
+        x, used = self.images(request, rng)
+        k = self._num_samples(request.num_samples, len(x))
+        classes = np.arange(self.model.num_classes)
+        estimates = estimator.estimate_classes(self.model, x, classes, k, rng, self.settings.score_chunk_rows)
+        return estimates, estimator.bayes_rule(estimates, self.model.log_prior), k, used
+
+    def score(self, request: schemas.ScoreRequest) -> dict:
+        estimates, post, k, used = self._posterior(request)
+        per_dim = self.model.x_dim * math.log(2)
+        results = [
+            {
+                "log_px": post.log_px[i],
+                "log_px_std_error": post.log_px_std_error[i],
+                "bits_per_dim": -post.log_px[i] / per_dim,
+                "log_px_y": estimates.log_px_y[i].tolist(),
+                "log_px_y_std_error": estimates.std_error[i].tolist(),
+                "effective_sample_size": estimates.ess[i].tolist(),
+                "elbo": {
+                    "value": post.elbo[i],
+                    "reconstruction": post.reconstruction[i],
+                    "kl_z": post.kl_z[i],
+                    "kl_y": post.kl_y[i],
+                },
+            }
+            for i in range(len(post.log_px))
+        ]
+        return {"num_samples": k, "seed": request.seed, "binarization": used, "results": results}
+
+    def classify(self, request: schemas.ScoreRequest) -> dict:
+        _, post, k, used = self._posterior(request)
+        probs = np.exp(post.log_py_x)
+        entropy = -(probs * post.log_py_x).sum(-1)
+        results = [
+            {
+                "probs": probs[i].tolist(),
+                "predicted": int(probs[i].argmax()),
+                "probability": float(probs[i].max()),
+                "entropy": float(max(entropy[i], 0.0)),
+                "log_px": float(post.log_px[i]),
+            }
+            for i in range(len(probs))
+        ]
+        return {"num_samples": k, "seed": request.seed, "binarization": used, "results": results}
+
+    def encode(self, request: schemas.EncodeRequest) -> dict:
+        self._check_class(request.y)
+        x, used = self.images(request, np.random.default_rng(request.seed))
+        classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
+        rows_x = np.repeat(x, len(classes), axis=0)
+        rows_y = np.tile(classes, len(x))
+        mu, logvar = self.model.encode(rows_x, rows_y)
+        std = np.exp(0.5 * logvar.astype(np.float64))
+        results = [
+            [
+                {
+                    "y": int(classes[j]),
+                    "mu": mu[i * len(classes) + j].tolist(),
+                    "std": std[i * len(classes) + j].tolist(),
+                }
+                for j in range(len(classes))
+            ]
+            for i in range(len(x))
+        ]
+        return {"binarization": used, "results": results}
+
+    # ---- sampling -----------------------------------------------------------------------
+    def _latents(self, z: list[list[float]], field: str) -> np.ndarray:
+        d = self.model.latent_dim
+        for i, row in enumerate(z):
+            if len(row) != d:
+                raise InputError(f"{field}[{i}]", f"has {len(row)} numbers; this model's latent vectors have {d}.")
+        array = np.asarray(z, dtype=np.float64).reshape(len(z), d)
+        if not np.isfinite(array).all() or np.abs(array).max(initial=0.0) > 1e4:
+            raise InputError(field, "must hold finite numbers of magnitude at most 1e4.")
+        return array
+
+    def _render(self, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, binary: bool, seed: int) -> dict:
+        mean, x = estimator.sample_images(self.model, y, z, rng)
+        samples = [
+            {
+                "y": int(y[i]),
+                "z": z[i].tolist(),
+                "mean": mean[i].tolist(),
+                "x": x[i].tolist() if binary and x is not None else None,
+            }
+            for i in range(len(y))
+        ]
+        return {"seed": seed, "samples": samples}
+
+    def sample_arrays(self, n: int | None, y: int | None, z: list[list[float]] | None, seed: int):
+        """Classes [N], latents [N, D] and the generator left after drawing them."""
+        self._check_class(y)
+        if z is not None:
+            if n is not None and n != len(z):
+                raise InputError("n", f"is {n} but {len(z)} latent vectors were given; omit n or make them agree.")
+            latents = self._latents(z, "z")
+            n = len(latents)
+        n = n or 1
+        self._check_count(n, self.settings.max_samples, "n" if z is None else "z", "max_samples")
+        rng = np.random.default_rng(seed)
+        classes = np.full(n, y) if y is not None else estimator.draw_classes(self.model, n, rng)
+        if z is None:
+            latents = rng.standard_normal((n, self.model.latent_dim))
+        return classes, latents, rng
+
+    def sample(self, request: schemas.SampleRequest) -> dict:
+        seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        classes, latents, rng = self.sample_arrays(request.n, request.y, request.z, seed)
+        return self._render(classes, latents, rng, request.binary, seed)
+
+    def interpolate(self, request: schemas.InterpolateRequest) -> dict:
+        self._check_class(request.y)
+        self._check_count(request.steps, self.settings.max_samples, "steps", "max_samples")
+        z_from = self._latents([request.z_from], "z_from")[0]
+        z_to = self._latents([request.z_to], "z_to")[0]
+        seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        rng = np.random.default_rng(seed)
+        y = request.y if request.y is not None else int(estimator.draw_classes(self.model, 1, rng)[0])
+        path = estimator.interpolate(z_from, z_to, request.steps, request.spherical)
+        return self._render(np.full(request.steps, y), path, rng, request.binary, seed)
+
+    def sample_grid_png(self, n: int, y: int | None, seed: int, columns: int | None) -> bytes:
+        classes, latents, rng = self.sample_arrays(n, y, None, seed)
+        mean, _ = estimator.sample_images(self.model, classes, latents, rng)
+        columns = columns or max(1, math.ceil(math.sqrt(n)))
+        return png_grid(mean, columns, self._shape())

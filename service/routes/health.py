@@ -1,0 +1,33 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz():
+    """Always 200 while the process runs."""
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the model is loaded and warmed up",
+    responses={503: {"description": "Still loading or warming up."}},
+)
+async def readyz(request: Request):
+    """200 once the model is loaded and a first inference has run; 503 before."""
+    if request.app.state.ready:
+        return {"status": "ready"}
+    return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request):
+    """Requests, latencies, errors and batch sizes per endpoint, in the Prometheus text format."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

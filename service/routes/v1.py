@@ -1,0 +1,143 @@
+"""The /v1 API: sampling, encoding, scoring, classifying, and the model's description."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from service import schemas
+from service.inference import Inference
+
+ERRORS = {
+    413: {"model": schemas.ErrorResponse, "description": "The body is larger than the limit."},
+    422: {"model": schemas.ErrorResponse, "description": "A field is invalid; the body names it and the fix."},
+    503: {"model": schemas.ErrorResponse, "description": "The model is still loading; retry after Retry-After."},
+}
+
+
+def get_inference(request: Request) -> Inference:
+    inference = getattr(request.app.state, "inference", None)
+    if inference is None or not request.app.state.ready:
+        raise HTTPException(503, "The model is still loading; retry shortly.", headers={"Retry-After": "1"})
+    return inference
+
+
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+def _observe(request: Request, endpoint: str, count: int) -> None:
+    request.app.state.metrics.batch_size.labels(endpoint).observe(count)
+
+
+@router.post(
+    "/samples",
+    summary="Sample images from p(x), or given a class y or latent vectors z",
+    response_model=schemas.SampleResponse,
+)
+async def sample(body: schemas.SampleRequest, inference: InferenceDep, request: Request):
+    """Draw y ~ p(y) (or use `y`), z ~ N(0, I) (or use `z`, one image per vector), and return the
+    Bernoulli means of p(x|z,y), optionally with a binary draw. The `seed` in the answer reproduces it."""
+    result = await run_in_threadpool(inference.sample, body)
+    _observe(request, "/v1/samples", len(result["samples"]))
+    return result
+
+
+@router.post(
+    "/interpolations", summary="Images along a path between two latent points", response_model=schemas.SampleResponse
+)
+async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, request: Request):
+    """Decode `steps` points from `z_from` to `z_to` (spherical by default) under one class y.
+    Get endpoints from /v1/encode (the `mu` of two images) or pick any latent vectors."""
+    result = await run_in_threadpool(inference.interpolate, body)
+    _observe(request, "/v1/interpolations", len(result["samples"]))
+    return result
+
+
+@router.post(
+    "/encode",
+    summary="The posterior q(z|x,y) of images: mean and standard deviation",
+    response_model=schemas.EncodeResponse,
+)
+async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: Request):
+    """For each image, q(z|x,y) = N(mu, diag std^2) for the class `y`, or for every class when `y` is omitted."""
+    result = await run_in_threadpool(inference.encode, body)
+    _observe(request, "/v1/encode", len(body.images))
+    return result
+
+
+@router.post(
+    "/log-likelihood",
+    summary="log p(x) and log p(x|y) by importance sampling, with the ELBO",
+    response_model=schemas.ScoreResponse,
+)
+async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
+    """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
+    then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with standard errors,
+    effective sample sizes, and the ELBO split into reconstruction and KL terms."""
+    result = await run_in_threadpool(inference.score, body)
+    _observe(request, "/v1/log-likelihood", len(body.images))
+    return result
+
+
+@router.post("/classify", summary="p(y|x) for every class by Bayes' rule", response_model=schemas.ClassifyResponse)
+async def classify(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
+    """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
+    probable class and the entropy of p(y|x)."""
+    result = await run_in_threadpool(inference.classify, body)
+    _observe(request, "/v1/classify", len(body.images))
+    return result
+
+
+@router.get(
+    "/samples.png",
+    summary="A PNG grid of samples, for browsers",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def samples_png(
+    inference: InferenceDep,
+    request: Request,
+    y: Annotated[int | None, Query(alias="class", description="Class of every image; omit for y ~ p(y).")] = None,
+    n: Annotated[int, Query(ge=1, description="Number of images.")] = 64,
+    seed: Annotated[int, Query(ge=0, lt=2**63, description="Seed of the draws.")] = 0,
+    columns: Annotated[int | None, Query(ge=1, le=64, description="Images per row (default: square).")] = None,
+):
+    """Bernoulli means of n samples, tiled black on white, e.g. /v1/samples.png?class=3&n=64."""
+    png = await run_in_threadpool(inference.sample_grid_png, n, y, seed, columns)
+    _observe(request, "/v1/samples.png", n)
+    return Response(png, media_type="image/png")
+
+
+@router.get(
+    "/model",
+    summary="The model: sizes, classes, prior, likelihood, metrics, providers",
+    response_model=schemas.ModelInfo,
+)
+async def model_info(inference: InferenceDep):
+    """The manifest of the served model, the execution providers ONNX Runtime really uses, and the limits."""
+    manifest = inference.model.manifest
+    s = inference.settings
+    return {
+        **{
+            key: manifest.get(key)
+            for key in ("name", "version", "latent_dim", "num_classes", "image_shape", "likelihood", "class_prior")
+        },
+        "class_names": manifest.get("class_names", [str(i) for i in range(manifest["num_classes"])]),
+        "metrics": manifest.get("metrics", {}),
+        "requested_providers": inference.model.requested,
+        "active_providers": inference.model.active_providers,
+        "limits": {
+            "max_images": s.max_images,
+            "max_samples": s.max_samples,
+            "max_num_samples": s.max_num_samples,
+            "default_num_samples": s.default_num_samples,
+            "max_work": s.max_work,
+            "max_body_bytes": s.max_body_bytes,
+        },
+        "manifest": manifest,
+    }

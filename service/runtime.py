@@ -1,0 +1,168 @@
+"""The exported model under ONNX Runtime: loading, integrity checks, provider choice.
+
+Knows nothing of HTTP; sizes come from the manifest, never from literals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.settings import Settings
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+GRAPHS = ("encoder", "decoder", "scorer")
+OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory cannot be served: missing, corrupt or mismatched files."""
+
+
+def requested_providers(setting: str) -> list[str]:
+    """The provider list to ask ONNX Runtime for, from the `providers` setting."""
+    available = ort.get_available_providers()
+    if setting.strip().lower() == "auto":
+        return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+    names = [p.strip() for p in setting.split(",") if p.strip()]
+    unknown = [p for p in names if p not in ort.get_all_providers()]
+    if unknown:
+        raise ModelLoadError(
+            f"Unknown execution provider(s) {unknown} in CVAE_PROVIDERS; this onnxruntime build offers {available}."
+        )
+    return names
+
+
+@dataclass
+class Model:
+    """The three ONNX graphs of a model directory and its manifest."""
+
+    manifest: dict
+    sessions: dict[str, ort.InferenceSession]
+    requested: list[str]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest["latent_dim"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest["num_classes"]
+
+    @property
+    def x_dim(self) -> int:
+        rows, cols = self.manifest["image_shape"]
+        return rows * cols
+
+    @property
+    def likelihood(self) -> str:
+        return self.manifest["likelihood"]["type"]
+
+    @property
+    def log_prior(self) -> np.ndarray:
+        return np.log(np.asarray(self.manifest["class_prior"], dtype=np.float64))
+
+    @property
+    def active_providers(self) -> list[str]:
+        return self.sessions["decoder"].get_providers()
+
+    def one_hot(self, y: np.ndarray) -> np.ndarray:
+        return np.eye(self.num_classes, dtype=np.float32)[y]
+
+    def encode(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x [N, 784], y class indices [N] -> mu, logvar [N, D]."""
+        mu, logvar = self.sessions["encoder"].run(None, {"x": x.astype(np.float32), "y": self.one_hot(y)})
+        return mu, logvar
+
+    def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """z [N, D], y class indices [N] -> logits [N, 784]."""
+        (logits,) = self.sessions["decoder"].run(None, {"z": z.astype(np.float32), "y": self.one_hot(y)})
+        return logits
+
+    def log_weights(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
+        """x [N, 784], y [N], eps [K, N, D] -> log_w, log_px_z [K, N] and KL [N]."""
+        log_w, lpx_z, kl = self.sessions["scorer"].run(
+            None, {"x": x.astype(np.float32), "y": self.one_hot(y), "eps": eps.astype(np.float32)}
+        )
+        return log_w, lpx_z, kl
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_manifest(model_dir: Path) -> dict:
+    path = model_dir / "manifest.json"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"No manifest.json in {model_dir}: set CVAE_MODEL_DIR to a folder made by `cvae-train export`."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path} is not valid JSON ({error}).") from error
+    missing = [
+        key
+        for key in ("latent_dim", "num_classes", "image_shape", "class_prior", "files", "likelihood")
+        if key not in manifest
+    ]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {missing}: re-export the model with `cvae-train export`.")
+    return manifest
+
+
+def _check_shapes(name: str, session: ort.InferenceSession, entry: dict) -> None:
+    declared = {**entry["inputs"], **entry["outputs"]}
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        want = declared.get(arg.name)
+        if want is None:
+            raise ModelLoadError(f"{name}.onnx has {arg.name!r}, which the manifest does not list.")
+        got = [d if isinstance(d, int) else str(d) for d in arg.shape]
+        fixed = [(g, w) for g, w in zip(got, want) if isinstance(w, int) and isinstance(g, int)]
+        if len(got) != len(want) or any(g != w for g, w in fixed):
+            raise ModelLoadError(f"{name}.onnx {arg.name!r} has shape {got}; the manifest says {want}.")
+
+
+def load_model(settings: Settings) -> Model:
+    """Open every graph, after checking files against the manifest's sha256 and shapes."""
+    model_dir = Path(settings.model_dir)
+    manifest = read_manifest(model_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
+    options.log_severity_level = 3
+    providers = requested_providers(settings.providers)
+    sessions = {}
+    for name in GRAPHS:
+        entry = manifest["files"].get(name)
+        if entry is None:
+            raise ModelLoadError(f"The manifest in {model_dir} lists no {name!r} graph: re-export the model.")
+        path = model_dir / entry["file"]
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing; the manifest lists it.")
+        if _sha256(path) != entry["sha256"]:
+            raise ModelLoadError(f"{path} does not match the sha256 in the manifest: the file is corrupt or replaced.")
+        try:
+            sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"ONNX Runtime cannot open {path}: {error}") from error
+        _check_shapes(name, sessions[name], entry)
+    model = Model(manifest, sessions, providers)
+    inactive = [p for p in providers if p in GPU_PROVIDERS and p not in model.active_providers]
+    if settings.strict_providers and inactive:
+        raise ModelLoadError(
+            f"Requested {inactive} but ONNX Runtime is running on {model.active_providers}; "
+            "install onnxruntime-gpu with a matching CUDA, or unset CVAE_STRICT_PROVIDERS."
+        )
+    return model

@@ -1,0 +1,46 @@
+"""The service's one Settings class: every knob, read from CVAE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CVAE_", protected_namespaces=())
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model_dir: Path = SHIPPED_MODEL
+
+    providers: str = Field(
+        "auto",
+        description="'auto' (TensorRT/CUDA when present, else CPU) or a comma-separated list of "
+        "ONNX Runtime execution providers, e.g. 'CUDAExecutionProvider,CPUExecutionProvider'",
+    )
+    strict_providers: bool = Field(False, description="refuse to start when a requested GPU provider is not active")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+    inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0: its default)")
+    graph_optimization: str = Field("all", pattern="^(disable|basic|extended|all)$")
+
+    max_images: int = Field(256, ge=1, description="most images in one scoring, classify or encode request")
+    max_samples: int = Field(1024, ge=1, description="most images one sampling request may ask for")
+    max_num_samples: int = Field(20000, ge=1, description="most importance samples K per image and class")
+    default_num_samples: int = Field(1000, ge=1, description="K when a request does not say")
+    max_work: int = Field(
+        2_000_000, ge=1, description="most decoder passes (images x classes x K) one request may cost"
+    )
+    max_body_bytes: int = Field(8_000_000, ge=1024, description="largest request body accepted (413 beyond)")
+    score_chunk_rows: int = Field(
+        20000, ge=1, description="decoder rows (K x images) per ONNX Runtime call while scoring; bounds memory"
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
