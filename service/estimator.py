@@ -110,7 +110,7 @@ def bayes_rule(estimates: ClassEstimates, log_prior: np.ndarray) -> Posterior:
     log_px_std_error = np.sqrt((q**2 * estimates.std_error**2).sum(-1))
     reconstruction = (q * estimates.reconstruction).sum(-1)
     kl_z = (q * estimates.kl).sum(-1)
-    kl_y = (q * (log_py_x - log_prior)).sum(-1)
+    kl_y = np.where(q > 0, q * (log_py_x - log_prior), 0.0).sum(-1)  # 0 log 0 = 0
     return Posterior(log_px, log_px_std_error, log_py_x, reconstruction - kl_z - kl_y, reconstruction, kl_z, kl_y)
 
 

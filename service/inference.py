@@ -105,7 +105,7 @@ class Inference:
     def classify(self, request: schemas.ScoreRequest) -> dict:
         _, post, k, used = self._posterior(request)
         probs = np.exp(post.log_py_x)
-        entropy = -(probs * post.log_py_x).sum(-1)
+        entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         results = [
             {
                 "probs": probs[i].tolist(),

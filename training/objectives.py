@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from training.model import CVAE, ModelConfig, reparameterize
 
@@ -26,9 +25,14 @@ def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return summed.squeeze(dim) - math.log(values.shape[dim])
 
 
+def softplus(logits: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(l)), written so that it stays finite for any l, here and once exported to ONNX."""
+    return torch.clamp(logits, min=0) + torch.log(1 + torch.exp(-torch.abs(logits)))
+
+
 def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """sum over pixels of log Bernoulli(x | sigmoid(logits)) = -BCE."""
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    """sum over pixels of log Bernoulli(x | sigmoid(logits)) = x l - softplus(l) = -BCE."""
+    return (x * logits - softplus(logits)).sum(-1)
 
 
 def gaussian_log_prob(logits: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -93,3 +93,13 @@ def test_onnx_scorer_matches_pytorch_log_weights(exported):
     assert onnx_log_w.shape == (6, 5) and kl.shape == (5,)
     assert np.abs(onnx_log_w - log_w.numpy()).max() <= 1e-3
     assert np.abs(onnx_lpx_z - lpx_z.numpy()).max() <= 1e-3
+
+
+def test_onnx_scorer_is_finite_where_the_decoder_saturates(exported):
+    """Latents far out drive logits to +-100s: log p(x|z) must stay finite, not -inf or NaN."""
+    _, out = exported
+    scorer = ort.InferenceSession(str(out / "scorer.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 2, (3, 784)).astype(np.float32)
+    eps = np.full((2, 3, 4), 300.0, dtype=np.float32)
+    log_w, lpx_z, _ = scorer.run(None, {"x": x, "y": np.eye(10, dtype=np.float32)[:3], "eps": eps})
+    assert np.isfinite(log_w).all() and np.isfinite(lpx_z).all()

@@ -69,6 +69,14 @@ def test_bernoulli_log_prob_is_minus_binary_cross_entropy():
     p = torch.sigmoid(logits)
     bce = -(x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
     assert torch.allclose(bernoulli_log_prob(logits, x), -bce, atol=1e-8)
+    reference = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.allclose(bernoulli_log_prob(logits, x), -reference, atol=1e-8)
+
+
+def test_bernoulli_log_prob_is_finite_for_saturated_logits():
+    logits = torch.tensor([[-200.0, 200.0, -200.0, 200.0]])
+    x = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    assert bernoulli_log_prob(logits, x).item() == pytest.approx(-400.0)
 
 
 def test_gaussian_log_density_is_normalized():

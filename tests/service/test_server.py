@@ -1,0 +1,77 @@
+"""The real server: `cvae-serve` under uvicorn on a free port, spoken to over HTTP."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).parent / "cvae-serve"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "service.cli"]
+
+
+@pytest.fixture(scope="module")
+def server(shipped_model):
+    port = free_port()
+    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(shipped_model)}
+    process = subprocess.Popen(serve_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.2)
+    else:
+        process.kill()
+        raise AssertionError("server never became ready")
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_endpoints_over_http(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "alive"}
+    samples = httpx.post(f"{server}/v1/samples", json={"n": 2, "y": 1, "seed": 4, "binary": True}).json()
+    x = samples["samples"][0]["x"]
+    scored = httpx.post(f"{server}/v1/classify", json={"images": [x], "num_samples": 100}, timeout=30)
+    assert scored.status_code == 200 and len(scored.json()["results"][0]["probs"]) == 10
+    bad = httpx.post(f"{server}/v1/classify", json={"images": [[0.0] * 10]})
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "images[0]"
+    assert "cvae_requests_total" in httpx.get(f"{server}/metrics").text
+
+
+def test_png_endpoint_over_http(server):
+    response = httpx.get(f"{server}/v1/samples.png", params={"class": 7, "n": 9, "seed": 0})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (3 * 30 * 2, 3 * 30 * 2)
+
+
+def test_a_corrupt_model_stops_the_server_with_one_message(shipped_model, tmp_path):
+    broken = tmp_path / "model"
+    shutil.copytree(shipped_model, broken)
+    (broken / "encoder.onnx").write_bytes(b"garbage")
+    env = {**os.environ, "CVAE_PORT": str(free_port()), "CVAE_MODEL_DIR": str(broken)}
+    result = subprocess.run(serve_command(), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "encoder.onnx does not match the sha256" in result.stdout + result.stderr

@@ -1,0 +1,27 @@
+"""The shipped model directory is complete, intact and described by its manifest."""
+
+import hashlib
+import json
+
+
+def test_files_match_manifest_checksums(shipped_model):
+    manifest = json.loads((shipped_model / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"encoder", "decoder", "scorer"}
+    for entry in manifest["files"].values():
+        digest = hashlib.sha256((shipped_model / entry["file"]).read_bytes()).hexdigest()
+        assert digest == entry["sha256"], entry["file"]
+
+
+def test_directory_stays_under_20_mb(shipped_model):
+    total = sum(p.stat().st_size for p in shipped_model.iterdir())
+    assert total < 20 * 1024 * 1024
+
+
+def test_manifest_carries_test_metrics_and_the_card_exists(shipped_model):
+    manifest = json.loads((shipped_model / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    for key in ("nll", "bits_per_dim", "accuracy", "ece_15_bins", "num_importance_samples", "num_test_images"):
+        assert key in metrics
+    card = (shipped_model / "MODEL_CARD.md").read_text()
+    assert f"{metrics['nll']:.2f} nats" in card
+    assert (shipped_model / "samples.png").is_file() and (shipped_model / "reconstructions.png").is_file()
