@@ -27,13 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.runtime import requested_providers, verify_files
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    try:  # fail before uvicorn starts, with one line rather than a traceback
+        verify_files(settings.model_dir)
+        requested_providers(settings.providers)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
 
 

@@ -133,17 +133,9 @@ def _check_shapes(name: str, session: ort.InferenceSession, entry: dict) -> None
             raise ModelLoadError(f"{name}.onnx {arg.name!r} has shape {got}; the manifest says {want}.")
 
 
-def load_model(settings: Settings) -> Model:
-    """Open every graph, after checking files against the manifest's sha256 and shapes."""
-    model_dir = Path(settings.model_dir)
+def verify_files(model_dir: Path) -> dict:
+    """The manifest of `model_dir`, once every graph it lists exists and matches its sha256."""
     manifest = read_manifest(model_dir)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
-    options.log_severity_level = 3
-    providers = requested_providers(settings.providers)
-    sessions = {}
     for name in GRAPHS:
         entry = manifest["files"].get(name)
         if entry is None:
@@ -153,6 +145,23 @@ def load_model(settings: Settings) -> Model:
             raise ModelLoadError(f"{path} is missing; the manifest lists it.")
         if _sha256(path) != entry["sha256"]:
             raise ModelLoadError(f"{path} does not match the sha256 in the manifest: the file is corrupt or replaced.")
+    return manifest
+
+
+def load_model(settings: Settings) -> Model:
+    """Open every graph, after checking files against the manifest's sha256 and shapes."""
+    model_dir = Path(settings.model_dir)
+    manifest = verify_files(model_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
+    options.log_severity_level = 3
+    providers = requested_providers(settings.providers)
+    sessions = {}
+    for name in GRAPHS:
+        entry = manifest["files"][name]
+        path = model_dir / entry["file"]
         try:
             sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors
