@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from service import errors
+from service.calls import ModelCalls
 from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
@@ -30,9 +31,8 @@ Errors are JSON: `{"error": "...", "problems": [{"field": "...", "message": "...
 """
 
 
-def warm_up(inference: Inference) -> None:
+def warm_up(model) -> None:
     """One pass through every graph, so the first client does not pay for it."""
-    model = inference.model
     y = np.zeros(1, dtype=np.int64)
     model.decode(np.zeros((1, model.latent_dim)), y)
     model.encode(np.zeros((1, model.x_dim)), y)
@@ -45,17 +45,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Integrity and shape checks run here and stop start-up on failure.
-        inference = Inference(load_model(settings), settings)
-        app.state.inference = inference
-        log.info("model %s loaded on %s", settings.model_dir, inference.model.active_providers)
+        model = load_model(settings)
+        calls = ModelCalls(model, settings, on_batch=app.state.metrics.observe_model_batch)
+        calls.start()
+        app.state.inference = Inference(model, settings, calls)
+        log.info("model %s loaded on %s", settings.model_dir, model.active_providers)
 
         def finish() -> None:
-            warm_up(inference)
+            warm_up(model)
             app.state.ready = True
 
         threading.Thread(target=finish, daemon=True).start()
         yield
         app.state.ready = False
+        await calls.stop()
 
     app = FastAPI(
         title="MNIST CVAE service",

@@ -9,6 +9,7 @@ the two implementations together.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,16 +32,16 @@ def logsumexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
 
 @dataclass
 class ClassEstimates:
-    """Per image and class, all [N, C]: the K-sample estimate of log p(x|y), its
-    standard error (delta method), the effective sample size of the weights,
-    the Monte-Carlo reconstruction term E_q[log p(x|z,y)] and KL(q(z|x,y)||p(z))."""
+    """Per image and class, all [N, C]: the estimate of log p(x|y), its standard error
+    (delta method), the effective sample size of the weights, the Monte-Carlo
+    reconstruction term E_q[log p(x|z,y)], KL(q(z|x,y)||p(z)), and the samples used."""
 
     log_px_y: np.ndarray
     std_error: np.ndarray
     ess: np.ndarray
     reconstruction: np.ndarray
     kl: np.ndarray
-    num_samples: int
+    num_samples: np.ndarray
 
 
 @dataclass
@@ -57,6 +58,18 @@ class Posterior:
     kl_y: np.ndarray
 
 
+@dataclass(frozen=True)
+class Screening:
+    """Adaptive sampling: every class first gets `samples` draws; only classes whose
+    screened log p(x, y) lies within `margin` nats of the image's best get the rest."""
+
+    samples: int = 64
+    margin: float = 20.0
+
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Awaitable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
 def reduce_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log_w [K, R] -> log-mean-exp, delta-method standard error of it, and ESS, each [R]."""
     log_w = log_w.astype(np.float64)
@@ -68,36 +81,74 @@ def reduce_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return log_mean_exp(log_w, axis=0), std_error, ess
 
 
-def estimate_classes(
-    model: Model, x: np.ndarray, classes: np.ndarray, num_samples: int, rng: np.random.Generator, chunk_rows: int
-) -> ClassEstimates:
-    """Importance-sampling estimates of log p(x|y) for every image x [N, 784] and class in `classes`.
+def row_generators(seed: int, num_images: int, num_classes: int) -> list[np.random.Generator]:
+    """One noise stream per (image, class), so a seed gives the same answer however the
+    rows are chunked, batched with other requests, or screened."""
+    return [np.random.default_rng([seed, i, c]) for i in range(num_images) for c in range(num_classes)]
 
-    Noise is drawn row by row (image-major, then class, then sample), so a seed
-    gives the same answer whatever the chunking.
-    """
-    n, c, d = len(x), len(classes), model.latent_dim
-    rows_x = np.repeat(x, c, axis=0)  # [N*C, 784]: row i*C + j is image i with class classes[j]
-    rows_y = np.tile(classes, n)  # [N*C]
-    total = n * c
-    out = {key: np.empty(total) for key in ("log_px_y", "std_error", "ess", "reconstruction", "kl")}
-    rows_per_call = max(1, chunk_rows // num_samples)
-    k_per_call = min(num_samples, chunk_rows)
+
+async def _draw_and_score(
+    score: ScoreFn, rows_x: np.ndarray, rows_y: np.ndarray, gens: list, k: int, latent_dim: int, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The next k draws of every row's stream, scored: log_w, log_px_z [k, R] and KL [R]."""
+    total = len(rows_x)
+    rows_per_call = max(1, chunk_rows // k)
+    k_per_call = min(k, chunk_rows)
+    log_w = np.empty((k, total), dtype=np.float32)
+    lpx_z = np.empty((k, total), dtype=np.float32)
+    kl = np.empty(total, dtype=np.float32)
     for r0 in range(0, total, rows_per_call):
         r1 = min(total, r0 + rows_per_call)
-        log_w_parts, lpx_z_parts, kl = [], [], None
-        for k0 in range(0, num_samples, k_per_call):
-            k = min(k_per_call, num_samples - k0)
-            eps = rng.standard_normal((r1 - r0, k, d), dtype=np.float32).transpose(1, 0, 2)  # [k, rows, D]
-            log_w, lpx_z, kl = model.log_weights(rows_x[r0:r1], rows_y[r0:r1], np.ascontiguousarray(eps))
-            log_w_parts.append(log_w)
-            lpx_z_parts.append(lpx_z)
-        log_w = np.concatenate(log_w_parts)  # [K, rows]
-        out["log_px_y"][r0:r1], out["std_error"][r0:r1], out["ess"][r0:r1] = reduce_log_weights(log_w)
-        out["reconstruction"][r0:r1] = np.concatenate(lpx_z_parts).astype(np.float64).mean(axis=0)
-        out["kl"][r0:r1] = kl
+        for k0 in range(0, k, k_per_call):
+            k1 = min(k, k0 + k_per_call)
+            eps = np.stack([g.standard_normal((k1 - k0, latent_dim), dtype=np.float32) for g in gens[r0:r1]], axis=1)
+            log_w[k0:k1, r0:r1], lpx_z[k0:k1, r0:r1], kl[r0:r1] = await score(rows_x[r0:r1], rows_y[r0:r1], eps)
+    return log_w, lpx_z, kl
+
+
+async def estimate_classes(
+    score: ScoreFn,
+    x: np.ndarray,
+    num_classes: int,
+    latent_dim: int,
+    num_samples: int,
+    seed: int,
+    chunk_rows: int,
+    log_prior: np.ndarray | None = None,
+    screening: Screening | None = None,
+) -> ClassEstimates:
+    """Importance-sampling estimates of log p(x|y) for every image x [N, 784] and class.
+
+    With `screening` (and `log_prior`), classes that cannot matter keep their
+    screening estimate; the others get all `num_samples`, drawn from the same
+    streams, so their estimates equal the exhaustive ones exactly.
+    """
+    n, c = len(x), num_classes
+    rows_x = np.repeat(x, c, axis=0)  # [N*C, 784]: row i*C + j is image i with class j
+    rows_y = np.tile(np.arange(c), n)  # [N*C]
+    gens = row_generators(seed, n, c)
+    adaptive = screening is not None and num_samples > screening.samples
+    first = screening.samples if adaptive else num_samples
+    log_w, lpx_z, kl = await _draw_and_score(score, rows_x, rows_y, gens, first, latent_dim, chunk_rows)
+    parts = [(log_w[:, r], lpx_z[:, r]) for r in range(n * c)]
+    if adaptive:
+        screened = log_mean_exp(log_w.astype(np.float64), axis=0).reshape(n, c) + log_prior
+        keep = np.nonzero((screened >= screened.max(axis=1, keepdims=True) - screening.margin).ravel())[0]
+        more_w, more_lpx, _ = await _draw_and_score(
+            score, rows_x[keep], rows_y[keep], [gens[r] for r in keep], num_samples - first, latent_dim, chunk_rows
+        )
+        for j, r in enumerate(keep):
+            parts[r] = (np.concatenate([log_w[:, r], more_w[:, j]]), np.concatenate([lpx_z[:, r], more_lpx[:, j]]))
+    out = {key: np.empty(n * c) for key in ("log_px_y", "std_error", "ess", "reconstruction")}
+    used = np.array([len(w) for w, _ in parts], dtype=np.int64)
+    for length in np.unique(used):
+        rows = np.nonzero(used == length)[0]
+        w = np.stack([parts[r][0] for r in rows], axis=1)  # [length, rows]
+        out["log_px_y"][rows], out["std_error"][rows], out["ess"][rows] = reduce_log_weights(w)
+        out["reconstruction"][rows] = np.stack([parts[r][1] for r in rows], axis=1).astype(np.float64).mean(0)
     shaped = {key: value.reshape(n, c) for key, value in out.items()}
-    return ClassEstimates(num_samples=num_samples, **shaped)
+    shaped["num_samples"] = used.reshape(n, c)
+    return ClassEstimates(kl=kl.astype(np.float64).reshape(n, c), **shaped)
 
 
 def bayes_rule(estimates: ClassEstimates, log_prior: np.ndarray) -> Posterior:
@@ -118,12 +169,10 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
-def sample_images(
-    model: Model, y: np.ndarray, z: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
+def images_from_logits(logits: np.ndarray, likelihood: str, rng: np.random.Generator):
     """Means of p(x|z,y) [N, 784] and, for a Bernoulli model, one binary draw x ~ p(x|z,y)."""
-    mean = sigmoid(model.decode(z, y).astype(np.float64))
-    if model.likelihood != "bernoulli":
+    mean = sigmoid(logits.astype(np.float64))
+    if likelihood != "bernoulli":
         return mean, None
     return mean, (rng.random(mean.shape) < mean).astype(np.uint8)
 

@@ -6,20 +6,24 @@ the model or the limits); knows nothing of HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
 
 from service import estimator, schemas
+from service.calls import ModelCalls
 from service.images import InputError, binarize, decode_png, parse_pixels, png_grid
 from service.runtime import Model
 from service.settings import Settings
 
 
 class Inference:
-    def __init__(self, model: Model, settings: Settings):
+    def __init__(self, model: Model, settings: Settings, calls: ModelCalls):
         self.model = model
         self.settings = settings
+        self.calls = calls
+        self.screening = estimator.Screening(settings.adaptive_screen_samples, settings.adaptive_margin)
 
     # ---- inputs -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -72,16 +76,25 @@ class Inference:
         return k
 
     # ---- scoring ------------------------------------------------------------------------
-    def _posterior(self, request: schemas.ScoreRequest):
-        rng = np.random.default_rng(request.seed)
-        x, used = self.images(request, rng)
+    async def _posterior(self, request: schemas.ScoreRequest):
+        x, used = await asyncio.to_thread(self.images, request, np.random.default_rng(request.seed))
         k = self._num_samples(request.num_samples, len(x))
-        classes = np.arange(self.model.num_classes)
-        estimates = estimator.estimate_classes(self.model, x, classes, k, rng, self.settings.score_chunk_rows)
-        return estimates, estimator.bayes_rule(estimates, self.model.log_prior), k, used
+        estimates = await estimator.estimate_classes(
+            self.calls.score,
+            x,
+            self.model.num_classes,
+            self.model.latent_dim,
+            k,
+            request.seed,
+            self.settings.score_chunk_rows,
+            self.model.log_prior,
+            self.screening if request.adaptive else None,
+        )
+        echo = {"num_samples": k, "adaptive": request.adaptive, "seed": request.seed, "binarization": used}
+        return estimates, estimator.bayes_rule(estimates, self.model.log_prior), echo
 
-    def score(self, request: schemas.ScoreRequest) -> dict:
-        estimates, post, k, used = self._posterior(request)
+    async def score(self, request: schemas.ScoreRequest) -> dict:
+        estimates, post, echo = await self._posterior(request)
         per_dim = self.model.x_dim * math.log(2)
         results = [
             {
@@ -91,6 +104,7 @@ class Inference:
                 "log_px_y": estimates.log_px_y[i].tolist(),
                 "log_px_y_std_error": estimates.std_error[i].tolist(),
                 "effective_sample_size": estimates.ess[i].tolist(),
+                "num_samples_used": estimates.num_samples[i].tolist(),
                 "elbo": {
                     "value": post.elbo[i],
                     "reconstruction": post.reconstruction[i],
@@ -100,10 +114,10 @@ class Inference:
             }
             for i in range(len(post.log_px))
         ]
-        return {"num_samples": k, "seed": request.seed, "binarization": used, "results": results}
+        return {**echo, "results": results}
 
-    def classify(self, request: schemas.ScoreRequest) -> dict:
-        _, post, k, used = self._posterior(request)
+    async def classify(self, request: schemas.ScoreRequest) -> dict:
+        _, post, echo = await self._posterior(request)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         results = [
@@ -116,9 +130,12 @@ class Inference:
             }
             for i in range(len(probs))
         ]
-        return {"num_samples": k, "seed": request.seed, "binarization": used, "results": results}
+        return {**echo, "results": results}
 
-    def encode(self, request: schemas.EncodeRequest) -> dict:
+    async def encode(self, request: schemas.EncodeRequest) -> dict:
+        return await asyncio.to_thread(self._encode, request)
+
+    def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)
         x, used = self.images(request, np.random.default_rng(request.seed))
         classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
@@ -150,8 +167,9 @@ class Inference:
             raise InputError(field, "must hold finite numbers of magnitude at most 1e4.")
         return array
 
-    def _render(self, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, binary: bool, seed: int) -> dict:
-        mean, x = estimator.sample_images(self.model, y, z, rng)
+    async def _render(self, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, binary: bool, seed: int) -> dict:
+        logits = await self.calls.decode(z, y)
+        mean, x = estimator.images_from_logits(logits, self.model.likelihood, rng)
         samples = [
             {
                 "y": int(y[i]),
@@ -179,12 +197,12 @@ class Inference:
             latents = rng.standard_normal((n, self.model.latent_dim))
         return classes, latents, rng
 
-    def sample(self, request: schemas.SampleRequest) -> dict:
+    async def sample(self, request: schemas.SampleRequest) -> dict:
         seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         classes, latents, rng = self.sample_arrays(request.n, request.y, request.z, seed)
-        return self._render(classes, latents, rng, request.binary, seed)
+        return await self._render(classes, latents, rng, request.binary, seed)
 
-    def interpolate(self, request: schemas.InterpolateRequest) -> dict:
+    async def interpolate(self, request: schemas.InterpolateRequest) -> dict:
         self._check_class(request.y)
         self._check_count(request.steps, self.settings.max_samples, "steps", "max_samples")
         z_from = self._latents([request.z_from], "z_from")[0]
@@ -193,10 +211,11 @@ class Inference:
         rng = np.random.default_rng(seed)
         y = request.y if request.y is not None else int(estimator.draw_classes(self.model, 1, rng)[0])
         path = estimator.interpolate(z_from, z_to, request.steps, request.spherical)
-        return self._render(np.full(request.steps, y), path, rng, request.binary, seed)
+        return await self._render(np.full(request.steps, y), path, rng, request.binary, seed)
 
-    def sample_grid_png(self, n: int, y: int | None, seed: int, columns: int | None) -> bytes:
+    async def sample_grid_png(self, n: int, y: int | None, seed: int, columns: int | None) -> bytes:
         classes, latents, rng = self.sample_arrays(n, y, None, seed)
-        mean, _ = estimator.sample_images(self.model, classes, latents, rng)
+        logits = await self.calls.decode(latents, classes)
+        mean, _ = estimator.images_from_logits(logits, self.model.likelihood, rng)
         columns = columns or max(1, math.ceil(math.sqrt(n)))
-        return png_grid(mean, columns, self._shape())
+        return await asyncio.to_thread(png_grid, mean, columns, self._shape())

@@ -29,6 +29,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.model_batch = Histogram(
+            "cvae_model_batch_passes",
+            "Decoder rows (x K for the scorer) per batched model call",
+            ["graph"],
+            buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
+            registry=self.registry,
+        )
+
+    def observe_model_batch(self, graph: str, size: int) -> None:
+        self.model_batch.labels(graph).observe(size)
+
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)

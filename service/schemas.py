@@ -53,6 +53,11 @@ class ScoreRequest(ImagesRequest):
     seed: int = Field(
         0, ge=0, lt=2**63, description="Seed of the importance-sampling noise (and of binarize='bernoulli')."
     )
+    adaptive: bool = Field(
+        True,
+        description="Screen every class with a few samples, then spend all num_samples only on the classes "
+        "within the margin of the best (see GET /v1/model); false spends num_samples on every class.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -74,11 +79,15 @@ class ImageScore(BaseModel):
     log_px_y: list[float] = Field(description="Estimate of log p(x|y) for every class y (nats).")
     log_px_y_std_error: list[float]
     effective_sample_size: list[float] = Field(description="(sum w)^2 / sum w^2 of the K weights, per class.")
+    num_samples_used: list[int] = Field(
+        description="Importance samples spent on each class (adaptive: fewer on classes that cannot matter)."
+    )
     elbo: Elbo
 
 
 class ScoreResponse(BaseModel):
     num_samples: int
+    adaptive: bool
     seed: int
     binarization: Binarization
     results: list[ImageScore]
@@ -94,6 +103,7 @@ class ImageClass(BaseModel):
 
 class ClassifyResponse(BaseModel):
     num_samples: int
+    adaptive: bool
     seed: int
     binarization: Binarization
     results: list[ImageClass]

@@ -37,7 +37,16 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(8_000_000, ge=1024, description="largest request body accepted (413 beyond)")
     score_chunk_rows: int = Field(
-        20000, ge=1, description="decoder rows (K x images) per ONNX Runtime call while scoring; bounds memory"
+        20000, ge=1, description="most decoder passes (K x rows) in one scorer call; bounds memory"
+    )
+
+    batching: bool = Field(True, description="gather concurrent model calls into one (dynamic batching)")
+    batch_max_rows: int = Field(256, ge=1, description="most decoder rows in one batched sampling call")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a call waits for others to join its batch")
+    max_queue: int = Field(256, ge=1, description="most model calls waiting for a batch (503 beyond)")
+    adaptive_screen_samples: int = Field(64, ge=1, description="samples per class in the adaptive screening pass")
+    adaptive_margin: float = Field(
+        20.0, gt=0, description="classes screened more than this many nats below the best get no more samples"
     )
 
 

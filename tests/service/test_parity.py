@@ -1,5 +1,7 @@
 """The service's estimator agrees with the training package's evaluator on real test images."""
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -25,8 +27,12 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     reference = score(checkpoint.build_model(), x, log_prior, K, torch.Generator().manual_seed(1), progress=False)
 
     model = load_model(Settings(model_dir=shipped_model))
-    estimates = estimator.estimate_classes(
-        model, x.numpy(), np.arange(model.num_classes), K, np.random.default_rng(0), chunk_rows=50_000
+
+    async def score(rows_x, rows_y, eps):
+        return model.log_weights(rows_x, rows_y, eps)
+
+    estimates = asyncio.run(
+        estimator.estimate_classes(score, x.numpy(), model.num_classes, model.latent_dim, K, 0, chunk_rows=50_000)
     )
     served = estimator.bayes_rule(estimates, model.log_prior)
 

@@ -1,0 +1,71 @@
+"""The model calls the endpoints make, run directly in worker threads or through dynamic batchers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.batching import Batcher, concat_rows
+from service.runtime import Model
+from service.settings import Settings
+
+
+class ModelCalls:
+    """`score` (the scorer graph) and `decode` (the decoder graph), awaitable from the event loop."""
+
+    def __init__(self, model: Model, settings: Settings, on_batch=None):
+        self.model = model
+        self.batching = settings.batching
+        wait = settings.batch_max_wait_ms / 1000.0
+        self._scorer = Batcher(
+            self._score_batch,
+            max_size=settings.score_chunk_rows,
+            max_wait=wait,
+            max_queue=settings.max_queue,
+            size=lambda item: item[2].shape[0] * item[2].shape[1],  # K x rows decoder passes
+            key=lambda item: item[2].shape[0],  # calls share a run only with the same K
+            on_batch=on_batch and (lambda size: on_batch("scorer", size)),
+        )
+        self._decoder = Batcher(
+            self._decode_batch,
+            max_size=settings.batch_max_rows,
+            max_wait=wait,
+            max_queue=settings.max_queue,
+            size=lambda item: len(item[0]),
+            on_batch=on_batch and (lambda size: on_batch("decoder", size)),
+        )
+
+    def start(self) -> None:
+        if self.batching:
+            self._scorer.start()
+            self._decoder.start()
+
+    async def stop(self) -> None:
+        if self.batching:
+            await self._scorer.stop()
+            await self._decoder.stop()
+
+    async def score(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray):
+        """x [R, 784], y [R], eps [K, R, D] -> log_w, log_px_z [K, R], KL [R]."""
+        if self.batching:
+            return await self._scorer.submit((x, y, eps))
+        return await asyncio.to_thread(self.model.log_weights, x, y, eps)
+
+    async def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """z [N, D], y [N] -> logits [N, 784]."""
+        if self.batching:
+            return await self._decoder.submit((z, y))
+        return await asyncio.to_thread(self.model.decode, z, y)
+
+    def _score_batch(self, items: list) -> list:
+        x, bounds = concat_rows([item[0] for item in items], axis=0)
+        y, _ = concat_rows([item[1] for item in items], axis=0)
+        eps, _ = concat_rows([item[2] for item in items], axis=1)
+        log_w, lpx_z, kl = self.model.log_weights(x, y, eps)
+        return list(zip(np.split(log_w, bounds, axis=1), np.split(lpx_z, bounds, axis=1), np.split(kl, bounds)))
+
+    def _decode_batch(self, items: list) -> list:
+        z, bounds = concat_rows([item[0] for item in items], axis=0)
+        y, _ = concat_rows([item[1] for item in items], axis=0)
+        return np.split(self.model.decode(z, y), bounds)
