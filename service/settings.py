@@ -42,7 +42,9 @@ class Settings(BaseSettings):
 
     batching: bool = Field(True, description="gather concurrent model calls into one (dynamic batching)")
     batch_max_rows: int = Field(256, ge=1, description="most decoder rows in one batched sampling call")
-    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a call waits for others to join its batch")
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0, description="longest a call waits for others to join its batch (0: take what is queued)"
+    )
     max_queue: int = Field(256, ge=1, description="most model calls waiting for a batch (503 beyond)")
     adaptive_screen_samples: int = Field(64, ge=1, description="samples per class in the adaptive screening pass")
     adaptive_margin: float = Field(

@@ -11,7 +11,7 @@ from service import estimator  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.data import load_mnist  # noqa: E402
-from training.evaluate import score  # noqa: E402
+from training.evaluate import score as reference_score  # noqa: E402
 from training.model import Checkpoint  # noqa: E402
 from training.train import binarize  # noqa: E402
 
@@ -24,7 +24,7 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     x = binarize(torch.from_numpy(data.test_x[:NUM_IMAGES]), torch.Generator().manual_seed(0))
     checkpoint = Checkpoint.load(shipped_model / "checkpoint.pt")
     log_prior = torch.tensor(checkpoint.class_prior).log()
-    reference = score(checkpoint.build_model(), x, log_prior, K, torch.Generator().manual_seed(1), progress=False)
+    reference = reference_score(checkpoint.build_model(), x, log_prior, K, torch.Generator().manual_seed(1), progress=False)
 
     model = load_model(Settings(model_dir=shipped_model))
 

@@ -1,0 +1,251 @@
+"""The benchmark: every figure side by side from one run on one machine.
+
+    python -m bench.run [--duration 4] [--num-samples 100] [--out bench/results]
+
+1. limits: numpy float32 matmul rate, and ONNX Runtime in-process on the scoring workload;
+2. the service over HTTP per endpoint at concurrency 1, 8, 32, 64 (dynamic batching on);
+3. the same with dynamic batching off;
+4. peers on the same model and workload: LitServe with its batching (classify), and
+   FastAPI + PyTorch eager, one request at a time (every endpoint);
+5. adaptive scoring against exhaustive: speed ratio and the difference in nats.
+Writes RESULTS.md and throughput.png into --out and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.load import LoadResult, run_load
+from service import estimator
+from service.runtime import load_model
+from service.settings import SHIPPED_MODEL, Settings
+
+CONCURRENCY = (1, 8, 32, 64)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, ready_path: str, env: dict | None = None, timeout: float = 120):
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}")
+            try:
+                if httpx.get(base + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"{command} never became ready")
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def scoring_flops_per_image(manifest: dict, k: int) -> float:
+    """Multiply-adds x 2 of the scorer's dense layers for one image: every class, K decoder passes."""
+    cfg = manifest["model_config"]
+    x_dim = cfg["image_shape"][0] * cfg["image_shape"][1]
+    c, d, hidden = cfg["num_classes"], cfg["latent_dim"], list(cfg["hidden_dims"])
+    encoder = list(zip([x_dim, *hidden], [*hidden, 2 * d]))
+    decoder = list(zip([d, *reversed(hidden)], [*reversed(hidden), x_dim]))
+    macs = lambda layers: sum((i + c) * o for i, o in layers)  # noqa: E731 (+ c: the one-hot class input)
+    return 2.0 * c * (macs(encoder) + k * macs(decoder))
+
+
+def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int = 0, chunk_rows: int = 20000):
+    async def score(rows_x, rows_y, eps):
+        return model.log_weights(rows_x, rows_y, eps)
+
+    started = time.perf_counter()
+    estimates = asyncio.run(
+        estimator.estimate_classes(
+            score, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
+        )
+    )
+    return estimates, time.perf_counter() - started
+
+
+def test_images(limit: int, model) -> np.ndarray:
+    """Binarized MNIST test images when MNIST_DIR is set, else binary samples of the model."""
+    mnist_dir = os.environ.get("MNIST_DIR")
+    if mnist_dir:
+        import gzip
+
+        raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
+        pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:limit]
+        return (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, model.num_classes, limit)
+    logits = model.decode(rng.standard_normal((limit, model.latent_dim)), y)
+    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+
+
+def workloads(images: np.ndarray, k: int) -> dict:
+    """name -> (method, path, body(i), images per request)."""
+    one = lambda i: images[i % len(images)].tolist()  # noqa: E731
+    return {
+        "samples": ("POST", "/v1/samples", lambda i: {"n": 1, "seed": i}, 1),
+        "encode": ("POST", "/v1/encode", lambda i: {"images": [one(i)]}, 1),
+        "log-likelihood": (
+            "POST",
+            "/v1/log-likelihood",
+            lambda i: {"images": [one(i)], "num_samples": k, "seed": i},
+            1,
+        ),
+        "classify": ("POST", "/v1/classify", lambda i: {"images": [one(i)], "num_samples": k, "seed": i}, 1),
+        "classify (exhaustive)": (
+            "POST",
+            "/v1/classify",
+            lambda i: {"images": [one(i)], "num_samples": k, "seed": i, "adaptive": False},
+            1,
+        ),
+    }
+
+
+def sweep(base: str, loads: dict, names: list[str], duration: float) -> dict[tuple[str, int], LoadResult]:
+    results = {}
+    for name in names:
+        method, path, body, per = loads[name]
+        run_load(base, method, path, body, per, 4, 1.0)  # warm-up
+        for c in CONCURRENCY:
+            results[(name, c)] = run_load(base, method, path, body, per, c, duration)
+            r = results[(name, c)]
+            print(
+                f"  {name:>22} c={c:<3} {r.images_per_second:8.1f} img/s  p50 {r.percentile(50):7.1f} ms  "
+                f"p99 {r.percentile(99):7.1f} ms  errors {r.errors}",
+                flush=True,
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per load cell (default %(default)s)")
+    parser.add_argument("--num-samples", type=int, default=100, help="K of the scoring workloads (default %(default)s)")
+    parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
+    parser.add_argument("--adaptive-images", type=int, default=200, help="test images for section 5")
+    parser.add_argument("--adaptive-samples", type=int, default=1000, help="K for section 5")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    k = args.num_samples
+    model = load_model(Settings(model_dir=args.model_dir))
+    manifest = model.manifest
+    images = test_images(max(args.large_batch, args.adaptive_images), model)
+    report: dict = {"num_samples": k, "duration": args.duration, "cpu_count": os.cpu_count()}
+
+    print("1. limits", flush=True)
+    report["matmul_gflops"] = matmul_gflops()
+    batch = images[: args.large_batch]
+    in_process_scoring(model, batch[:4], k)  # warm-up
+    _, seconds = in_process_scoring(model, batch, k)
+    report["ort_images_per_s"] = len(batch) / seconds
+    report["ort_gflops"] = scoring_flops_per_image(manifest, k) * len(batch) / seconds / 1e9
+    print(
+        f"  numpy matmul {report['matmul_gflops']:.1f} GFLOP/s; ORT scoring {report['ort_images_per_s']:.1f} img/s "
+        f"= {report['ort_gflops']:.1f} GFLOP/s",
+        flush=True,
+    )
+
+    loads = workloads(images, k)
+    large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
+    names = list(loads)
+    http: dict = {}
+    serve = [sys.executable, "-m", "service.cli"]
+    for batching in ("true", "false"):
+        print(f"2/3. service, batching {batching}", flush=True)
+        port = free_port()
+        env = {
+            "CVAE_PORT": str(port),
+            "CVAE_MODEL_DIR": args.model_dir,
+            "CVAE_BATCHING": batching,
+            "CVAE_MAX_BODY_BYTES": str(64_000_000),
+            "CVAE_MAX_WORK": str(10**8),
+        }
+        with server(serve, port, "/readyz", env) as base:
+            http[batching] = sweep(base, loads, names, args.duration)
+            if batching == "true":
+                body = lambda i: large_body  # noqa: E731
+                run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)
+                large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
+                report["http_large_images_per_s"] = large.images_per_second
+
+    print("4. peers", flush=True)
+    port = free_port()
+    with server([sys.executable, "-m", "bench.peers.torch_peer", args.model_dir, str(port)], port, "/readyz") as base:
+        torch_peer = sweep(base, loads, ["samples", "encode", "log-likelihood", "classify (exhaustive)"], args.duration)
+    port = free_port()
+    lit_command = [sys.executable, "-m", "bench.peers.litserve_peer", args.model_dir, str(port), "32", "0.005"]
+    with server(lit_command, port, "/health") as base:
+        lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
+        litserve = sweep(base, lit_loads, ["classify (exhaustive)"], args.duration)
+
+    print("5. adaptive against exhaustive", flush=True)
+    x = images[: args.adaptive_images]
+    screening = estimator.Screening(Settings().adaptive_screen_samples, Settings().adaptive_margin)
+    full, full_s = in_process_scoring(model, x, args.adaptive_samples)
+    fast, fast_s = in_process_scoring(model, x, args.adaptive_samples, screening)
+    full_post = estimator.bayes_rule(full, model.log_prior)
+    fast_post = estimator.bayes_rule(fast, model.log_prior)
+    report["adaptive"] = {
+        "images": len(x),
+        "num_samples": args.adaptive_samples,
+        "speedup": full_s / fast_s,
+        "sample_ratio": float(full.num_samples.sum() / fast.num_samples.sum()),
+        "mean_abs_diff_nats": float(np.abs(full_post.log_px - fast_post.log_px).mean()),
+        "max_abs_diff_nats": float(np.abs(full_post.log_px - fast_post.log_px).max()),
+        "changed_predictions": int((full_post.log_py_x.argmax(-1) != fast_post.log_py_x.argmax(-1)).sum()),
+    }
+    print(f"  {report['adaptive']}", flush=True)
+
+    from bench.report import write_report
+
+    markdown = write_report(report, http, torch_peer, litserve, out)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

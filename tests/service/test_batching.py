@@ -1,0 +1,144 @@
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, Overloaded
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_calls_share_a_batch_and_get_their_own_results():
+    sizes = []
+
+    def double(items):
+        sizes.append(len(items))
+        return [item * 2 for item in items]
+
+    async def main():
+        batcher = Batcher(double, max_size=8, max_wait=0.05, max_queue=100)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
+        await batcher.stop()
+        return results
+
+    assert run(main()) == [2 * i for i in range(20)]
+    assert sum(sizes) == 20 and max(sizes) <= 8 and len(sizes) <= 4
+
+
+def test_calls_with_different_keys_never_share_a_batch():
+    batches = []
+
+    def record(items):
+        batches.append([key for key, _ in items])
+        return [value for _, value in items]
+
+    async def main():
+        batcher = Batcher(record, max_size=100, max_wait=0.05, max_queue=100, key=lambda item: item[0])
+        batcher.start()
+        items = [("a" if i % 3 else "b", i) for i in range(12)]
+        results = await asyncio.gather(*(batcher.submit(item) for item in items))
+        await batcher.stop()
+        return results
+
+    assert run(main()) == list(range(12))
+    assert all(len(set(batch)) == 1 for batch in batches)
+
+
+def test_sizes_bound_a_batch():
+    seen = []
+
+    def total(items):
+        seen.append(sum(items))
+        return items
+
+    async def main():
+        batcher = Batcher(total, max_size=10, max_wait=0.05, max_queue=100, size=lambda item: item)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(4) for _ in range(6)))
+        await batcher.stop()
+
+    run(main())
+    assert max(seen) <= 10 and sum(seen) == 24
+
+
+def test_a_failing_batch_fails_its_callers_only():
+    def maybe_fail(items):
+        if "bad" in items:
+            raise ValueError("boom")
+        return items
+
+    async def main():
+        batcher = Batcher(maybe_fail, max_size=1, max_wait=0.0, max_queue=10)
+        batcher.start()
+        with pytest.raises(ValueError, match="boom"):
+            await batcher.submit("bad")
+        good = await batcher.submit("good")
+        await batcher.stop()
+        return good
+
+    assert run(main()) == "good"
+
+
+def test_a_full_queue_is_refused_at_once():
+    release = threading.Event()
+
+    def slow(items):
+        release.wait(5)
+        return items
+
+    async def main():
+        batcher = Batcher(slow, max_size=1, max_wait=0.0, max_queue=2)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)  # the first call is in the worker now
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        with pytest.raises(Overloaded):
+            await batcher.submit(3)
+        refused_in = time.perf_counter() - started
+        release.set()
+        results = await asyncio.gather(running, *queued)
+        await batcher.stop()
+        return results, refused_in
+
+    results, refused_in = run(main())
+    assert results == [0, 1, 2] and refused_in < 0.5
+
+
+def test_the_event_loop_keeps_running_during_model_work():
+    def busy(items):
+        time.sleep(0.3)
+        return items
+
+    async def main():
+        batcher = Batcher(busy, max_size=4, max_wait=0.0, max_queue=10)
+        batcher.start()
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.ensure_future(tick())
+        await batcher.submit(1)
+        ticker.cancel()
+        await batcher.stop()
+        return ticks
+
+    assert run(main()) >= 10
+
+
+def test_split_points_undo_concatenation():
+    from service.batching import concat_rows
+
+    parts = [np.arange(3), np.arange(5), np.arange(1)]
+    joined, bounds = concat_rows(parts, axis=0)
+    assert [p.tolist() for p in np.split(joined, bounds)] == [p.tolist() for p in parts]
