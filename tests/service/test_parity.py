@@ -24,7 +24,9 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     x = binarize(torch.from_numpy(data.test_x[:NUM_IMAGES]), torch.Generator().manual_seed(0))
     checkpoint = Checkpoint.load(shipped_model / "checkpoint.pt")
     log_prior = torch.tensor(checkpoint.class_prior).log()
-    reference = reference_score(checkpoint.build_model(), x, log_prior, K, torch.Generator().manual_seed(1), progress=False)
+    reference = reference_score(
+        checkpoint.build_model(), x, log_prior, K, torch.Generator().manual_seed(1), progress=False
+    )
 
     model = load_model(Settings(model_dir=shipped_model))
 
