@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service import errors
+from service.admission import Admission
 from service.calls import ModelCalls
 from service.inference import Inference
 from service.metrics import Metrics
-from service.middleware import BodyLimit, RequestMetrics
+from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.routes import health, v1
 from service.runtime import load_model
 from service.settings import Settings, get_settings
@@ -70,9 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.state.inference = None
     app.state.metrics = Metrics()
+    app.state.admission = Admission(settings.max_in_flight, settings.request_timeout_s)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
+    # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))
     return app

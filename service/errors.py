@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.admission import RequestTimeout
+from service.batching import Overloaded
 from service.images import InputError
 
 
@@ -43,6 +45,23 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             status_code=422,
             content=error_body(f"{exc.field} {exc.message}", [{"field": exc.field, "message": exc.message}]),
+        )
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        request.app.state.metrics.rejected.labels("overloaded").inc()
+        return JSONResponse(
+            status_code=503,
+            content=error_body(f"The service is at capacity ({exc}); retry after the Retry-After delay."),
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(RequestTimeout)
+    async def timed_out(request: Request, exc: RequestTimeout) -> JSONResponse:
+        request.app.state.metrics.rejected.labels("timeout").inc()
+        return JSONResponse(
+            status_code=504,
+            content=error_body(f"Timed out: {exc} (setting CVAE_REQUEST_TIMEOUT_S); send less work per request."),
         )
 
     @app.exception_handler(HTTPException)

@@ -29,6 +29,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rejected = Counter(
+            "cvae_rejected",
+            "Requests refused for capacity (503) or timed out (504)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.model_batch = Histogram(
             "cvae_model_batch_passes",
             "Decoder rows (x K for the scorer) per batched model call",

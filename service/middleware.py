@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import time
+import uuid
 
 from service.metrics import Metrics
 
@@ -92,3 +95,107 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
+
+
+OPEN_PATHS = ("/healthz", "/readyz")
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+async def _send_json(send, status: int, payload: dict, headers: list | None = None) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyAuth:
+    """Require one of `keys` (Authorization: Bearer KEY, or X-API-Key: KEY) on every path but the probes.
+
+    Every key is compared in constant time; keys are never logged."""
+
+    def __init__(self, app, keys: list[str]):
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    def _matches(self, given: bytes) -> bool:
+        found = False
+        for key in self.keys:
+            found |= hmac.compare_digest(given, key)
+        return found
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        given = headers.get(b"x-api-key")
+        authorization = headers.get(b"authorization", b"")
+        if given is None and authorization[:7].lower() == b"bearer ":
+            given = authorization[7:].strip()
+        if not given:
+            return await _send_json(
+                send,
+                401,
+                {
+                    "error": "An API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+                    "problems": [{"field": "Authorization", "message": "missing"}],
+                },
+                [(b"www-authenticate", b"Bearer")],
+            )
+        if not self._matches(given):
+            return await _send_json(
+                send,
+                403,
+                {
+                    "error": "The API key is not valid; check it with whoever runs this service.",
+                    "problems": [{"field": "Authorization", "message": "unknown key"}],
+                },
+            )
+        return await self.app(scope, receive, send)
+
+
+class RequestContext:
+    """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
+    id, method, path, status and latency; never the body, the query or the headers."""
+
+    def __init__(self, app, logger: logging.Logger):
+        self.app = app
+        self.log = logger
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            self.log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                },
+            )

@@ -46,10 +46,28 @@ class Settings(BaseSettings):
         0.0, ge=0, description="longest a call waits for others to join its batch (0: take what is queued)"
     )
     max_queue: int = Field(256, ge=1, description="most model calls waiting for a batch (503 beyond)")
+    max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
+
+    api_keys: str = Field(
+        "", description="comma-separated API keys; when set, every endpoint but /healthz and /readyz needs one"
+    )
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS (none by default)")
+    log_format: str = Field("json", pattern="^(json|text)$", description="log lines as JSON objects or plain text")
+
     adaptive_screen_samples: int = Field(64, ge=1, description="samples per class in the adaptive screening pass")
     adaptive_margin: float = Field(
         20.0, gt=0, description="classes screened more than this many nats below the best get no more samples"
     )
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 @lru_cache

@@ -13,7 +13,11 @@ from service.inference import Inference
 ERRORS = {
     413: {"model": schemas.ErrorResponse, "description": "The body is larger than the limit."},
     422: {"model": schemas.ErrorResponse, "description": "A field is invalid; the body names it and the fix."},
-    503: {"model": schemas.ErrorResponse, "description": "The model is still loading; retry after Retry-After."},
+    503: {
+        "model": schemas.ErrorResponse,
+        "description": "The model is still loading, or the service is at capacity; retry after Retry-After.",
+    },
+    504: {"model": schemas.ErrorResponse, "description": "The request took longer than the timeout setting."},
 }
 
 
@@ -29,6 +33,11 @@ InferenceDep = Annotated[Inference, Depends(get_inference)]
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
+async def _admit(request: Request, work):
+    """Run model work under the app's admission bound and timeout."""
+    return await request.app.state.admission.run(work)
+
+
 def _observe(request: Request, endpoint: str, count: int) -> None:
     request.app.state.metrics.batch_size.labels(endpoint).observe(count)
 
@@ -41,7 +50,7 @@ def _observe(request: Request, endpoint: str, count: int) -> None:
 async def sample(body: schemas.SampleRequest, inference: InferenceDep, request: Request):
     """Draw y ~ p(y) (or use `y`), z ~ N(0, I) (or use `z`, one image per vector), and return the
     Bernoulli means of p(x|z,y), optionally with a binary draw. The `seed` in the answer reproduces it."""
-    result = await inference.sample(body)
+    result = await _admit(request, inference.sample(body))
     _observe(request, "/v1/samples", len(result["samples"]))
     return result
 
@@ -52,7 +61,7 @@ async def sample(body: schemas.SampleRequest, inference: InferenceDep, request: 
 async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, request: Request):
     """Decode `steps` points from `z_from` to `z_to` (spherical by default) under one class y.
     Get endpoints from /v1/encode (the `mu` of two images) or pick any latent vectors."""
-    result = await inference.interpolate(body)
+    result = await _admit(request, inference.interpolate(body))
     _observe(request, "/v1/interpolations", len(result["samples"]))
     return result
 
@@ -64,7 +73,7 @@ async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep,
 )
 async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: Request):
     """For each image, q(z|x,y) = N(mu, diag std^2) for the class `y`, or for every class when `y` is omitted."""
-    result = await inference.encode(body)
+    result = await _admit(request, inference.encode(body))
     _observe(request, "/v1/encode", len(body.images))
     return result
 
@@ -78,7 +87,7 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
     """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
     then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with standard errors,
     effective sample sizes, and the ELBO split into reconstruction and KL terms."""
-    result = await inference.score(body)
+    result = await _admit(request, inference.score(body))
     _observe(request, "/v1/log-likelihood", len(body.images))
     return result
 
@@ -87,7 +96,7 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
 async def classify(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
     """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
     probable class and the entropy of p(y|x)."""
-    result = await inference.classify(body)
+    result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result
 
@@ -107,7 +116,7 @@ async def samples_png(
     columns: Annotated[int | None, Query(ge=1, le=64, description="Images per row (default: square).")] = None,
 ):
     """Bernoulli means of n samples, tiled black on white, e.g. /v1/samples.png?class=3&n=64."""
-    png = await inference.sample_grid_png(n, y, seed, columns)
+    png = await _admit(request, inference.sample_grid_png(n, y, seed, columns))
     _observe(request, "/v1/samples.png", n)
     return Response(png, media_type="image/png")
 

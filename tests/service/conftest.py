@@ -1,19 +1,9 @@
-import time
-
 import pytest
 from fastapi.testclient import TestClient
+from servers import wait_ready
 
 from service.app import create_app
 from service.settings import Settings
-
-
-def wait_ready(client, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError("service never became ready")
 
 
 @pytest.fixture(scope="module")

@@ -3,51 +3,18 @@
 import io
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_command() -> list[str]:
-    script = Path(sys.executable).parent / "cvae-serve"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "service.cli"]
+from servers import free_port, running_server, serve_command
 
 
 @pytest.fixture(scope="module")
 def server(shipped_model):
-    port = free_port()
-    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(shipped_model)}
-    process = subprocess.Popen(serve_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read().decode()
-        time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError("server never became ready")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    with running_server(shipped_model) as (base, _):
+        yield base
 
 
 def test_endpoints_over_http(server):

@@ -1,0 +1,58 @@
+"""Helpers for tests that start the real server in a subprocess."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def wait_ready(client, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("service never became ready")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command() -> list[str]:
+    script = Path(sys.executable).parent / "cvae-serve"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+
+
+@contextlib.contextmanager
+def running_server(model_dir, **settings):
+    """`cvae-serve` in a subprocess on a free port, ready; yields (base URL, process)."""
+    port = free_port()
+    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(model_dir)}
+    env.update({f"CVAE_{key.upper()}": str(value) for key, value in settings.items()})
+    process = subprocess.Popen(serve_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                raise AssertionError("server never became ready: " + process.stdout.read().decode())
+            time.sleep(0.2)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
