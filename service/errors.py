@@ -66,6 +66,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not JSON text
+            message = "is not valid JSON text; send a UTF-8 JSON object as described in /docs"
+            return JSONResponse(
+                status_code=422,
+                content=error_body(f"Invalid request: body {message}", [{"field": "body", "message": message}]),
+            )
         return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)), headers=exc.headers)
 
     @app.exception_handler(Exception)

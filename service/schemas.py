@@ -130,7 +130,9 @@ class EncodeResponse(BaseModel):
 class SampleRequest(BaseModel):
     n: int | None = Field(None, ge=1, description="How many images (default 1; with z given, one per z).")
     y: int | None = Field(None, description="Class of every image; omit to draw y ~ p(y).")
-    z: list[list[float]] | None = Field(None, description="Latent vectors, one image each; omit to draw z ~ N(0, I).")
+    z: list[list[float]] | None = Field(
+        None, min_length=1, description="Latent vectors, one image each; omit to draw z ~ N(0, I)."
+    )
     seed: int | None = Field(None, ge=0, lt=2**63, description="Makes the answer reproducible; omit for fresh draws.")
     binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
 

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def running_server(model_dir, **settings):
     port = free_port()
     env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(model_dir)}
     env.update({f"CVAE_{key.upper()}": str(value) for key, value in settings.items()})
-    process = subprocess.Popen(serve_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the server's logging
+    process = subprocess.Popen(serve_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -49,10 +51,12 @@ def running_server(model_dir, **settings):
                 pass
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
-                raise AssertionError("server never became ready: " + process.stdout.read().decode())
+                log.seek(0)
+                raise AssertionError("server never became ready: " + log.read().decode())
             time.sleep(0.2)
         yield base, process
     finally:
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=30)
+        log.close()
