@@ -16,7 +16,7 @@ from service.calls import ModelCalls
 from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
-from service.routes import health, v1
+from service.routes import health, v1, v2
 from service.runtime import load_model
 from service.settings import Settings, get_settings
 
@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(v1.router)
+    app.include_router(v2.router)
+    v2.install(app)
     # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
