@@ -1,0 +1,32 @@
+"""A typed Python client for the mnist-cvae service (sync and async, on httpx), returning numpy arrays.
+
+from client import Client
+with Client("http://127.0.0.1:8000") as cvae:
+    samples = cvae.sample(n=4, y=7, seed=1)          # samples.mean: [4, 28, 28]
+    scores = cvae.log_likelihood(samples.mean)      # scores.log_px: [4] nats
+    classes = cvae.classify(samples.mean)           # classes.probs: [4, 10]
+"""
+
+from client.api import (
+    ApiError,
+    AsyncClient,
+    Classes,
+    Client,
+    ClientError,
+    Posteriors,
+    Samples,
+    Scores,
+    ServerError,
+)
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "Classes",
+    "Client",
+    "ClientError",
+    "Posteriors",
+    "Samples",
+    "Scores",
+    "ServerError",
+]

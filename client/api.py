@@ -1,0 +1,318 @@
+"""Requests built and answers parsed once; Client and AsyncClient differ only in how they wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+
+class ApiError(Exception):
+    """An answer other than 200: `status`, the service's `message` and its per-field `problems`."""
+
+    def __init__(self, status: int, message: str, problems: list[dict] | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.problems = problems or []
+
+
+class ClientError(ApiError):
+    """4xx: the request must change (the message names the field and the fix)."""
+
+
+class ServerError(ApiError):
+    """5xx, or 503 still after every retry."""
+
+
+@dataclass
+class Samples:
+    mean: np.ndarray  # [N, 28, 28] Bernoulli means
+    x: np.ndarray | None  # [N, 28, 28] binary draws, when asked for
+    y: np.ndarray  # [N] classes
+    z: np.ndarray  # [N, D] latents
+    seed: int
+
+
+@dataclass
+class Scores:
+    log_px: np.ndarray  # [N] nats
+    log_px_std_error: np.ndarray  # [N]
+    bits_per_dim: np.ndarray  # [N]
+    log_px_y: np.ndarray  # [N, C]
+    elbo: np.ndarray  # [N]
+    num_samples_used: np.ndarray  # [N, C]
+
+
+@dataclass
+class Classes:
+    probs: np.ndarray  # [N, C] p(y|x)
+    predicted: np.ndarray  # [N]
+    entropy: np.ndarray  # [N] nats
+    log_px: np.ndarray  # [N]
+
+
+@dataclass
+class Posteriors:
+    y: np.ndarray  # [C'] classes asked for
+    mu: np.ndarray  # [N, C', D]
+    std: np.ndarray  # [N, C', D]
+
+
+def _images(images) -> list:
+    array = np.asarray(images, dtype=np.float64)
+    if array.ndim in (1, 2) and array.shape[-1] != 28:
+        array = array.reshape(-1, 784)
+    elif array.ndim == 2:
+        array = array.reshape(1, 784)
+    return array.reshape(len(array), -1).tolist()
+
+
+def _samples(body: dict) -> Samples:
+    s = body["samples"]
+    x = [item["x"] for item in s]
+    return Samples(
+        mean=np.asarray([item["mean"] for item in s]).reshape(-1, 28, 28),
+        x=None if any(v is None for v in x) else np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28),
+        y=np.asarray([item["y"] for item in s]),
+        z=np.asarray([item["z"] for item in s]),
+        seed=body["seed"],
+    )
+
+
+def _scores(body: dict) -> Scores:
+    r = body["results"]
+    return Scores(
+        log_px=np.asarray([i["log_px"] for i in r]),
+        log_px_std_error=np.asarray([i["log_px_std_error"] for i in r]),
+        bits_per_dim=np.asarray([i["bits_per_dim"] for i in r]),
+        log_px_y=np.asarray([i["log_px_y"] for i in r]),
+        elbo=np.asarray([i["elbo"]["value"] for i in r]),
+        num_samples_used=np.asarray([i["num_samples_used"] for i in r]),
+    )
+
+
+def _classes(body: dict) -> Classes:
+    r = body["results"]
+    return Classes(
+        probs=np.asarray([i["probs"] for i in r]),
+        predicted=np.asarray([i["predicted"] for i in r]),
+        entropy=np.asarray([i["entropy"] for i in r]),
+        log_px=np.asarray([i["log_px"] for i in r]),
+    )
+
+
+def _posteriors(body: dict) -> Posteriors:
+    r = body["results"]
+    return Posteriors(
+        y=np.asarray([p["y"] for p in r[0]]),
+        mu=np.asarray([[p["mu"] for p in image] for image in r]),
+        std=np.asarray([[p["std"] for p in image] for image in r]),
+    )
+
+
+def _drop_none(payload: dict) -> dict:
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+class _Calls:
+    """Each call as (method, path, JSON body, parser)."""
+
+    @staticmethod
+    def sample(n=None, y=None, z=None, seed=None, binary=False):
+        z = None if z is None else np.asarray(z, dtype=np.float64).reshape(-1, np.shape(z)[-1]).tolist()
+        return "POST", "/v1/samples", _drop_none({"n": n, "y": y, "z": z, "seed": seed, "binary": binary}), _samples
+
+    @staticmethod
+    def interpolate(z_from, z_to, steps=8, y=None, spherical=True, seed=None):
+        payload = {
+            "z_from": np.asarray(z_from, dtype=np.float64).tolist(),
+            "z_to": np.asarray(z_to, dtype=np.float64).tolist(),
+            "steps": steps,
+            "y": y,
+            "spherical": spherical,
+            "seed": seed,
+        }
+        return "POST", "/v1/interpolations", _drop_none(payload), _samples
+
+    @staticmethod
+    def encode(images, y=None, binarize="threshold"):
+        return "POST", "/v1/encode", _drop_none({"images": _images(images), "y": y, "binarize": binarize}), _posteriors
+
+    @staticmethod
+    def log_likelihood(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
+        payload = {
+            "images": _images(images),
+            "num_samples": num_samples,
+            "seed": seed,
+            "adaptive": adaptive,
+            "binarize": binarize,
+        }
+        return "POST", "/v1/log-likelihood", _drop_none(payload), _scores
+
+    @staticmethod
+    def classify(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
+        payload = {
+            "images": _images(images),
+            "num_samples": num_samples,
+            "seed": seed,
+            "adaptive": adaptive,
+            "binarize": binarize,
+        }
+        return "POST", "/v1/classify", _drop_none(payload), _classes
+
+    @staticmethod
+    def model():
+        return "GET", "/v1/model", None, lambda body: body
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+        message, problems = body.get("error", response.text), body.get("problems", [])
+    except ValueError:
+        message, problems = response.text, []
+    kind = ClientError if response.status_code < 500 else ServerError
+    return kind(response.status_code, message, problems)
+
+
+def _retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
+    header = response.headers.get("retry-after", "")
+    delay = float(header) if header.replace(".", "", 1).isdigit() else 0.5 * 2**attempt
+    return min(delay, cap)
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None, retries: int, max_retry_wait: float):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+
+
+class Client(_Base):
+    """Blocking client. Retries 503 answers (honouring Retry-After) up to `retries` times."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        super().__init__(base_url, api_key, retries, max_retry_wait)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, payload: Any, parse):
+        for attempt in range(self.retries + 1):
+            response = self.http.request(method, path, json=payload)
+            if response.status_code != 503 or attempt == self.retries:
+                break
+            time.sleep(_retry_delay(response, attempt, self.max_retry_wait))
+        if response.status_code != 200:
+            raise _error(response)
+        return parse(response.json())
+
+    def sample(
+        self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False
+    ) -> Samples:
+        return self._call(*_Calls.sample(n, y, z, seed, binary))
+
+    def interpolate(
+        self, z_from, z_to, steps: int = 8, y: int | None = None, spherical: bool = True, seed: int | None = None
+    ) -> Samples:
+        return self._call(*_Calls.interpolate(z_from, z_to, steps, y, spherical, seed))
+
+    def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
+        return self._call(*_Calls.encode(images, y, binarize))
+
+    def log_likelihood(
+        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
+    ) -> Scores:
+        return self._call(*_Calls.log_likelihood(images, num_samples, seed, adaptive, binarize))
+
+    def classify(
+        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
+    ) -> Classes:
+        return self._call(*_Calls.classify(images, num_samples, seed, adaptive, binarize))
+
+    def model(self) -> dict:
+        return self._call(*_Calls.model())
+
+
+class AsyncClient(_Base):
+    """The same calls, awaitable."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        super().__init__(base_url, api_key, retries, max_retry_wait)
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, path: str, payload: Any, parse):
+        for attempt in range(self.retries + 1):
+            response = await self.http.request(method, path, json=payload)
+            if response.status_code != 503 or attempt == self.retries:
+                break
+            await asyncio.sleep(_retry_delay(response, attempt, self.max_retry_wait))
+        if response.status_code != 200:
+            raise _error(response)
+        return parse(response.json())
+
+    async def sample(
+        self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False
+    ) -> Samples:
+        return await self._call(*_Calls.sample(n, y, z, seed, binary))
+
+    async def interpolate(
+        self, z_from, z_to, steps: int = 8, y: int | None = None, spherical: bool = True, seed: int | None = None
+    ) -> Samples:
+        return await self._call(*_Calls.interpolate(z_from, z_to, steps, y, spherical, seed))
+
+    async def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
+        return await self._call(*_Calls.encode(images, y, binarize))
+
+    async def log_likelihood(
+        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
+    ) -> Scores:
+        return await self._call(*_Calls.log_likelihood(images, num_samples, seed, adaptive, binarize))
+
+    async def classify(
+        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
+    ) -> Classes:
+        return await self._call(*_Calls.classify(images, num_samples, seed, adaptive, binarize))
+
+    async def model(self) -> dict:
+        return await self._call(*_Calls.model())

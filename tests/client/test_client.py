@@ -1,0 +1,74 @@
+"""The Python client against the real server."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from servers import running_server
+
+from client import AsyncClient, Client, ClientError
+
+
+@pytest.fixture(scope="module")
+def server(shipped_model):
+    with running_server(shipped_model, log_format="text") as (base, _):
+        yield base
+
+
+def test_sample_score_classify_return_numpy(server):
+    with Client(server) as cvae:
+        samples = cvae.sample(n=4, y=7, seed=1, binary=True)
+        assert samples.mean.shape == (4, 28, 28) and samples.x.shape == (4, 28, 28)
+        assert (samples.y == 7).all() and samples.seed == 1
+        scores = cvae.log_likelihood(samples.x, num_samples=50)
+        assert scores.log_px.shape == (4,) and scores.log_px_y.shape == (4, 10) and (scores.log_px < 0).all()
+        classes = cvae.classify(samples.x, num_samples=50)
+        assert classes.probs.shape == (4, 10) and np.allclose(classes.probs.sum(1), 1)
+        assert np.allclose(classes.log_px, scores.log_px)
+        posteriors = cvae.encode(samples.x[:2])
+        latent = cvae.model()["latent_dim"]
+        assert posteriors.mu.shape == (2, 10, latent) and (posteriors.std > 0).all()
+        path = cvae.interpolate(np.zeros(latent), np.ones(latent), steps=5, y=3)
+        assert path.mean.shape == (5, 28, 28)
+        one = cvae.classify(samples.x[0])  # a single 28x28 image
+        assert one.probs.shape == (1, 10)
+
+
+def test_async_client_gives_the_same_answers(server):
+    async def run():
+        async with AsyncClient(server) as cvae:
+            samples = await cvae.sample(n=2, seed=3, binary=True)
+            return samples, await cvae.classify(samples.x, num_samples=30, seed=5)
+
+    samples, classes = asyncio.run(run())
+    with Client(server) as cvae:
+        again = cvae.classify(samples.x, num_samples=30, seed=5)
+    assert np.array_equal(classes.probs, again.probs)
+
+
+def test_4xx_raises_client_error_naming_the_field(server):
+    with Client(server) as cvae:
+        with pytest.raises(ClientError) as caught:
+            cvae.sample(y=12)
+        assert caught.value.status == 422 and caught.value.problems[0]["field"] == "y"
+        with pytest.raises(ClientError, match="num_samples"):
+            cvae.classify(np.zeros((28, 28)), num_samples=10**9)
+
+
+def test_503_is_retried_after_retry_after(shipped_model):
+    with running_server(shipped_model, log_format="text", max_in_flight=1, max_work=10**8) as (base, _):
+        slow_body = {"images": [[0.0] * 784] * 4, "num_samples": 6000, "adaptive": False}
+        slow = threading.Thread(target=lambda: httpx.post(f"{base}/v1/log-likelihood", json=slow_body, timeout=120))
+        slow.start()
+        time.sleep(0.3)
+        assert httpx.post(f"{base}/v1/samples", json={"n": 1}).status_code == 503  # the server is full now
+        started = time.perf_counter()
+        with Client(base, retries=20, max_retry_wait=1.0) as cvae:
+            samples = cvae.sample(n=1, seed=0)
+        assert samples.mean.shape == (1, 28, 28) and time.perf_counter() - started >= 0.9
+        slow.join()
+        with Client(base, retries=0) as impatient:
+            assert impatient.sample(n=1).mean.shape == (1, 28, 28)
