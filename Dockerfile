@@ -15,6 +15,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
+COPY client ./client
+COPY cvae ./cvae
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
 
 # ---- runtime: the venv, the shipped model, a non-root user; nothing else ----
@@ -41,6 +43,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
+COPY client ./client
+COPY cvae ./cvae
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir '.[gpu]' \
     && /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install --no-cache-dir --force-reinstall --no-deps onnxruntime-gpu \
     && rm -rf /src

@@ -8,11 +8,11 @@ import sys
 from service.runtime import ModelLoadError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
     from service.settings import Settings
 
     parser = argparse.ArgumentParser(
-        prog="cvae-serve",
+        prog=prog,
         description="Serve the model over HTTP. Every option is also a CVAE_* environment variable.",
     )
     parser.add_argument("--host", help="bind address (default $CVAE_HOST or 127.0.0.1)")

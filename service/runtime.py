@@ -104,9 +104,7 @@ def _sha256(path: Path) -> str:
 def read_manifest(model_dir: Path) -> dict:
     path = model_dir / "manifest.json"
     if not path.is_file():
-        raise ModelLoadError(
-            f"No manifest.json in {model_dir}: set CVAE_MODEL_DIR to a folder made by `cvae-train export`."
-        )
+        raise ModelLoadError(f"No manifest.json in {model_dir}: set CVAE_MODEL_DIR to a folder made by `cvae export`.")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -117,7 +115,7 @@ def read_manifest(model_dir: Path) -> dict:
         if key not in manifest
     ]
     if missing:
-        raise ModelLoadError(f"{path} lacks {missing}: re-export the model with `cvae-train export`.")
+        raise ModelLoadError(f"{path} lacks {missing}: re-export the model with `cvae export`.")
     return manifest
 
 

@@ -79,7 +79,7 @@ frequencies of the training labels, a Gaussian encoder q(z|x,y), and a
 - Encoder and decoder: MLPs with hidden layers {list(mc["hidden_dims"])} and SiLU activations;
   the one-hot class enters every layer.
 - Files: `encoder.onnx`, `decoder.onnx`, `scorer.onnx` (importance log-weights in one graph),
-  `checkpoint.pt` (PyTorch weights for `cvae-train evaluate`), `manifest.json` (sizes, checksums, metrics).
+  `checkpoint.pt` (PyTorch weights for `cvae evaluate`), `manifest.json` (sizes, checksums, metrics).
 
 ## Training
 - Data: the MNIST training set, {t.get("num_train_images")} images for training and

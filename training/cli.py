@@ -1,4 +1,4 @@
-"""`cvae-train download | train | export | evaluate`: the training package's commands."""
+"""`cvae download | train | export | evaluate` (also `cvae-train ...`): the training package's commands."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _data_dir(args: argparse.Namespace) -> str:
     if not data_dir:
         raise MnistDataError(
             "No MNIST directory given: pass --data-dir DIR or set MNIST_DIR. "
-            "`cvae-train download --data-dir DIR` fetches the files."
+            "`cvae download --data-dir DIR` fetches the files."
         )
     return data_dir
 
@@ -39,11 +39,11 @@ def _config_from(args: argparse.Namespace, config_class):
     return config_class(**values)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.model import ModelConfig
     from training.train import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="cvae-train", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     download = commands.add_parser("download", help="fetch the four MNIST files and verify their MD5s")
@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "download":
             from training.data import download

@@ -36,7 +36,7 @@ MIRRORS = (
 )
 
 HOW_TO_GET = (
-    "Fetch the four MNIST files with `cvae-train download --data-dir DIR`, "
+    "Fetch the four MNIST files with `cvae download --data-dir DIR`, "
     "or point --data-dir / MNIST_DIR at a folder that holds them."
 )
 

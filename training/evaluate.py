@@ -120,7 +120,7 @@ def run(
         "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}",
         "noise_seed": seed + 1,
         "seconds": time.time() - started,
-        "command": f"cvae-train evaluate {model_dir} --num-samples {num_samples}"
+        "command": f"cvae evaluate {model_dir} --num-samples {num_samples}"
         + (f" --limit {limit}" if limit else "")
         + (f" --batch-size {batch_size}" if batch_size != 1 else "")
         + (f" --seed {seed}" if seed else ""),

@@ -1,6 +1,7 @@
 """The runtime image's install, outside a container: a fresh venv with the base package only."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time

@@ -49,7 +49,7 @@ def test_reads_gz_and_raw_files(fake_mnist):
 
 
 def test_missing_directory_says_how_to_get_the_data(tmp_path):
-    with pytest.raises(MnistDataError, match="cvae-train download"):
+    with pytest.raises(MnistDataError, match="cvae download"):
         load_mnist(tmp_path / "nowhere")
 
 

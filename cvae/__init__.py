@@ -1,0 +1,1 @@
+"""The `cvae` command: one entry point for serving, training, export, evaluation and download."""

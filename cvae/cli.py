@@ -1,0 +1,44 @@
+"""cvae serve | train | export | evaluate | download
+
+Each command's own --help lists its options and their defaults. `serve` needs only the base
+install; the others need the `train` extra (pip install -e '.[train]').
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "serve": "serve the model over HTTP (default: the shipped model on 127.0.0.1:8000)",
+    "train": "train a class-conditional VAE on MNIST and save a checkpoint",
+    "export": "export a checkpoint to ONNX with its manifest",
+    "evaluate": "score the test set; write metrics into the manifest and MODEL_CARD.md",
+    "download": "fetch the four MNIST files and verify their MD5s",
+}
+
+
+def usage() -> str:
+    lines = ["usage: cvae <command> [options]", "", __doc__.strip().split("\n\n", 1)[1], "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"cvae: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        from service.cli import main as serve
+
+        return serve(rest, prog="cvae serve")
+    try:
+        from training.cli import main as training
+    except ImportError as error:
+        print(f"cvae {command} needs the training extra ({error}): pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    return training([command, *rest], prog="cvae")
