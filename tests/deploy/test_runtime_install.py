@@ -17,9 +17,15 @@ def test_base_install_serves_the_shipped_model_without_torch(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = venv / "bin" / "pip"
-    # the Dockerfile's command: pip install --no-cache-dir . (no extras)
+    # what the Dockerfile copies, then its command: pip install --no-cache-dir . (no extras)
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("service", "training", "client", "cvae"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [str(pip), "install", "--no-cache-dir", "-q", str(ROOT)],
+        [str(pip), "install", "--no-cache-dir", "-q", str(source)],
         check=True,
         timeout=900,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
