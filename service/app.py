@@ -16,7 +16,7 @@ from service.calls import ModelCalls
 from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
-from service.routes import health, v1, v2
+from service.routes import health, page, v1, v2
 from service.runtime import load_model
 from service.settings import Settings, get_settings
 
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = Admission(settings.max_in_flight, settings.request_timeout_s)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(page.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
     v2.install(app)

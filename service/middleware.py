@@ -97,7 +97,7 @@ class RequestMetrics:
             self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
 
 
-OPEN_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")  # "/": the page holds no data
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
