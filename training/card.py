@@ -63,6 +63,14 @@ def write_card(
     recon = reconstruction_grid(model, x, labels, per_class=2)
     image_grid(recon, columns=len(recon) // 4).save(model_dir / "reconstructions.png")
     m = manifest["metrics"]
+    screening = m.get("screening")
+    how = (
+        f"adaptive: every class first got {screening['samples']} samples, and the classes within "
+        f"{screening['margin_nats']:g} nats of the image's best log p(x, y) got all {m['num_importance_samples']} "
+        f"(on average {screening['mean_samples_per_class']:.0f} per class)"
+        if screening
+        else f"{m['num_importance_samples']} importance samples per class and image"
+    )
     t = manifest["training"]
     tc = t["config"] or {}
     mc = manifest["model_config"]
@@ -96,8 +104,8 @@ frequencies of the training labels, a Gaussian encoder q(z|x,y), and a
 
 ## Test figures
 Measured by `{m["command"]}` on {m["num_test_images"]} test images,
-{m["binarization"]}; {m["num_importance_samples"]} importance samples per class and image
-(noise seed {m["noise_seed"]}), log p(x) marginalized over the 10 classes with logsumexp.
+{m["binarization"]}; {how} (noise seed {m["noise_seed"]});
+log p(x) marginalized over the 10 classes with logsumexp.
 
 | metric | value |
 |---|---|

@@ -76,6 +76,14 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--seed", type=int, default=0, help="seed of the test binarization and the noise (default %(default)s)"
     )
+    evaluate.add_argument(
+        "--screen-samples",
+        type=int,
+        default=0,
+        help="adaptive: screen every class with this many samples, then give all K only to classes within "
+        "--margin nats of the best (default 0: every class gets K)",
+    )
+    evaluate.add_argument("--margin", type=float, default=20.0, help="screening margin in nats (default %(default)s)")
     evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
     return parser
 
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 batch_size=args.batch_size,
                 seed=args.seed,
                 card=not args.no_card,
+                screen_samples=args.screen_samples,
+                margin=args.margin,
             )
     except MnistDataError as error:
         print(f"error: {error}", file=sys.stderr)

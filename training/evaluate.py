@@ -27,37 +27,52 @@ def score(
     log_prior: torch.Tensor,
     num_samples: int,
     generator: torch.Generator,
-    batch_size: int = 10,
+    batch_size: int = 1,
     progress: bool = True,
+    screen_samples: int = 0,
+    margin: float = 20.0,
 ) -> dict[str, torch.Tensor]:
     """Per image and class: log p(x|y) estimated with K importance samples.
 
+    With `screen_samples`, every class first gets that many samples, and only
+    classes whose screened log p(x, y) is within `margin` nats of the image's
+    best get the rest of the K (the others keep their screening estimate).
+
     Returns log_px_y [N, C], log p(x) [N], log p(y|x) [N, C], and for every
-    class the mean of log p(x|z,y) over the K samples (reconstruction) and
-    the closed-form KL(q(z|x,y) || p(z)), both [N, C].
+    class the mean of log p(x|z,y) over its samples (reconstruction), the
+    closed-form KL(q(z|x,y) || p(z)) and the samples used, all [N, C].
     """
     num_classes = model.config.num_classes
     classes = one_hot(torch.arange(num_classes), num_classes)  # [C, C]
-    log_px_y, recon, kl = [], [], []
+    adaptive = 0 < screen_samples < num_samples
+    first = screen_samples if adaptive else num_samples
+    parts = {"log_px_y": [], "recon": [], "kl": [], "num_samples": []}
     batches = range(0, len(x), batch_size)
     for start in tqdm(batches, desc="scoring", disable=not progress, mininterval=10, file=sys.stderr):
         xb = x[start : start + batch_size]
         rows_x = xb.repeat_interleave(num_classes, dim=0)  # [B*C, 784]: image-major, then class
         rows_y = classes.repeat(len(xb), 1)  # [B*C, C]
-        log_w, lpx_z = log_weights(model, rows_x, rows_y, num_samples, generator)  # [K, B*C] each
+        log_w, lpx_z = log_weights(model, rows_x, rows_y, first, generator)  # [k, B*C] each
+        bound, recon = iwae_bound(log_w), lpx_z.mean(0)
+        used = torch.full_like(bound, first)
+        if adaptive:
+            screened = bound.view(-1, num_classes) + log_prior
+            keep = (screened >= screened.amax(1, keepdim=True) - margin).flatten().nonzero()[:, 0]
+            more_w, more_lpx = log_weights(model, rows_x[keep], rows_y[keep], num_samples - first, generator)
+            bound[keep] = iwae_bound(torch.cat([log_w[:, keep], more_w]))
+            recon[keep] = torch.cat([lpx_z[:, keep], more_lpx]).mean(0)
+            used[keep] = num_samples
         mu, logvar = model.encode(rows_x, rows_y)
-        log_px_y.append(iwae_bound(log_w).view(-1, num_classes))
-        recon.append(lpx_z.mean(0).view(-1, num_classes))
-        kl.append(kl_standard_normal(mu, logvar).view(-1, num_classes))
-    log_px_y = torch.cat(log_px_y)
-    log_px, log_py_x = bayes_posterior(class_log_joint(log_px_y, log_prior))
-    return {
-        "log_px_y": log_px_y,
-        "log_px": log_px,
-        "log_py_x": log_py_x,
-        "recon": torch.cat(recon),
-        "kl": torch.cat(kl),
-    }
+        for key, value in (
+            ("log_px_y", bound),
+            ("recon", recon),
+            ("kl", kl_standard_normal(mu, logvar)),
+            ("num_samples", used),
+        ):
+            parts[key].append(value.view(-1, num_classes))
+    out = {key: torch.cat(value) for key, value in parts.items()}
+    out["log_px"], out["log_py_x"] = bayes_posterior(class_log_joint(out["log_px_y"], log_prior))
+    return out
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -100,6 +115,8 @@ def run(
     batch_size: int = 1,
     seed: int = 0,
     card: bool = True,
+    screen_samples: int = 0,
+    margin: float = 20.0,
 ) -> dict:
     """Evaluate the checkpoint in `model_dir` on the MNIST test set; record the metrics."""
     model_dir = Path(model_dir)
@@ -112,17 +129,36 @@ def run(
         x, labels = x[:limit], labels[:limit]
     log_prior = torch.tensor(checkpoint.class_prior).log()
     started = time.time()
-    scores = score(model, x, log_prior, num_samples, torch.Generator().manual_seed(seed + 1), batch_size)
+    scores = score(
+        model,
+        x,
+        log_prior,
+        num_samples,
+        torch.Generator().manual_seed(seed + 1),
+        batch_size,
+        screen_samples=screen_samples,
+        margin=margin,
+    )
     metrics = summarize(scores, labels, model.config.x_dim)
     metrics |= {
         "num_test_images": len(x),
         "num_importance_samples": num_samples,
+        "screening": (
+            {
+                "samples": screen_samples,
+                "margin_nats": margin,
+                "mean_samples_per_class": float(scores["num_samples"].float().mean()),
+            }
+            if 0 < screen_samples < num_samples
+            else None
+        ),
         "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}",
         "noise_seed": seed + 1,
         "seconds": time.time() - started,
         "command": f"cvae evaluate {model_dir} --num-samples {num_samples}"
         + (f" --limit {limit}" if limit else "")
         + (f" --batch-size {batch_size}" if batch_size != 1 else "")
+        + (f" --screen-samples {screen_samples} --margin {margin:g}" if 0 < screen_samples < num_samples else "")
         + (f" --seed {seed}" if seed else ""),
     }
     for name, value in metrics.items():

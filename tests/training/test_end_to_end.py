@@ -103,3 +103,28 @@ def test_onnx_scorer_is_finite_where_the_decoder_saturates(exported):
     eps = np.full((2, 3, 4), 300.0, dtype=np.float32)
     log_w, lpx_z, _ = scorer.run(None, {"x": x, "y": np.eye(10, dtype=np.float32)[:3], "eps": eps})
     assert np.isfinite(log_w).all() and np.isfinite(lpx_z).all()
+
+
+def test_adaptive_evaluation_spends_all_samples_on_the_classes_that_matter(exported):
+    from training.evaluate import score
+
+    checkpoint, _ = exported
+    model = checkpoint.build_model()
+    data = synthetic_mnist()
+    x = (torch.from_numpy(data.test_x[:6]).float() / 255).round()
+    log_prior = torch.tensor(checkpoint.class_prior).log()
+    fast = score(
+        model,
+        x,
+        log_prior,
+        64,
+        torch.Generator().manual_seed(0),
+        batch_size=3,
+        progress=False,
+        screen_samples=8,
+        margin=5.0,
+    )
+    assert set(fast["num_samples"].unique().tolist()) <= {8.0, 64.0}
+    best = fast["log_py_x"].argmax(1)
+    assert (fast["num_samples"].gather(1, best[:, None]) == 64).all()
+    assert (fast["num_samples"] == 8).any()  # some classes were screened out
