@@ -181,16 +181,18 @@ class Inference:
         ]
         return {"seed": seed, "samples": samples}
 
-    def sample_arrays(self, n: int | None, y: int | None, z: list[list[float]] | None, seed: int):
+    def sample_arrays(
+        self, n: int | None, y: int | None, z: list[list[float]] | None, seed: int, fields: tuple[str, str] = ("y", "n")
+    ):
         """Classes [N], latents [N, D] and the generator left after drawing them."""
-        self._check_class(y)
+        self._check_class(y, fields[0])
         if z is not None:
             if n is not None and n != len(z):
                 raise InputError("n", f"is {n} but {len(z)} latent vectors were given; omit n or make them agree.")
             latents = self._latents(z, "z")
             n = len(latents)
         n = n or 1
-        self._check_count(n, self.settings.max_samples, "n" if z is None else "z", "max_samples")
+        self._check_count(n, self.settings.max_samples, fields[1] if z is None else "z", "max_samples")
         rng = np.random.default_rng(seed)
         classes = np.full(n, y) if y is not None else estimator.draw_classes(self.model, n, rng)
         if z is None:
@@ -214,7 +216,7 @@ class Inference:
         return await self._render(np.full(request.steps, y), path, rng, request.binary, seed)
 
     async def sample_grid_png(self, n: int, y: int | None, seed: int, columns: int | None) -> bytes:
-        classes, latents, rng = self.sample_arrays(n, y, None, seed)
+        classes, latents, rng = self.sample_arrays(n, y, None, seed, fields=("class", "n"))
         logits = await self.calls.decode(latents, classes)
         mean, _ = estimator.images_from_logits(logits, self.model.likelihood, rng)
         columns = columns or max(1, math.ceil(math.sqrt(n)))

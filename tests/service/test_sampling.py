@@ -84,6 +84,6 @@ def test_sampling_errors_name_the_field(client, manifest):
         assert response.status_code == 422, body
         assert response.json()["problems"][0]["field"] == field, (body, response.json())
     bad_png = client.get("/v1/samples.png", params={"class": 11})
-    assert bad_png.status_code == 422 and bad_png.json()["problems"][0]["field"] == "y"
+    assert bad_png.status_code == 422 and bad_png.json()["problems"][0]["field"] == "class"
     too_many = client.get("/v1/samples.png", params={"n": 5000})
     assert too_many.status_code == 422
