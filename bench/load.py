@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
+CONCURRENCY = (1, 8, 32, 64)
+
 
 @dataclass
 class LoadResult:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from bench.load import LoadResult
-
-CONCURRENCY = (1, 8, 32, 64)
+from bench.load import CONCURRENCY, LoadResult
 
 
 def _row(label: str, results: dict, name: str) -> list[str]:
@@ -39,7 +37,7 @@ def write_report(report: dict, http: dict, torch_peer: dict, litserve: dict, out
         f"| numpy float32 matmul (1024x1024) | {report['matmul_gflops']:.1f} GFLOP/s |",
         f"| ONNX Runtime in-process, exhaustive scoring | {report['ort_images_per_s']:.1f} images/s "
         f"= {report['ort_gflops']:.1f} GFLOP/s |",
-        f"| service over HTTP, {64} images per log-likelihood request | "
+        f"| service over HTTP, {report['large_batch']} images per log-likelihood request | "
         f"{report['http_large_images_per_s']:.1f} images/s |",
         "",
         "Throughput in images/s (latency p50/p95/p99 in ms) at concurrency 1, 8, 32, 64:",
@@ -67,14 +65,17 @@ def write_report(report: dict, http: dict, torch_peer: dict, litserve: dict, out
 
     def ips(results, name, c):
         r = results.get((name, c))
-        return r.images_per_second if r else float("nan")
+        return r.images_per_second if r and r.images else float("nan")
 
-    large_ratio = report["http_large_images_per_s"] / report["ort_images_per_s"]
-    flop_ratio = report["ort_gflops"] / report["matmul_gflops"]
-    batching_ratio = ips(http["true"], "classify", 32) / ips(http["false"], "classify", 32)
-    lit_ratio = ips(http["true"], "classify (exhaustive)", 32) / ips(litserve, "classify (exhaustive)", 32)
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    large_ratio = ratio(report["http_large_images_per_s"], report["ort_images_per_s"])
+    flop_ratio = ratio(report["ort_gflops"], report["matmul_gflops"])
+    batching_ratio = ratio(ips(http["true"], "classify", 32), ips(http["false"], "classify", 32))
+    lit_ratio = ratio(ips(http["true"], "classify (exhaustive)", 32), ips(litserve, "classify (exhaustive)", 32))
     torch_ratios = {
-        name: min(ips(http["true"], name, c) / ips(torch_peer, name, c) for c in CONCURRENCY)
+        name: min(ratio(ips(http["true"], name, c), ips(torch_peer, name, c)) for c in CONCURRENCY)
         for name in ("samples", "encode", "log-likelihood", "classify (exhaustive)")
     }
     lines += [

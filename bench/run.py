@@ -27,12 +27,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.load import LoadResult, run_load
+from bench.load import CONCURRENCY, LoadResult, run_load
 from service import estimator
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
-
-CONCURRENCY = (1, 8, 32, 64)
 
 
 def free_port() -> int:
@@ -173,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(Settings(model_dir=args.model_dir))
     manifest = model.manifest
     images = test_images(max(args.large_batch, args.adaptive_images), model)
-    report: dict = {"num_samples": k, "duration": args.duration, "cpu_count": os.cpu_count()}
+    report: dict = {
+        "num_samples": k,
+        "duration": args.duration,
+        "cpu_count": os.cpu_count(),
+        "large_batch": args.large_batch,
+    }
 
     print("1. limits", flush=True)
     report["matmul_gflops"] = matmul_gflops()

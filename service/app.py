@@ -54,7 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("model %s loaded on %s", settings.model_dir, model.active_providers)
 
         def finish() -> None:
-            warm_up(model)
+            try:
+                warm_up(model)
+            except Exception:
+                log.exception("warm-up failed: the service stays not ready")
+                return
             app.state.ready = True
 
         threading.Thread(target=finish, daemon=True).start()

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("cvae.batching")
 
 
 class Overloaded(RuntimeError):
@@ -68,11 +71,22 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=True)
+        self._fail_waiting(RuntimeError("the service is shutting down"))
+        self._executor.shutdown(wait=False)
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        """Answer every queued call with `error`, so that no caller waits forever."""
+        waiting = list(self._deferred)
+        self._deferred.clear()
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     async def submit(self, item: Any) -> Any:
         if self._queue is None:
-            raise RuntimeError("Batcher.start() must run inside the event loop first")
+            raise RuntimeError("the batcher is not running (not started, stopped, or failed)")
         if self.waiting >= self.max_queue:
             raise Overloaded(f"{self.waiting} model calls are already waiting")
         future = asyncio.get_running_loop().create_future()
@@ -112,6 +126,17 @@ class Batcher:
         return batch
 
     async def _loop(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # never leave callers waiting on a dead loop
+            log.exception("the batcher stopped")
+            self._fail_waiting(error)
+            self._queue = None  # later submits fail at once instead of hanging
+            raise
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
@@ -127,7 +152,7 @@ class Batcher:
                     if not p.future.done():
                         p.future.set_exception(error)
                 continue
-            for p, result in zip(live, results):
+            for p, result in zip(live, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(result)
 

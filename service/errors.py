@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from service.admission import RequestTimeout
 from service.batching import Overloaded
 from service.images import InputError
+from service.middleware import BodyTooLarge, too_large_body
 
 
 def _field(location: tuple) -> str:
@@ -66,6 +67,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BodyTooLarge):  # a streamed body crossed the limit while FastAPI read it
+            return JSONResponse(status_code=413, content=too_large_body(request.app.state.settings.max_body_bytes))
         if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not JSON text
             message = "is not valid JSON text; send a UTF-8 JSON object as described in /docs"
             return JSONResponse(

@@ -9,6 +9,7 @@ the two implementations together.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -74,9 +75,10 @@ def reduce_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     """log_w [K, R] -> log-mean-exp, delta-method standard error of it, and ESS, each [R]."""
     log_w = log_w.astype(np.float64)
     k = log_w.shape[0]
-    w = np.exp(log_w - log_w.max(axis=0, keepdims=True))  # scaled weights in (0, 1]
+    peak = log_w.max(axis=0, keepdims=True)
+    w = np.exp(log_w - np.where(np.isfinite(peak), peak, 0.0))  # scaled weights in (0, 1]
     mean = w.mean(axis=0)
-    std_error = np.sqrt(np.maximum(w.var(axis=0), 0.0) / k) / mean
+    std_error = np.sqrt(np.maximum(w.var(axis=0, ddof=1), 0.0) / k) / mean  # needs K >= 2
     ess = w.sum(axis=0) ** 2 / (w**2).sum(axis=0)
     return log_mean_exp(log_w, axis=0), std_error, ess
 
@@ -85,6 +87,11 @@ def row_generators(seed: int, num_images: int, num_classes: int) -> list[np.rand
     """One noise stream per (image, class), so a seed gives the same answer however the
     rows are chunked, batched with other requests, or screened."""
     return [np.random.default_rng([seed, i, c]) for i in range(num_images) for c in range(num_classes)]
+
+
+def _draw(gens: list[np.random.Generator], k: int, latent_dim: int) -> np.ndarray:
+    """The next k draws of each stream: [k, rows, D]."""
+    return np.stack([g.standard_normal((k, latent_dim), dtype=np.float32) for g in gens], axis=1)
 
 
 async def _draw_and_score(
@@ -101,7 +108,7 @@ async def _draw_and_score(
         r1 = min(total, r0 + rows_per_call)
         for k0 in range(0, k, k_per_call):
             k1 = min(k, k0 + k_per_call)
-            eps = np.stack([g.standard_normal((k1 - k0, latent_dim), dtype=np.float32) for g in gens[r0:r1]], axis=1)
+            eps = await asyncio.to_thread(_draw, gens[r0:r1], k1 - k0, latent_dim)  # [k, rows, D], off the loop
             log_w[k0:k1, r0:r1], lpx_z[k0:k1, r0:r1], kl[r0:r1] = await score(rows_x[r0:r1], rows_y[r0:r1], eps)
     return log_w, lpx_z, kl
 
@@ -126,7 +133,7 @@ async def estimate_classes(
     n, c = len(x), num_classes
     rows_x = np.repeat(x, c, axis=0)  # [N*C, 784]: row i*C + j is image i with class j
     rows_y = np.tile(np.arange(c), n)  # [N*C]
-    gens = row_generators(seed, n, c)
+    gens = await asyncio.to_thread(row_generators, seed, n, c)
     adaptive = screening is not None and num_samples > screening.samples
     first = screening.samples if adaptive else num_samples
     log_w, lpx_z, kl = await _draw_and_score(score, rows_x, rows_y, gens, first, latent_dim, chunk_rows)
@@ -139,6 +146,11 @@ async def estimate_classes(
         )
         for j, r in enumerate(keep):
             parts[r] = (np.concatenate([log_w[:, r], more_w[:, j]]), np.concatenate([lpx_z[:, r], more_lpx[:, j]]))
+    return await asyncio.to_thread(_reduce, parts, kl, n, c)
+
+
+def _reduce(parts: list, kl: np.ndarray, n: int, c: int) -> ClassEstimates:
+    """Per-row log-weights and log p(x|z,y) of any length -> the [N, C] estimates."""
     out = {key: np.empty(n * c) for key in ("log_px_y", "std_error", "ess", "reconstruction")}
     used = np.array([len(w) for w, _ in parts], dtype=np.int64)
     for length in np.unique(used):

@@ -25,14 +25,19 @@ def decode_png(text: str, field: str, shape: tuple[int, int]) -> np.ndarray:
         text = text.partition(",")[2]
     try:
         raw = base64.b64decode(text, validate=True)
-        image = Image.open(io.BytesIO(raw))
-        image.load()
     except (binascii.Error, ValueError) as error:
         raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded PNG.") from error
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.") from error
-    if image.size != (shape[1], shape[0]):
+    unreadable = InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.")
+    try:
+        image = Image.open(io.BytesIO(raw), formats=["PNG"])
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise unreadable from error
+    if image.size != (shape[1], shape[0]):  # read from the header, before any pixel is decoded
         raise InputError(field, f"is a {image.size[0]}x{image.size[1]} PNG; send {shape[1]}x{shape[0]} pixels.")
+    try:
+        image.load()
+    except (OSError, ValueError) as error:
+        raise unreadable from error
     if image.mode in ("RGBA", "LA") or "transparency" in image.info:
         # Drawn strokes on a transparent canvas: use the alpha channel as ink.
         pixels = np.asarray(image.convert("RGBA"), dtype=np.float64)[..., 3]
@@ -46,7 +51,7 @@ def parse_pixels(values, field: str, shape: tuple[int, int], scale: str) -> np.n
     size = shape[0] * shape[1]
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise InputError(field, f"must be {size} numbers or {shape[0]}x{shape[1]} nested lists of numbers.") from error
     if array.shape not in ((size,), shape):
         raise InputError(

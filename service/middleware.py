@@ -15,6 +15,14 @@ class BodyTooLarge(Exception):
     pass
 
 
+def too_large_body(max_bytes: int) -> dict:
+    return {
+        "error": f"The request body exceeds {max_bytes} bytes (setting CVAE_MAX_BODY_BYTES); "
+        "send fewer images per request.",
+        "problems": [{"field": "body", "message": f"larger than {max_bytes} bytes"}],
+    }
+
+
 class BodyLimit:
     """Answer 413 when a body exceeds `max_bytes`, by Content-Length or as it streams in."""
 
@@ -53,21 +61,7 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send):
-        body = json.dumps(
-            {
-                "error": f"The request body exceeds {self.max_bytes} bytes (setting CVAE_MAX_BODY_BYTES); "
-                "send fewer images per request.",
-                "problems": [{"field": "body", "message": f"larger than {self.max_bytes} bytes"}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, too_large_body(self.max_bytes))
 
 
 class RequestMetrics:

@@ -48,7 +48,10 @@ class Binarization(BaseModel):
 
 class ScoreRequest(ImagesRequest):
     num_samples: int | None = Field(
-        None, ge=1, description="Importance samples K per image and class (default and maximum: see GET /v1/model)."
+        None,
+        ge=2,
+        description="Importance samples K per image and class, at least 2 so that a standard error exists "
+        "(default and maximum: see GET /v1/model).",
     )
     seed: int = Field(
         0, ge=0, lt=2**63, description="Seed of the importance-sampling noise (and of binarize='bernoulli')."

@@ -146,6 +146,8 @@ async def model_info(inference: InferenceDep):
             "default_num_samples": s.default_num_samples,
             "max_work": s.max_work,
             "max_body_bytes": s.max_body_bytes,
+            "adaptive_screen_samples": s.adaptive_screen_samples,
+            "adaptive_margin": s.adaptive_margin,
         },
         "manifest": manifest,
     }

@@ -199,17 +199,29 @@ async def infer(name: str, request: Request):
     unknown = [o for o in wanted if o not in names]
     if unknown:
         raise V2Error(f"Unknown outputs {unknown}; {name} gives {names}.")
+    settings = request.app.state.settings
+    rows = next(iter(feeds.values())).shape[0] if name != "scorer" else int(np.prod(feeds["eps"].shape[:2]))
+    limit = settings.max_samples if name != "scorer" else settings.max_work
+    if rows > limit:
+        raise V2Error(f"{rows} rows (K x N for the scorer) exceed the limit {limit}; send fewer per request.", 413)
     try:
         values = await request.app.state.admission.run(asyncio.to_thread(session.run, wanted, feeds))
     except Exception as error:
         if type(error).__module__.startswith("onnxruntime"):
             raise V2Error(f"The tensors do not fit together: {error}") from error
         raise
-    outputs = [
-        {"name": n, "datatype": "FP32", "shape": list(v.shape), "data": v.astype(np.float32).ravel().tolist()}
-        for n, v in zip(wanted, values)
-    ]
-    answer = {"model_name": name, "model_version": _metadata(request, name)["versions"][0], "outputs": outputs}
+    if not all(np.isfinite(v).all() for v in values):
+        raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
+
+    def tensors() -> list[dict]:
+        return [
+            {"name": n, "datatype": "FP32", "shape": list(v.shape), "data": v.astype(np.float32).ravel().tolist()}
+            for n, v in zip(wanted, values)
+        ]
+
+    outputs = await asyncio.to_thread(tensors)
+    version = str(request.app.state.inference.model.manifest.get("version", "1"))
+    answer = {"model_name": name, "model_version": version, "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id
     return answer

@@ -95,3 +95,23 @@ def test_errors_use_the_protocol_error_body(triton):
             [tensor("z", z), tensor("y", np.eye(10)[:1])],
             outputs=[httpclient.InferRequestedOutput("logits", binary_data=False)],
         )
+
+
+def test_too_many_rows_and_non_finite_outputs_are_refused(triton):
+    _, base = triton
+    import httpx
+
+    body = {
+        "inputs": [
+            {"name": "z", "shape": [2000, 1], "datatype": "FP32", "data": [0.0] * 2000},
+            {"name": "y", "shape": [2000, 10], "datatype": "FP32", "data": [0.0] * 20000},
+        ]
+    }
+    latent = httpx.get(f"{base}/v2/models/decoder").json()["inputs"][0]["shape"][1]
+    body["inputs"][0] = {"name": "z", "shape": [2000, latent], "datatype": "FP32", "data": [0.0] * 2000 * latent}
+    response = httpx.post(f"{base}/v2/models/decoder/infer", json=body)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    x = {"name": "x", "shape": [1, 784], "datatype": "FP32", "data": [3e38] * 784}
+    y = {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [1.0] + [0.0] * 9}
+    response = httpx.post(f"{base}/v2/models/encoder/infer", json={"inputs": [x, y]})
+    assert response.status_code == 400 and "not finite" in response.json()["error"]

@@ -1,6 +1,7 @@
 import base64
 import io
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -150,3 +151,40 @@ def test_malformed_json_and_large_bodies(client):
     huge = {"images": [[0.123456789] * 784] * 40}
     response = client.post("/v1/classify", json=huge)
     assert response.status_code == 413 and "CVAE_MAX_BODY_BYTES" in response.json()["error"]
+
+
+def test_hostile_numbers_and_images_are_422(client):
+    huge_int = "[" + ", ".join(["1" + "0" * 400] + ["0"] * 783) + "]"
+    response = client.post(
+        "/v1/classify", content='{"images": [' + huge_int + "]}", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "images[0]"
+    # a PNG header claiming 20000x20000 pixels (a few KB that would decode to 400 MB)
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28)).save(buffer, "PNG")
+    raw = bytearray(buffer.getvalue())
+    raw[16:24] = (20000).to_bytes(4, "big") * 2
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")  # a valid header chunk
+    response = client.post("/v1/classify", json={"images": [base64.b64encode(bytes(raw)).decode()]})
+    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "images[0]"
+    assert "PNG" in response.json()["error"]
+    gif = io.BytesIO()
+    Image.new("L", (28, 28)).save(gif, "GIF")
+    response = client.post("/v1/classify", json={"images": [base64.b64encode(gif.getvalue()).decode()]})
+    assert response.status_code == 422 and "PNG" in response.json()["error"]
+
+
+def test_a_streamed_body_over_the_limit_is_413(client):
+    def chunks():
+        for _ in range(50):
+            yield b" " * 10_000
+
+    response = client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "CVAE_MAX_BODY_BYTES" in response.json()["error"]
+
+
+def test_num_samples_needs_two_for_a_standard_error(client):
+    response = client.post("/v1/log-likelihood", json={"images": [[0.0] * 784], "num_samples": 1})
+    assert response.status_code == 422 and response.json()["problems"][0]["field"] == "num_samples"
+    two = client.post("/v1/log-likelihood", json={"images": [[0.0] * 784], "num_samples": 2}).json()
+    assert two["results"][0]["log_px_std_error"] >= 0
