@@ -144,7 +144,7 @@ class _Calls:
         return "POST", "/v1/encode", _drop_none({"images": _images(images), "y": y, "binarize": binarize}), _posteriors
 
     @staticmethod
-    def log_likelihood(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
+    def _scoring(path, parse, images, num_samples, seed, adaptive, binarize):
         payload = {
             "images": _images(images),
             "num_samples": num_samples,
@@ -152,18 +152,15 @@ class _Calls:
             "adaptive": adaptive,
             "binarize": binarize,
         }
-        return "POST", "/v1/log-likelihood", _drop_none(payload), _scores
+        return "POST", path, _drop_none(payload), parse
+
+    @staticmethod
+    def log_likelihood(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
+        return _Calls._scoring("/v1/log-likelihood", _scores, images, num_samples, seed, adaptive, binarize)
 
     @staticmethod
     def classify(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
-        payload = {
-            "images": _images(images),
-            "num_samples": num_samples,
-            "seed": seed,
-            "adaptive": adaptive,
-            "binarize": binarize,
-        }
-        return "POST", "/v1/classify", _drop_none(payload), _classes
+        return _Calls._scoring("/v1/classify", _classes, images, num_samples, seed, adaptive, binarize)
 
     @staticmethod
     def model():
