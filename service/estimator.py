@@ -89,7 +89,7 @@ def row_generators(seed: int, num_images: int, num_classes: int) -> list[np.rand
     return [np.random.default_rng([seed, i, c]) for i in range(num_images) for c in range(num_classes)]
 
 
-def _draw(gens: list[np.random.Generator], k: int, latent_dim: int) -> np.ndarray:
+def draw_noise(gens: list[np.random.Generator], k: int, latent_dim: int) -> np.ndarray:
     """The next k draws of each stream: [k, rows, D]."""
     return np.stack([g.standard_normal((k, latent_dim), dtype=np.float32) for g in gens], axis=1)
 
@@ -108,7 +108,7 @@ async def _draw_and_score(
         r1 = min(total, r0 + rows_per_call)
         for k0 in range(0, k, k_per_call):
             k1 = min(k, k0 + k_per_call)
-            eps = await asyncio.to_thread(_draw, gens[r0:r1], k1 - k0, latent_dim)  # [k, rows, D], off the loop
+            eps = await asyncio.to_thread(draw_noise, gens[r0:r1], k1 - k0, latent_dim)  # [k, rows, D], off the loop
             log_w[k0:k1, r0:r1], lpx_z[k0:k1, r0:r1], kl[r0:r1] = await score(rows_x[r0:r1], rows_y[r0:r1], eps)
     return log_w, lpx_z, kl
 

@@ -70,10 +70,16 @@ def log_weights(
     y: torch.Tensor,
     k: int,
     generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance log-weights [k, N] and log p(x|z_k,y) [k, N] for x [N, 784], y one-hot [N, C]."""
+    """Importance log-weights [k, N] and log p(x|z_k,y) [k, N] for x [N, 784], y one-hot [N, C].
+
+    The noise is drawn from `generator`, or given as `eps` [k, N, D]."""
     mu, logvar = model.encode(x, y)  # [N, D] each
-    z = reparameterize(mu, logvar, k, generator)  # [k, N, D]
+    if eps is None:
+        z = reparameterize(mu, logvar, k, generator)  # [k, N, D]
+    else:
+        z = mu + torch.exp(0.5 * logvar) * eps
     logits = model.decode(z, y.expand(k, *y.shape))  # [k, N, 784]
     lpx_z = log_px_z(logits, x, model.config)  # [k, N]
     return lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar), lpx_z
