@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     return 0
 

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="most model calls waiting for a batch (503 beyond)")
     max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
     request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
+    keep_alive_s: float = Field(
+        75.0, gt=0, description="idle keep-alive before the server closes a connection; longer than clients' pools"
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
 
     api_keys: str = Field(

@@ -16,7 +16,24 @@ from pydantic import BaseModel, Field, ValidationError
 
 from service.runtime import GRAPHS
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe V2)"])
+
+class ProtocolError(BaseModel):
+    error: str
+
+
+router = APIRouter(
+    prefix="/v2",
+    tags=["Open Inference Protocol (KServe V2)"],
+    responses={
+        status: {"model": ProtocolError, "description": text}
+        for status, text in (
+            (400, "The tensors are malformed or do not fit the model."),
+            (404, "No model of that name: the models are encoder, decoder and scorer."),
+            (413, "Too many rows for one request."),
+            (503, "The model is still loading, or the service is at capacity."),
+        )
+    },
+)
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
