@@ -24,9 +24,8 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     """Both runtimes score the same 100 test images with the same noise (the service's per-row
     streams): the estimators must agree, leaving only float32 rounding between them.
 
-    With independent noise the two differ by the Monte Carlo error of K = 5000 importance
-    sampling itself (about 0.37 nats per image on average for the shipped model, as two
-    PyTorch runs with different seeds do too), which says nothing about parity."""
+    With independent noise the two would differ by the Monte Carlo error of K = 5000 importance
+    sampling itself, as two PyTorch runs with different seeds do, which says nothing about parity."""
     data = load_mnist(mnist_dir)
     x = binarize(torch.from_numpy(data.test_x[:NUM_IMAGES]), torch.Generator().manual_seed(0))
     checkpoint = Checkpoint.load(shipped_model / "checkpoint.pt")
