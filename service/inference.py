@@ -18,6 +18,11 @@ from service.runtime import Model
 from service.settings import Settings
 
 
+def _seed(given: int | None) -> int:
+    """The caller's seed, or a fresh one to return so that the answer can be reproduced."""
+    return given if given is not None else int(np.random.SeedSequence().entropy % 2**63)
+
+
 class Inference:
     def __init__(self, model: Model, settings: Settings, calls: ModelCalls):
         self.model = model
@@ -200,7 +205,7 @@ class Inference:
         return classes, latents, rng
 
     async def sample(self, request: schemas.SampleRequest) -> dict:
-        seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        seed = _seed(request.seed)
         classes, latents, rng = self.sample_arrays(request.n, request.y, request.z, seed)
         return await self._render(classes, latents, rng, request.binary, seed)
 
@@ -209,7 +214,7 @@ class Inference:
         self._check_count(request.steps, self.settings.max_samples, "steps", "max_samples")
         z_from = self._latents([request.z_from], "z_from")[0]
         z_to = self._latents([request.z_to], "z_to")[0]
-        seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        seed = _seed(request.seed)
         rng = np.random.default_rng(seed)
         y = request.y if request.y is not None else int(estimator.draw_classes(self.model, 1, rng)[0])
         path = estimator.interpolate(z_from, z_to, request.steps, request.spherical)
@@ -221,3 +226,9 @@ class Inference:
         mean, _ = estimator.images_from_logits(logits, self.model.likelihood, rng)
         columns = columns or max(1, math.ceil(math.sqrt(n)))
         return await asyncio.to_thread(png_grid, mean, columns, self._shape())
+
+
+def ready_inference(app) -> Inference | None:
+    """The app's Inference once the model is loaded and warmed up, else None."""
+    inference = getattr(app.state, "inference", None)
+    return inference if inference is not None and app.state.ready else None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from service import schemas
-from service.inference import Inference
+from service.inference import Inference, ready_inference
 
 ERRORS = {
     413: {"model": schemas.ErrorResponse, "description": "The body is larger than the limit."},
@@ -22,8 +22,8 @@ ERRORS = {
 
 
 def get_inference(request: Request) -> Inference:
-    inference = getattr(request.app.state, "inference", None)
-    if inference is None or not request.app.state.ready:
+    inference = ready_inference(request.app)
+    if inference is None:
         raise HTTPException(503, "The model is still loading; retry shortly.", headers={"Retry-After": "1"})
     return inference
 

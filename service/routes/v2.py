@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from service.inference import ready_inference
 from service.runtime import GRAPHS
 
 
@@ -70,8 +71,8 @@ def _error(message: str, status: int) -> JSONResponse:
 
 
 def _model(request: Request):
-    inference = getattr(request.app.state, "inference", None)
-    if inference is None or not request.app.state.ready:
+    inference = ready_inference(request.app)
+    if inference is None:
         raise V2Error("The model is still loading; retry shortly.", 503)
     return inference.model
 
@@ -80,6 +81,10 @@ def _graph(request: Request, name: str):
     if name not in GRAPHS:
         raise V2Error(f"Unknown model {name!r}; models are {list(GRAPHS)}.", 404)
     return _model(request).sessions[name]
+
+
+def _version(request: Request) -> str:
+    return str(_model(request).manifest.get("version", "1"))
 
 
 def _shape(dims) -> list[int]:
@@ -91,7 +96,7 @@ def _metadata(request: Request, name: str) -> dict:
     tensors = lambda args: [{"name": a.name, "datatype": "FP32", "shape": _shape(a.shape)} for a in args]  # noqa: E731
     return {
         "name": name,
-        "versions": [str(request.app.state.inference.model.manifest.get("version", "1"))],
+        "versions": [_version(request)],
         "platform": "onnxruntime_onnx",
         "inputs": tensors(session.get_inputs()),
         "outputs": tensors(session.get_outputs()),
@@ -237,8 +242,7 @@ async def infer(name: str, request: Request):
         ]
 
     outputs = await asyncio.to_thread(tensors)
-    version = str(request.app.state.inference.model.manifest.get("version", "1"))
-    answer = {"model_name": name, "model_version": version, "outputs": outputs}
+    answer = {"model_name": name, "model_version": _version(request), "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id
     return answer
