@@ -1,14 +1,20 @@
-"""A closed-loop HTTP load generator: `concurrency` workers, each sending its next request
-as soon as the last one is answered, for `duration` seconds."""
+"""A closed-loop HTTP load generator: `concurrency` workers, each on its own keep-alive
+connection, sending its next request as soon as the last one is answered, for `duration` seconds.
+
+It speaks just enough HTTP/1.1 (Content-Length or chunked bodies) to stay cheap: on a
+machine whose cores the server shares, a heavy client (a pooled general-purpose one
+costs a millisecond or more per request and grows with the pool) would measure itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 CONCURRENCY = (1, 8, 32, 64)
@@ -30,6 +36,48 @@ class LoadResult:
         return float(np.percentile(self.latencies, q) * 1000) if self.latencies else float("nan")
 
 
+class Connection:
+    """One HTTP/1.1 keep-alive connection; reopened when the server closes it."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(head + body)
+        status_line = await self.reader.readuntil(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        headers = {}
+        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            payload = b""
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                payload += await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            payload = await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
+        if headers.get(b"connection", b"").lower() == b"close":
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _head(method: str, host: str, path: str, length: int) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Accept: application/json"]
+    if method != "GET":
+        lines += ["Content-Type: application/json", f"Content-Length: {length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def _load(
     base_url: str,
     method: str,
@@ -40,36 +88,40 @@ async def _load(
     duration: float,
     timeout: float,
 ) -> LoadResult:
+    url = urlsplit(base_url)
+    host, port = url.hostname, url.port or 80
     latencies: list[float] = []
     errors = 0
     count = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits) as client:
-        stop = time.perf_counter() + duration
+    stop = time.perf_counter() + duration
 
-        async def worker(index: int) -> None:
-            nonlocal errors, count
-            i = index
+    async def worker(index: int) -> None:
+        nonlocal errors, count
+        connection = Connection(host, port)
+        i = index
+        try:
             while time.perf_counter() < stop:
+                payload = json.dumps(body(i)).encode() if body is not None else b""
+                head = _head(method, url.netloc, path, len(payload))
                 started = time.perf_counter()
                 try:
-                    if method == "GET":
-                        response = await client.get(path)
-                    else:
-                        response = await client.post(path, json=body(i))
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    status, _ = await asyncio.wait_for(connection.request(head, payload), timeout)
+                    ok = status == 200
+                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
                     ok = False
+                    await connection.close()
                 if ok:
                     latencies.append(time.perf_counter() - started)
                     count += 1
                 else:
                     errors += 1
                 i += concurrency
+        finally:
+            await connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    seconds = time.perf_counter() - started
     return LoadResult(count, count * images_per_request, errors, seconds, latencies)
 
 

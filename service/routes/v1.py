@@ -21,7 +21,7 @@ ERRORS = {
 }
 
 
-def get_inference(request: Request) -> Inference:
+async def get_inference(request: Request) -> Inference:
     inference = ready_inference(request.app)
     if inference is None:
         raise HTTPException(503, "The model is still loading; retry shortly.", headers={"Retry-After": "1"})
