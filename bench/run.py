@@ -1,6 +1,6 @@
 """The benchmark: every figure side by side from one run on one machine.
 
-    python -m bench.run [--duration 4] [--num-samples 100] [--out bench/results]
+    python -m bench.run [--duration 3] [--rounds 3] [--num-samples 100] [--out bench/results]
 
 1. limits: numpy float32 matmul rate, and ONNX Runtime in-process on the scoring workload;
 2. the service over HTTP per endpoint at concurrency 1, 8, 32, 64 (dynamic batching on);
@@ -8,7 +8,11 @@
 4. peers on the same model and workload: LitServe with its batching (classify), and
    FastAPI + PyTorch eager, one request at a time (every endpoint);
 5. adaptive scoring against exhaustive: speed ratio and the difference in nats.
-Writes RESULTS.md and throughput.png into --out and prints the markdown.
+Servers run one at a time, never side by side on the shared cores. Every round starts each
+server in turn and sweeps its cells, so drift in the machine's speed spreads over all of them;
+each figure is the median of its rounds, and the two head-to-head targets also list every
+round's own ratio. Writes RESULTS.md, results.json and throughput.png into --out and prints
+the markdown.
 """
 
 from __future__ import annotations
@@ -89,9 +93,11 @@ def scoring_flops_per_image(manifest: dict, k: int) -> float:
     return 2.0 * c * (macs(encoder) + k * macs(decoder))
 
 
-def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int = 0, chunk_rows: int = 20000):
+def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int = 0, chunk_rows: int | None = None):
     async def score(rows_x, rows_y, eps):
         return model.log_weights(rows_x, rows_y, eps)
+
+    chunk_rows = chunk_rows or Settings().score_chunk_rows  # the service's own chunking
 
     started = time.perf_counter()
     estimates = asyncio.run(
@@ -155,10 +161,18 @@ def sweep(base: str, loads: dict, names: list[str], duration: float) -> dict[tup
     return results
 
 
+def median_run(runs: list[LoadResult]) -> LoadResult:
+    """The run of median throughput (the lower middle one for an even count), latencies and all."""
+    return sorted(runs, key=lambda r: r.images_per_second)[(len(runs) - 1) // 2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per load cell (default %(default)s)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load cell (default %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds over every server; each cell reports its median round"
+    )
     parser.add_argument("--num-samples", type=int, default=100, help="K of the scoring workloads (default %(default)s)")
     parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
     parser.add_argument("--adaptive-images", type=int, default=200, help="test images for section 5")
@@ -178,55 +192,95 @@ def main(argv: list[str] | None = None) -> int:
         "large_batch": args.large_batch,
     }
 
-    print("1. limits", flush=True)
-    report["matmul_gflops"] = matmul_gflops()
-    batch = images[: args.large_batch]
-    in_process_scoring(model, batch[:4], k)  # warm-up
-    _, seconds = in_process_scoring(model, batch, k)
-    report["ort_images_per_s"] = len(batch) / seconds
-    report["ort_gflops"] = scoring_flops_per_image(manifest, k) * len(batch) / seconds / 1e9
-    print(
-        f"  numpy matmul {report['matmul_gflops']:.1f} GFLOP/s; ORT scoring {report['ort_images_per_s']:.1f} img/s "
-        f"= {report['ort_gflops']:.1f} GFLOP/s",
-        flush=True,
-    )
-
     loads = workloads(images, k)
+    batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
-    names = list(loads)
-    http: dict = {}
+    screening = estimator.Screening(Settings().adaptive_screen_samples, Settings().adaptive_margin)
     serve = [sys.executable, "-m", "service.cli"]
-    for batching in ("true", "false"):
-        print(f"2/3. service, batching {batching}", flush=True)
-        port = free_port()
-        env = {
-            "CVAE_PORT": str(port),
-            "CVAE_MODEL_DIR": args.model_dir,
-            "CVAE_BATCHING": batching,
-            "CVAE_MAX_BODY_BYTES": str(64_000_000),
-            "CVAE_MAX_WORK": str(10**8),
-        }
-        with server(serve, port, "/readyz", env) as base:
-            http[batching] = sweep(base, loads, names, args.duration)
-            if batching == "true":
-                body = lambda i: large_body  # noqa: E731
-                run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)
-                large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
-                report["http_large_images_per_s"] = large.images_per_second
+    service_env = {
+        "CVAE_MODEL_DIR": args.model_dir,
+        "CVAE_MAX_BODY_BYTES": str(64_000_000),
+        "CVAE_MAX_WORK": str(10**8),
+    }
+    lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
+    # label -> (command(port), ready path, env(port), workloads, names)
+    servers = {
+        "batching on": (
+            lambda port: serve,
+            "/readyz",
+            lambda port: {**service_env, "CVAE_PORT": str(port), "CVAE_BATCHING": "true"},
+            loads,
+            list(loads),
+        ),
+        "batching off": (
+            lambda port: serve,
+            "/readyz",
+            lambda port: {**service_env, "CVAE_PORT": str(port), "CVAE_BATCHING": "false"},
+            loads,
+            list(loads),
+        ),
+        "torch": (
+            lambda port: [sys.executable, "-m", "bench.peers.torch_peer", args.model_dir, str(port)],
+            "/readyz",
+            lambda port: {},
+            loads,
+            ["samples", "encode", "log-likelihood", "classify (exhaustive)"],
+        ),
+        "litserve": (
+            lambda port: [sys.executable, "-m", "bench.peers.litserve_peer", args.model_dir, str(port), "32", "0.005"],
+            "/health",
+            lambda port: {},
+            lit_loads,
+            ["classify (exhaustive)"],
+        ),
+    }
+    runs: dict[str, dict[tuple[str, int], list[LoadResult]]] = {label: {} for label in servers}
+    limits: dict[str, list[float]] = {key: [] for key in ("matmul", "ort", "ort_adaptive", "http_large")}
+    report["matmul_gflops_per_image"] = scoring_flops_per_image(manifest, k) / 1e9
+    in_process_scoring(model, batch[:4], k)  # warm-up
+    for round_ in range(1, args.rounds + 1):
+        print(f"round {round_} of {args.rounds}", flush=True)
+        print("1. limits", flush=True)
+        limits["matmul"].append(matmul_gflops())
+        limits["ort"].append(len(batch) / in_process_scoring(model, batch, k)[1])
+        limits["ort_adaptive"].append(len(batch) / in_process_scoring(model, batch, k, screening)[1])
+        print(
+            f"  numpy matmul {limits['matmul'][-1]:.1f} GFLOP/s; ORT scoring {limits['ort'][-1]:.1f} img/s "
+            f"exhaustive, {limits['ort_adaptive'][-1]:.1f} img/s adaptive",
+            flush=True,
+        )
+        for label, (command, ready, env, workload, names) in servers.items():
+            print(f"2-4. {label}", flush=True)
+            port = free_port()
+            with server(command(port), port, ready, env(port)) as base:
+                for key, result in sweep(base, workload, names, args.duration).items():
+                    runs[label].setdefault(key, []).append(result)
+                if label == "batching on":
+                    body = lambda i: large_body  # noqa: E731
+                    run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)
+                    large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
+                    limits["http_large"].append(large.images_per_second)
 
-    print("4. peers", flush=True)
-    port = free_port()
-    with server([sys.executable, "-m", "bench.peers.torch_peer", args.model_dir, str(port)], port, "/readyz") as base:
-        torch_peer = sweep(base, loads, ["samples", "encode", "log-likelihood", "classify (exhaustive)"], args.duration)
-    port = free_port()
-    lit_command = [sys.executable, "-m", "bench.peers.litserve_peer", args.model_dir, str(port), "32", "0.005"]
-    with server(lit_command, port, "/health") as base:
-        lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
-        litserve = sweep(base, lit_loads, ["classify (exhaustive)"], args.duration)
+    report["matmul_gflops"] = float(np.median(limits["matmul"]))
+    report["ort_images_per_s"] = float(np.median(limits["ort"]))
+    report["ort_adaptive_images_per_s"] = float(np.median(limits["ort_adaptive"]))
+    report["ort_gflops"] = report["ort_images_per_s"] * report["matmul_gflops_per_image"]
+    report["http_large_images_per_s"] = float(np.median(limits["http_large"]))
+    median = {label: {key: median_run(r) for key, r in cells.items()} for label, cells in runs.items()}
+
+    def per_round(a: str, b: str, name: str, c: int) -> list[float]:
+        return [x.images_per_second / y.images_per_second for x, y in zip(runs[a][(name, c)], runs[b][(name, c)])]
+
+    report["rounds"] = args.rounds
+    report["per_round"] = {
+        "batching": per_round("batching on", "batching off", "classify", 32),
+        "litserve": per_round("batching on", "litserve", "classify (exhaustive)", 32),
+    }
+    http = {"true": median["batching on"], "false": median["batching off"]}
+    torch_peer, litserve = median["torch"], median["litserve"]
 
     print("5. adaptive against exhaustive", flush=True)
     x = images[: args.adaptive_images]
-    screening = estimator.Screening(Settings().adaptive_screen_samples, Settings().adaptive_margin)
     full, full_s = in_process_scoring(model, x, args.adaptive_samples)
     fast, fast_s = in_process_scoring(model, x, args.adaptive_samples, screening)
     full_post = estimator.bayes_rule(full, model.log_prior)

@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(8_000_000, ge=1024, description="largest request body accepted (413 beyond)")
     score_chunk_rows: int = Field(
-        20000, ge=1, description="most decoder passes (K x rows) in one scorer call; bounds memory"
+        2048,
+        ge=1,
+        description="most decoder passes (K x rows) in one scorer call: bounds memory; the default keeps a "
+        "call's logits (6 MB) in a CPU's cache, a GPU wants tens of thousands",
     )
 
     batching: bool = Field(True, description="gather concurrent model calls into one (dynamic batching)")
