@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num-samples", type=int, default=100, help="K of the scoring workloads (default %(default)s)")
     parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
-    parser.add_argument("--adaptive-images", type=int, default=200, help="test images for section 5")
+    parser.add_argument("--adaptive-images", type=int, default=10000, help="test images for section 5 (all of them)")
     parser.add_argument("--adaptive-samples", type=int, default=1000, help="K for section 5")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
