@@ -12,11 +12,18 @@ from service.settings import Settings
 
 
 class ModelCalls:
-    """`score` (the scorer graph) and `decode` (the decoder graph), awaitable from the event loop."""
+    """`score` (the scorer graph) and `decode` (the decoder graph), awaitable from the event loop.
+
+    Batching pays for small calls only: a scorer call that alone fills a quarter of a batch
+    (a quarter of CVAE_SCORE_CHUNK_ROWS decoder passes, e.g. one image at K >= 52) runs at once
+    in its own thread, so that large calls run side by side instead of queueing for one batch
+    at a time; bench/run.py compares batching on and off.
+    """
 
     def __init__(self, model: Model, settings: Settings, on_batch=None):
         self.model = model
         self.batching = settings.batching
+        self.direct_rows = max(1, settings.score_chunk_rows // 4)
         wait = settings.batch_max_wait_ms / 1000.0
         self._scorer = Batcher(
             self._score_batch,
@@ -48,7 +55,7 @@ class ModelCalls:
 
     async def score(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray):
         """x [R, 784], y [R], eps [K, R, D] -> log_w, log_px_z [K, R], KL [R]."""
-        if self.batching:
+        if self.batching and eps.shape[0] * eps.shape[1] < self.direct_rows:
             return await self._scorer.submit((x, y, eps))
         return await asyncio.to_thread(self.model.log_weights, x, y, eps)
 

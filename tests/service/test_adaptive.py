@@ -60,7 +60,8 @@ def test_batching_on_and_off_answer_alike_under_concurrency(shipped_model, image
     requests = [{"images": [images[i].tolist()], "num_samples": 100, "seed": i} for i in range(8)]
     answers = {}
     for batching in (False, True):
-        settings = Settings(model_dir=shipped_model, batching=batching, batch_max_wait_ms=20)
+        # chunks large enough that both phases' calls (640 and 36 rows) go through the batcher
+        settings = Settings(model_dir=shipped_model, batching=batching, batch_max_wait_ms=20, score_chunk_rows=20000)
         with TestClient(create_app(settings)) as client:
             while client.get("/readyz").status_code != 200:
                 pass

@@ -142,3 +142,32 @@ def test_split_points_undo_concatenation():
     parts = [np.arange(3), np.arange(5), np.arange(1)]
     joined, bounds = concat_rows(parts, axis=0)
     assert [p.tolist() for p in np.split(joined, bounds)] == [p.tolist() for p in parts]
+
+
+def test_small_scorer_calls_are_batched_and_large_ones_run_at_once(shipped_model):
+    from service.calls import ModelCalls
+    from service.runtime import load_model
+    from service.settings import Settings
+
+    settings = Settings(model_dir=shipped_model, score_chunk_rows=400)  # calls of 100 passes or more run at once
+    model = load_model(settings)
+    batched = []
+    calls = ModelCalls(model, settings, on_batch=lambda graph, size: batched.append((graph, size)))
+    rng = np.random.default_rng(0)
+    x = (rng.random((2, 784)) < 0.3).astype(np.float32)
+    y = np.array([1, 7])
+    small = rng.standard_normal((10, 2, 32)).astype(np.float32)  # 20 decoder passes
+    large = rng.standard_normal((60, 2, 32)).astype(np.float32)  # 120 decoder passes
+
+    async def main():
+        calls.start()
+        try:
+            return await calls.score(x, y, small), await calls.score(x, y, large)
+        finally:
+            await calls.stop()
+
+    got_small, got_large = run(main())
+    assert batched == [("scorer", 20)]
+    for got, eps in ((got_small, small), (got_large, large)):
+        for a, b in zip(got, model.log_weights(x, y, eps), strict=True):
+            np.testing.assert_array_equal(a, b)
