@@ -126,6 +126,7 @@ def _chart(http: dict, torch_peer: dict, litserve: dict, path: Path) -> None:
             if points:
                 ax.plot(*zip(*points), marker="o", label=label)
         ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
         ax.set_title(name)
         ax.set_xlabel("concurrency")
     axes[0].set_ylabel("images/s")

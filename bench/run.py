@@ -276,6 +276,21 @@ def main(argv: list[str] | None = None) -> int:
         "batching": per_round("batching on", "batching off", "classify", 32),
         "litserve": per_round("batching on", "litserve", "classify (exhaustive)", 32),
     }
+    report["cells"] = [
+        {
+            "server": label,
+            "endpoint": name,
+            "concurrency": c,
+            "images_per_s": r.images_per_second,
+            "p50_ms": r.percentile(50),
+            "p95_ms": r.percentile(95),
+            "p99_ms": r.percentile(99),
+            "errors": r.errors,
+            "rounds_images_per_s": [x.images_per_second for x in runs[label][(name, c)]],
+        }
+        for label, cells in median.items()
+        for (name, c), r in cells.items()
+    ]
     http = {"true": median["batching on"], "false": median["batching off"]}
     torch_peer, litserve = median["torch"], median["litserve"]
 
