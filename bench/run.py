@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +46,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server(command: list[str], port: int, ready_path: str, env: dict | None = None, timeout: float = 120):
-    process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    process = subprocess.Popen(  # its own process group: a server's workers go down with it
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
@@ -64,11 +69,22 @@ def server(command: list[str], port: int, ready_path: str, env: dict | None = No
             time.sleep(0.3)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the server's whole process group (LitServe's workers are child processes that
+    would otherwise live on and take CPU from every later measurement), SIGKILL after `grace`."""
+    group = process.pid  # the leader of its own session: the group's id is its pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)  # whatever of the group is still there
+    process.wait()
 
 
 def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
