@@ -48,7 +48,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         0.0, ge=0, description="longest a call waits for others to join its batch (0: take what is queued)"
     )
-    max_queue: int = Field(256, ge=1, description="most model calls waiting for a batch (503 beyond)")
+    max_queue: int = Field(
+        256,
+        ge=1,
+        description="most model calls waiting for a batch (503 beyond); scorer calls too large to batch "
+        "run at once, bounded by max_in_flight",
+    )
     max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
     request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
     keep_alive_s: float = Field(

@@ -36,15 +36,16 @@ def test_past_the_bound_the_answer_is_503_at_once(shipped_model):
 
 
 def test_a_full_batch_queue_is_503_too(shipped_model):
-    settings = Settings(model_dir=shipped_model, max_queue=1, max_in_flight=100, max_work=10**7)
+    # calls of 4 images x 10 classes x 100 samples = 4000 passes, under a quarter of 20000: all batched
+    settings = Settings(model_dir=shipped_model, max_queue=1, max_in_flight=100, max_work=10**7, score_chunk_rows=20000)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
 
         async def fire():
             transport = httpx.ASGITransport(app=client.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
-                body = {**HEAVY, "num_samples": 500}
-                return await asyncio.gather(*(http.post("/v1/log-likelihood", json=body) for _ in range(6)))
+                body = {**HEAVY, "num_samples": 100}
+                return await asyncio.gather(*(http.post("/v1/log-likelihood", json=body) for _ in range(8)))
 
         statuses = sorted(r.status_code for r in client.portal.call(fire))
         assert 200 in statuses and 503 in statuses and set(statuses) <= {200, 503}
