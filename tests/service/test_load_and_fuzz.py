@@ -40,8 +40,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
             checks,
             "--max-examples",
             "150",
-            "--workers",
-            "2",
+            "--workers",  # one: CPython 3.11's ast.parse can raise a spurious SystemError under threads
+            "1",  # (python/cpython#106905), which Hypothesis calls while describing strategies
             "--generation-database",
             "none",
             "--seed",
