@@ -110,10 +110,12 @@ def scoring_flops_per_image(manifest: dict, k: int) -> float:
 
 
 def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int = 0, chunk_rows: int | None = None):
+    """Score x in this process as the service does (its chunking unless `chunk_rows`): estimates, seconds."""
+
     async def score(rows_x, rows_y, eps):
         return model.log_weights(rows_x, rows_y, eps)
 
-    chunk_rows = chunk_rows or Settings().score_chunk_rows  # the service's own chunking
+    chunk_rows = chunk_rows or Settings().score_chunk_rows
 
     started = time.perf_counter()
     estimates = asyncio.run(
@@ -211,30 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     loads = workloads(images, k)
     batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
-    screening = estimator.Screening(Settings().adaptive_screen_samples, Settings().adaptive_margin)
-    serve = [sys.executable, "-m", "service.cli"]
-    service_env = {
-        "CVAE_MODEL_DIR": args.model_dir,
-        "CVAE_MAX_BODY_BYTES": str(64_000_000),
-        "CVAE_MAX_WORK": str(10**8),
-    }
+    defaults = Settings()
+    screening = estimator.Screening(defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
+
+    def service(batching: str):
+        env = lambda port: {  # noqa: E731
+            "CVAE_PORT": str(port),
+            "CVAE_MODEL_DIR": args.model_dir,
+            "CVAE_BATCHING": batching,
+            "CVAE_MAX_BODY_BYTES": str(64_000_000),
+            "CVAE_MAX_WORK": str(10**8),
+        }
+        return (lambda port: [sys.executable, "-m", "service.cli"], "/readyz", env, loads, list(loads))
+
     # label -> (command(port), ready path, env(port), workloads, names)
     servers = {
-        "batching on": (
-            lambda port: serve,
-            "/readyz",
-            lambda port: {**service_env, "CVAE_PORT": str(port), "CVAE_BATCHING": "true"},
-            loads,
-            list(loads),
-        ),
-        "batching off": (
-            lambda port: serve,
-            "/readyz",
-            lambda port: {**service_env, "CVAE_PORT": str(port), "CVAE_BATCHING": "false"},
-            loads,
-            list(loads),
-        ),
+        "batching on": service("true"),
+        "batching off": service("false"),
         "torch": (
             lambda port: [sys.executable, "-m", "bench.peers.torch_peer", args.model_dir, str(port)],
             "/readyz",

@@ -177,6 +177,13 @@ def _error(response: httpx.Response) -> ApiError:
     return kind(response.status_code, message, problems)
 
 
+def _answer(response: httpx.Response, parse):
+    """The parsed body of a 200 answer; any other status raises its ClientError or ServerError."""
+    if response.status_code != 200:
+        raise _error(response)
+    return parse(response.json())
+
+
 def _retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
     header = response.headers.get("retry-after", "")
     delay = float(header) if header.replace(".", "", 1).isdigit() else 0.5 * 2**attempt
@@ -184,15 +191,9 @@ def _retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
 
 
 class _Base:
-    def __init__(self, base_url: str, api_key: str | None, retries: int, max_retry_wait: float):
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.retries = retries
-        self.max_retry_wait = max_retry_wait
+    """Settings and the httpx client (`_http_class`, sync or async) shared by Client and AsyncClient."""
 
-
-class Client(_Base):
-    """Blocking client. Retries 503 answers (honouring Retry-After) up to `retries` times."""
+    _http_class: type
 
     def __init__(
         self,
@@ -201,10 +202,19 @@ class Client(_Base):
         timeout: float = 60.0,
         retries: int = 3,
         max_retry_wait: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ):
-        super().__init__(base_url, api_key, retries, max_retry_wait)
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
+
+
+class Client(_Base):
+    """Blocking client. Retries 503 answers (honouring Retry-After) up to `retries` times."""
+
+    _http_class = httpx.Client
 
     def __enter__(self) -> Client:
         return self
@@ -221,9 +231,7 @@ class Client(_Base):
             if response.status_code != 503 or attempt == self.retries:
                 break
             time.sleep(_retry_delay(response, attempt, self.max_retry_wait))
-        if response.status_code != 200:
-            raise _error(response)
-        return parse(response.json())
+        return _answer(response, parse)
 
     def sample(
         self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False
@@ -255,19 +263,7 @@ class Client(_Base):
 class AsyncClient(_Base):
     """The same calls, awaitable."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 3,
-        max_retry_wait: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ):
-        super().__init__(base_url, api_key, retries, max_retry_wait)
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport
-        )
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -284,9 +280,7 @@ class AsyncClient(_Base):
             if response.status_code != 503 or attempt == self.retries:
                 break
             await asyncio.sleep(_retry_delay(response, attempt, self.max_retry_wait))
-        if response.status_code != 200:
-            raise _error(response)
-        return parse(response.json())
+        return _answer(response, parse)
 
     async def sample(
         self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False

@@ -19,7 +19,7 @@ import onnx
 import torch
 from torch import nn
 
-from training.model import CVAE, Checkpoint
+from training.model import CVAE, Checkpoint, reparameterize
 from training.objectives import kl_standard_normal, log_normal, log_px_z, log_standard_normal
 
 MODEL_NAME = "mnist-cvae"
@@ -54,7 +54,7 @@ class ScorerGraph(nn.Module):
 
     def forward(self, x, y, eps):
         mu, logvar = self.model.encode(x, y)  # [N, D]
-        z = mu + torch.exp(0.5 * logvar) * eps  # [K, N, D]
+        z = reparameterize(mu, logvar, eps.shape[0], eps=eps)  # [K, N, D]
         logits = self.model.decode(z, y.expand(eps.shape[0], -1, -1))  # [K, N, 784]
         lpx_z = log_px_z(logits, x, self.model.config)  # [K, N]
         log_w = lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar)

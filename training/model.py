@@ -83,10 +83,17 @@ class CVAE(nn.Module):
 
 
 def reparameterize(
-    mu: torch.Tensor, logvar: torch.Tensor, k: int, generator: torch.Generator | None = None
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I): mu, logvar [N, D] -> z [k, N, D]."""
-    eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+    """z = mu + sigma * eps, eps ~ N(0, I): mu, logvar [N, D] -> z [k, N, D].
+
+    The noise is drawn from `generator`, or given as `eps` [k, N, D]."""
+    if eps is None:
+        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 

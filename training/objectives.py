@@ -76,10 +76,7 @@ def log_weights(
 
     The noise is drawn from `generator`, or given as `eps` [k, N, D]."""
     mu, logvar = model.encode(x, y)  # [N, D] each
-    if eps is None:
-        z = reparameterize(mu, logvar, k, generator)  # [k, N, D]
-    else:
-        z = mu + torch.exp(0.5 * logvar) * eps
+    z = reparameterize(mu, logvar, k, generator, eps)  # [k, N, D]
     logits = model.decode(z, y.expand(k, *y.shape))  # [k, N, 784]
     lpx_z = log_px_z(logits, x, model.config)  # [k, N]
     return lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar), lpx_z

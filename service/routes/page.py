@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 
 from fastapi import APIRouter
@@ -12,4 +13,10 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
-    return HTMLResponse(files("service").joinpath("static/index.html").read_text())
+    return HTMLResponse(_html())
+
+
+@cache
+def _html() -> str:
+    """The page, read from the package on first request only."""
+    return files("service").joinpath("static/index.html").read_text()
