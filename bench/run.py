@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 from bench.load import CONCURRENCY, LoadResult, run_load
-from service import estimator
+from service import estimator, rounds
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 
@@ -119,11 +119,11 @@ def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int =
 
     started = time.perf_counter()
     estimates = asyncio.run(
-        estimator.estimate_classes(
+        rounds.estimate_classes(
             score, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
         )
     )
-    return estimates, time.perf_counter() - started
+    return estimates.classes, time.perf_counter() - started
 
 
 def test_images(limit: int, model) -> np.ndarray:
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
     defaults = Settings()
-    screening = estimator.Screening(defaults.adaptive_screen_samples, defaults.adaptive_margin)
+    screening = rounds.Screening(defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
 
     def service(batching: str):

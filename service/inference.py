@@ -11,11 +11,20 @@ import math
 
 import numpy as np
 
-from service import estimator, schemas
+from service import estimator, rounds, schemas
 from service.calls import ModelCalls
 from service.images import InputError, binarize, decode_png, parse_pixels, png_grid
 from service.runtime import Model
 from service.settings import Settings
+
+
+def _finite(value: float) -> float | None:
+    """A float for JSON, None where it is not finite (JSON has no inf or NaN)."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _finite_list(values: np.ndarray) -> list[float | None]:
+    return [_finite(v) for v in values.tolist()]
 
 
 def _seed(given: int | None) -> int:
@@ -28,7 +37,7 @@ class Inference:
         self.model = model
         self.settings = settings
         self.calls = calls
-        self.screening = estimator.Screening(settings.adaptive_screen_samples, settings.adaptive_margin)
+        self.screening = rounds.Screening(settings.adaptive_screen_samples, settings.adaptive_margin)
 
     # ---- inputs -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -68,7 +77,7 @@ class Inference:
         return binarize(pixels, method, request.threshold, rng), used.model_dump()
 
     def _num_samples(self, requested: int | None, num_images: int) -> int:
-        k = requested or self.settings.default_num_samples
+        k = requested or min(self.settings.default_num_samples, self.settings.max_num_samples)
         self._check_count(k, self.settings.max_num_samples, "num_samples", "max_num_samples")
         work = num_images * self.model.num_classes * k
         if work > self.settings.max_work:
@@ -81,10 +90,22 @@ class Inference:
         return k
 
     # ---- scoring ------------------------------------------------------------------------
+    def _precision(self, request: schemas.ScoreRequest, k: int) -> rounds.Precision | None:
+        """The rounds a request asks for (or the default tolerance), None for a single round."""
+        budget = request.max_num_samples or self.settings.max_num_samples
+        self._check_count(budget, self.settings.max_num_samples, "max_num_samples", "max_num_samples")
+        if budget < k:
+            raise InputError("max_num_samples", f"is {budget}, below num_samples {k}; raise it or omit it.")
+        tolerance = request.tolerance or self.settings.default_tolerance or None
+        if tolerance is None or budget == k:
+            return None
+        return rounds.Precision(tolerance, budget, self.settings.max_work)
+
     async def _posterior(self, request: schemas.ScoreRequest):
-        x, used = await asyncio.to_thread(self.images, request, np.random.default_rng(request.seed))
+        x, used = await asyncio.to_thread(self.images, request, estimator.binarization_stream(request.seed))
         k = self._num_samples(request.num_samples, len(x))
-        estimates = await estimator.estimate_classes(
+        precision = self._precision(request, k)
+        estimates = await rounds.estimate_classes(
             self.calls.score,
             x,
             self.model.num_classes,
@@ -94,27 +115,47 @@ class Inference:
             self.settings.score_chunk_rows,
             self.model.log_prior,
             self.screening if request.adaptive else None,
+            precision,
         )
-        echo = {"num_samples": k, "adaptive": request.adaptive, "seed": request.seed, "binarization": used}
-        return estimates, estimator.bayes_rule(estimates, self.model.log_prior), echo
+        echo = {
+            "num_samples": k,
+            "tolerance": precision and precision.tolerance,
+            "max_num_samples": precision.budget if precision else k,
+            "adaptive": request.adaptive,
+            "seed": request.seed,
+            "binarization": used,
+        }
+        return estimates, estimator.bayes_rule(estimates.classes, self.model.log_prior), echo
+
+    @staticmethod
+    def _precision_of(estimates: rounds.Estimates, echo: dict, i: int) -> dict:
+        return {
+            "tolerance": echo["tolerance"],
+            "met": bool(estimates.met[i]),
+            "num_samples_used": int(estimates.samples_used[i]),
+        }
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        estimates, post, echo = await self._posterior(request)
+        found, post, echo = await self._posterior(request)
+        estimates = found.classes
         per_dim = self.model.x_dim * math.log(2)
         results = [
             {
-                "log_px": post.log_px[i],
-                "log_px_std_error": post.log_px_std_error[i],
-                "bits_per_dim": -post.log_px[i] / per_dim,
-                "log_px_y": estimates.log_px_y[i].tolist(),
-                "log_px_y_std_error": estimates.std_error[i].tolist(),
+                "log_px": _finite(post.log_px[i]),
+                "log_px_std_error": _finite(post.log_px_std_error[i]),
+                "log_px_reliable": bool(post.reliable[i]),
+                "bits_per_dim": _finite(-post.log_px[i] / per_dim),
+                "log_px_y": _finite_list(estimates.log_px_y[i]),
+                "log_px_y_std_error": _finite_list(estimates.std_error[i]),
                 "effective_sample_size": estimates.ess[i].tolist(),
+                "pareto_k": _finite_list(estimates.pareto_k[i]),
                 "num_samples_used": estimates.num_samples[i].tolist(),
+                "precision": self._precision_of(found, echo, i),
                 "elbo": {
-                    "value": post.elbo[i],
-                    "reconstruction": post.reconstruction[i],
-                    "kl_z": post.kl_z[i],
-                    "kl_y": post.kl_y[i],
+                    "value": _finite(post.elbo[i]),
+                    "reconstruction": _finite(post.reconstruction[i]),
+                    "kl_z": _finite(post.kl_z[i]),
+                    "kl_y": _finite(post.kl_y[i]),
                 },
             }
             for i in range(len(post.log_px))
@@ -122,7 +163,7 @@ class Inference:
         return {**echo, "results": results}
 
     async def classify(self, request: schemas.ScoreRequest) -> dict:
-        _, post, echo = await self._posterior(request)
+        found, post, echo = await self._posterior(request)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         results = [
@@ -131,7 +172,10 @@ class Inference:
                 "predicted": int(probs[i].argmax()),
                 "probability": float(probs[i].max()),
                 "entropy": float(max(entropy[i], 0.0)),
-                "log_px": float(post.log_px[i]),
+                "log_px": _finite(post.log_px[i]),
+                "log_px_std_error": _finite(post.log_px_std_error[i]),
+                "log_px_reliable": bool(post.reliable[i]),
+                "precision": self._precision_of(found, echo, i),
             }
             for i in range(len(probs))
         ]
@@ -142,7 +186,7 @@ class Inference:
 
     def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)
-        x, used = self.images(request, np.random.default_rng(request.seed))
+        x, used = self.images(request, estimator.binarization_stream(request.seed))
         classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
         rows_x = np.repeat(x, len(classes), axis=0)
         rows_y = np.tile(classes, len(x))

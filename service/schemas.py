@@ -50,8 +50,21 @@ class ScoreRequest(ImagesRequest):
     num_samples: int | None = Field(
         None,
         ge=2,
-        description="Importance samples K per image and class, at least 2 so that a standard error exists "
-        "(default and maximum: see GET /v1/model).",
+        description="Importance samples K per image and class in the first round, at least 2 so that a standard "
+        "error exists (default and maximum: see GET /v1/model).",
+    )
+    tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="Target standard error of log p(x) in nats: after the first round, the classes that matter "
+        "double their samples until log_px_std_error is at most this and every such class has reliable weights "
+        "(Pareto k-hat), or max_num_samples is reached. Omit for the service's default (see GET /v1/model).",
+    )
+    max_num_samples: int | None = Field(
+        None,
+        ge=2,
+        description="Most importance samples per class that rounds may reach; at most the service's limit, which "
+        "is also the default. Set it to num_samples for a single round.",
     )
     seed: int = Field(
         0, ge=0, lt=2**63, description="Seed of the importance-sampling noise (and of binarize='bernoulli')."
@@ -64,32 +77,64 @@ class ScoreRequest(ImagesRequest):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"images": [_ZERO_IMAGE], "num_samples": 500, "seed": 0}]},
+        json_schema_extra={"examples": [{"images": [_ZERO_IMAGE], "num_samples": 500, "tolerance": 0.05, "seed": 0}]},
     )
 
 
 class Elbo(BaseModel):
-    value: float = Field(description="ELBO of log p(x) with q(y|x) = p(y|x): reconstruction - kl_z - kl_y (nats).")
-    reconstruction: float = Field(description="sum_y q(y|x) E_q(z|x,y)[log p(x|z,y)] (nats).")
-    kl_z: float = Field(description="sum_y q(y|x) KL(q(z|x,y) || p(z)) in closed form (nats).")
-    kl_y: float = Field(description="KL(q(y|x) || p(y)) (nats).")
+    value: float | None = Field(
+        description="ELBO of log p(x) with q(y|x) = p(y|x): reconstruction - kl_z - kl_y (nats)."
+    )
+    reconstruction: float | None = Field(description="sum_y q(y|x) E_q(z|x,y)[log p(x|z,y)] (nats).")
+    kl_z: float | None = Field(
+        description="sum_y q(y|x) KL(q(z|x,y) || p(z)), each KL the mean of log q(z|x,y) - log p(z) over the samples "
+        "drawn (nats)."
+    )
+    kl_y: float | None = Field(description="KL(q(y|x) || p(y)) (nats).")
+
+
+class Precision(BaseModel):
+    tolerance: float | None = Field(description="The target standard error of log p(x) (nats); null: none.")
+    met: bool = Field(
+        description="log_px_std_error is at most the tolerance and log_px_reliable holds (true when no tolerance)."
+    )
+    num_samples_used: int = Field(description="Importance samples spent on this image, all classes together.")
 
 
 class ImageScore(BaseModel):
-    log_px: float = Field(description="Estimate of log p(x) in nats, marginalized over classes.")
-    log_px_std_error: float = Field(description="Standard error of log_px (delta method over the weights).")
-    bits_per_dim: float = Field(description="-log p(x) / (pixels x ln 2).")
-    log_px_y: list[float] = Field(description="Estimate of log p(x|y) for every class y (nats).")
-    log_px_y_std_error: list[float]
-    effective_sample_size: list[float] = Field(description="(sum w)^2 / sum w^2 of the K weights, per class.")
-    num_samples_used: list[int] = Field(
-        description="Importance samples spent on each class (adaptive: fewer on classes that cannot matter)."
+    log_px: float | None = Field(
+        description="Estimate of log p(x) in nats, marginalized over classes (null: every weight was zero)."
     )
+    log_px_std_error: float | None = Field(
+        description="Standard error of log_px (delta method over the weights): the seed-to-seed spread to expect. "
+        "Trust it only when log_px_reliable is true; null when it cannot be estimated."
+    )
+    log_px_reliable: bool = Field(
+        description="Every class with p(y|x) >= 0.001 has Pareto k-hat within its threshold: the weights have a "
+        "light enough tail for log_px and its standard error to mean what they say. When false, both are likely "
+        "too low: ask for more samples (num_samples, tolerance)."
+    )
+    bits_per_dim: float | None = Field(description="-log p(x) / (pixels x ln 2).")
+    log_px_y: list[float | None] = Field(description="Estimate of log p(x|y) for every class y (nats).")
+    log_px_y_std_error: list[float | None]
+    effective_sample_size: list[float] = Field(description="(sum w)^2 / sum w^2 of the weights, per class.")
+    pareto_k: list[float | None] = Field(
+        description="Pareto k-hat of each class's weights (Vehtari et al., 2024): the shape of a generalized Pareto "
+        "fit to the largest weights. Below 0.5 the variance is finite and the standard error holds; above "
+        "min(1 - 1/log10(K), 0.7) the estimate is unreliable. Null below 25 samples, too few to fit."
+    )
+    num_samples_used: list[int] = Field(
+        description="Importance samples spent on each class (adaptive: fewer on classes that cannot matter; "
+        "rounds: more where the tolerance needed them)."
+    )
+    precision: Precision
     elbo: Elbo
 
 
 class ScoreResponse(BaseModel):
     num_samples: int
+    tolerance: float | None
+    max_num_samples: int
     adaptive: bool
     seed: int
     binarization: Binarization
@@ -101,11 +146,16 @@ class ImageClass(BaseModel):
     predicted: int = Field(description="argmax_y p(y|x).")
     probability: float = Field(description="p(predicted|x).")
     entropy: float = Field(description="Entropy of p(y|x) in nats (0: certain; ln 10: uniform).")
-    log_px: float
+    log_px: float | None
+    log_px_std_error: float | None
+    log_px_reliable: bool
+    precision: Precision
 
 
 class ClassifyResponse(BaseModel):
     num_samples: int
+    tolerance: float | None
+    max_num_samples: int
     adaptive: bool
     seed: int
     binarization: Binarization

@@ -30,8 +30,16 @@ class Settings(BaseSettings):
 
     max_images: int = Field(256, ge=1, description="most images in one scoring, classify or encode request")
     max_samples: int = Field(1024, ge=1, description="most images one sampling request may ask for")
-    max_num_samples: int = Field(20000, ge=1, description="most importance samples K per image and class")
-    default_num_samples: int = Field(1000, ge=1, description="K when a request does not say")
+    max_num_samples: int = Field(
+        20000, ge=2, description="most importance samples per image and class, first round and rounds together"
+    )
+    default_num_samples: int = Field(1000, ge=2, description="K of the first round when a request does not say")
+    default_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="target standard error of log p(x) in nats when a request does not say: rounds double the "
+        "samples of the classes that matter until it is met (0: a single round)",
+    )
     max_work: int = Field(
         2_000_000, ge=1, description="most decoder passes (images x classes x K) one request may cost"
     )

@@ -1,4 +1,4 @@
-"""`cvae download | train | export | evaluate` (also `cvae-train ...`): the training package's commands."""
+"""`cvae download | train | refit | export | evaluate | ais` (or `cvae-train ...`): the training commands."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
     for f in fields(config_class):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"default {default}")
+        elif isinstance(default, tuple):
             parser.add_argument(flag, type=type(default[0]), nargs="+", default=default, help=f"default {default}")
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default {default}")
@@ -40,7 +42,9 @@ def _config_from(args: argparse.Namespace, config_class):
 
 
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
+    from training.ais import AisConfig
     from training.model import ModelConfig
+    from training.refit import RefitConfig
     from training.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -54,6 +58,14 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     _add_config_flags(train, ModelConfig)
     _add_config_flags(train, TrainConfig)
+
+    refit = commands.add_parser(
+        "refit", help="give a checkpoint's q(z|x,y) a coupling flow and train it on the doubly reparameterized bound"
+    )
+    refit.add_argument("checkpoint", help="checkpoint written by `train`")
+    refit.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    refit.add_argument("--out", default="runs/refit/checkpoint.pt", help="checkpoint path (default %(default)s)")
+    _add_config_flags(refit, RefitConfig)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX with its manifest")
     export.add_argument("checkpoint", help="checkpoint written by `train`")
@@ -85,6 +97,17 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--margin", type=float, default=20.0, help="screening margin in nats (default %(default)s)")
     evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
+
+    ais = commands.add_parser(
+        "ais", help="compare the service's default answers on test images with annealed importance sampling"
+    )
+    ais.add_argument("model_dir", help="model directory holding checkpoint.pt and manifest.json")
+    ais.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    ais.add_argument("--limit", type=int, default=100, help="the first N test images (default %(default)s)")
+    ais.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+    ais.add_argument("--chains", type=int, default=AisConfig.num_chains, help="default %(default)s")
+    ais.add_argument("--temperatures", type=int, default=AisConfig.num_temperatures, help="default %(default)s")
+    ais.add_argument("--leapfrog-steps", type=int, default=AisConfig.leapfrog_steps, help="default %(default)s")
     return parser
 
 
@@ -101,6 +124,18 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.train import TrainConfig, run
 
             run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), _data_dir(args), args.out)
+        elif args.command == "refit":
+            from training.refit import RefitConfig, run
+
+            run(args.checkpoint, _config_from(args, RefitConfig), _data_dir(args), args.out)
+        elif args.command == "ais":
+            from training.ais import AisConfig
+            from training.gold_standard import run as gold_standard
+
+            config = AisConfig(
+                num_chains=args.chains, num_temperatures=args.temperatures, leapfrog_steps=args.leapfrog_steps
+            )
+            gold_standard(args.model_dir, _data_dir(args), args.limit, config, args.seed)
         elif args.command == "export":
             import shutil
 

@@ -16,7 +16,7 @@ from training.card import write_card
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
 from training.model import CVAE, Checkpoint
-from training.objectives import bayes_posterior, class_log_joint, iwae_bound, kl_standard_normal, log_weights
+from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
 from training.train import binarize, one_hot
 
 
@@ -31,16 +31,19 @@ def score(
     progress: bool = True,
     screen_samples: int = 0,
     margin: float = 20.0,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per image and class: log p(x|y) estimated with K importance samples.
 
     With `screen_samples`, every class first gets that many samples, and only
     classes whose screened log p(x, y) is within `margin` nats of the image's
-    best get the rest of the K (the others keep their screening estimate).
+    best, and the true class when `labels` are given, get the rest of the K
+    (the others keep their screening estimate).
 
     Returns log_px_y [N, C], log p(x) [N], log p(y|x) [N, C], and for every
     class the mean of log p(x|z,y) over its samples (reconstruction), the
-    closed-form KL(q(z|x,y) || p(z)) and the samples used, all [N, C].
+    Monte Carlo KL(q(z|x,y) || p(z)) = mean of log q - log p(z), and the
+    samples used, all [N, C].
     """
     num_classes = model.config.num_classes
     classes = one_hot(torch.arange(num_classes), num_classes)  # [C, C]
@@ -53,22 +56,19 @@ def score(
         rows_x = xb.repeat_interleave(num_classes, dim=0)  # [B*C, 784]: image-major, then class
         rows_y = classes.repeat(len(xb), 1)  # [B*C, C]
         log_w, lpx_z = log_weights(model, rows_x, rows_y, first, generator)  # [k, B*C] each
-        bound, recon = iwae_bound(log_w), lpx_z.mean(0)
+        bound, recon, kl = iwae_bound(log_w), lpx_z.mean(0), (lpx_z - log_w).mean(0)
         used = torch.full_like(bound, first)
         if adaptive:
             screened = bound.view(-1, num_classes) + log_prior
-            keep = (screened >= screened.amax(1, keepdim=True) - margin).flatten().nonzero()[:, 0]
+            keep = screened >= screened.amax(1, keepdim=True) - margin  # [B, C]
+            if labels is not None:  # true-class figures all come from the full K
+                keep[torch.arange(len(xb)), labels[start : start + batch_size]] = True
+            keep = keep.flatten().nonzero()[:, 0]
             more_w, more_lpx = log_weights(model, rows_x[keep], rows_y[keep], num_samples - first, generator)
-            bound[keep] = iwae_bound(torch.cat([log_w[:, keep], more_w]))
-            recon[keep] = torch.cat([lpx_z[:, keep], more_lpx]).mean(0)
+            all_w, all_lpx = torch.cat([log_w[:, keep], more_w]), torch.cat([lpx_z[:, keep], more_lpx])
+            bound[keep], recon[keep], kl[keep] = iwae_bound(all_w), all_lpx.mean(0), (all_lpx - all_w).mean(0)
             used[keep] = num_samples
-        mu, logvar = model.encode(rows_x, rows_y)
-        for key, value in (
-            ("log_px_y", bound),
-            ("recon", recon),
-            ("kl", kl_standard_normal(mu, logvar)),
-            ("num_samples", used),
-        ):
+        for key, value in (("log_px_y", bound), ("recon", recon), ("kl", kl), ("num_samples", used)):
             parts[key].append(value.view(-1, num_classes))
     out = {key: torch.cat(value) for key, value in parts.items()}
     out["log_px"], out["log_py_x"] = bayes_posterior(class_log_joint(out["log_px_y"], log_prior))
@@ -138,6 +138,7 @@ def run(
         batch_size,
         screen_samples=screen_samples,
         margin=margin,
+        labels=labels,
     )
     metrics = summarize(scores, labels, model.config.x_dim)
     metrics |= {

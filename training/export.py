@@ -4,8 +4,9 @@ Graphs (all with a dynamic batch axis N, and K for the scorer):
 - encoder.onnx: x [N, 784], y [N, C] -> mu, logvar [N, D]
 - decoder.onnx: z [N, D], y [N, C] -> logits [N, 784]
 - scorer.onnx:  x [N, 784], y [N, C], eps [K, N, D] -> log_w, log_px_z [K, N], kl [N]
-  (the importance log-weights of training.objectives, computed in one run,
-  so that no [K, N, 784] logits leave ONNX Runtime)
+  (the importance log-weights of training.objectives, with z ~ q(z|x,y) made from the
+  standard-normal eps through q's flow when it has one, computed in one run so that no
+  [K, N, 784] logits leave ONNX Runtime; kl is the mean of log q(z) - log p(z) over the K)
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from training.model import CVAE, Checkpoint, reparameterize
-from training.objectives import kl_standard_normal, log_normal, log_px_z, log_standard_normal
+from training.model import CVAE, Checkpoint
+from training.objectives import log_px_z, log_standard_normal, sample_q
 
 MODEL_NAME = "mnist-cvae"
 MANIFEST = "manifest.json"
@@ -46,19 +47,18 @@ class DecoderGraph(nn.Module):
 
 
 class ScorerGraph(nn.Module):
-    """log w_k = log p(x|z_k,y) + log p(z_k) - log q(z_k|x,y), z_k = mu + sigma * eps_k."""
+    """log w_k = log p(x|z_k,y) + log p(z_k) - log q(z_k|x,y), z_k = mu + sigma * f(eps_k)."""
 
     def __init__(self, model: CVAE):
         super().__init__()
         self.model = model
 
     def forward(self, x, y, eps):
-        mu, logvar = self.model.encode(x, y)  # [N, D]
-        z = reparameterize(mu, logvar, eps.shape[0], eps=eps)  # [K, N, D]
+        z, log_q, _ = sample_q(self.model, x, y, eps.shape[0], eps=eps)  # [K, N, D], [K, N]
         logits = self.model.decode(z, y.expand(eps.shape[0], -1, -1))  # [K, N, 784]
         lpx_z = log_px_z(logits, x, self.model.config)  # [K, N]
-        log_w = lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar)
-        return log_w, lpx_z, kl_standard_normal(mu, logvar)
+        log_w = lpx_z + log_standard_normal(z) - log_q
+        return log_w, lpx_z, (lpx_z - log_w).mean(0)
 
 
 def sha256(path: Path) -> str:
@@ -144,6 +144,7 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
     for entry in files.values():
         entry["sha256"] = sha256(out / entry["file"])
     extra = checkpoint.extra
+    refit = extra.get("refit")
     return {
         "name": MODEL_NAME,
         "version": version,
@@ -154,6 +155,7 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
         "likelihood": likelihood,
         "class_prior": checkpoint.class_prior,
         "files": files,
+        "proposal": proposal_description(config),
         "model_config": config.to_dict(),
         "training": {
             "config": extra.get("train_config"),
@@ -163,8 +165,26 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
             "num_val_images": extra.get("num_val_images"),
             "validation": extra.get("validation"),
         },
+        "refit": refit and {key: refit.get(key) for key in ("config", "seconds", "best_epoch", "validation")},
         "data_sha256": extra.get("data_sha256"),
         "metrics": {},
+    }
+
+
+def proposal_description(config) -> dict:
+    """What q(z|x,y) is, in the scorer graph and the encoder graph."""
+    if not config.flow_layers:
+        return {
+            "type": "gaussian",
+            "description": "q(z|x,y) = N(mu, diag exp(logvar)): the encoder graph's outputs; z = mu + sigma * eps.",
+        }
+    return {
+        "type": "coupling_flow",
+        "flow_layers": config.flow_layers,
+        "flow_hidden": config.flow_hidden,
+        "description": "z = mu + sigma * f(eps), eps ~ N(0, I), f a stack of affine coupling layers conditioned on "
+        "the encoder's last hidden layer; the encoder graph gives the Gaussian base (mu, logvar) only, the scorer "
+        "graph the full q.",
     }
 
 

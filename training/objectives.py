@@ -64,6 +64,35 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu**2 + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
+def sample_q(
+    model: CVAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """z [k, N, D] ~ q(z|x,y) and log q(z|x,y) [k, N], plus q's (mu, logvar, context).
+
+    z = mu + sigma * f(eps) with eps ~ N(0, I) drawn from `generator` or given [k, N, D], and
+    log q(z) = log N(eps) - log |det df/deps| - sum log sigma (change of variables)."""
+    mu, logvar, context = model.encode_with_context(x, y)  # [N, D], [N, D], [N, H]
+    if eps is None:
+        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+    e, log_det = (eps, 0.0) if model.flow is None else model.flow(eps, context)
+    z = reparameterize(mu, logvar, k, eps=e)
+    return z, log_standard_normal(eps) - log_det - 0.5 * logvar.sum(-1), (mu, logvar, context)
+
+
+def log_q_at(model: CVAE, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, context: torch.Tensor, flow=None):
+    """log q(z|x,y) [K, N] at given z [K, N, D], through the inverse flow (`flow` may be a
+    stand-in for model.flow, e.g. the same flow with its parameters detached)."""
+    flow = model.flow if flow is None else flow
+    e = (z - mu) * torch.exp(-0.5 * logvar)
+    eps, log_det = (e, 0.0) if flow is None else flow(e, context, inverse=True)
+    return log_standard_normal(eps) - log_det - 0.5 * logvar.sum(-1)
+
+
 def log_weights(
     model: CVAE,
     x: torch.Tensor,
@@ -75,11 +104,10 @@ def log_weights(
     """Importance log-weights [k, N] and log p(x|z_k,y) [k, N] for x [N, 784], y one-hot [N, C].
 
     The noise is drawn from `generator`, or given as `eps` [k, N, D]."""
-    mu, logvar = model.encode(x, y)  # [N, D] each
-    z = reparameterize(mu, logvar, k, generator, eps)  # [k, N, D]
+    z, log_q, _ = sample_q(model, x, y, k, generator, eps)  # [k, N, D], [k, N]
     logits = model.decode(z, y.expand(k, *y.shape))  # [k, N, 784]
     lpx_z = log_px_z(logits, x, model.config)  # [k, N]
-    return lpx_z + log_standard_normal(z) - log_normal(z, mu, logvar), lpx_z
+    return lpx_z + log_standard_normal(z) - log_q, lpx_z
 
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:

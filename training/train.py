@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.data import Mnist, file_checksums, load_mnist
-from training.model import CVAE, Checkpoint, ModelConfig, reparameterize
+from training.model import CVAE, Checkpoint, ModelConfig
 from training.objectives import (
     bayes_posterior,
     class_log_joint,
     iwae_bound,
-    log_normal,
     log_px_z,
     log_standard_normal,
     log_weights,
+    sample_q,
 )
 
 
@@ -71,9 +71,9 @@ def classify_loss(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torc
     eye = torch.eye(num_classes)
     y_all = eye[:, None, :].expand(num_classes, batch, num_classes)  # [C, B, C]
     with torch.no_grad():
-        mu, logvar = model.encode(x.expand(num_classes, *x.shape), y_all)  # [C, B, D]
-        z = reparameterize(mu, logvar, 1)[0]  # [C, B, D]
-        log_qz = log_normal(z, mu, logvar)
+        rows_x = x.repeat(num_classes, 1)  # [C*B, 784]: class-major
+        z, log_qz, _ = sample_q(model, rows_x, y_all.reshape(-1, num_classes), 1)  # [1, C*B, D], [1, C*B]
+        z, log_qz = z.view(num_classes, batch, -1), log_qz.view(num_classes, batch)
     logits = model.decode(z, y_all)  # [C, B, 784]
     elbo = log_px_z(logits, x, model.config) + log_standard_normal(z) - log_qz  # [C, B]
     return F.cross_entropy(class_log_joint(elbo.T, log_prior), y)

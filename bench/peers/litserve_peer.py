@@ -35,7 +35,7 @@ class ClassifyAPI(ls.LitAPI):
         x = np.stack([item[0] for item in items])
         rows_x = np.repeat(x, c, axis=0)
         rows_y = np.tile(np.arange(c), len(items))
-        gens = [g for _, _, seed in items for g in estimator.row_generators(seed, 1, c)]
+        gens = [g for _, _, seed in items for g in estimator.noise_streams(seed, 1, c)]
         eps = np.stack([g.standard_normal((k, d), dtype=np.float32) for g in gens], axis=1)
         log_w, _, _ = self.model.log_weights(rows_x, rows_y, eps)
         log_px_y = estimator.log_mean_exp(log_w.astype(np.float64), axis=0).reshape(len(items), c)

@@ -144,6 +144,7 @@ async def model_info(inference: InferenceDep):
             "max_samples": s.max_samples,
             "max_num_samples": s.max_num_samples,
             "default_num_samples": s.default_num_samples,
+            "default_tolerance": s.default_tolerance,
             "max_work": s.max_work,
             "max_body_bytes": s.max_body_bytes,
             "adaptive_screen_samples": s.adaptive_screen_samples,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import estimator
+from service import estimator, rounds
 from service.app import create_app
 from service.runtime import load_model
 from service.settings import Settings
@@ -30,10 +30,10 @@ def estimate(model, x, k, screening=None, seed=0, chunk_rows=20000):
         return model.log_weights(rows_x, rows_y, eps)
 
     return asyncio.run(
-        estimator.estimate_classes(
+        rounds.estimate_classes(
             score, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
         )
-    )
+    ).classes
 
 
 def test_chunking_does_not_change_the_answer(model, images):
@@ -43,7 +43,7 @@ def test_chunking_does_not_change_the_answer(model, images):
 
 
 def test_adaptive_keeps_exhaustive_estimates_for_the_classes_that_matter(model, images):
-    screening = estimator.Screening(samples=32, margin=20.0)
+    screening = rounds.Screening(samples=32, margin=20.0)
     full = estimate(model, images, 400)
     fast = estimate(model, images, 400, screening)
     kept = fast.num_samples == 400

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from service import estimator  # noqa: E402
+from service import estimator, rounds  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.data import load_mnist  # noqa: E402
@@ -34,7 +34,7 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     c, d = torch_model.config.num_classes, torch_model.config.latent_dim
 
     log_px_y = torch.empty(NUM_IMAGES, c)
-    gens = estimator.row_generators(SEED, NUM_IMAGES, c)  # the service's noise, row by row
+    gens = estimator.noise_streams(SEED, NUM_IMAGES, c)  # the service's noise, row by row
     with torch.no_grad():
         for i in range(NUM_IMAGES):
             eps = torch.from_numpy(estimator.draw_noise(gens[i * c : (i + 1) * c], K, d))  # [K, C, D]
@@ -48,7 +48,7 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     async def score(rows_x, rows_y, eps):
         return model.log_weights(rows_x, rows_y, eps)
 
-    estimates = asyncio.run(estimator.estimate_classes(score, x.numpy(), c, d, K, SEED, chunk_rows=50_000))
+    estimates = asyncio.run(rounds.estimate_classes(score, x.numpy(), c, d, K, SEED, chunk_rows=50_000)).classes
     served = estimator.bayes_rule(estimates, model.log_prior)
 
     difference = np.abs(served.log_px - reference_log_px.numpy().astype(np.float64))

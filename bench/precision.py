@@ -1,0 +1,191 @@
+"""The precision benchmark: how much one answer of the service can be trusted, and at what cost.
+
+    python -m bench.precision [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
+
+For each configuration of the service's settings ("before": K = 1000 with 64-sample screening
+and a single round, as the service answered before tolerances existed; "defaults": this
+version's defaults; and rounds to a tolerance), on binarized MNIST test images:
+
+- precision, through the service's own code in process (service.inference at those settings):
+  the seed-to-seed standard deviation of log p(x) over `--seeds` seeds (median and 95th
+  percentile over `--images` images), the median ratio of the reported log_px_std_error to
+  that spread, the median ESS of the most probable class, the share of reliable answers
+  (Pareto k-hat), the share that met the tolerance, and the samples spent per image;
+- accuracy of argmax p(y|x) on `--accuracy-images` images (one seed);
+- throughput of /v1/classify over HTTP, one image per request at concurrency 8, with the
+  server started on those settings (bench.load, one keep-alive connection per worker).
+
+Writes bench/results/precision.json and PRECISION.md, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.load import run_load
+from bench.run import free_port, server
+from service import schemas
+from service.calls import ModelCalls
+from service.inference import Inference
+from service.runtime import load_model
+from service.settings import SHIPPED_MODEL, Settings
+
+CONFIGS = {
+    "before: K = 1000, screening 64, one round": {
+        "CVAE_DEFAULT_NUM_SAMPLES": "1000",
+        "CVAE_ADAPTIVE_SCREEN_SAMPLES": "64",
+        "CVAE_DEFAULT_TOLERANCE": "0",
+    },
+    "defaults": {},
+    "tolerance 0.1 nats, up to 8000 samples per class": {
+        "CVAE_DEFAULT_TOLERANCE": "0.1",
+        "CVAE_MAX_NUM_SAMPLES": "8000",
+    },
+}
+
+
+def mnist_test(mnist_dir: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` test images, binarized once (x ~ Bernoulli(pixel/255), numpy seed 0), and labels."""
+    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:limit]
+    labels = np.frombuffer(
+        gzip.decompress((Path(mnist_dir) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, -1, 8
+    )
+    x = (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+    return x, labels[:limit].astype(np.int64)
+
+
+def settings_for(env: dict, model_dir: str) -> Settings:
+    values = {key.removeprefix("CVAE_").lower(): value for key, value in env.items()}
+    return Settings(model_dir=model_dir, batching=False, **values)
+
+
+def score_all(inference: Inference, x: np.ndarray, seed: int) -> list[dict]:
+    """/v1/log-likelihood's results for every image, in requests of the service's largest size."""
+    results = []
+    size = inference.settings.max_images
+    for start in range(0, len(x), size):
+        request = schemas.ScoreRequest(
+            images=[row.tolist() for row in x[start : start + size]], binarize="none", seed=seed
+        )
+        results += asyncio.run(inference.score(request))["results"]
+    return results
+
+
+def precision(inference: Inference, x: np.ndarray, seeds: int) -> dict:
+    runs = [score_all(inference, x, seed) for seed in range(seeds)]
+    log_px = np.array([[r["log_px"] for r in run] for run in runs])  # [S, N]
+    reported = np.array([[r["log_px_std_error"] or np.inf for r in run] for run in runs])
+    spread = log_px.std(axis=0, ddof=1)
+    top_ess = [r["effective_sample_size"][int(np.argmax(r["log_px_y"]))] for run in runs for r in run]
+    return {
+        "spread_median": float(np.median(spread)),
+        "spread_p95": float(np.percentile(spread, 95)),
+        "reported_over_spread_median": float(np.median(reported.mean(axis=0) / spread)),
+        "ess_median": float(np.median(top_ess)),
+        "reliable_share": float(np.mean([r["log_px_reliable"] for run in runs for r in run])),
+        "met_share": float(np.mean([r["precision"]["met"] for run in runs for r in run])),
+        "samples_per_image": float(np.mean([r["precision"]["num_samples_used"] for run in runs for r in run])),
+    }
+
+
+def accuracy(inference: Inference, x: np.ndarray, labels: np.ndarray) -> float:
+    predicted = [int(np.argmax(r["log_px_y"] + inference.model.log_prior)) for r in score_all(inference, x, 0)]
+    return float(np.mean(np.array(predicted) == labels))
+
+
+def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration: float, concurrency: int) -> float:
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli"]
+    env = {**env, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": model_dir, "CVAE_LOG_FORMAT": "text"}
+    with server(command, port, "/readyz", env) as base:
+
+        def body(i):
+            return {"images": [images[i % len(images)].tolist()], "seed": i}
+
+        run_load(base, "POST", "/v1/classify", body, 1, 2, 1.0)  # warm-up
+        result = run_load(base, "POST", "/v1/classify", body, 1, concurrency, duration)
+        if result.errors:
+            raise RuntimeError(f"{result.errors} failed requests")
+        return result.images_per_second
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} test images x "
+        f"{report['seeds']} seeds for precision, {report['accuracy_images']} for accuracy; /v1/classify one image per "
+        f"request at concurrency {report['concurrency']} for {report['duration']} s. Command: `{report['command']}`.",
+        "",
+        "| settings | spread of log p(x): median / p95 (nats) | reported / spread | ESS | reliable | tolerance met "
+        "| samples per image | accuracy | /v1/classify images/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["configs"].items():
+        lines.append(
+            f"| {name} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} | {r['reported_over_spread_median']:.2f} "
+            f"| {r['ess_median']:.1f} | {100 * r['reliable_share']:.0f} % | {100 * r['met_share']:.0f} % "
+            f"| {r['samples_per_image']:.0f} | {100 * r['accuracy']:.2f} % | {r['classify_images_per_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--accuracy-images", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="names from CONFIGS (default: all)")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    mnist_dir = os.environ.get("MNIST_DIR")
+    if not mnist_dir:
+        parser.error("set MNIST_DIR: the benchmark scores MNIST test images")
+    x, labels = mnist_test(mnist_dir, max(args.images, args.accuracy_images))
+    report = {
+        "model_dir": args.model_dir,
+        "cpu_count": os.cpu_count(),
+        "images": args.images,
+        "seeds": args.seeds,
+        "accuracy_images": args.accuracy_images,
+        "duration": args.duration,
+        "concurrency": args.concurrency,
+        "command": "python -m bench.precision " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "configs": {},
+    }
+    for name in args.configs:
+        env = CONFIGS[name]
+        settings = settings_for(env, args.model_dir)
+        model = load_model(settings)
+        inference = Inference(model, settings, ModelCalls(model, settings))
+        started = time.perf_counter()
+        row = precision(inference, x[: args.images], args.seeds)
+        row["accuracy"] = accuracy(inference, x[: args.accuracy_images], labels[: args.accuracy_images])
+        row["classify_images_per_s"] = classify_throughput(
+            env, args.model_dir, x[: args.images], args.duration, args.concurrency
+        )
+        row["seconds"] = time.perf_counter() - started
+        report["configs"][name] = row
+        print(name, json.dumps(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "precision.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (out / "PRECISION.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""How many importance samples each image and class gets: screening, then rounds to a precision.
+
+1. Screening (optional): every class gets a few samples; only the classes whose screened
+   log p(x, y) lies within a margin of the image's best take part further.
+2. The classes taking part get `num_samples` in all.
+3. Rounds (optional): while an image's log p(x) has a standard error above the tolerance,
+   or a class that carries p(y|x) >= estimator.RELEVANT has weights whose Pareto k-hat is
+   too high, every such class of that image doubles its samples, up to a budget.
+
+Each (image, class) draws from its own noise stream, and every decision about an image
+depends on that image's samples alone, so the answer is the same however requests are
+batched or chunked, and a seed reproduces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import estimator
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Awaitable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Every class first gets `samples` draws; only classes whose screened log p(x, y) lies
+    within `margin` nats of the image's best get more."""
+
+    samples: int = 16
+    margin: float = 20.0
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Rounds until log p(x) has a standard error of at most `tolerance` nats and reliable
+    weights, with at most `budget` samples per class and `max_work` decoder passes in all."""
+
+    tolerance: float
+    budget: int
+    max_work: int | None = None
+
+
+@dataclass
+class Estimates:
+    """What the rounds produced: the per-class estimates, and per image [N] whether the
+    precision was met (True when none was asked for) and the samples spent."""
+
+    classes: estimator.ClassEstimates
+    met: np.ndarray
+    samples_used: np.ndarray
+
+
+class _Rows:
+    """The log-weights and log p(x|z,y) drawn so far for each (image, class) row."""
+
+    def __init__(self, count: int):
+        self.log_w: list[list[np.ndarray]] = [[] for _ in range(count)]
+        self.lpx_z: list[list[np.ndarray]] = [[] for _ in range(count)]
+        self.used = np.zeros(count, dtype=np.int64)
+
+    def add(self, rows: np.ndarray, log_w: np.ndarray, lpx_z: np.ndarray) -> None:
+        for j, r in enumerate(rows):
+            self.log_w[r].append(log_w[:, j])
+            self.lpx_z[r].append(lpx_z[:, j])
+            self.used[r] += log_w.shape[0]
+
+    def weights(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.log_w[r]), np.concatenate(self.lpx_z[r])
+
+
+async def _draw_and_score(
+    score: ScoreFn, rows_x: np.ndarray, rows_y: np.ndarray, gens: list, k: int, latent_dim: int, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The next k draws of every row's stream, scored: log_w and log p(x|z,y) [k, R]."""
+    total = len(rows_x)
+    rows_per_call = max(1, chunk_rows // k)
+    k_per_call = min(k, chunk_rows)
+    log_w = np.empty((k, total), dtype=np.float32)
+    lpx_z = np.empty((k, total), dtype=np.float32)
+    for r0 in range(0, total, rows_per_call):
+        r1 = min(total, r0 + rows_per_call)
+        for k0 in range(0, k, k_per_call):
+            k1 = min(k, k0 + k_per_call)
+            eps = await asyncio.to_thread(estimator.draw_noise, gens[r0:r1], k1 - k0, latent_dim)  # [k, rows, D]
+            log_w[k0:k1, r0:r1], lpx_z[k0:k1, r0:r1], _ = await score(rows_x[r0:r1], rows_y[r0:r1], eps)
+    return log_w, lpx_z
+
+
+async def estimate_classes(
+    score: ScoreFn,
+    x: np.ndarray,
+    num_classes: int,
+    latent_dim: int,
+    num_samples: int,
+    seed: int,
+    chunk_rows: int,
+    log_prior: np.ndarray | None = None,
+    screening: Screening | None = None,
+    precision: Precision | None = None,
+) -> Estimates:
+    """Importance-sampling estimates of log p(x|y) for every image x [N, 784] and class.
+
+    With `screening` (and `log_prior`), classes that cannot matter keep their screening
+    estimate; the others draw on from the same streams, so their estimates equal the
+    exhaustive ones exactly. With `precision` (and `log_prior`), rounds follow.
+    """
+    n, c = len(x), num_classes
+    rows_x = np.repeat(x, c, axis=0)  # [N*C, 784]: row i*C + j is image i with class j
+    rows_y = np.tile(np.arange(c), n)  # [N*C]
+    gens = await asyncio.to_thread(estimator.noise_streams, seed, n, c)
+    drawn = _Rows(n * c)
+
+    async def extend(rows: np.ndarray, counts: np.ndarray) -> None:
+        """Give each row in `rows` `counts` more samples; rows asking the same count share calls."""
+        for k in np.unique(counts):
+            group = rows[counts == k]
+            log_w, lpx_z = await _draw_and_score(
+                score, rows_x[group], rows_y[group], [gens[r] for r in group], int(k), latent_dim, chunk_rows
+            )
+            drawn.add(group, log_w, lpx_z)
+
+    everything = np.arange(n * c)
+    adaptive = screening is not None and num_samples > screening.samples
+    first = screening.samples if adaptive else num_samples
+    await extend(everything, np.full(n * c, first))
+    in_play = np.ones(n * c, dtype=bool)
+    if adaptive:
+        screened = (await asyncio.to_thread(_reduce, drawn, n, c)).log_px_y + log_prior
+        in_play = (screened >= screened.max(axis=1, keepdims=True) - screening.margin).ravel()
+        keep = np.nonzero(in_play)[0]
+        await extend(keep, np.full(len(keep), num_samples - first))
+    classes = await asyncio.to_thread(_reduce, drawn, n, c)
+    met = np.ones(n, dtype=bool)
+    if precision is not None:
+        classes, met = await _refine(classes, drawn, in_play.reshape(n, c), extend, log_prior, precision, n, c)
+    return Estimates(classes, met, drawn.used.reshape(n, c).sum(axis=1))
+
+
+def _needs_more(classes: estimator.ClassEstimates, log_prior: np.ndarray, tolerance: float):
+    """Per image [N]: whether it misses the target, and per class [N, C] which classes matter."""
+    post = estimator.bayes_rule(classes, log_prior)
+    matter = np.exp(post.log_py_x) >= estimator.RELEVANT
+    return (post.log_px_std_error > tolerance) | ~post.reliable, matter
+
+
+async def _refine(classes, drawn: _Rows, in_play: np.ndarray, extend, log_prior, precision: Precision, n: int, c: int):
+    """Double the samples of the classes that matter in images that miss the target, until
+    every image meets it or can draw no more; returns the estimates and per image `met`."""
+    while True:
+        missing, matter = _needs_more(classes, log_prior, precision.tolerance)
+        used = drawn.used.reshape(n, c)
+        grow = missing[:, None] & matter & in_play & (used < precision.budget)
+        counts = np.minimum(used, precision.budget - used)[grow]
+        if precision.max_work is not None and drawn.used.sum() + counts.sum() > precision.max_work:
+            return classes, ~missing
+        if not grow.any():
+            return classes, ~missing
+        await extend(np.nonzero(grow.ravel())[0], counts)
+        classes = await asyncio.to_thread(_reduce, drawn, n, c)
+
+
+def _reduce(drawn: _Rows, n: int, c: int) -> estimator.ClassEstimates:
+    """Per-row log-weights of any length -> the [N, C] estimates."""
+    keys = ("log_px_y", "std_error", "ess", "pareto_k", "reliable", "reconstruction", "kl")
+    out = {key: np.empty(n * c) for key in keys}
+    out["reliable"] = np.empty(n * c, dtype=bool)
+    for length in np.unique(drawn.used):
+        rows = np.nonzero(drawn.used == length)[0]
+        pairs = [drawn.weights(r) for r in rows]
+        log_w = np.stack([w for w, _ in pairs], axis=1).astype(np.float64)  # [length, rows]
+        lpx_z = np.stack([lp for _, lp in pairs], axis=1).astype(np.float64)
+        reduced = estimator.reduce_log_weights(log_w)
+        for key, value in zip(keys[:5], reduced):
+            out[key][rows] = value
+        out["reconstruction"][rows] = lpx_z.mean(0)
+        out["kl"][rows] = (lpx_z - log_w).mean(0)  # E_q[log q(z|x,y) - log p(z)]
+    shaped = {key: value.reshape(n, c) for key, value in out.items()}
+    return estimator.ClassEstimates(num_samples=drawn.used.reshape(n, c).copy(), **shaped)

@@ -1,0 +1,131 @@
+"""Error bars, the reliability diagnostic, rounds to a requested precision, and the noise streams."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from servers import wait_ready
+
+from service import estimator, pareto, rounds
+from service.app import create_app
+from service.runtime import load_model
+from service.settings import Settings
+
+
+def test_khat_flags_a_heavy_tail_and_passes_a_matched_proposal():
+    """Log-normal weights: sigma = 0.3 is a proposal close to its target (all moments finite);
+    sigma = 3 has a tail so heavy that K = 1000 draws cannot pin the mean; a Pareto tail of
+    shape 0.9 has infinite variance by construction."""
+    rng = np.random.default_rng(0)
+    k = 1000
+    matched = 0.3 * rng.standard_normal((k, 20))
+    heavy = 3.0 * rng.standard_normal((k, 20))
+    pareto_tail = np.log(rng.pareto(1 / 0.9, (k, 20)) + 1)  # generalized Pareto, shape 0.9
+    assert (pareto.khat(matched) < 0.5).all()
+    assert (pareto.khat(heavy) > pareto.threshold(k)).all()
+    assert np.median(pareto.khat(pareto_tail)) == pytest.approx(0.9, abs=0.15)
+    _, _, _, _, reliable = estimator.reduce_log_weights(np.concatenate([matched, heavy], axis=1))
+    assert reliable[:20].all() and not reliable[20:].any()
+
+
+def test_khat_is_arviz_khat():
+    arviz = pytest.importorskip("arviz_stats.base.array")
+    rng = np.random.default_rng(1)
+    for k in (30, 300, 2000):
+        log_w = rng.standard_normal((k, 8)) * np.linspace(0.2, 3, 8)
+        theirs = [arviz.array_stats.psislw(-log_w[:, r], r_eff=1)[1] for r in range(8)]  # psislw takes -log w
+        assert np.allclose(pareto.khat(log_w), theirs, atol=1e-9)
+
+
+def test_khat_needs_a_tail_to_fit():
+    assert np.isnan(pareto.khat(np.zeros((10, 3)))).all()  # K < 25: too few draws
+    flat = pareto.khat(np.zeros((100, 1)))
+    assert flat[0] == -np.inf  # equal weights: no tail at all
+
+
+def test_degenerate_weights_give_no_nan():
+    """One sample (no spread to measure) and rows whose weights are all zero."""
+    one = estimator.reduce_log_weights(np.array([[-3.0, -5.0]]))
+    assert np.isinf(one[1]).all() and not np.isnan(np.concatenate(one[:3])).any()
+    dead = estimator.reduce_log_weights(np.full((50, 2), -np.inf))
+    assert (dead[0] == -np.inf).all() and np.isinf(dead[1]).all() and (dead[2] == 0).all() and not dead[4].any()
+
+
+def test_streams_differ_for_every_seed_image_class_and_binarization():
+    firsts = []
+    for seed in (0, 1, 2**32, 2**32 + 1, 2**63 - 1):
+        firsts += [g.standard_normal() for g in estimator.noise_streams(seed, 3, 10)]
+        firsts.append(estimator.binarization_stream(seed).standard_normal())
+    assert len(set(firsts)) == len(firsts)
+    again = [g.standard_normal() for g in estimator.noise_streams(2**32, 3, 10)]
+    assert again == firsts[62:92]  # and each is reproducible
+
+
+@pytest.fixture(scope="module")
+def model(shipped_model):
+    return load_model(Settings(model_dir=shipped_model))
+
+
+@pytest.fixture(scope="module")
+def images(model):
+    rng = np.random.default_rng(0)
+    y = np.arange(4)
+    logits = model.decode(rng.standard_normal((4, model.latent_dim)), y)
+    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+
+
+SCREENING = rounds.Screening(16, 20.0)
+
+
+def estimate(model, x, k, precision=None, chunk_rows=20000, screening=SCREENING):
+    async def score(rows_x, rows_y, eps):
+        return model.log_weights(rows_x, rows_y, eps)
+
+    return asyncio.run(
+        rounds.estimate_classes(
+            score, x, model.num_classes, model.latent_dim, k, 7, chunk_rows, model.log_prior, screening, precision
+        )
+    )
+
+
+def test_rounds_reach_the_tolerance_and_do_not_depend_on_chunking(model, images):
+    """Every image either meets the target or has spent the budget on a class that matters."""
+    precision = rounds.Precision(tolerance=0.1, budget=8192)
+    a = estimate(model, images, 64, precision)
+    post = estimator.bayes_rule(a.classes, model.log_prior)
+    print(f"std errors {post.log_px_std_error}, reliable {post.reliable}, samples {a.samples_used}")
+    assert np.array_equal(a.met, (post.log_px_std_error <= 0.1) & post.reliable)
+    matter = np.exp(post.log_py_x) >= estimator.RELEVANT
+    assert (a.met | (matter & (a.classes.num_samples == 8192)).any(axis=1)).all()
+    assert a.met.any() and a.samples_used.max() > 64 * 10  # the tolerance took more than the first round
+    b = estimate(model, images, 64, precision, chunk_rows=300)
+    assert np.array_equal(a.classes.log_px_y, b.classes.log_px_y) and np.array_equal(a.samples_used, b.samples_used)
+    with_others = estimate(model, np.concatenate([images, images[::-1]]), 64, precision)
+    assert np.array_equal(with_others.classes.log_px_y[:4], a.classes.log_px_y)  # rounds of one image leave others be
+
+
+def test_an_unmet_tolerance_is_reported_at_the_budget(model, images):
+    precision = rounds.Precision(tolerance=1e-4, budget=256)
+    found = estimate(model, images[:2], 64, precision)
+    assert not found.met.any()
+    assert found.classes.num_samples.max() == 256
+
+
+def test_service_answers_with_precision_and_diagnostics(shipped_model, images):
+    settings = Settings(model_dir=shipped_model, adaptive_screen_samples=1, default_tolerance=0.2)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        limits = client.get("/v1/model").json()["limits"]
+        assert limits["default_tolerance"] == 0.2
+        body = client.post("/v1/log-likelihood", json={"images": images[:2].tolist(), "num_samples": 64}).json()
+        assert body["tolerance"] == 0.2 and body["max_num_samples"] == settings.max_num_samples
+        for r in body["results"]:
+            assert r["precision"]["met"] == (r["log_px_std_error"] <= 0.2 and r["log_px_reliable"])
+            assert r["precision"]["num_samples_used"] == sum(r["num_samples_used"])
+            assert len(r["pareto_k"]) == 10
+        single = {"images": images[:1].tolist(), "num_samples": 64, "max_num_samples": 64}
+        body = client.post("/v1/classify", json=single).json()
+        assert body["tolerance"] is None and body["results"][0]["precision"]["num_samples_used"] <= 640
+        bad = client.post("/v1/classify", json={**single, "max_num_samples": 32})
+        assert bad.status_code == 422 and "max_num_samples" in bad.json()["error"]
