@@ -28,7 +28,9 @@ import torch
 
 from service import estimator
 from training.ais import AisConfig, anneal, cvae_log_joint
+from training.card import refresh_card
 from training.data import load_mnist
+from training.export import read_manifest, write_manifest
 from training.model import CVAE, Checkpoint
 from training.objectives import log_normal, log_weights
 from training.train import TrainConfig, binarize, one_hot, split_train_val
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=1000, help="K (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default="bench/results/proposals.json")
+    parser.add_argument(
+        "--record", action="store_true", help="also write the table into the model's manifest and MODEL_CARD.md"
+    )
     args = parser.parse_args(argv)
     if not args.data_dir:
         parser.error("set MNIST_DIR or pass --data-dir")
@@ -194,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    if args.record:
+        manifest = read_manifest(args.model_dir)
+        manifest.setdefault("metrics", {})["proposals"] = report
+        write_manifest(args.model_dir, manifest)
+        refresh_card(Path(args.model_dir), manifest)
     return 0
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 import httpx
 import numpy as np
@@ -29,6 +32,19 @@ class ServerError(ApiError):
     """5xx, or 503 still after every retry."""
 
 
+class ScoringOptions(TypedDict, total=False):
+    """The optional fields of a scoring request (see /docs): omitted ones take the service's defaults."""
+
+    num_samples: int
+    tolerance: float
+    max_num_samples: int
+    seed: int
+    adaptive: bool
+    binarize: str
+    threshold: float
+    pixel_scale: str
+
+
 @dataclass
 class Samples:
     mean: np.ndarray  # [N, 28, 28] Bernoulli means
@@ -40,10 +56,14 @@ class Samples:
 
 @dataclass
 class Scores:
-    log_px: np.ndarray  # [N] nats
+    log_px: np.ndarray  # [N] nats (NaN where the service sent null)
     log_px_std_error: np.ndarray  # [N]
+    log_px_reliable: np.ndarray  # [N] bool: Pareto k-hat allows trusting log_px and its error
+    met: np.ndarray  # [N] bool: the tolerance was met (True when none was asked for)
     bits_per_dim: np.ndarray  # [N]
     log_px_y: np.ndarray  # [N, C]
+    log_px_y_std_error: np.ndarray  # [N, C]
+    pareto_k: np.ndarray  # [N, C]
     elbo: np.ndarray  # [N]
     num_samples_used: np.ndarray  # [N, C]
 
@@ -54,6 +74,9 @@ class Classes:
     predicted: np.ndarray  # [N]
     entropy: np.ndarray  # [N] nats
     log_px: np.ndarray  # [N]
+    log_px_std_error: np.ndarray  # [N]
+    log_px_reliable: np.ndarray  # [N] bool
+    met: np.ndarray  # [N] bool
 
 
 @dataclass
@@ -84,14 +107,23 @@ def _samples(body: dict) -> Samples:
     )
 
 
+def _floats(values) -> np.ndarray:
+    """Numbers as float64, the service's null (a number it could not estimate) as NaN."""
+    return np.asarray(values, dtype=object).astype(float)
+
+
 def _scores(body: dict) -> Scores:
     r = body["results"]
     return Scores(
-        log_px=np.asarray([i["log_px"] for i in r]),
-        log_px_std_error=np.asarray([i["log_px_std_error"] for i in r]),
-        bits_per_dim=np.asarray([i["bits_per_dim"] for i in r]),
-        log_px_y=np.asarray([i["log_px_y"] for i in r]),
-        elbo=np.asarray([i["elbo"]["value"] for i in r]),
+        log_px=_floats([i["log_px"] for i in r]),
+        log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
+        log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
+        met=np.asarray([i["precision"]["met"] for i in r]),
+        bits_per_dim=_floats([i["bits_per_dim"] for i in r]),
+        log_px_y=_floats([i["log_px_y"] for i in r]),
+        log_px_y_std_error=_floats([i["log_px_y_std_error"] for i in r]),
+        pareto_k=_floats([i["pareto_k"] for i in r]),
+        elbo=_floats([i["elbo"]["value"] for i in r]),
         num_samples_used=np.asarray([i["num_samples_used"] for i in r]),
     )
 
@@ -102,7 +134,10 @@ def _classes(body: dict) -> Classes:
         probs=np.asarray([i["probs"] for i in r]),
         predicted=np.asarray([i["predicted"] for i in r]),
         entropy=np.asarray([i["entropy"] for i in r]),
-        log_px=np.asarray([i["log_px"] for i in r]),
+        log_px=_floats([i["log_px"] for i in r]),
+        log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
+        log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
+        met=np.asarray([i["precision"]["met"] for i in r]),
     )
 
 
@@ -144,23 +179,16 @@ class _Calls:
         return "POST", "/v1/encode", _drop_none({"images": _images(images), "y": y, "binarize": binarize}), _posteriors
 
     @staticmethod
-    def _scoring(path, parse, images, num_samples, seed, adaptive, binarize):
-        payload = {
-            "images": _images(images),
-            "num_samples": num_samples,
-            "seed": seed,
-            "adaptive": adaptive,
-            "binarize": binarize,
-        }
-        return "POST", path, _drop_none(payload), parse
+    def _scoring(path, parse, images, options):
+        return "POST", path, _drop_none({"images": _images(images), **options}), parse
 
     @staticmethod
-    def log_likelihood(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
-        return _Calls._scoring("/v1/log-likelihood", _scores, images, num_samples, seed, adaptive, binarize)
+    def log_likelihood(images, **options):
+        return _Calls._scoring("/v1/log-likelihood", _scores, images, options)
 
     @staticmethod
-    def classify(images, num_samples=None, seed=0, adaptive=True, binarize="threshold"):
-        return _Calls._scoring("/v1/classify", _classes, images, num_samples, seed, adaptive, binarize)
+    def classify(images, **options):
+        return _Calls._scoring("/v1/classify", _classes, images, options)
 
     @staticmethod
     def model():
@@ -246,15 +274,13 @@ class Client(_Base):
     def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
         return self._call(*_Calls.encode(images, y, binarize))
 
-    def log_likelihood(
-        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
-    ) -> Scores:
-        return self._call(*_Calls.log_likelihood(images, num_samples, seed, adaptive, binarize))
+    def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
+        """log p(x) and its parts; options as the request's fields (num_samples, tolerance, ...)."""
+        return self._call(*_Calls.log_likelihood(images, **options))
 
-    def classify(
-        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
-    ) -> Classes:
-        return self._call(*_Calls.classify(images, num_samples, seed, adaptive, binarize))
+    def classify(self, images, **options: Unpack[ScoringOptions]) -> Classes:
+        """p(y|x) by Bayes' rule; options as for log_likelihood."""
+        return self._call(*_Calls.classify(images, **options))
 
     def model(self) -> dict:
         return self._call(*_Calls.model())
@@ -295,15 +321,11 @@ class AsyncClient(_Base):
     async def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
         return await self._call(*_Calls.encode(images, y, binarize))
 
-    async def log_likelihood(
-        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
-    ) -> Scores:
-        return await self._call(*_Calls.log_likelihood(images, num_samples, seed, adaptive, binarize))
+    async def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
+        return await self._call(*_Calls.log_likelihood(images, **options))
 
-    async def classify(
-        self, images, num_samples: int | None = None, seed: int = 0, adaptive: bool = True, binarize: str = "threshold"
-    ) -> Classes:
-        return await self._call(*_Calls.classify(images, num_samples, seed, adaptive, binarize))
+    async def classify(self, images, **options: Unpack[ScoringOptions]) -> Classes:
+        return await self._call(*_Calls.classify(images, **options))
 
     async def model(self) -> dict:
         return await self._call(*_Calls.model())

@@ -1,4 +1,4 @@
-"""The one entry point: `cvae serve | train | export | evaluate | download`."""
+"""The one entry point: `cvae serve | train | refit | export | evaluate | ais | download`."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ def cvae(*args):
 def test_help_lists_every_command():
     result = cvae("--help")
     assert result.returncode == 0
-    for command in ("serve", "train", "export", "evaluate", "download"):
+    for command in ("serve", "train", "refit", "export", "evaluate", "ais", "download"):
         assert f"  {command} " in result.stdout
 
 
@@ -22,6 +22,10 @@ def test_each_command_has_help_with_defaults():
     assert train.returncode == 0 and "--epochs" in train.stdout and "default 100" in train.stdout
     evaluate = cvae("evaluate", "--help")
     assert evaluate.returncode == 0 and "default 5000" in evaluate.stdout
+    refit = cvae("refit", "--help")
+    assert refit.returncode == 0 and "--no-train-decoder" in refit.stdout and "--flow-layers" in refit.stdout
+    ais = cvae("ais", "--help")
+    assert ais.returncode == 0 and "--temperatures" in ais.stdout
 
 
 def test_unknown_command_and_missing_data_say_what_to_do(tmp_path):

@@ -29,7 +29,7 @@ class AisConfig:
     num_chains: int = 16
     num_temperatures: int = 500
     leapfrog_steps: int = 10
-    initial_step_size: float = 0.05
+    initial_step_size: float = 0.3  # times the start's standard deviation, then adapted per row
     target_acceptance: float = 0.65
     start: str = "encoder"  # or "prior"
 

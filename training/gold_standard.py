@@ -5,7 +5,8 @@ own code path (service.inference over the exported ONNX graphs, default settings
 log p(x) with its standard error; AIS (training.ais) gives log p(x|y) for every class that
 carries p(y|x) >= 0.001 by the service's answer, the other classes keep the service's
 estimate (together they carry under 1 % of p(x), a shift of under 0.01 nats). The per-image
-gaps go to `ais.json` in the model directory, their summary into the manifest's metrics.
+gaps go to `ais.json` in the model directory, their summary into the manifest's metrics and
+the model card.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from training.ais import AisConfig, cvae_log_px_y
+from training.card import refresh_card
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
 from training.model import Checkpoint
@@ -118,6 +120,7 @@ def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConf
     manifest = read_manifest(model_dir)
     manifest.setdefault("metrics", {})["ais"] = summary
     write_manifest(model_dir, manifest)
+    refresh_card(model_dir, manifest)
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
     return summary

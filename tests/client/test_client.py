@@ -35,6 +35,9 @@ def test_sample_score_classify_return_numpy(server):
         assert path.mean.shape == (5, 28, 28)
         one = cvae.classify(samples.x[0])  # a single 28x28 image
         assert one.probs.shape == (1, 10)
+        precise = cvae.log_likelihood(samples.x[:2], num_samples=64, tolerance=0.3, max_num_samples=2048)
+        assert precise.pareto_k.shape == (2, 10) and precise.log_px_y_std_error.shape == (2, 10)
+        assert np.array_equal(precise.met, (precise.log_px_std_error <= 0.3) & precise.log_px_reliable)
 
 
 def test_async_client_gives_the_same_answers(server):
