@@ -132,11 +132,12 @@ def measure(model: CVAE, proposal: Proposal, x, y, k: int, seeds: int, batch: in
     seconds = (time.perf_counter() - started) / (seeds * len(x))
     estimates, errors = np.array(estimates), np.array(errors)
     spread = estimates.std(axis=0, ddof=1)
+    khat = float(np.median(khats))
     return {
         "spread_median": float(np.median(spread)),
         "spread_p95": float(np.percentile(spread, 95)),
         "reported_over_spread": float(np.median(errors.mean(0) / spread)),
-        "khat_median": float(np.median(khats)),
+        "khat_median": khat if math.isfinite(khat) else None,  # None: too few samples to fit (K < 25)
         "ess_median": float(np.median(ess)),
         "mean_estimate": float(estimates.mean()),
         "seconds_per_image": seconds,

@@ -74,6 +74,10 @@ def refresh_card(model_dir: Path, manifest: dict) -> Path:
     return path
 
 
+def _number(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.2f}"
+
+
 def _proposal_section(manifest: dict) -> str:
     proposal = manifest.get("proposal") or {"type": "gaussian"}
     lines = ["## Proposal q(z|x,y)"]
@@ -101,13 +105,14 @@ def _proposal_section(manifest: dict) -> str:
             "seed-to-seed standard deviation of log p(x|y); the mean estimate is a lower bound in expectation, "
             "so higher is closer to the truth.",
             "",
-            "| proposal | decoder passes | spread median / p95 (nats) | reported / spread | k-hat | ESS "
+            "| proposal | decoder passes | spread median / p95 (nats) | reported / spread | k-hat (– below 25 "
+            "samples) | ESS "
             "| mean estimate | ms per image |",
             "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {r['proposal']} | {r['decoder_passes']} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} "
-            f"| {r['reported_over_spread']:.2f} | {r['khat_median']:.2f} | {r['ess_median']:.1f} "
+            f"| {r['reported_over_spread']:.2f} | {_number(r['khat_median'])} | {r['ess_median']:.1f} "
             f"| {r['mean_estimate']:.3f} | {1000 * r['seconds_per_image']:.0f} |"
             for r in trials["results"]
         ]

@@ -193,4 +193,5 @@ def read_manifest(model_dir: str | Path) -> dict:
 
 
 def write_manifest(model_dir: str | Path, manifest: dict) -> None:
-    (Path(model_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    # allow_nan=False: the service returns the manifest as JSON, which has no NaN
+    (Path(model_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")

@@ -129,3 +129,22 @@ def test_service_answers_with_precision_and_diagnostics(shipped_model, images):
         assert body["tolerance"] is None and body["results"][0]["precision"]["num_samples_used"] <= 640
         bad = client.post("/v1/classify", json={**single, "max_num_samples": 32})
         assert bad.status_code == 422 and "max_num_samples" in bad.json()["error"]
+
+
+def test_a_real_digit_meets_the_tolerance_or_says_it_did_not(shipped_model, mnist_dir):
+    import gzip
+
+    raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+    digits = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:2]
+    settings = Settings(model_dir=shipped_model)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        request = {"images": digits.tolist(), "num_samples": 500, "tolerance": 0.2, "max_num_samples": 4000}
+        body = client.post("/v1/log-likelihood", json=request).json()
+    for r in body["results"]:
+        met = r["log_px_std_error"] <= 0.2 and r["log_px_reliable"]
+        assert r["precision"]["met"] == met
+        if not met:  # then a class that matters spent the whole budget
+            assert max(r["num_samples_used"]) == 4000
+        else:
+            assert r["log_px_std_error"] <= 0.2
