@@ -69,9 +69,12 @@ def settings_for(env: dict, model_dir: str) -> Settings:
 
 
 def score_all(inference: Inference, x: np.ndarray, seed: int) -> list[dict]:
-    """/v1/log-likelihood's results for every image, in requests of the service's largest size."""
+    """/v1/log-likelihood's results for every image, in requests small enough that rounds never meet
+    the per-request work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone."""
+    s, classes = inference.settings, inference.model.num_classes
+    most = s.max_num_samples if s.default_tolerance else s.default_num_samples  # per class, rounds included
+    size = max(1, min(s.max_images, s.max_work // (classes * most)))  # so no request meets the work limit
     results = []
-    size = inference.settings.max_images
     for start in range(0, len(x), size):
         request = schemas.ScoreRequest(
             images=[row.tolist() for row in x[start : start + size]], binarize="none", seed=seed

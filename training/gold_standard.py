@@ -41,9 +41,10 @@ def service_answers(model_dir: Path, x: np.ndarray, seed: int) -> list[dict]:
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
     inference = Inference(model, settings, ModelCalls(model, settings))
+    size = max(1, min(settings.max_images, settings.max_work // (model.num_classes * settings.default_num_samples)))
     results = []
-    for start in range(0, len(x), settings.max_images):
-        images = [row.tolist() for row in x[start : start + settings.max_images]]
+    for start in range(0, len(x), size):
+        images = [row.tolist() for row in x[start : start + size]]
         request = schemas.ScoreRequest(images=images, binarize="none", seed=seed)
         results += asyncio.run(inference.score(request))["results"]
     return results
