@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
 from service.app import create_app
+from service.runtime import load_model
 from service.settings import Settings
 
 
@@ -17,3 +19,17 @@ def client(shipped_model):
 @pytest.fixture(scope="module")
 def manifest(client):
     return client.get("/v1/model").json()
+
+
+@pytest.fixture(scope="module")
+def model(shipped_model):
+    return load_model(Settings(model_dir=shipped_model))
+
+
+@pytest.fixture(scope="module")
+def images(model):
+    """Eight binary images drawn from the model itself, classes 0 to 7."""
+    rng = np.random.default_rng(0)
+    y = np.arange(8) % model.num_classes
+    logits = model.decode(rng.standard_normal((8, model.latent_dim)), y)
+    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)

@@ -3,26 +3,11 @@
 import asyncio
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from service import estimator, rounds
 from service.app import create_app
-from service.runtime import load_model
 from service.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def model(shipped_model):
-    return load_model(Settings(model_dir=shipped_model))
-
-
-@pytest.fixture(scope="module")
-def images(model):
-    rng = np.random.default_rng(0)
-    y = np.arange(8) % model.num_classes
-    logits = model.decode(rng.standard_normal((8, model.latent_dim)), y)
-    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
 
 
 def estimate(model, x, k, screening=None, seed=0, chunk_rows=20000):

@@ -9,7 +9,6 @@ from servers import wait_ready
 
 from service import estimator, pareto, rounds
 from service.app import create_app
-from service.runtime import load_model
 from service.settings import Settings
 
 
@@ -62,19 +61,6 @@ def test_streams_differ_for_every_seed_image_class_and_binarization():
     assert again == firsts[62:92]  # and each is reproducible
 
 
-@pytest.fixture(scope="module")
-def model(shipped_model):
-    return load_model(Settings(model_dir=shipped_model))
-
-
-@pytest.fixture(scope="module")
-def images(model):
-    rng = np.random.default_rng(0)
-    y = np.arange(4)
-    logits = model.decode(rng.standard_normal((4, model.latent_dim)), y)
-    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
-
-
 SCREENING = rounds.Screening(16, 20.0)
 
 
@@ -92,16 +78,16 @@ def estimate(model, x, k, precision=None, chunk_rows=20000, screening=SCREENING)
 def test_rounds_reach_the_tolerance_and_do_not_depend_on_chunking(model, images):
     """Every image either meets the target or has spent the budget on a class that matters."""
     precision = rounds.Precision(tolerance=0.1, budget=8192)
-    a = estimate(model, images, 64, precision)
+    a = estimate(model, images[:4], 64, precision)
     post = estimator.bayes_rule(a.classes, model.log_prior)
     print(f"std errors {post.log_px_std_error}, reliable {post.reliable}, samples {a.samples_used}")
     assert np.array_equal(a.met, (post.log_px_std_error <= 0.1) & post.reliable)
     matter = np.exp(post.log_py_x) >= estimator.RELEVANT
     assert (a.met | (matter & (a.classes.num_samples == 8192)).any(axis=1)).all()
     assert a.met.any() and a.samples_used.max() > 64 * 10  # the tolerance took more than the first round
-    b = estimate(model, images, 64, precision, chunk_rows=300)
+    b = estimate(model, images[:4], 64, precision, chunk_rows=300)
     assert np.array_equal(a.classes.log_px_y, b.classes.log_px_y) and np.array_equal(a.samples_used, b.samples_used)
-    with_others = estimate(model, np.concatenate([images, images[::-1]]), 64, precision)
+    with_others = estimate(model, np.concatenate([images[:4], images[3::-1]]), 64, precision)
     assert np.array_equal(with_others.classes.log_px_y[:4], a.classes.log_px_y)  # rounds of one image leave others be
 
 
