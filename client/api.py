@@ -43,6 +43,8 @@ class ScoringOptions(TypedDict, total=False):
     binarize: str
     threshold: float
     pixel_scale: str
+    invert: bool
+    preprocess: str
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Scores:
     pareto_k: np.ndarray  # [N, C]
     elbo: np.ndarray  # [N]
     num_samples_used: np.ndarray  # [N, C]
+    warnings: list[list[dict]]  # per image: {code, message} of what looks unlike an MNIST digit
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Classes:
     log_px_std_error: np.ndarray  # [N]
     log_px_reliable: np.ndarray  # [N] bool
     met: np.ndarray  # [N] bool
+    warnings: list[list[dict]]  # per image
 
 
 @dataclass
@@ -125,6 +129,7 @@ def _scores(body: dict) -> Scores:
         pareto_k=_floats([i["pareto_k"] for i in r]),
         elbo=_floats([i["elbo"]["value"] for i in r]),
         num_samples_used=np.asarray([i["num_samples_used"] for i in r]),
+        warnings=[i["warnings"] for i in r],
     )
 
 
@@ -138,6 +143,7 @@ def _classes(body: dict) -> Classes:
         log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
         log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
         met=np.asarray([i["precision"]["met"] for i in r]),
+        warnings=[i["warnings"] for i in r],
     )
 
 

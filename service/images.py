@@ -1,4 +1,7 @@
-"""Images in and out: parsing client pixels, binarizing them, drawing PNG grids."""
+"""Images in and out: parsing client pixels, checking and preparing them as MNIST digits were
+made, binarizing them, drawing PNG grids.
+
+Pixels are bright where there is ink (1 or 255), dark elsewhere, as in MNIST."""
 
 from __future__ import annotations
 
@@ -70,6 +73,68 @@ def parse_pixels(values, field: str, shape: tuple[int, int], scale: str) -> np.n
     return array.reshape(-1)
 
 
+# MNIST digits sit in the central 20x20 box: across the 60,000 training digits the outer 3-pixel frame
+# averages at most 0.05 and at least 15 pixels exceed 0.5.
+FRAME = 3
+BRIGHT_FRAME = 0.5
+MIN_INK_PIXELS = 10
+BOX = 20  # MNIST scaled each digit into a 20x20 box, then centred its centre of mass in the field
+
+
+def polarity_warning(pixels: np.ndarray, shape: tuple[int, int]) -> dict | None:
+    """A warning when an image [784] in [0, 1] looks like dark ink on a light background."""
+    image = pixels.reshape(shape)
+    border = np.ones(shape, dtype=bool)
+    border[FRAME:-FRAME, FRAME:-FRAME] = False
+    frame = image[border]
+    if frame.mean() <= BRIGHT_FRAME:
+        return None
+    return {
+        "code": "reversed_polarity",
+        "message": f"The border is mostly bright (mean {frame.mean():.2f}): this looks like dark ink on a light "
+        "background. The model reads bright pixels (1 or 255) as ink, as in MNIST; send invert: true.",
+    }
+
+
+def emptiness_warning(pixels: np.ndarray) -> dict | None:
+    """A warning when an image [784] in [0, 1] has too little ink to be a digit."""
+    ink = int((pixels > 0.5).sum())
+    if ink >= MIN_INK_PIXELS:
+        return None
+    return {
+        "code": "nearly_empty",
+        "message": f"Only {ink} pixels are brighter than 0.5 (every MNIST training digit has at least 15): the image "
+        "is nearly empty, and its score says little about a digit.",
+    }
+
+
+def prepare_mnist(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Prepare a free-form image [784] in [0, 1] as MNIST's digits were: crop to the ink, scale
+    it into a 20x20 box keeping its aspect ratio (anti-aliased), and place it so that its centre
+    of mass lies at the centre of the field. An image without ink is returned as it is."""
+    image = pixels.reshape(shape)
+    inked = image > 0.05
+    if not inked.any():
+        return pixels
+    rows, cols = np.nonzero(inked.any(axis=1))[0], np.nonzero(inked.any(axis=0))[0]
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = BOX / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
+    resized = Image.fromarray(np.round(255 * crop).astype(np.uint8), mode="L").resize(size, Image.LANCZOS)
+    digit = np.asarray(resized, dtype=np.float64) / 255.0  # [h, w]
+    total = digit.sum()
+    if total <= 0:
+        return pixels
+    centre_y = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / total
+    centre_x = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / total
+    # MNIST's digits have their centre of mass at pixel (14, 14) of 0..27, within half a pixel
+    top = int(np.clip(round(shape[0] / 2 - centre_y), 0, shape[0] - digit.shape[0]))
+    left = int(np.clip(round(shape[1] / 2 - centre_x), 0, shape[1] - digit.shape[1]))
+    field = np.zeros(shape)
+    field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return field.reshape(-1)
+
+
 def binarize(pixels: np.ndarray, method: str, threshold: float, rng: np.random.Generator) -> np.ndarray:
     """Grey pixels [N, 784] in [0, 1] -> what the likelihood scores.
 
@@ -84,7 +149,8 @@ def binarize(pixels: np.ndarray, method: str, threshold: float, rng: np.random.G
 
 
 def png_grid(images: np.ndarray, columns: int, shape: tuple[int, int], scale: int = 2) -> bytes:
-    """Tile images [N, 784] in [0, 1] (ink = 1) as black on white into PNG bytes."""
+    """Tile images [N, 784] in [0, 1] (ink = 1) into PNG bytes, drawn black on white for viewing: the
+    reverse of what the scoring endpoints take (bright = ink), so a tile sent back needs invert."""
     rows_of_tiles = -(-len(images) // columns)
     h, w = shape
     canvas = np.zeros((rows_of_tiles * (h + 2), columns * (w + 2)))

@@ -13,7 +13,16 @@ import numpy as np
 
 from service import estimator, rounds, schemas
 from service.calls import ModelCalls
-from service.images import InputError, binarize, decode_png, parse_pixels, png_grid
+from service.images import (
+    InputError,
+    binarize,
+    decode_png,
+    emptiness_warning,
+    parse_pixels,
+    png_grid,
+    polarity_warning,
+    prepare_mnist,
+)
 from service.runtime import Model
 from service.settings import Settings
 
@@ -52,8 +61,9 @@ class Inference:
         if count > limit:
             raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
 
-    def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-        """The request's images as what the likelihood scores [N, 784], and the binarization used."""
+    def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list]:
+        """The request's images as what the likelihood scores [N, 784], the echo of how they were
+        prepared and binarized, and per image its warnings."""
         self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
         shape = self._shape()
         pixels = np.stack(
@@ -64,6 +74,14 @@ class Inference:
                 for i, item in enumerate(request.images)
             ]
         )
+        if request.invert:
+            pixels = 1.0 - pixels
+        warnings = [[w] if (w := polarity_warning(row, shape)) else [] for row in pixels]
+        if request.preprocess == "mnist":
+            pixels = np.stack([prepare_mnist(row, shape) for row in pixels])
+        for row, found in zip(pixels, warnings):
+            if not found and (w := emptiness_warning(row)):
+                found.append(w)
         method = request.binarize
         if method == "none" and self.model.likelihood == "bernoulli":
             grey = np.nonzero(~np.isin(pixels, (0.0, 1.0)).all(axis=1))[0]
@@ -73,8 +91,11 @@ class Inference:
                     "has grey pixels, but binarize='none' and the Bernoulli likelihood needs 0/1 pixels; "
                     "use binarize='threshold' or 'bernoulli'.",
                 )
-        used = schemas.Binarization(method=method, threshold=request.threshold if method == "threshold" else None)
-        return binarize(pixels, method, request.threshold, rng), used.model_dump()
+        used = {
+            "binarization": {"method": method, "threshold": request.threshold if method == "threshold" else None},
+            "preparation": {"invert": request.invert, "preprocess": request.preprocess},
+        }
+        return binarize(pixels, method, request.threshold, rng), used, warnings
 
     def _num_samples(self, requested: int | None, num_images: int) -> int:
         k = requested or min(self.settings.default_num_samples, self.settings.max_num_samples)
@@ -102,7 +123,7 @@ class Inference:
         return rounds.Precision(tolerance, budget, self.settings.max_work)
 
     async def _posterior(self, request: schemas.ScoreRequest):
-        x, used = await asyncio.to_thread(self.images, request, estimator.binarization_stream(request.seed))
+        x, used, warnings = await asyncio.to_thread(self.images, request, estimator.binarization_stream(request.seed))
         k = self._num_samples(request.num_samples, len(x))
         precision = self._precision(request, k)
         estimates = await rounds.estimate_classes(
@@ -123,9 +144,9 @@ class Inference:
             "max_num_samples": precision.budget if precision else k,
             "adaptive": request.adaptive,
             "seed": request.seed,
-            "binarization": used,
+            **used,
         }
-        return estimates, estimator.bayes_rule(estimates.classes, self.model.log_prior), echo
+        return estimates, estimator.bayes_rule(estimates.classes, self.model.log_prior), echo, warnings
 
     @staticmethod
     def _precision_of(estimates: rounds.Estimates, echo: dict, i: int) -> dict:
@@ -136,7 +157,7 @@ class Inference:
         }
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        found, post, echo = await self._posterior(request)
+        found, post, echo, warnings = await self._posterior(request)
         estimates = found.classes
         per_dim = self.model.x_dim * math.log(2)
         results = [
@@ -157,13 +178,14 @@ class Inference:
                     "kl_z": _finite(post.kl_z[i]),
                     "kl_y": _finite(post.kl_y[i]),
                 },
+                "warnings": warnings[i],
             }
             for i in range(len(post.log_px))
         ]
         return {**echo, "results": results}
 
     async def classify(self, request: schemas.ScoreRequest) -> dict:
-        found, post, echo = await self._posterior(request)
+        found, post, echo, warnings = await self._posterior(request)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         results = [
@@ -176,6 +198,7 @@ class Inference:
                 "log_px_std_error": _finite(post.log_px_std_error[i]),
                 "log_px_reliable": bool(post.reliable[i]),
                 "precision": self._precision_of(found, echo, i),
+                "warnings": warnings[i],
             }
             for i in range(len(probs))
         ]
@@ -186,7 +209,7 @@ class Inference:
 
     def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)
-        x, used = self.images(request, estimator.binarization_stream(request.seed))
+        x, used, _ = self.images(request, estimator.binarization_stream(request.seed))
         classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
         rows_x = np.repeat(x, len(classes), axis=0)
         rows_y = np.tile(classes, len(x))
@@ -203,7 +226,7 @@ class Inference:
             ]
             for i in range(len(x))
         ]
-        return {"binarization": used, "results": results}
+        return {**used, "results": results}
 
     # ---- sampling -----------------------------------------------------------------------
     def _latents(self, z: list[list[float]], field: str) -> np.ndarray:

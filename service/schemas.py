@@ -14,7 +14,8 @@ ImageInput = Annotated[
         {
             "description": "One image: 784 numbers, 28 rows of 28 numbers, or a base64 PNG (28x28, greyscale "
             "or with ink in the alpha channel; a data: URL is accepted). Numbers lie in [0, 1], "
-            "or are integers 0-255 (see pixel_scale).",
+            "or are integers 0-255 (see pixel_scale). Bright pixels (1 or 255) are ink, dark ones background, "
+            "as in MNIST; for dark ink on a light background send invert: true.",
             "anyOf": [
                 {"type": "string", "title": "base64 PNG"},
                 {"type": "array", "items": {"type": "number"}, "title": "784 numbers"},
@@ -39,11 +40,29 @@ class ImagesRequest(BaseModel):
         "(as the model was trained); 'none' uses pixels as sent (they must then already be 0 or 1).",
     )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="The cut-off for binarize='threshold'.")
+    invert: bool = Field(
+        False, description="Use 1 - pixel: for images drawn dark on light, such as the tiles of /v1/samples.png."
+    )
+    preprocess: Literal["none", "mnist"] = Field(
+        "none",
+        description="'mnist' prepares free-form drawings as MNIST's digits were made: crop to the ink, scale into a "
+        "20x20 box keeping the aspect ratio, centre the centre of mass in the 28x28 field (after invert).",
+    )
 
 
 class Binarization(BaseModel):
     method: str
     threshold: float | None = None
+
+
+class Preparation(BaseModel):
+    invert: bool
+    preprocess: str
+
+
+class InputWarning(BaseModel):
+    code: Literal["reversed_polarity", "nearly_empty"]
+    message: str = Field(description="What looks wrong with the image and what to do.")
 
 
 class ScoreRequest(ImagesRequest):
@@ -129,6 +148,7 @@ class ImageScore(BaseModel):
     )
     precision: Precision
     elbo: Elbo
+    warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
 
 
 class ScoreResponse(BaseModel):
@@ -138,6 +158,7 @@ class ScoreResponse(BaseModel):
     adaptive: bool
     seed: int
     binarization: Binarization
+    preparation: Preparation
     results: list[ImageScore]
 
 
@@ -150,6 +171,7 @@ class ImageClass(BaseModel):
     log_px_std_error: float | None
     log_px_reliable: bool
     precision: Precision
+    warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
 
 
 class ClassifyResponse(BaseModel):
@@ -159,6 +181,7 @@ class ClassifyResponse(BaseModel):
     adaptive: bool
     seed: int
     binarization: Binarization
+    preparation: Preparation
     results: list[ImageClass]
 
 
@@ -177,6 +200,7 @@ class Posterior(BaseModel):
 
 class EncodeResponse(BaseModel):
     binarization: Binarization
+    preparation: Preparation
     results: list[list[Posterior]] = Field(description="Per image, q(z|x,y) for each class asked for.")
 
 

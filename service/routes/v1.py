@@ -115,7 +115,10 @@ async def samples_png(
     seed: Annotated[int, Query(ge=0, lt=2**63, description="Seed of the draws.")] = 0,
     columns: Annotated[int | None, Query(ge=1, le=64, description="Images per row (default: square).")] = None,
 ):
-    """Bernoulli means of n samples, tiled black on white, e.g. /v1/samples.png?class=3&n=64."""
+    """Bernoulli means of n samples, tiled black on white for viewing, e.g. /v1/samples.png?class=3&n=64.
+
+    The scoring endpoints take the opposite polarity (bright = ink, as in MNIST and in /v1/samples):
+    send a tile cut from this picture with invert: true."""
     png = await _admit(request, inference.sample_grid_png(n, y, seed, columns))
     _observe(request, "/v1/samples.png", n)
     return Response(png, media_type="image/png")

@@ -38,6 +38,8 @@ def test_sample_score_classify_return_numpy(server):
         precise = cvae.log_likelihood(samples.x[:2], num_samples=64, tolerance=0.3, max_num_samples=2048)
         assert precise.pareto_k.shape == (2, 10) and precise.log_px_y_std_error.shape == (2, 10)
         assert np.array_equal(precise.met, (precise.log_px_std_error <= 0.3) & precise.log_px_reliable)
+        blank = cvae.classify(np.zeros((28, 28)), num_samples=20)
+        assert blank.warnings[0][0]["code"] == "nearly_empty" and scores.warnings == [[], [], [], []]
 
 
 def test_async_client_gives_the_same_answers(server):
