@@ -21,7 +21,6 @@ Writes bench/results/precision.json and PRECISION.md, and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import json
 import os
@@ -33,9 +32,8 @@ import numpy as np
 
 from bench.load import run_load
 from bench.run import free_port, server
-from service import schemas
 from service.calls import ModelCalls
-from service.inference import Inference
+from service.inference import Inference, score_images
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 
@@ -68,23 +66,8 @@ def settings_for(env: dict, model_dir: str) -> Settings:
     return Settings(model_dir=model_dir, batching=False, **values)
 
 
-def score_all(inference: Inference, x: np.ndarray, seed: int) -> list[dict]:
-    """/v1/log-likelihood's results for every image, in requests small enough that rounds never meet
-    the per-request work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone."""
-    s, classes = inference.settings, inference.model.num_classes
-    most = s.max_num_samples if s.default_tolerance else s.default_num_samples  # per class, rounds included
-    size = max(1, min(s.max_images, s.max_work // (classes * most)))  # so no request meets the work limit
-    results = []
-    for start in range(0, len(x), size):
-        request = schemas.ScoreRequest(
-            images=[row.tolist() for row in x[start : start + size]], binarize="none", seed=seed
-        )
-        results += asyncio.run(inference.score(request))["results"]
-    return results
-
-
 def precision(inference: Inference, x: np.ndarray, seeds: int) -> dict:
-    runs = [score_all(inference, x, seed) for seed in range(seeds)]
+    runs = [score_images(inference, x, seed) for seed in range(seeds)]
     log_px = np.array([[r["log_px"] for r in run] for run in runs])  # [S, N]
     reported = np.array([[r["log_px_std_error"] or np.inf for r in run] for run in runs])
     spread = log_px.std(axis=0, ddof=1)
@@ -101,7 +84,7 @@ def precision(inference: Inference, x: np.ndarray, seeds: int) -> dict:
 
 
 def accuracy(inference: Inference, x: np.ndarray, labels: np.ndarray) -> float:
-    predicted = [int(np.argmax(r["log_px_y"] + inference.model.log_prior)) for r in score_all(inference, x, 0)]
+    predicted = [int(np.argmax(r["log_px_y"] + inference.model.log_prior)) for r in score_images(inference, x, 0)]
     return float(np.mean(np.array(predicted) == labels))
 
 

@@ -295,6 +295,21 @@ class Inference:
         return await asyncio.to_thread(png_grid, mean, columns, self._shape())
 
 
+def score_images(inference: Inference, x: np.ndarray, seed: int) -> list[dict]:
+    """/v1/log-likelihood's results for binary images x [N, 784], outside HTTP (benchmarks, evaluation),
+    in requests small enough that rounds never meet the per-request work limit (CVAE_MAX_WORK), so
+    that each image's answer depends on it alone."""
+    s, classes = inference.settings, inference.model.num_classes
+    most = s.max_num_samples if s.default_tolerance else s.default_num_samples  # per class, rounds included
+    size = max(1, min(s.max_images, s.max_work // (classes * most)))
+    results = []
+    for start in range(0, len(x), size):
+        images = [row.tolist() for row in x[start : start + size]]
+        request = schemas.ScoreRequest(images=images, binarize="none", seed=seed)
+        results += asyncio.run(inference.score(request))["results"]
+    return results
+
+
 def ready_inference(app) -> Inference | None:
     """The app's Inference once the model is loaded and warmed up, else None."""
     inference = getattr(app.state, "inference", None)

@@ -129,7 +129,8 @@ async def estimate_classes(
     await extend(everything, np.full(n * c, first))
     in_play = np.ones(n * c, dtype=bool)
     if adaptive:
-        screened = (await asyncio.to_thread(_reduce, drawn, n, c)).log_px_y + log_prior
+        first_w = np.stack([drawn.weights(r)[0] for r in everything], axis=1).astype(np.float64)  # [first, N*C]
+        screened = estimator.log_mean_exp(first_w, axis=0).reshape(n, c) + log_prior
         in_play = (screened >= screened.max(axis=1, keepdims=True) - screening.margin).ravel()
         keep = np.nonzero(in_play)[0]
         await extend(keep, np.full(len(keep), num_samples - first))

@@ -63,7 +63,6 @@ def write_card(
     image_grid(samples, columns=10).save(model_dir / "samples.png")
     recon = reconstruction_grid(model, x, labels, per_class=2)
     image_grid(recon, columns=len(recon) // 4).save(model_dir / "reconstructions.png")
-    manifest.setdefault("card_seed", seed)
     return refresh_card(model_dir, manifest)
 
 
@@ -142,7 +141,7 @@ p(y|x) >= 0.001. Per image in `ais.json`.
 
 
 def card_text(manifest: dict) -> str:
-    seed = manifest.get("card_seed", 0)
+    seed = manifest["metrics"]["noise_seed"] - 1  # evaluate's --seed, which also drew the sample grid
     m = manifest["metrics"]
     screening = m.get("screening")
     how = (

@@ -11,7 +11,6 @@ the model card.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import asdict
@@ -32,22 +31,14 @@ RELEVANT = 1e-3
 
 def service_answers(model_dir: Path, x: np.ndarray, seed: int) -> list[dict]:
     """/v1/log-likelihood's results for binary images x [N, 784] at the service's default settings."""
-    from service import schemas
     from service.calls import ModelCalls
-    from service.inference import Inference
+    from service.inference import Inference, score_images
     from service.runtime import load_model
     from service.settings import Settings
 
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
-    inference = Inference(model, settings, ModelCalls(model, settings))
-    size = max(1, min(settings.max_images, settings.max_work // (model.num_classes * settings.default_num_samples)))
-    results = []
-    for start in range(0, len(x), size):
-        images = [row.tolist() for row in x[start : start + size]]
-        request = schemas.ScoreRequest(images=images, binarize="none", seed=seed)
-        results += asyncio.run(inference.score(request))["results"]
-    return results
+    return score_images(Inference(model, settings, ModelCalls(model, settings)), x, seed)
 
 
 def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConfig, seed: int = 0) -> dict:
