@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
@@ -45,12 +46,26 @@ class ScoringOptions(TypedDict, total=False):
     pixel_scale: str
     invert: bool
     preprocess: str
+    ood_fpr: float
+    min_probability: float  # classify only
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the served model's images look like, read from /v1/model."""
+
+    image_shape: tuple[int, int]
+    class_names: list[str]
+
+    @classmethod
+    def of(cls, model: dict) -> Shape:
+        return cls(tuple(model["image_shape"]), list(model["class_names"]))
 
 
 @dataclass
 class Samples:
-    mean: np.ndarray  # [N, 28, 28] Bernoulli means
-    x: np.ndarray | None  # [N, 28, 28] binary draws, when asked for
+    mean: np.ndarray  # [N, H, W] Bernoulli means (H x W: the model's image_shape)
+    x: np.ndarray | None  # [N, H, W] binary draws, when asked for
     y: np.ndarray  # [N] classes
     z: np.ndarray  # [N, D] latents
     seed: int
@@ -69,18 +84,25 @@ class Scores:
     elbo: np.ndarray  # [N]
     num_samples_used: np.ndarray  # [N, C]
     warnings: list[list[dict]]  # per image: {code, message} of what looks unlike an MNIST digit
+    out_of_distribution: np.ndarray  # [N] bool: flagged as unlike the training digits
+    ood_p_value: np.ndarray  # [N] chance that a real digit looks at least this unusual (NaN: no calibration)
 
 
 @dataclass
 class Classes:
     probs: np.ndarray  # [N, C] p(y|x)
     predicted: np.ndarray  # [N]
+    predicted_names: list[str]  # [N] the model's name of each predicted class
     entropy: np.ndarray  # [N] nats
     log_px: np.ndarray  # [N]
     log_px_std_error: np.ndarray  # [N]
     log_px_reliable: np.ndarray  # [N] bool
     met: np.ndarray  # [N] bool
     warnings: list[list[dict]]  # per image
+    out_of_distribution: np.ndarray  # [N] bool
+    ood_p_value: np.ndarray  # [N]
+    abstained: np.ndarray  # [N] bool: do not rely on `predicted`
+    abstain_reasons: list[list[str]]  # per image: out_of_distribution, low_probability
 
 
 @dataclass
@@ -90,21 +112,26 @@ class Posteriors:
     std: np.ndarray  # [N, C', D]
 
 
-def _images(images) -> list:
+def _images(images, shape: Shape) -> list:
+    """One image ([H, W] or [H * W]) or many ([N, H, W] or [N, H * W]) as a list of flat images."""
+    rows, cols = shape.image_shape
     array = np.asarray(images, dtype=np.float64)
-    if array.ndim in (1, 2) and array.shape[-1] != 28:
-        array = array.reshape(-1, 784)
-    elif array.ndim == 2:
-        array = array.reshape(1, 784)
+    if array.shape in ((rows, cols), (rows * cols,)):
+        array = array[None]
+    if array.ndim < 2 or array[0].size != rows * cols:
+        raise ValueError(
+            f"images of shape {list(array.shape)} do not hold {rows}x{cols} images: "
+            f"send [N, {rows}, {cols}], [N, {rows * cols}], or one image"
+        )
     return array.reshape(len(array), -1).tolist()
 
 
-def _samples(body: dict) -> Samples:
+def _samples(body: dict, shape: Shape) -> Samples:
     s = body["samples"]
     x = [item["x"] for item in s]
     return Samples(
-        mean=np.asarray([item["mean"] for item in s]).reshape(-1, 28, 28),
-        x=None if any(v is None for v in x) else np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28),
+        mean=np.asarray([item["mean"] for item in s]).reshape(-1, *shape.image_shape),
+        x=None if any(v is None for v in x) else np.asarray(x, dtype=np.uint8).reshape(-1, *shape.image_shape),
         y=np.asarray([item["y"] for item in s]),
         z=np.asarray([item["z"] for item in s]),
         seed=body["seed"],
@@ -114,6 +141,14 @@ def _samples(body: dict) -> Samples:
 def _floats(values) -> np.ndarray:
     """Numbers as float64, the service's null (a number it could not estimate) as NaN."""
     return np.asarray(values, dtype=object).astype(float)
+
+
+def _ood(results: list[dict]) -> dict:
+    verdicts = [i["out_of_distribution"] or {} for i in results]
+    return {
+        "out_of_distribution": np.asarray([v.get("flagged", False) for v in verdicts]),
+        "ood_p_value": _floats([v.get("p_value") for v in verdicts]),
+    }
 
 
 def _scores(body: dict) -> Scores:
@@ -130,20 +165,25 @@ def _scores(body: dict) -> Scores:
         elbo=_floats([i["elbo"]["value"] for i in r]),
         num_samples_used=np.asarray([i["num_samples_used"] for i in r]),
         warnings=[i["warnings"] for i in r],
+        **_ood(r),
     )
 
 
-def _classes(body: dict) -> Classes:
+def _classes(body: dict, shape: Shape) -> Classes:
     r = body["results"]
     return Classes(
         probs=np.asarray([i["probs"] for i in r]),
         predicted=np.asarray([i["predicted"] for i in r]),
+        predicted_names=[shape.class_names[i["predicted"]] for i in r],
         entropy=np.asarray([i["entropy"] for i in r]),
         log_px=_floats([i["log_px"] for i in r]),
         log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
         log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
         met=np.asarray([i["precision"]["met"] for i in r]),
         warnings=[i["warnings"] for i in r],
+        **_ood(r),
+        abstained=np.asarray([i["abstained"] for i in r]),
+        abstain_reasons=[i["abstain_reasons"] for i in r],
     )
 
 
@@ -161,15 +201,17 @@ def _drop_none(payload: dict) -> dict:
 
 
 class _Calls:
-    """Each call as (method, path, JSON body, parser)."""
+    """Each call as (method, path, JSON body, parser), for a model whose images have `shape`."""
 
-    @staticmethod
-    def sample(n=None, y=None, z=None, seed=None, binary=False):
+    def __init__(self, shape: Shape):
+        self.shape = shape
+
+    def sample(self, n=None, y=None, z=None, seed=None, binary=False):
         z = None if z is None else np.asarray(z, dtype=np.float64).reshape(-1, np.shape(z)[-1]).tolist()
-        return "POST", "/v1/samples", _drop_none({"n": n, "y": y, "z": z, "seed": seed, "binary": binary}), _samples
+        payload = _drop_none({"n": n, "y": y, "z": z, "seed": seed, "binary": binary})
+        return "POST", "/v1/samples", payload, partial(_samples, shape=self.shape)
 
-    @staticmethod
-    def interpolate(z_from, z_to, steps=8, y=None, spherical=True, seed=None):
+    def interpolate(self, z_from, z_to, steps=8, y=None, spherical=True, seed=None):
         payload = {
             "z_from": np.asarray(z_from, dtype=np.float64).tolist(),
             "z_to": np.asarray(z_to, dtype=np.float64).tolist(),
@@ -178,27 +220,21 @@ class _Calls:
             "spherical": spherical,
             "seed": seed,
         }
-        return "POST", "/v1/interpolations", _drop_none(payload), _samples
+        return "POST", "/v1/interpolations", _drop_none(payload), partial(_samples, shape=self.shape)
 
-    @staticmethod
-    def encode(images, y=None, binarize="threshold"):
-        return "POST", "/v1/encode", _drop_none({"images": _images(images), "y": y, "binarize": binarize}), _posteriors
+    def encode(self, images, y=None, binarize="threshold"):
+        payload = _drop_none({"images": _images(images, self.shape), "y": y, "binarize": binarize})
+        return "POST", "/v1/encode", payload, _posteriors
 
-    @staticmethod
-    def _scoring(path, parse, images, options):
-        return "POST", path, _drop_none({"images": _images(images), **options}), parse
+    def log_likelihood(self, images, **options):
+        return "POST", "/v1/log-likelihood", _drop_none({"images": _images(images, self.shape), **options}), _scores
 
-    @staticmethod
-    def log_likelihood(images, **options):
-        return _Calls._scoring("/v1/log-likelihood", _scores, images, options)
+    def classify(self, images, **options):
+        payload = _drop_none({"images": _images(images, self.shape), **options})
+        return "POST", "/v1/classify", payload, partial(_classes, shape=self.shape)
 
-    @staticmethod
-    def classify(images, **options):
-        return _Calls._scoring("/v1/classify", _classes, images, options)
 
-    @staticmethod
-    def model():
-        return "GET", "/v1/model", None, lambda body: body
+MODEL = ("GET", "/v1/model", None, lambda body: body)
 
 
 def _error(response: httpx.Response) -> ApiError:
@@ -243,6 +279,7 @@ class _Base:
         self.max_retry_wait = max_retry_wait
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
+        self._calls: _Calls | None = None  # made from /v1/model on first use
 
 
 class Client(_Base):
@@ -267,29 +304,35 @@ class Client(_Base):
             time.sleep(_retry_delay(response, attempt, self.max_retry_wait))
         return _answer(response, parse)
 
+    def _model_calls(self) -> _Calls:
+        if self._calls is None:
+            self._calls = _Calls(Shape.of(self.model()))
+        return self._calls
+
     def sample(
         self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False
     ) -> Samples:
-        return self._call(*_Calls.sample(n, y, z, seed, binary))
+        return self._call(*self._model_calls().sample(n, y, z, seed, binary))
 
     def interpolate(
         self, z_from, z_to, steps: int = 8, y: int | None = None, spherical: bool = True, seed: int | None = None
     ) -> Samples:
-        return self._call(*_Calls.interpolate(z_from, z_to, steps, y, spherical, seed))
+        return self._call(*self._model_calls().interpolate(z_from, z_to, steps, y, spherical, seed))
 
     def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
-        return self._call(*_Calls.encode(images, y, binarize))
+        return self._call(*self._model_calls().encode(images, y, binarize))
 
     def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
         """log p(x) and its parts; options as the request's fields (num_samples, tolerance, ...)."""
-        return self._call(*_Calls.log_likelihood(images, **options))
+        return self._call(*self._model_calls().log_likelihood(images, **options))
 
     def classify(self, images, **options: Unpack[ScoringOptions]) -> Classes:
         """p(y|x) by Bayes' rule; options as for log_likelihood."""
-        return self._call(*_Calls.classify(images, **options))
+        return self._call(*self._model_calls().classify(images, **options))
 
     def model(self) -> dict:
-        return self._call(*_Calls.model())
+        """GET /v1/model: sizes, classes, metrics, limits."""
+        return self._call(*MODEL)
 
 
 class AsyncClient(_Base):
@@ -314,24 +357,29 @@ class AsyncClient(_Base):
             await asyncio.sleep(_retry_delay(response, attempt, self.max_retry_wait))
         return _answer(response, parse)
 
+    async def _model_calls(self) -> _Calls:
+        if self._calls is None:
+            self._calls = _Calls(Shape.of(await self.model()))
+        return self._calls
+
     async def sample(
         self, n: int | None = None, y: int | None = None, z=None, seed: int | None = None, binary: bool = False
     ) -> Samples:
-        return await self._call(*_Calls.sample(n, y, z, seed, binary))
+        return await self._call(*(await self._model_calls()).sample(n, y, z, seed, binary))
 
     async def interpolate(
         self, z_from, z_to, steps: int = 8, y: int | None = None, spherical: bool = True, seed: int | None = None
     ) -> Samples:
-        return await self._call(*_Calls.interpolate(z_from, z_to, steps, y, spherical, seed))
+        return await self._call(*(await self._model_calls()).interpolate(z_from, z_to, steps, y, spherical, seed))
 
     async def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
-        return await self._call(*_Calls.encode(images, y, binarize))
+        return await self._call(*(await self._model_calls()).encode(images, y, binarize))
 
     async def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
-        return await self._call(*_Calls.log_likelihood(images, **options))
+        return await self._call(*(await self._model_calls()).log_likelihood(images, **options))
 
     async def classify(self, images, **options: Unpack[ScoringOptions]) -> Classes:
-        return await self._call(*_Calls.classify(images, **options))
+        return await self._call(*(await self._model_calls()).classify(images, **options))
 
     async def model(self) -> dict:
-        return await self._call(*_Calls.model())
+        return await self._call(*MODEL)

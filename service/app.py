@@ -16,7 +16,7 @@ from service.calls import ModelCalls
 from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
-from service.routes import health, page, v1, v2
+from service.routes import docs, health, page, v1, v2
 from service.runtime import load_model
 from service.settings import Settings, get_settings
 
@@ -31,6 +31,31 @@ classify by Bayes' rule p(y|x) = p(x|y) p(y) / p(x).
 
 Errors are JSON: `{"error": "...", "problems": [{"field": "...", "message": "..."}]}`.
 """
+
+
+TAGS = [
+    {"name": "sampling", "description": "Draw images from p(x), p(x|y) or p(x|z,y), and walk the latent space."},
+    {"name": "scoring", "description": "log p(x), p(y|x) and q(z|x,y) of your images, with their uncertainty."},
+    {"name": "model", "description": "What is served: sizes, classes, metrics, limits, execution providers."},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+    {
+        "name": "Open Inference Protocol (KServe V2)",
+        "description": "The raw ONNX graphs over the KServe V2 / Triton protocol (JSON and binary tensors).",
+    },
+]
+
+
+def _with_keys(app: FastAPI) -> dict:
+    """The OpenAPI schema with the API keys as a bearer scheme, so that /docs can send one."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from CVAE_API_KEYS."},
+            "api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        schema["security"] = [{"bearer": []}, {"api_key": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def warm_up(model) -> None:
@@ -71,7 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs from installed files, not from a CDN
+        redoc_url=None,
+        openapi_url=None,  # routes.docs serves it as a route of its own
+        openapi_tags=TAGS,
     )
+    if settings.api_key_list:
+        app.openapi = lambda: _with_keys(app)
     app.state.settings = settings
     app.state.ready = False
     app.state.inference = None
@@ -80,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(page.router)
+    app.include_router(docs.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
     v2.install(app)

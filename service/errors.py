@@ -29,14 +29,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
+        content_type = request.headers.get("content-type", "")
         for error in exc.errors():
             message = error.get("msg", "is invalid")
             location = tuple(error.get("loc", ()))
-            if error.get("type") == "json_invalid":
+            kind = error.get("type")
+            if kind == "json_invalid":
                 message = "is not valid JSON; send a JSON object as described in /docs"
                 location = ("body",)
-            elif error.get("type") == "extra_forbidden":
+            elif kind == "extra_forbidden":
                 message = "is not a known field; see /docs for the fields of this endpoint"
+            elif location == ("body",) and kind == "missing":
+                message = "is empty; send a JSON object with this endpoint's fields (see /docs)"
+            elif location == ("body",) and "json" not in content_type.lower():
+                said = f"says {content_type!r}" if content_type else "has none"
+                message = (
+                    f"was not read as JSON: send it with the header Content-Type: application/json (this request "
+                    f"{said}; curl needs -H 'content-type: application/json' with -d)"
+                )
             problems.append({"field": _field(location), "message": message})
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
         return JSONResponse(status_code=422, content=error_body(f"Invalid request: {summary}", problems))

@@ -41,12 +41,36 @@ def decode_png(text: str, field: str, shape: tuple[int, int]) -> np.ndarray:
         image.load()
     except (OSError, ValueError) as error:
         raise unreadable from error
-    if image.mode in ("RGBA", "LA") or "transparency" in image.info:
-        # Drawn strokes on a transparent canvas: use the alpha channel as ink.
-        pixels = np.asarray(image.convert("RGBA"), dtype=np.float64)[..., 3]
-    else:
-        pixels = np.asarray(image.convert("L"), dtype=np.float64)
-    return (pixels / 255.0).reshape(-1)
+    return png_pixels(image).reshape(-1)
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+
+
+def png_pixels(image: Image.Image) -> np.ndarray:
+    """A decoded PNG as grey levels [H, W] in [0, 1].
+
+    - 16-bit greyscale is scaled by 65535, not clipped at 255;
+    - a transparent background (most pixels transparent, by an alpha channel or a tRNS colour key)
+      means the drawing is in what is opaque: ink is the alpha where alpha has grey levels (strokes
+      drawn on a transparent canvas), else the opaque pixels' contrast with the transparent colour,
+      which keeps their grey levels;
+    - an opaque image is read by its luminance, whatever its alpha channel says.
+    """
+    if image.mode in SIXTEEN_BIT:
+        return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0)
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
+    alpha = rgba[..., 3]
+    luminance = np.asarray(image.convert("RGB").convert("L"), dtype=np.float64) / 255.0
+    transparent = alpha < 0.5
+    if transparent.mean() <= 0.5:  # an opaque picture: its alpha is not the drawing
+        return luminance
+    if np.any((alpha > 0.02) & (alpha < 0.98)):  # anti-aliased strokes on a transparent canvas
+        return alpha
+    contrast = np.abs(luminance - luminance[transparent].mean()) * alpha  # a colour key: alpha is 0 or 1
+    return contrast if contrast.max() >= 0.2 else alpha
 
 
 def parse_pixels(values, field: str, shape: tuple[int, int], scale: str) -> np.ndarray:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from service import estimator, rounds, schemas
+from service import estimator, ood, rounds, schemas
 from service.calls import ModelCalls
 from service.images import (
     InputError,
@@ -41,6 +42,17 @@ def _seed(given: int | None) -> int:
     return given if given is not None else int(np.random.SeedSequence().entropy % 2**63)
 
 
+class Scored(NamedTuple):
+    """What /v1/log-likelihood and /v1/classify answer from, per request."""
+
+    estimates: rounds.Estimates
+    posterior: estimator.Posterior
+    echo: dict  # the settings the answer used
+    warnings: list[list[dict]]  # per image
+    verdicts: list[dict | None]  # per image, the out-of-distribution assessment
+    x: np.ndarray  # [N, 784] what was scored
+
+
 class Inference:
     def __init__(self, model: Model, settings: Settings, calls: ModelCalls):
         self.model = model
@@ -64,8 +76,15 @@ class Inference:
     def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list]:
         """The request's images as what the likelihood scores [N, 784], the echo of how they were
         prepared and binarized, and per image its warnings."""
-        self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
         shape = self._shape()
+        if all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in request.images):
+            size = shape[0] * shape[1]
+            raise InputError(
+                "images",
+                f"is a flat list of {len(request.images)} numbers, but it is a list of images: put each image in a "
+                f'list of its own, {{"images": [[{size} numbers]]}}, or send 28 rows of 28 numbers per image.',
+            )
+        self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
         pixels = np.stack(
             [
                 decode_png(item, f"images[{i}]", shape)
@@ -122,7 +141,21 @@ class Inference:
             return None
         return rounds.Precision(tolerance, budget, self.settings.max_work)
 
-    async def _posterior(self, request: schemas.ScoreRequest):
+    def _ood_fpr(self, request: schemas.ScoreRequest) -> float | None:
+        """The false-positive rate of this request's out-of-distribution flags; None without a calibration."""
+        return (request.ood_fpr or self.settings.ood_fpr) if self.model.ood is not None else None
+
+    def min_probability(self, requested: float | None = None) -> float:
+        """The probability below which /v1/classify abstains: the request's, the setting's, or the model's."""
+        if requested is not None:
+            return requested
+        if self.settings.min_probability is not None:
+            return self.settings.min_probability
+        entry = self.model.manifest["files"].get("ood") or {}
+        return float(entry.get("abstention", {}).get("default_min_probability", 0.0))
+
+    async def _posterior(self, request: schemas.ScoreRequest) -> Scored:
+        request = request.model_copy(update={"seed": _seed(request.seed)})
         x, used, warnings = await asyncio.to_thread(self.images, request, estimator.binarization_stream(request.seed))
         k = self._num_samples(request.num_samples, len(x))
         precision = self._precision(request, k)
@@ -145,8 +178,15 @@ class Inference:
             "adaptive": request.adaptive,
             "seed": request.seed,
             **used,
+            "ood_fpr": self._ood_fpr(request),
         }
-        return estimates, estimator.bayes_rule(estimates.classes, self.model.log_prior), echo, warnings
+        post = estimator.bayes_rule(estimates.classes, self.model.log_prior)
+        verdicts = (
+            ood.assess(post.log_px, x, self._shape(), self.model.ood, echo["ood_fpr"])
+            if self.model.ood is not None
+            else [None] * len(x)
+        )
+        return Scored(estimates, post, echo, warnings, verdicts, x)
 
     @staticmethod
     def _precision_of(estimates: rounds.Estimates, echo: dict, i: int) -> dict:
@@ -156,8 +196,13 @@ class Inference:
             "num_samples_used": int(estimates.samples_used[i]),
         }
 
+    @staticmethod
+    def _scored_x(scored: Scored, request: schemas.ScoreRequest, i: int) -> list[float] | None:
+        return scored.x[i].tolist() if request.return_x else None
+
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        found, post, echo, warnings = await self._posterior(request)
+        scored = await self._posterior(request)
+        found, post, echo, warnings, verdicts = scored[:5]
         estimates = found.classes
         per_dim = self.model.x_dim * math.log(2)
         results = [
@@ -178,38 +223,51 @@ class Inference:
                     "kl_z": _finite(post.kl_z[i]),
                     "kl_y": _finite(post.kl_y[i]),
                 },
+                "out_of_distribution": verdicts[i],
                 "warnings": warnings[i],
+                "x": self._scored_x(scored, request, i),
             }
             for i in range(len(post.log_px))
         ]
         return {**echo, "results": results}
 
-    async def classify(self, request: schemas.ScoreRequest) -> dict:
-        found, post, echo, warnings = await self._posterior(request)
+    async def classify(self, request: schemas.ClassifyRequest) -> dict:
+        scored = await self._posterior(request)
+        found, post, echo, warnings, verdicts = scored[:5]
+        min_probability = self.min_probability(request.min_probability)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
-        results = [
-            {
-                "probs": probs[i].tolist(),
-                "predicted": int(probs[i].argmax()),
-                "probability": float(probs[i].max()),
-                "entropy": float(max(entropy[i], 0.0)),
-                "log_px": _finite(post.log_px[i]),
-                "log_px_std_error": _finite(post.log_px_std_error[i]),
-                "log_px_reliable": bool(post.reliable[i]),
-                "precision": self._precision_of(found, echo, i),
-                "warnings": warnings[i],
-            }
-            for i in range(len(probs))
-        ]
-        return {**echo, "results": results}
+        results = []
+        for i in range(len(probs)):
+            reasons = [] if verdicts[i] is None or not verdicts[i]["flagged"] else ["out_of_distribution"]
+            if probs[i].max() < min_probability:
+                reasons.append("low_probability")
+            results.append(
+                {
+                    "probs": probs[i].tolist(),
+                    "predicted": int(probs[i].argmax()),
+                    "probability": float(probs[i].max()),
+                    "entropy": float(max(entropy[i], 0.0)),
+                    "log_px": _finite(post.log_px[i]),
+                    "log_px_std_error": _finite(post.log_px_std_error[i]),
+                    "log_px_reliable": bool(post.reliable[i]),
+                    "precision": self._precision_of(found, echo, i),
+                    "out_of_distribution": verdicts[i],
+                    "abstained": bool(reasons),
+                    "abstain_reasons": reasons,
+                    "warnings": warnings[i],
+                    "x": self._scored_x(scored, request, i),
+                }
+            )
+        return {**echo, "min_probability": min_probability, "results": results}
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
         return await asyncio.to_thread(self._encode, request)
 
     def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)
-        x, used, _ = self.images(request, estimator.binarization_stream(request.seed))
+        seed = _seed(request.seed)
+        x, used, _ = self.images(request, estimator.binarization_stream(seed))
         classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
         rows_x = np.repeat(x, len(classes), axis=0)
         rows_y = np.tile(classes, len(x))
@@ -226,7 +284,7 @@ class Inference:
             ]
             for i in range(len(x))
         ]
-        return {**used, "results": results}
+        return {**used, "seed": seed, "results": results}
 
     # ---- sampling -----------------------------------------------------------------------
     def _latents(self, z: list[list[float]], field: str) -> np.ndarray:
@@ -287,26 +345,34 @@ class Inference:
         path = estimator.interpolate(z_from, z_to, request.steps, request.spherical)
         return await self._render(np.full(request.steps, y), path, rng, request.binary, seed)
 
-    async def sample_grid_png(self, n: int, y: int | None, seed: int, columns: int | None) -> bytes:
+    async def sample_grid_png(self, n: int, y: int | None, seed: int | None, columns: int | None) -> tuple[bytes, int]:
+        """The PNG grid and the seed it was drawn with."""
+        seed = _seed(seed)
         classes, latents, rng = self.sample_arrays(n, y, None, seed, fields=("class", "n"))
         logits = await self.calls.decode(latents, classes)
         mean, _ = estimator.images_from_logits(logits, self.model.likelihood, rng)
         columns = columns or max(1, math.ceil(math.sqrt(n)))
-        return await asyncio.to_thread(png_grid, mean, columns, self._shape())
+        return await asyncio.to_thread(png_grid, mean, columns, self._shape()), seed
 
 
-def score_images(inference: Inference, x: np.ndarray, seed: int) -> list[dict]:
-    """/v1/log-likelihood's results for binary images x [N, 784], outside HTTP (benchmarks, evaluation),
-    in requests small enough that rounds never meet the per-request work limit (CVAE_MAX_WORK), so
-    that each image's answer depends on it alone."""
+def score_images(
+    inference: Inference, x: np.ndarray, seed: int, classify: bool = False, binarize: str = "none", **fields
+) -> list[dict]:
+    """/v1/log-likelihood's (or /v1/classify's) results for images x [N, 784] in [0, 1] (binary for
+    binarize='none'), outside HTTP (benchmarks, evaluation, calibration), in requests small enough
+    that rounds never meet the per-request work limit (CVAE_MAX_WORK), so that each image's answer
+    depends on it alone. `fields` are further request fields."""
     s, classes = inference.settings, inference.model.num_classes
     most = s.max_num_samples if s.default_tolerance else s.default_num_samples  # per class, rounds included
     size = max(1, min(s.max_images, s.max_work // (classes * most)))
+    request_type, endpoint = (
+        (schemas.ClassifyRequest, inference.classify) if classify else (schemas.ScoreRequest, inference.score)
+    )
     results = []
     for start in range(0, len(x), size):
         images = [row.tolist() for row in x[start : start + size]]
-        request = schemas.ScoreRequest(images=images, binarize="none", seed=seed)
-        results += asyncio.run(inference.score(request))["results"]
+        request = request_type(images=images, binarize=binarize, seed=seed, pixel_scale="unit", **fields)
+        results += asyncio.run(endpoint(request))["results"]
     return results
 
 

@@ -91,7 +91,9 @@ class RequestMetrics:
             self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
 
 
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")  # "/": the page holds no data
+# the page, the docs and the schema hold no data; the probes must answer load balancers
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc", "/openapi.json")
+OPEN_PREFIXES = ("/docs-assets/", "/favicon.ico")
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -111,6 +113,10 @@ async def _send_json(send, status: int, payload: dict, headers: list | None = No
     await send({"type": "http.response.body", "body": body})
 
 
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class ApiKeyAuth:
     """Require one of `keys` (Authorization: Bearer KEY, or X-API-Key: KEY) on every path but the probes.
 
@@ -127,7 +133,7 @@ class ApiKeyAuth:
         return found
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or _is_open(scope["path"]):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", []))
         given = headers.get(b"x-api-key")
@@ -156,9 +162,22 @@ class ApiKeyAuth:
         return await self.app(scope, receive, send)
 
 
+ERROR_BODY_BYTES = 8192  # the most of an error answer kept to find its message for the log
+
+
+def _error_message(body: bytes) -> str | None:
+    """The `error` of a JSON error answer, shortened for a log line."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return str(message)[:300] if message else None
+
+
 class RequestContext:
     """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
-    id, method, path, status and latency; never the body, the query or the headers."""
+    id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
+    request's body, query or headers."""
 
     def __init__(self, app, logger: logging.Logger):
         self.app = app
@@ -172,12 +191,15 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
+        error_body = bytearray()
 
         async def with_id(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif status >= 400 and len(error_body) < ERROR_BODY_BYTES:
+                error_body.extend(message.get("body", b"")[: ERROR_BODY_BYTES - len(error_body)])
             await send(message)
 
         try:
@@ -191,5 +213,6 @@ class RequestContext:
                     "path": scope["path"],
                     "status": status,
                     "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                    **({"error": _error_message(bytes(error_body))} if status >= 400 else {}),
                 },
             )

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service import ood
 from service.settings import Settings
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 GRAPHS = ("encoder", "decoder", "scorer")
+OPTIONAL_FILES = ("ood",)  # checked like the graphs when the manifest lists them
 OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -45,11 +47,13 @@ def requested_providers(setting: str) -> list[str]:
 
 @dataclass
 class Model:
-    """The three ONNX graphs of a model directory and its manifest."""
+    """The three ONNX graphs of a model directory, its manifest, and its out-of-distribution
+    calibration when it has one."""
 
     manifest: dict
     sessions: dict[str, ort.InferenceSession]
     requested: list[str]
+    ood: ood.Calibration | None = None
 
     @property
     def latent_dim(self) -> int:
@@ -132,9 +136,9 @@ def _check_shapes(name: str, session: ort.InferenceSession, entry: dict) -> None
 
 
 def verify_files(model_dir: Path) -> dict:
-    """The manifest of `model_dir`, once every graph it lists exists and matches its sha256."""
+    """The manifest of `model_dir`, once every file it lists exists and matches its sha256."""
     manifest = read_manifest(model_dir)
-    for name in GRAPHS:
+    for name in (*GRAPHS, *(n for n in OPTIONAL_FILES if n in manifest["files"])):
         entry = manifest["files"].get(name)
         if entry is None:
             raise ModelLoadError(f"The manifest in {model_dir} lists no {name!r} graph: re-export the model.")
@@ -165,7 +169,7 @@ def load_model(settings: Settings) -> Model:
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"ONNX Runtime cannot open {path}: {error}") from error
         _check_shapes(name, sessions[name], entry)
-    model = Model(manifest, sessions, providers)
+    model = Model(manifest, sessions, providers, _load_ood(model_dir, manifest))
     inactive = [p for p in providers if p in GPU_PROVIDERS and p not in model.active_providers]
     if settings.strict_providers and inactive:
         raise ModelLoadError(
@@ -173,3 +177,19 @@ def load_model(settings: Settings) -> Model:
             "install onnxruntime-gpu with a matching CUDA, or unset CVAE_STRICT_PROVIDERS."
         )
     return model
+
+
+def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
+    """The out-of-distribution calibration the manifest lists (None when it lists none)."""
+    entry = manifest["files"].get("ood")
+    if entry is None:
+        return None
+    if [tuple(offset) for offset in entry.get("template", [])] != list(ood.TEMPLATE):
+        raise ModelLoadError(
+            f"{model_dir / entry['file']} was made for the context template {entry.get('template')}, not this "
+            f"service's {[list(t) for t in ood.TEMPLATE]}: recalibrate it with `cvae calibrate`."
+        )
+    try:
+        return ood.Calibration.load(model_dir / entry["file"])
+    except (ValueError, KeyError, OSError) as error:
+        raise ModelLoadError(f"{model_dir / entry['file']} cannot be read: {error}") from error

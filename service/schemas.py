@@ -6,7 +6,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-_ZERO_IMAGE = [0.0] * 784
+# A 28x28 greyscale PNG of a "3", drawn by the shipped model (the Bernoulli means of one sample): the
+# example image of /docs, small enough to read and to send with "Try it out".
+DIGIT_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAABN0lEQVR42mNgoD9gRuUyMrOzMvzHpk6++u7nb9+/vtnJhy7FqHf6658/"
+    "vz4/e/bpvR8jmpzcvV+/vj0oVxMLuP0uEirJApPl+//5VsPh7wzMvwV/nUa3lcvdgoORgZHF992PeUwYdrIwMzIwCve8/XGODYtj2dhEA3Y+"
+    "eL6UB1OOkSdu2cNPH58vlmfElGTyvP399+9vr0+GsGAJIQEPnm/PHv+X8vpxCoudorICnBxyC969MMUZ2GwLP25At5URJsBo+eo8zC9Q/zKy"
+    "s0NZ/9/9/sfKgBJ8rF5/Dn76z8DAwMDkyP72F6qpoifPp3IyMjAwMBo9eJ2CZiff+S/P6yQ5OCVqXnw5gx5ETNlvf3x5fOvhhx/fzylg+ICl"
+    "6NmPP3///vm2WwJL8DGKlB+593CbIyvt0y0Aibtyk/SRVA4AAAAASUVORK5CYII="
+)
 
 ImageInput = Annotated[
     Any,
@@ -85,19 +93,77 @@ class ScoreRequest(ImagesRequest):
         description="Most importance samples per class that rounds may reach; at most the service's limit, which "
         "is also the default. Set it to num_samples for a single round.",
     )
-    seed: int = Field(
-        0, ge=0, lt=2**63, description="Seed of the importance-sampling noise (and of binarize='bernoulli')."
+    seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**63,
+        description="Seed of the importance-sampling noise (and of binarize='bernoulli'); omit for a fresh one. "
+        "The answer gives the seed it used, which reproduces it exactly.",
     )
     adaptive: bool = Field(
         True,
         description="Screen every class with a few samples, then spend all num_samples only on the classes "
         "within the margin of the best (see GET /v1/model); false spends num_samples on every class.",
     )
+    return_x: bool = Field(
+        False,
+        description="Also return, per image, the binary pixels x that were scored (after invert, preprocess and "
+        "binarize): to see what the model saw.",
+    )
+    ood_fpr: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="False-positive rate of the out-of-distribution flag: the share of genuine digits it may flag "
+        "(default: see GET /v1/model, 0.01). Lower flags less, higher catches more.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"images": [_ZERO_IMAGE], "num_samples": 500, "tolerance": 0.05, "seed": 0}]},
+        json_schema_extra={"examples": [{"images": [DIGIT_PNG], "num_samples": 1000, "tolerance": 0.3, "seed": 0}]},
     )
+
+
+class ClassifyRequest(ScoreRequest):
+    min_probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Abstain when p(predicted|x) is below this (default: see GET /v1/model; 0 never abstains for "
+        "this reason). The answer keeps p(y|x) either way.",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"images": [DIGIT_PNG], "min_probability": 0.9, "seed": 0}]},
+    )
+
+
+class OutOfDistribution(BaseModel):
+    score: float | None = Field(
+        description="log p(x) - log p_background(x) in nats: how much better the digit model explains the image "
+        "than a model of local strokes and blank space alone. Digits score high (validation median about +20); "
+        "blank pages, scribbles, reversed polarity, noise and other glyphs score low. Null when log p(x) is."
+    )
+    p_value: float = Field(
+        description="Chance that a genuine digit looks at least this unusual: Bonferroni's min(1, 3 min(...)) of "
+        "the three p-values below, each counted against held-out validation digits."
+    )
+    p_value_score: float = Field(description="Share of validation digits whose score is at most this one's.")
+    p_value_log_px: float = Field(
+        description="Share of validation digits whose log p(x) is at most this one's (catches images too "
+        "improbable for both models)."
+    )
+    p_value_ink: float = Field(
+        description="Twice the share of validation digits with at most (or at least, whichever is smaller) this "
+        "image's number of ink pixels: too little or too much ink for a digit."
+    )
+    fpr: float = Field(description="The false-positive rate the flag was set at.")
+    nearly_empty: bool = Field(
+        description="Fewer than 10 pixels are ink (every MNIST training digit has at least 15): flagged whatever "
+        "the p-values say."
+    )
+    flagged: bool = Field(description="p_value <= fpr, or nearly_empty: the image does not look like an MNIST digit.")
 
 
 class Elbo(BaseModel):
@@ -148,7 +214,14 @@ class ImageScore(BaseModel):
     )
     precision: Precision
     elbo: Elbo
+    out_of_distribution: OutOfDistribution | None = Field(
+        description="Whether the image looks like the digits the model was trained on (null: the model has no "
+        "calibration for it)."
+    )
     warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
+    x: list[float] | None = Field(
+        None, description="The pixels that were scored, row-major 28x28, when return_x was true."
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -159,6 +232,7 @@ class ScoreResponse(BaseModel):
     seed: int
     binarization: Binarization
     preparation: Preparation
+    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
     results: list[ImageScore]
 
 
@@ -171,7 +245,19 @@ class ImageClass(BaseModel):
     log_px_std_error: float | None
     log_px_reliable: bool
     precision: Precision
+    out_of_distribution: OutOfDistribution | None = Field(
+        description="Whether the image looks like the digits the model was trained on (null: the model has no "
+        "calibration for it)."
+    )
+    abstained: bool = Field(description="True when `predicted` should not be relied on; `abstain_reasons` says why.")
+    abstain_reasons: list[Literal["out_of_distribution", "low_probability"]] = Field(
+        description="out_of_distribution: the image was flagged as unlike the training digits; low_probability: "
+        "p(predicted|x) is below min_probability."
+    )
     warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
+    x: list[float] | None = Field(
+        None, description="The pixels that were scored, row-major 28x28, when return_x was true."
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -182,14 +268,18 @@ class ClassifyResponse(BaseModel):
     seed: int
     binarization: Binarization
     preparation: Preparation
+    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
+    min_probability: float = Field(description="The probability below which an answer abstains.")
     results: list[ImageClass]
 
 
 class EncodeRequest(ImagesRequest):
     y: int | None = Field(None, description="Class to condition q(z|x,y) on; omit for every class.")
-    seed: int = Field(0, ge=0, lt=2**63, description="Seed for binarize='bernoulli'.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Seed for binarize='bernoulli'; omit for a fresh one (the answer gives it)."
+    )
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [_ZERO_IMAGE], "y": 3}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [DIGIT_PNG], "y": 3}]})
 
 
 class Posterior(BaseModel):
@@ -199,6 +289,7 @@ class Posterior(BaseModel):
 
 
 class EncodeResponse(BaseModel):
+    seed: int
     binarization: Binarization
     preparation: Preparation
     results: list[list[Posterior]] = Field(description="Per image, q(z|x,y) for each class asked for.")
@@ -210,7 +301,9 @@ class SampleRequest(BaseModel):
     z: list[list[float]] | None = Field(
         None, min_length=1, description="Latent vectors, one image each; omit to draw z ~ N(0, I)."
     )
-    seed: int | None = Field(None, ge=0, lt=2**63, description="Makes the answer reproducible; omit for fresh draws.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Makes the answer reproducible; omit for fresh draws (the answer gives it)."
+    )
     binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"n": 4, "y": 7, "seed": 1}]})
@@ -222,12 +315,16 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(8, ge=2, description="Images along the path, both ends included.")
     y: int | None = Field(None, description="Class of every image; omit to draw one class for the whole path.")
     spherical: bool = Field(True, description="Slerp (keeps latent norms typical of N(0, I)) rather than a line.")
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Seed of the class draw and binary draws; omit for fresh ones."
+    )
     binary: bool = False
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"z_from": [-1.0] * 32, "z_to": [1.0] * 32, "steps": 8, "y": 4}]},
+        json_schema_extra={
+            "examples": [{"z_from": [-1.0] * 16 + [0.5] * 16, "z_to": [0.5] * 16 + [-1.0] * 16, "steps": 8, "y": 4}]
+        },
     )
 
 

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
         20.0, gt=0, description="classes screened more than this many nats below the best get no more samples"
     )
 
+    ood_fpr: float = Field(
+        0.01, gt=0, lt=1, description="false-positive rate of the out-of-distribution flag when a request does not say"
+    )
+    min_probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="/v1/classify abstains below this p(predicted|x) when a request does not say (unset: the "
+        "model's calibrated default, the largest that abstains on at most 2 % of validation digits; 0 without one)",
+    )
+
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]

@@ -6,7 +6,7 @@ import json
 
 def test_files_match_manifest_checksums(shipped_model):
     manifest = json.loads((shipped_model / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"encoder", "decoder", "scorer"}
+    assert set(manifest["files"]) == {"encoder", "decoder", "scorer", "ood"}  # ood: the calibration
     for entry in manifest["files"].values():
         digest = hashlib.sha256((shipped_model / entry["file"]).read_bytes()).hexdigest()
         assert digest == entry["sha256"], entry["file"]

@@ -1,4 +1,5 @@
-"""`cvae download | train | refit | export | evaluate | ais` (or `cvae-train ...`): the training commands."""
+"""`cvae download | train | refit | export | calibrate | evaluate | ais` (or `cvae-train ...`): the training
+commands."""
 
 from __future__ import annotations
 
@@ -74,6 +75,21 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     export.add_argument(
         "--copy-checkpoint", action="store_true", help="also copy the checkpoint into the model directory"
     )
+    export.add_argument(
+        "--data-dir",
+        help="folder with the MNIST IDX files (default: $MNIST_DIR): with it, export also calibrates the "
+        "out-of-distribution assessment (as `calibrate` does); without it, the model has none",
+    )
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit the out-of-distribution background model on the training split and score the validation split "
+        "through the service's code, into ood.npz and the manifest",
+    )
+    calibrate.add_argument("model_dir", help="model directory made by `export`")
+    calibrate.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    calibrate.add_argument("--limit", type=int, default=0, help="only the first N validation images (default: all)")
+    calibrate.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
 
     evaluate = commands.add_parser(
         "evaluate", help="score the test set, write metrics into the manifest and a MODEL_CARD.md"
@@ -146,6 +162,14 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             if args.copy_checkpoint:
                 shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
             print(f"exported {out}")
+            if args.data_dir or os.environ.get("MNIST_DIR"):
+                from training.ood import run as calibrate
+
+                calibrate(out, _data_dir(args))
+        elif args.command == "calibrate":
+            from training.ood import run as calibrate
+
+            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed)
         elif args.command == "evaluate":
             from training.evaluate import run as evaluate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from service import schemas
@@ -29,6 +29,7 @@ async def get_inference(request: Request) -> Inference:
 
 
 InferenceDep = Annotated[Inference, Depends(get_inference)]
+SAMPLE_EXAMPLE = {"n": 4, "y": 7, "seed": 1}
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
@@ -44,19 +45,31 @@ def _observe(request: Request, endpoint: str, count: int) -> None:
 
 @router.post(
     "/samples",
+    tags=["sampling"],
     summary="Sample images from p(x), or given a class y or latent vectors z",
     response_model=schemas.SampleResponse,
 )
-async def sample(body: schemas.SampleRequest, inference: InferenceDep, request: Request):
+async def sample(
+    inference: InferenceDep,
+    request: Request,
+    body: Annotated[
+        schemas.SampleRequest | None,
+        Body(openapi_examples={"four sevens": {"summary": "4 samples of the digit 7", "value": SAMPLE_EXAMPLE}}),
+    ] = None,
+):
     """Draw y ~ p(y) (or use `y`), z ~ N(0, I) (or use `z`, one image per vector), and return the
-    Bernoulli means of p(x|z,y), optionally with a binary draw. The `seed` in the answer reproduces it."""
-    result = await _admit(request, inference.sample(body))
+    Bernoulli means of p(x|z,y), optionally with a binary draw. The `seed` in the answer reproduces it.
+    Every field is optional: an empty body draws one image."""
+    result = await _admit(request, inference.sample(body or schemas.SampleRequest()))
     _observe(request, "/v1/samples", len(result["samples"]))
     return result
 
 
 @router.post(
-    "/interpolations", summary="Images along a path between two latent points", response_model=schemas.SampleResponse
+    "/interpolations",
+    tags=["sampling"],
+    summary="Images along a path between two latent points",
+    response_model=schemas.SampleResponse,
 )
 async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, request: Request):
     """Decode `steps` points from `z_from` to `z_to` (spherical by default) under one class y.
@@ -68,6 +81,7 @@ async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep,
 
 @router.post(
     "/encode",
+    tags=["scoring"],
     summary="The posterior q(z|x,y) of images: mean and standard deviation",
     response_model=schemas.EncodeResponse,
 )
@@ -80,22 +94,30 @@ async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: 
 
 @router.post(
     "/log-likelihood",
+    tags=["scoring"],
     summary="log p(x) and log p(x|y) by importance sampling, with the ELBO",
     response_model=schemas.ScoreResponse,
 )
 async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
     """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
     then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with standard errors,
-    effective sample sizes, and the ELBO split into reconstruction and KL terms."""
+    effective sample sizes, the ELBO split into reconstruction and KL terms, and whether the image
+    looks like a digit at all (out_of_distribution: a high log p(x) alone does not say so)."""
     result = await _admit(request, inference.score(body))
     _observe(request, "/v1/log-likelihood", len(body.images))
     return result
 
 
-@router.post("/classify", summary="p(y|x) for every class by Bayes' rule", response_model=schemas.ClassifyResponse)
-async def classify(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
+@router.post(
+    "/classify",
+    tags=["scoring"],
+    summary="p(y|x) for every class by Bayes' rule",
+    response_model=schemas.ClassifyResponse,
+)
+async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, request: Request):
     """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
-    probable class and the entropy of p(y|x)."""
+    probable class and the entropy of p(y|x). Each answer says whether the image looks like a digit
+    at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons)."""
     result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result
@@ -103,6 +125,7 @@ async def classify(body: schemas.ScoreRequest, inference: InferenceDep, request:
 
 @router.get(
     "/samples.png",
+    tags=["sampling"],
     summary="A PNG grid of samples, for browsers",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
@@ -112,20 +135,24 @@ async def samples_png(
     request: Request,
     y: Annotated[int | None, Query(alias="class", description="Class of every image; omit for y ~ p(y).")] = None,
     n: Annotated[int, Query(ge=1, description="Number of images.")] = 64,
-    seed: Annotated[int, Query(ge=0, lt=2**63, description="Seed of the draws.")] = 0,
+    seed: Annotated[
+        int | None,
+        Query(ge=0, lt=2**63, description="Seed of the draws; omit for fresh ones (the X-Seed header says which)."),
+    ] = None,
     columns: Annotated[int | None, Query(ge=1, le=64, description="Images per row (default: square).")] = None,
 ):
     """Bernoulli means of n samples, tiled black on white for viewing, e.g. /v1/samples.png?class=3&n=64.
 
     The scoring endpoints take the opposite polarity (bright = ink, as in MNIST and in /v1/samples):
     send a tile cut from this picture with invert: true."""
-    png = await _admit(request, inference.sample_grid_png(n, y, seed, columns))
+    png, used = await _admit(request, inference.sample_grid_png(n, y, seed, columns))
     _observe(request, "/v1/samples.png", n)
-    return Response(png, media_type="image/png")
+    return Response(png, media_type="image/png", headers={"X-Seed": str(used)})
 
 
 @router.get(
     "/model",
+    tags=["model"],
     summary="The model: sizes, classes, prior, likelihood, metrics, providers",
     response_model=schemas.ModelInfo,
 )
@@ -152,6 +179,8 @@ async def model_info(inference: InferenceDep):
             "max_body_bytes": s.max_body_bytes,
             "adaptive_screen_samples": s.adaptive_screen_samples,
             "adaptive_margin": s.adaptive_margin,
+            "ood_fpr": s.ood_fpr if inference.model.ood is not None else None,
+            "min_probability": inference.min_probability(),
         },
         "manifest": manifest,
     }

@@ -1,17 +1,25 @@
-"""The Open Inference Protocol (KServe V2) over HTTP/REST, JSON tensors, for the three graphs.
+"""The Open Inference Protocol (KServe V2) over HTTP/REST for the three graphs, with JSON tensors
+and the binary tensor data extension (what Triton's clients send by default).
 
 Models: `encoder` (x [N,784], y [N,10] one-hot -> mu, logvar), `decoder` (z [N,D], y -> logits)
 and `scorer` (x, y, eps [K,N,D] -> log_w, log_px_z [K,N], kl [N]), exactly as in the manifest.
+
+Binary tensor data: the body is the JSON request of `Inference-Header-Content-Length` bytes, then
+the raw little-endian data of each input that says `"parameters": {"binary_data_size": n}`, in the
+order of the inputs. An output comes back the same way when its request says
+`"parameters": {"binary_data": true}`, or every output when the request's parameters say
+`"binary_data_output": true`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from service.inference import ready_inference
@@ -36,7 +44,10 @@ router = APIRouter(
     },
 )
 
-DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
+DATATYPE = "FP32"  # every tensor of the three graphs
+LITTLE_ENDIAN_FP32 = np.dtype("<f4")
+BINARY_HEADER = "inference-header-content-length"
+MAX_ELEMENTS = 50_000_000
 
 
 class Tensor(BaseModel):
@@ -44,7 +55,7 @@ class Tensor(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = Field(None, description="Row-major values; omit when the tensor is sent as binary data.")
 
 
 class RequestedOutput(BaseModel):
@@ -91,42 +102,83 @@ def _shape(dims) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in dims]
 
 
+def _declared(request: Request, name: str) -> dict:
+    """The manifest's entry of a graph: its inputs' and outputs' shapes (axis names become -1)."""
+    _graph(request, name)
+    return _model(request).manifest["files"][name]
+
+
 def _metadata(request: Request, name: str) -> dict:
-    session = _graph(request, name)
-    tensors = lambda args: [{"name": a.name, "datatype": "FP32", "shape": _shape(a.shape)} for a in args]  # noqa: E731
+    entry = _declared(request, name)
+    tensors = lambda args: [{"name": n, "datatype": DATATYPE, "shape": _shape(s)} for n, s in args.items()]  # noqa: E731
     return {
         "name": name,
         "versions": [_version(request)],
         "platform": "onnxruntime_onnx",
-        "inputs": tensors(session.get_inputs()),
-        "outputs": tensors(session.get_outputs()),
+        "inputs": tensors(entry["inputs"]),
+        "outputs": tensors(entry["outputs"]),
     }
 
 
-def _feeds(session, inputs: list[Tensor]) -> dict[str, np.ndarray]:
-    expected = {a.name: _shape(a.shape) for a in session.get_inputs()}
+def _binary_size(parameters: dict | None) -> int | None:
+    size = (parameters or {}).get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise V2Error(f"binary_data_size must be a byte count, not {size!r}.")
+    return size
+
+
+def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    """One input's values in its shape, and the offset of the next input's binary data."""
+    size = _binary_size(tensor.parameters)
+    count = int(np.prod(tensor.shape))
+    if size is not None:
+        if tensor.data is not None:
+            raise V2Error(f"Input {tensor.name!r} has both data and binary_data_size; send one.")
+        if size != count * LITTLE_ENDIAN_FP32.itemsize:
+            raise V2Error(
+                f"Input {tensor.name!r} has binary_data_size {size}; shape {tensor.shape} of FP32 needs "
+                f"{count * LITTLE_ENDIAN_FP32.itemsize} bytes."
+            )
+        if offset + size > len(binary):
+            raise V2Error(f"The binary data end before input {tensor.name!r}'s {size} bytes.")
+        array = np.frombuffer(binary[offset : offset + size], dtype=LITTLE_ENDIAN_FP32).astype(np.float32)
+        return array.reshape(tensor.shape), offset + size
+    if tensor.data is None:
+        raise V2Error(f"Input {tensor.name!r} has neither data nor parameters.binary_data_size.")
+    try:
+        return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape), offset
+    except (ValueError, TypeError, OverflowError) as error:
+        problem = f"Input {tensor.name!r}: data do not fill shape {tensor.shape} with numbers ({error})."
+        raise V2Error(problem) from error
+
+
+def _feeds(entry: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
+    expected = {n: _shape(s) for n, s in entry["inputs"].items()}
     given = {t.name: t for t in inputs}
     missing, unknown = set(expected) - set(given), set(given) - set(expected)
     if missing or unknown:
         raise V2Error(
             f"Inputs must be exactly {sorted(expected)}; missing {sorted(missing)}, unknown {sorted(unknown)}."
         )
-    feeds = {}
-    for name, tensor in given.items():
-        if tensor.datatype not in DATATYPES:
-            raise V2Error(f"Input {name!r} has datatype {tensor.datatype}; send FP32.")
+    feeds, offset, data = {}, 0, memoryview(binary)
+    for tensor in inputs:  # binary data follow the order of the inputs
+        name = tensor.name
+        if tensor.datatype != DATATYPE:
+            raise V2Error(
+                f"Input {name!r} has datatype {tensor.datatype}; this model takes {DATATYPE} "
+                "(convert it, e.g. array.astype(numpy.float32))."
+            )
         want = expected[name]
         if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape)):
             raise V2Error(f"Input {name!r} has shape {tensor.shape}; this model takes {want} (-1: any size).")
-        if any(s < 1 for s in tensor.shape) or int(np.prod(tensor.shape)) > 50_000_000:
+        if any(s < 1 for s in tensor.shape) or int(np.prod(tensor.shape)) > MAX_ELEMENTS:
             raise V2Error(f"Input {name!r} has an empty or too large shape {tensor.shape}.")
-        try:
-            array = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-        except (ValueError, TypeError, OverflowError) as error:
-            raise V2Error(f"Input {name!r}: data do not fill shape {tensor.shape} with numbers ({error}).") from error
+        array, offset = _array(tensor, data, offset)
         if not np.isfinite(array).all():
             raise V2Error(f"Input {name!r} holds NaN or infinite values.")
         feeds[name] = array
+    if offset != len(binary):
+        raise V2Error(f"{len(binary) - offset} bytes of binary data belong to no input's binary_data_size.")
     return feeds
 
 
@@ -139,7 +191,7 @@ def install(app) -> None:
 @router.get("", summary="Server metadata")
 async def server_metadata(request: Request):
     """Name, version and protocol extensions of this server."""
-    return {"name": "mnist-cvae", "version": request.app.version, "extensions": []}
+    return {"name": "mnist-cvae", "version": request.app.version, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live", summary="Server liveness")
@@ -186,36 +238,66 @@ def _inline(schema: dict) -> dict:
     return walk(schema)
 
 
-async def _infer_request(request: Request) -> InferRequest:
-    """The JSON inference header, whatever the content type (Triton's clients send octet-stream)."""
+async def _infer_request(request: Request) -> tuple[InferRequest, bytes]:
+    """The JSON inference header, whatever the content type (Triton's clients send octet-stream), and the
+    binary tensor data after it."""
     raw = await request.body()
-    header_length = request.headers.get("inference-header-content-length")
-    if header_length is not None and header_length.isdigit() and int(header_length) < len(raw):
-        raise V2Error("Binary tensor data is not supported: send JSON tensors (binary_data=False).")
+    header_length = request.headers.get(BINARY_HEADER)
+    if header_length is None:
+        header, binary = raw, b""
+    elif not header_length.isdigit() or int(header_length) > len(raw):
+        raise V2Error(
+            f"Inference-Header-Content-Length is {header_length!r} but the body has {len(raw)} bytes: it must count "
+            "the bytes of the JSON request that comes before the binary data."
+        )
+    else:
+        header, binary = raw[: int(header_length)], raw[int(header_length) :]
     try:
-        return InferRequest.model_validate_json(raw)
+        return InferRequest.model_validate_json(header), binary
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise V2Error(f"Invalid inference request at {where}: {first.get('msg')}.") from error
 
 
+def _binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:
+    """The outputs to send as binary data: asked for one by one, or all by the request's parameters."""
+    every = bool((body.parameters or {}).get("binary_data_output", False))
+    asked = {o.name: (o.parameters or {}).get("binary_data") for o in body.outputs or []}
+    return {name for name in wanted if (asked.get(name) if asked.get(name) is not None else every)}
+
+
 @router.post(
     "/models/{name}/infer",
-    summary="Run a model on JSON tensors",
+    summary="Run a model on JSON or binary tensors",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _inline(InferRequest.model_json_schema())}},
+            "content": {
+                "application/json": {
+                    "schema": _inline(InferRequest.model_json_schema()),
+                    "example": {  # for name = decoder: the Bernoulli logits of one "3" at z = 0
+                        "inputs": [
+                            {"name": "z", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32},
+                            {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]},
+                        ],
+                        "outputs": [{"name": "logits"}],
+                    },
+                }
+            },
         }
     },
 )
-async def infer(name: str, request: Request):
-    """Run `encoder`, `decoder` or `scorer` on the given tensors (row-major `data`), returning the
-    requested outputs (all by default). Class inputs `y` are one-hot rows."""
+async def infer(
+    request: Request,
+    name: Annotated[str, Path(description="encoder, decoder or scorer", examples=["decoder"])],
+):
+    """Run `encoder`, `decoder` or `scorer` on the given tensors (row-major `data`, or binary tensor
+    data after the JSON), returning the requested outputs (all by default). Class inputs `y` are
+    one-hot rows. Every tensor is FP32."""
     session = _graph(request, name)
-    body = await _infer_request(request)
-    feeds = _feeds(session, body.inputs)
+    body, binary = await _infer_request(request)
+    feeds = _feeds(_declared(request, name), body.inputs, binary)
     names = [a.name for a in session.get_outputs()]
     wanted = [o.name for o in body.outputs] if body.outputs else names
     unknown = [o for o in wanted if o not in names]
@@ -234,15 +316,30 @@ async def infer(name: str, request: Request):
         raise
     if not all(np.isfinite(v).all() for v in values):
         raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
+    as_binary = _binary_outputs(body, wanted)
 
-    def tensors() -> list[dict]:
-        return [
-            {"name": n, "datatype": "FP32", "shape": list(v.shape), "data": v.astype(np.float32).ravel().tolist()}
-            for n, v in zip(wanted, values)
-        ]
+    def encode() -> tuple[list[dict], bytes]:
+        tensors, chunks = [], []
+        for n, v in zip(wanted, values):
+            tensor = {"name": n, "datatype": DATATYPE, "shape": list(v.shape)}
+            if n in as_binary:
+                chunk = np.ascontiguousarray(v, dtype=LITTLE_ENDIAN_FP32).tobytes()
+                tensor["parameters"] = {"binary_data_size": len(chunk)}
+                chunks.append(chunk)
+            else:
+                tensor["data"] = v.astype(np.float32).ravel().tolist()
+            tensors.append(tensor)
+        return tensors, b"".join(chunks)
 
-    outputs = await asyncio.to_thread(tensors)
+    outputs, data = await asyncio.to_thread(encode)
     answer = {"model_name": name, "model_version": _version(request), "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id
-    return answer
+    if not as_binary:
+        return answer
+    header = json.dumps(answer).encode()
+    return Response(
+        header + data,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )

@@ -1,6 +1,7 @@
 """The Python client against the real server."""
 
 import asyncio
+import json
 import threading
 import time
 
@@ -23,9 +24,9 @@ def test_sample_score_classify_return_numpy(server):
         samples = cvae.sample(n=4, y=7, seed=1, binary=True)
         assert samples.mean.shape == (4, 28, 28) and samples.x.shape == (4, 28, 28)
         assert (samples.y == 7).all() and samples.seed == 1
-        scores = cvae.log_likelihood(samples.x, num_samples=50)
+        scores = cvae.log_likelihood(samples.x, num_samples=50, seed=4)
         assert scores.log_px.shape == (4,) and scores.log_px_y.shape == (4, 10) and (scores.log_px < 0).all()
-        classes = cvae.classify(samples.x, num_samples=50)
+        classes = cvae.classify(samples.x, num_samples=50, seed=4)
         assert classes.probs.shape == (4, 10) and np.allclose(classes.probs.sum(1), 1)
         assert np.allclose(classes.log_px, scores.log_px)
         posteriors = cvae.encode(samples.x[:2])
@@ -40,6 +41,9 @@ def test_sample_score_classify_return_numpy(server):
         assert np.array_equal(precise.met, (precise.log_px_std_error <= 0.3) & precise.log_px_reliable)
         blank = cvae.classify(np.zeros((28, 28)), num_samples=20)
         assert blank.warnings[0][0]["code"] == "nearly_empty" and scores.warnings == [[], [], [], []]
+        assert blank.out_of_distribution[0] and blank.abstained[0]
+        assert "out_of_distribution" in blank.abstain_reasons[0] and 0 < blank.ood_p_value[0] <= 1
+        assert scores.ood_p_value.shape == (4,)
 
 
 def test_async_client_gives_the_same_answers(server):
@@ -77,3 +81,41 @@ def test_503_is_retried_after_retry_after(shipped_model):
         slow.join()
         with Client(base, retries=0) as impatient:
             assert impatient.sample(n=1).mean.shape == (1, 28, 28)
+
+
+def test_the_client_takes_image_shape_and_class_names_from_the_model():
+    import httpx
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/model":
+            return httpx.Response(200, json={"image_shape": [2, 3], "class_names": ["cat", "dog"]})
+        body = json.loads(request.content)
+        seen.append(body)
+        if request.url.path == "/v1/samples":
+            sample = {"y": 1, "z": [0.0], "mean": [0.5] * 6, "x": None}
+            return httpx.Response(200, json={"seed": 1, "samples": [sample]})
+        result = {
+            "probs": [0.2, 0.8],
+            "predicted": 1,
+            "probability": 0.8,
+            "entropy": 0.5,
+            "log_px": -3.0,
+            "log_px_std_error": 0.1,
+            "log_px_reliable": True,
+            "precision": {"met": True},
+            "out_of_distribution": None,
+            "abstained": False,
+            "abstain_reasons": [],
+            "warnings": [],
+        }
+        return httpx.Response(200, json={"results": [result] * len(body["images"])})
+
+    with Client("http://model.test", transport=httpx.MockTransport(answer)) as cvae:
+        assert cvae.sample(n=1).mean.shape == (1, 2, 3)
+        classes = cvae.classify(np.zeros((3, 2, 3)))
+        assert classes.predicted_names == ["dog"] * 3 and np.isnan(classes.ood_p_value).all()
+        assert [len(image) for image in seen[-1]["images"]] == [6, 6, 6]
+        with pytest.raises(ValueError, match="2x3"):
+            cvae.classify(np.zeros((28, 28)))

@@ -55,6 +55,14 @@ def test_base_install_serves_the_shipped_model_without_torch(tmp_path):
             raise AssertionError("never ready: " + log.read_text())
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"images": [[0.0] * 784], "num_samples": 20})
         assert answer.status_code == 200
+        # the README's client example works after the same install, with nothing more
+        example = (
+            f"from client import Client\nwith Client('http://127.0.0.1:{port}') as cvae:\n"
+            "    s = cvae.sample(n=2, y=7, seed=1)\n    print(s.mean.shape, cvae.classify(s.mean).probs.shape)\n"
+        )
+        python = str(venv / "bin" / "python")
+        run = subprocess.run([python, "-c", example], capture_output=True, text=True, cwd=tmp_path)
+        assert run.returncode == 0 and "(2, 28, 28) (2, 10)" in run.stdout, run.stderr
     finally:
         process.terminate()
         process.wait(timeout=30)

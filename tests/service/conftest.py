@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from browser import chromium
 from fastapi.testclient import TestClient
-from servers import wait_ready
+from servers import running_server, wait_ready
 
 from service.app import create_app
 from service.runtime import load_model
@@ -33,3 +34,17 @@ def images(model):
     y = np.arange(8) % model.num_classes
     logits = model.decode(rng.standard_normal((8, model.latent_dim)), y)
     return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def server(shipped_model):
+    """`cvae-serve` on the shipped model in a subprocess; its base URL."""
+    with running_server(shipped_model, log_format="text") as (base, _):
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (skipped where it or Playwright is missing)."""
+    with chromium() as browser:
+        yield browser

@@ -75,7 +75,7 @@ def test_route_echoes_adaptive_and_the_samples_used(shipped_model, images):
     with TestClient(create_app(Settings(model_dir=shipped_model))) as client:
         while client.get("/readyz").status_code != 200:
             pass
-        body = {"images": [images[0].tolist()], "num_samples": 300}
+        body = {"images": [images[0].tolist()], "num_samples": 300, "seed": 0}
         fast = client.post("/v1/log-likelihood", json=body).json()
         full = client.post("/v1/log-likelihood", json={**body, "adaptive": False}).json()
     assert fast["adaptive"] is True and full["adaptive"] is False

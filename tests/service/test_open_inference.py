@@ -115,3 +115,59 @@ def test_too_many_rows_and_non_finite_outputs_are_refused(triton):
     y = {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [1.0] + [0.0] * 9}
     response = httpx.post(f"{base}/v2/models/encoder/infer", json={"inputs": [x, y]})
     assert response.status_code == 400 and "not finite" in response.json()["error"]
+
+
+def test_stock_client_defaults_send_and_receive_binary_tensors(triton):
+    client, _ = triton
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    latent = client.get_model_metadata("decoder")["inputs"][0]["shape"][1]
+    z = np.random.default_rng(2).standard_normal((4, latent)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[[0, 3, 3, 8]]
+
+    def binary(name, array):  # tritonclient's defaults: binary_data=True
+        t = httpclient.InferInput(name, list(array.shape), "FP32")
+        t.set_data_from_numpy(array)
+        return t
+
+    json_answer = client.infer(
+        "decoder",
+        [tensor("z", z), tensor("y", y)],
+        outputs=[httpclient.InferRequestedOutput("logits", binary_data=False)],
+    ).as_numpy("logits")
+    all_binary = client.infer("decoder", [binary("z", z), binary("y", y)]).as_numpy("logits")  # no outputs named
+    binary_in = client.infer(
+        "decoder", [binary("z", z), tensor("y", y)], outputs=[httpclient.InferRequestedOutput("logits", False)]
+    ).as_numpy("logits")
+    binary_out = client.infer(
+        "decoder", [tensor("z", z), tensor("y", y)], outputs=[httpclient.InferRequestedOutput("logits")]
+    ).as_numpy("logits")
+    assert json_answer.shape == (4, 784) and json_answer.dtype == np.float32
+    for other in (all_binary, binary_in, binary_out):
+        np.testing.assert_array_equal(other, json_answer)
+    encoded = client.infer("encoder", [binary("x", (np.zeros((2, 784)) + 1).astype(np.float32)), binary("y", y[:2])])
+    assert encoded.as_numpy("mu").shape == (2, latent) and encoded.as_numpy("logvar").shape == (2, latent)
+
+
+def test_other_datatypes_are_refused_and_metadata_follows_the_manifest(triton):
+    client, base = triton
+    import httpx
+
+    latent = httpx.get(f"{base}/v1/model").json()["latent_dim"]
+    z = httpclient.InferInput("z", [1, latent], "FP64")
+    z.set_data_from_numpy(np.zeros((1, latent)))
+    with pytest.raises(InferenceServerException, match="FP64; this model takes FP32"):
+        client.infer("decoder", [z, tensor("y", np.eye(10)[:1])])
+    shapes = {t["name"]: t["shape"] for t in client.get_model_metadata("encoder")["outputs"]}
+    assert shapes == {"mu": [-1, latent], "logvar": [-1, latent]}
+    scorer = {t["name"]: t["shape"] for t in client.get_model_metadata("scorer")["inputs"]}
+    assert scorer["eps"] == [-1, -1, latent]
+
+
+def test_a_wrong_binary_header_length_is_explained(triton):
+    _, base = triton
+    import httpx
+
+    response = httpx.post(
+        f"{base}/v2/models/decoder/infer", content=b'{"inputs": []}', headers={"Inference-Header-Content-Length": "99"}
+    )
+    assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]

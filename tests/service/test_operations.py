@@ -23,6 +23,17 @@ def test_openapi_documents_every_endpoint(client):
         operation = schema["paths"][path]["post"]
         assert operation["summary"] and operation["description"]
         assert "422" in operation["responses"]
-    for name in ("ScoreRequest", "SampleRequest", "EncodeRequest", "InterpolateRequest"):
+    for name in ("ScoreRequest", "ClassifyRequest", "SampleRequest", "EncodeRequest", "InterpolateRequest"):
         assert schema["components"]["schemas"][name].get("examples"), name
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_schema_and_favicon_are_counted_under_their_routes(client):
+    for path in ("/docs", "/redoc", "/openapi.json", "/favicon.ico", "/docs-assets/swagger-ui.css"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/favicon.ico").headers["content-type"] == "image/png"
+    assert client.get("/docs-assets/unknown.js").status_code == 404
+    text = client.get("/metrics").text
+    for endpoint in ("/docs", "/redoc", "/openapi.json", "/favicon.ico", "/docs-assets/{name}"):
+        assert f'cvae_requests_total{{endpoint="{endpoint}",method="GET",status="200"}}' in text, endpoint
+    assert "cdn" not in client.get("/docs").text.lower() and "cdn" not in client.get("/redoc").text.lower()

@@ -28,13 +28,17 @@ def test_probes_stay_open_and_everything_else_needs_a_key(locked):
         ("get", "/v1/model"),
         ("get", "/metrics"),
         ("post", "/v1/samples"),
-        ("get", "/docs"),
-        ("get", "/openapi.json"),
     ]:
         response = getattr(locked, method)(path)
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"] == "Bearer"
         assert "API key" in response.json()["error"]
+    # the docs hold no data and must be readable to be used; their "Authorize" button takes the key
+    for path in ("/docs", "/redoc", "/openapi.json", "/favicon.ico", "/docs-assets/swagger-ui.css"):
+        assert locked.get(path).status_code == 200, path
+    schema = locked.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert {"bearer": []} in schema["security"]
 
 
 def test_wrong_key_is_403_and_either_key_works_in_either_header(locked):
@@ -81,10 +85,15 @@ def test_logs_are_json_lines_without_keys_or_pixels(locked, caplog):
             headers={"Authorization": f"Bearer {key}", "X-Request-ID": "log-check"},
         )
         locked.post("/v1/classify", json={"images": [IMAGE]}, headers={"Authorization": "Bearer nope"})
+        locked.post(
+            "/v1/classify", json={"images": [IMAGE], "num_samples": 1}, headers={"Authorization": f"Bearer {key}"}
+        )
     lines = [JsonFormatter().format(record) for record in caplog.records]
     entries = [json.loads(line) for line in lines]
     mine = [e for e in entries if e.get("request_id") == "log-check"]
     assert mine and mine[0]["status"] == 200 and mine[0]["path"] == "/v1/classify" and mine[0]["latency_ms"] > 0
-    assert any(e["status"] == 403 for e in entries)
+    assert any(e["status"] == 403 and "API key is not valid" in e["error"] for e in entries)
+    assert any(e["status"] == 422 and "num_samples" in e["error"] for e in entries)  # the reason, not just 422
+    assert "error" not in mine[0]
     text = "\n".join(lines)
     assert key not in text and "nope" not in text and "0.123456789" not in text

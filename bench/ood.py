@@ -1,0 +1,209 @@
+"""The out-of-distribution benchmark: does the service tell digits from things that are not?
+
+    python -m bench.ood [--digits 2000] [--per-set 300] [--model-dir models/default]
+
+Every image goes through the service's own /v1/classify code in process (service.inference at
+its default settings, grey images binarized as a request does by default, threshold 0.5). The
+in-distribution images are the first `--digits` MNIST test digits; the others are the sets of
+bench.ood_sets, letters and glyphs in both font families (DejaVu, used while designing the
+method, and Liberation, held out from it).
+
+Reported, side by side for each method (higher = more out of distribution):
+- -log p(x): the likelihood alone, the known failure (Nalisnick et al. 2019);
+- typicality: |log p(x) - the validation median| (two-sided);
+- complexity-corrected: -log p(x) - L(x), L the zlib code length of the packed bits in nats
+  (Serra et al. 2020);
+- likelihood ratio: -(log p(x) - log p_background(x)) (service.ood's score alone);
+- the service: 1 - its combined p-value, and its flag at the default rate.
+AUROC against the test digits for each set, the share of each set flagged and of digits flagged
+(the false-positive rate; digits also binarized x ~ Bernoulli(pixel)), abstention and the
+accuracy kept on test digits, and the cost of the assessment next to the whole classify call.
+
+Writes bench/results/ood.json and OOD.md, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets
+from bench.precision import mnist_test
+from service import ood
+from service.calls import ModelCalls
+from service.inference import Inference, score_images
+from service.runtime import load_model
+from service.settings import SHIPPED_MODEL, Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
+    """P(outlier > inlier) + P(tie) / 2 (the Mann-Whitney statistic), for scores where higher = more unusual."""
+    inliers = np.sort(inliers)
+    below = np.searchsorted(inliers, outliers, side="left")
+    at_or_below = np.searchsorted(inliers, outliers, side="right")
+    return float(np.mean((below + at_or_below) / 2) / len(inliers))
+
+
+def grey_test_digits(mnist_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    import gzip
+
+    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:n] / 255.0
+    _, labels = mnist_test(mnist_dir, n)
+    return pixels, labels
+
+
+def features(inference: Inference, grey: np.ndarray, binarize: str) -> dict:
+    """The answers' numbers per image, and what the comparison methods need."""
+    started = time.perf_counter()
+    answers = score_images(inference, grey, 0, classify=True, binarize=binarize)
+    seconds = time.perf_counter() - started
+    x = (grey > 0.5) if binarize == "threshold" else (np.random.default_rng(0).random(grey.shape) < grey)
+    log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
+    verdicts = [a["out_of_distribution"] for a in answers]
+    return {
+        "log_px": log_px,
+        "score": np.array([v["score"] if v["score"] is not None else -np.inf for v in verdicts]),
+        "p_value": np.array([v["p_value"] for v in verdicts]),
+        "flagged": np.array([v["flagged"] for v in verdicts]),
+        "zlib_nats": np.array([len(zlib.compress(np.packbits(row).tobytes(), 9)) * 8 * np.log(2) for row in x]),
+        "probs": np.array([a["probs"] for a in answers]),
+        "abstained": np.array([a["abstained"] for a in answers]),
+        "low_probability": np.array(["low_probability" in a["abstain_reasons"] for a in answers]),
+        "seconds": seconds,
+    }
+
+
+def methods(median_log_px: float) -> dict:
+    return {
+        "-log p(x)": lambda f: -f["log_px"],
+        "typicality |log p(x) - median|": lambda f: np.abs(f["log_px"] - median_log_px),
+        "complexity-corrected -log p(x) - L_zlib(x)": lambda f: -f["log_px"] - f["zlib_nats"],
+        "likelihood ratio -(log p(x) - log p_bg(x))": lambda f: -f["score"],
+        "the service: 1 - p-value (ratio, log p(x), ink; Bonferroni)": lambda f: 1 - f["p_value"],
+    }
+
+
+def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) -> float:
+    """Seconds per image of the assessment alone (background model, p-values), on threshold-binarized images."""
+    x = (grey > 0.5).astype(np.float32)
+    log_px = np.full(len(x), -90.0)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        ood.assess(log_px, x, (28, 28), inference.model.ood, inference.settings.ood_fpr)
+    return (time.perf_counter() - started) / (repeats * len(x))
+
+
+def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int) -> dict:
+    settings = Settings(model_dir=model_dir, batching=False)
+    model = load_model(settings)
+    if model.ood is None:
+        raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
+    inference = Inference(model, settings, ModelCalls(model, settings))
+    digits, labels = grey_test_digits(mnist_dir, num_digits)
+    design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
+    sets = {
+        f"{name} ({design})" if name in ("letters", "glyphs") else name: images
+        for name, images in ood_sets(per_set, seed, design, digits[::-1]).items()
+    }
+    sets[f"letters ({held_out}, held out)"] = letters(per_set, seed + 13, held_out)
+    sets[f"glyphs ({held_out}, held out)"] = glyphs(per_set, seed + 14, held_out)
+
+    inliers = features(inference, digits, "threshold")
+    inliers_bernoulli = features(inference, digits, "bernoulli")
+    found = {name: features(inference, images, "threshold") for name, images in sets.items()}
+    median = float(np.median(model.ood.reference_log_px))
+    table = {
+        method: {name: auroc(score(inliers), score(f)) for name, f in found.items()}
+        for method, score in methods(median).items()
+    }
+    correct = inliers["probs"].argmax(axis=1) == labels
+    kept = ~inliers["abstained"]
+    per_image_classify = inliers["seconds"] / num_digits
+    per_image_assess = assessment_cost(inference, digits)
+    return {
+        "model_dir": str(model_dir),
+        "cpu_count": os.cpu_count(),
+        "digits": num_digits,
+        "per_set": per_set,
+        "seed": seed,
+        "ood_fpr": settings.ood_fpr,
+        "min_probability": inference.min_probability(),
+        "auroc": table,
+        "flagged": {name: float(f["flagged"].mean()) for name, f in found.items()},
+        "fpr_digits_threshold": float(inliers["flagged"].mean()),
+        "fpr_digits_bernoulli": float(inliers_bernoulli["flagged"].mean()),
+        "accuracy_all": float(correct.mean()),
+        "abstained": float(inliers["abstained"].mean()),
+        "abstained_low_probability": float(inliers["low_probability"].mean()),
+        "accuracy_kept": float(correct[kept].mean()),
+        "ms_per_image_classify": 1000 * per_image_classify,
+        "ms_per_image_assessment": 1000 * per_image_assess,
+        "assessment_share_of_classify": per_image_assess / per_image_classify,
+    }
+
+
+def markdown(report: dict) -> str:
+    names = list(report["flagged"])
+    lines = [
+        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['digits']} MNIST test digits "
+        f"against {report['per_set']} images per set (seed {report['seed']}), every image through /v1/classify's "
+        "code at the default settings (binarize='threshold').",
+        "",
+        "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
+        "",
+        "| method | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for method, row in report["auroc"].items():
+        lines.append(f"| {method} | " + " | ".join(f"{row[n]:.3f}" for n in names) + " |")
+    lines += [
+        "",
+        f"Flagged at the default false-positive rate {report['ood_fpr']}:",
+        "",
+        "| set | flagged |",
+        "|---|---|",
+        *[f"| {n} | {report['flagged'][n]:.1%} |" for n in names],
+        f"| MNIST test digits, binarize='threshold' (false positives) | {report['fpr_digits_threshold']:.2%} |",
+        f"| MNIST test digits, binarize='bernoulli' (false positives) | {report['fpr_digits_bernoulli']:.2%} |",
+        "",
+        f"Abstention on the test digits at the defaults (min_probability {report['min_probability']}): "
+        f"{report['abstained']:.2%} abstained ({report['abstained_low_probability']:.2%} for low probability); "
+        f"accuracy of the rest {report['accuracy_kept']:.2%} (of all, {report['accuracy_all']:.2%}).",
+        "",
+        f"Cost: the assessment takes {report['ms_per_image_assessment']:.3f} ms per image, "
+        f"{report['assessment_share_of_classify']:.2%} of a /v1/classify answer at the defaults "
+        f"({report['ms_per_image_classify']:.1f} ms per image in process).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
+    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
+    parser.add_argument("--digits", type=int, default=2000, help="MNIST test digits (default %(default)s)")
+    parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
+    args = parser.parse_args(argv)
+    report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed)
+    text = markdown(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ood.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "OOD.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

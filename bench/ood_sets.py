@@ -1,0 +1,166 @@
+"""Images that are not MNIST digits, made here from nothing but a seed and the system's fonts.
+
+Every set returns grey images [N, 784] in [0, 1], bright = ink, as the service takes them.
+The sets the detection benchmark reports:
+
+- blank: all-dark pages, and near-blank ones with 1-12 scattered ink pixels or one small dot;
+- strokes: one to three pen strokes (lines and curves 1.5-3 px wide) anywhere in the field;
+- inverted: MNIST digits with their polarity reversed (1 - pixel);
+- noise: independent pixels at ink rates 0.02-0.5, and blurred blobs;
+- letters: printed Latin letters, rendered from a font and prepared as MNIST digits were
+  (20x20 box, centre of mass in the middle), so that only their shape differs;
+- glyphs: punctuation, symbols, Greek letters and geometric shapes (outlined or filled), prepared
+  the same way.
+
+Letters and glyphs come in two font families: `FONT_FAMILIES` in order, the first used to design
+the method (bench.ood --family design), the second never looked at until the report.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from service.images import prepare_mnist
+
+SHAPE = (28, 28)
+SIZE = SHAPE[0] * SHAPE[1]
+FONT_DIR = Path("/usr/share/fonts")
+FONT_FAMILIES = {"design": "DejaVu", "held_out": "Liberation"}
+LETTERS = string.ascii_letters
+GLYPHS = "#$%&*+<=>?@[]{}~^/\\|!;:()" + "αβγδεζηθλμξπρσφψωΔΘΛΞΠΣΦΨΩ" + "★●■▲◆♠♣♥♦☺⊕⊗∞∑∫√"
+
+
+def fonts(family: str) -> list[Path]:
+    """The TrueType files of a font family on this machine (empty when it has none)."""
+    return sorted(p for p in FONT_DIR.rglob("*.ttf") if p.name.startswith(family))
+
+
+def blank(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, SIZE))
+    for i in range(n):
+        kind = i % 3
+        if kind == 1:  # scattered pixels
+            images[i, rng.choice(SIZE, size=rng.integers(1, 13), replace=False)] = 1.0
+        elif kind == 2:  # one small dot
+            canvas = Image.new("L", (28, 28))
+            cx, cy, r = *rng.uniform(4, 24, size=2), rng.uniform(0.8, 2.5)
+            ImageDraw.Draw(canvas).ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+            images[i] = np.asarray(canvas, dtype=np.float64).reshape(-1) / 255.0
+    return images
+
+
+def _draw(draw_fn, rng: np.random.Generator, scale: int = 4) -> np.ndarray:
+    """Draw at `scale` times the resolution, then shrink with anti-aliasing (grey edges, as MNIST's)."""
+    canvas = Image.new("L", (28 * scale, 28 * scale))
+    draw_fn(ImageDraw.Draw(canvas), rng, scale)
+    small = canvas.resize((28, 28), Image.LANCZOS)
+    return np.asarray(small, dtype=np.float64).reshape(-1) / 255.0
+
+
+def _strokes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: int) -> None:
+    for _ in range(rng.integers(1, 4)):
+        width = int(rng.uniform(1.5, 3.0) * scale)
+        start, control, end = rng.uniform(1, 27, size=(3, 2)) * scale
+        t = np.linspace(0, 1, 24)[:, None]
+        curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end if rng.random() < 0.6 else None
+        points = [tuple(p) for p in curve] if curve is not None else [tuple(start), tuple(end)]
+        draw.line(points, fill=255, width=width, joint="curve")
+
+
+def strokes(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([_draw(_strokes, rng) for _ in range(n)])
+
+
+def inverted(digits: np.ndarray) -> np.ndarray:
+    """Grey digits [N, 784] in [0, 1] with their polarity reversed."""
+    return 1.0 - digits
+
+
+def noise(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, SIZE))
+    for i in range(n):
+        if i % 2 == 0:  # independent pixels
+            images[i] = rng.random(SIZE) < rng.choice([0.02, 0.05, 0.1, 0.2, 0.5])
+        else:  # blurred blobs, thresholded smooth noise
+            field = Image.fromarray(np.uint8(255 * rng.random((28, 28))), mode="L")
+            smooth = np.asarray(field.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 2.5))), dtype=np.float64)
+            images[i] = (smooth > np.quantile(smooth, rng.uniform(0.6, 0.9))).reshape(-1)
+    return images
+
+
+def _glyph(text: str, font_path: Path, rng: np.random.Generator) -> np.ndarray | None:
+    font = ImageFont.truetype(str(font_path), size=int(rng.integers(48, 80)))
+    if font.getmask(text).getbbox() is None:  # the font has no such glyph
+        return None
+    canvas = Image.new("L", (128, 128))
+    ImageDraw.Draw(canvas).text((64, 64), text, fill=255, font=font, anchor="mm")
+    image = np.asarray(canvas, dtype=np.float64) / 255.0
+    rows, cols = np.nonzero(image.any(axis=1))[0], np.nonzero(image.any(axis=0))[0]
+    if not len(rows):
+        return None
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(crop.shape)
+    square = np.zeros((side, side))  # pad to a square so that prepare_mnist sees the whole glyph at 28x28
+    square[(side - crop.shape[0]) // 2 :][: crop.shape[0], (side - crop.shape[1]) // 2 :][:, : crop.shape[1]] = crop
+    small = Image.fromarray(np.uint8(255 * square), mode="L").resize((28, 28), Image.LANCZOS)
+    return prepare_mnist(np.asarray(small, dtype=np.float64).reshape(-1) / 255.0, SHAPE)
+
+
+def _rendered(alphabet: str, family: str, n: int, seed: int) -> np.ndarray:
+    paths = fonts(family)
+    if not paths:
+        raise FileNotFoundError(f"No {family} fonts under {FONT_DIR}: install fonts-dejavu and fonts-liberation.")
+    rng = np.random.default_rng(seed)
+    images = []
+    while len(images) < n:
+        image = _glyph(str(rng.choice(list(alphabet))), paths[rng.integers(len(paths))], rng)
+        if image is not None and image.max() > 0:
+            images.append(image)
+    return np.stack(images)
+
+
+def letters(n: int, seed: int, family: str) -> np.ndarray:
+    return _rendered(LETTERS, family, n, seed)
+
+
+def _shapes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: int) -> None:
+    box = np.sort(rng.uniform(4, 24, size=(2, 2)), axis=0) * scale
+    (x0, y0), (x1, y1) = box
+    width = int(rng.uniform(1.5, 3.0) * scale)
+    kind = rng.integers(4)
+    filled = {"fill": 255} if rng.random() < 0.5 else {"outline": 255, "width": width}  # a solid blob, or its outline
+    if kind == 0:
+        draw.ellipse((x0, y0, x1, y1), **filled)
+    elif kind == 1:
+        draw.rectangle((x0, y0, x1, y1), **filled)
+    elif kind == 2:
+        draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], **filled)
+    else:
+        draw.line([(x0, y0), (x1, y1)], fill=255, width=width)
+        draw.line([(x0, y1), (x1, y0)], fill=255, width=width)
+
+
+def glyphs(n: int, seed: int, family: str) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rendered = _rendered(GLYPHS, family, n - n // 4, seed)
+    shapes = np.stack([prepare_mnist(_draw(_shapes, rng), SHAPE) for _ in range(n // 4)])
+    return np.concatenate([rendered, shapes])
+
+
+def ood_sets(n: int, seed: int, family: str, digits: np.ndarray) -> dict[str, np.ndarray]:
+    """Every set, n images each; `digits` [>= n, 784] grey MNIST digits to invert."""
+    return {
+        "blank": blank(n, seed),
+        "strokes": strokes(n, seed + 1),
+        "inverted": inverted(digits[:n]),
+        "noise": noise(n, seed + 2),
+        "letters": letters(n, seed + 3, family),
+        "glyphs": glyphs(n, seed + 4, family),
+    }

@@ -1,0 +1,48 @@
+"""The detection benchmark and the sets it builds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import ood_sets
+from bench.ood import auroc, markdown, run
+
+
+def test_auroc_is_the_mann_whitney_statistic():
+    inliers = np.array([0.0, 1.0, 2.0, 3.0])
+    assert auroc(inliers, np.array([10.0, 11.0])) == 1.0
+    assert auroc(inliers, np.array([-5.0])) == 0.0
+    assert auroc(inliers, np.array([1.0])) == pytest.approx((1 + 0.5) / 4)  # one below, one tie
+    rng = np.random.default_rng(0)
+    same = rng.standard_normal(4000)
+    assert auroc(same[:2000], same[2000:]) == pytest.approx(0.5, abs=0.03)
+
+
+def test_the_sets_are_images_with_bright_ink():
+    digits = np.zeros((4, 784))
+    digits[:, 300:400] = 1.0
+    family = ood_sets.FONT_FAMILIES["design"]
+    if not ood_sets.fonts(family):
+        pytest.skip(f"no {family} fonts on this machine")
+    sets = ood_sets.ood_sets(4, 0, family, digits)
+    assert set(sets) == {"blank", "strokes", "inverted", "noise", "letters", "glyphs"}
+    for name, images in sets.items():
+        assert images.shape == (4, 784) and images.min() >= 0 and images.max() <= 1, name
+        if name not in ("blank", "inverted"):
+            assert (images.max(axis=1) > 0.5).all(), name  # every image has ink
+    assert np.array_equal(sets["inverted"], 1 - digits)
+    # letters are prepared as MNIST digits: centre of mass near the middle
+    rows = (sets["letters"].reshape(-1, 28, 28).sum(axis=2) * np.arange(28)).sum(axis=1) / sets["letters"].sum(axis=1)
+    assert np.all(np.abs(rows - 14) < 2)
+
+
+def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
+    if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
+        pytest.skip("no fonts for the letter and glyph sets")
+    report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)
+    assert len(report["flagged"]) == 8
+    service = report["auroc"]["the service: 1 - p-value (ratio, log p(x), ink; Bonferroni)"]
+    assert service["inverted"] == 1.0 and service["noise"] >= 0.9
+    assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
+    assert "| blank |" in markdown(report)

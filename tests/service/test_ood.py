@@ -1,0 +1,150 @@
+"""The out-of-distribution assessment and abstention, on the shipped model and its calibration."""
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import ood
+from service.runtime import ModelLoadError, load_model
+from service.settings import Settings
+
+
+def _test_digits(mnist_dir: Path, n: int) -> np.ndarray:
+    raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:n].astype(float)
+
+
+def _classify(client, images, **fields):
+    response = client.post("/v1/classify", json={"images": images, "num_samples": 200, "seed": 0, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
+    entry = load_model(Settings(model_dir=shipped_model)).manifest["files"]["ood"]
+    assert entry["reference"]["split"] == "validation"
+    assert entry["background"]["split"] == "training"
+    calibration = ood.Calibration.load(shipped_model / entry["file"])
+    assert len(calibration.reference_score) == entry["reference"]["num_images"] >= 1000
+    # at the default rate, about 1 % of the validation digits are flagged, never more
+    assert 0.003 <= entry["validation_flagged_at_default"] <= entry["default_fpr"]
+
+
+def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir, tmp_path):
+    """Calibrating a copy on the first validation images reproduces the shipped reference's first values."""
+    from training.data import load_mnist
+    from training.ood import calibrate
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
+    calibrate(copy, load_mnist(mnist_dir), limit=8)
+    with np.load(shipped_model / "ood.npz") as shipped, np.load(copy / "ood.npz") as again:
+        np.testing.assert_allclose(again["reference_log_px"], shipped["reference_log_px"][:8], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(again["log_probs"], shipped["log_probs"])
+
+
+def test_junk_is_flagged_and_digits_are_not(client, mnist_dir):
+    digits = _test_digits(mnist_dir, 4)
+    noise = (np.random.default_rng(0).random(784) < 0.3).astype(float) * 255
+    junk = {"blank": np.zeros(784), "noise": noise, "inverted": 255 - digits[0]}
+    answer = _classify(client, [row.tolist() for row in [*junk.values(), *digits]], pixel_scale="byte")
+    verdicts = [r["out_of_distribution"] for r in answer["results"]]
+    assert answer["ood_fpr"] == 0.01
+    for name, verdict in zip(junk, verdicts):
+        assert verdict["flagged"], name
+        assert verdict["p_value"] <= 0.01
+    for verdict, result in zip(verdicts[len(junk) :], answer["results"][len(junk) :]):
+        assert not verdict["flagged"]
+        assert verdict["score"] > 0  # the digit model explains a digit better than local texture does
+        assert "out_of_distribution" not in result["abstain_reasons"]
+    blank = answer["results"][0]
+    assert blank["abstained"] and "out_of_distribution" in blank["abstain_reasons"]
+    assert sum(blank["probs"]) == pytest.approx(1.0)  # p(y|x) is still there for who wants it
+
+
+def test_a_blank_page_is_flagged_although_its_likelihood_is_high(client, mnist_dir):
+    digit, blank = _test_digits(mnist_dir, 1)[0], np.zeros(784)
+    answer = client.post(
+        "/v1/log-likelihood", json={"images": [blank.tolist(), digit.tolist()], "pixel_scale": "byte"}
+    ).json()
+    blank_result, digit_result = answer["results"]
+    assert blank_result["log_px"] > digit_result["log_px"]
+    assert blank_result["out_of_distribution"]["flagged"]
+    assert not digit_result["out_of_distribution"]["flagged"]
+
+
+def test_abstention_and_the_flag_follow_the_callers_thresholds(client, mnist_dir):
+    digit = _test_digits(mnist_dir, 1)[0].tolist()
+    first = _classify(client, [digit], pixel_scale="byte")["results"][0]
+    probability, p_value = first["probability"], first["out_of_distribution"]["p_value"]
+    assert not first["abstained"]
+
+    above = _classify(client, [digit], pixel_scale="byte", min_probability=min(1.0, probability + 1e-9))
+    assert above["min_probability"] == min(1.0, probability + 1e-9)
+    if probability < 1.0:
+        assert above["results"][0]["abstain_reasons"] == ["low_probability"]
+    below = _classify(client, [digit], pixel_scale="byte", min_probability=probability - 1e-6)["results"][0]
+    assert not below["abstained"]
+
+    strict = _classify(client, [digit], pixel_scale="byte", ood_fpr=min(0.999, p_value * 1.0001))["results"][0]
+    assert strict["out_of_distribution"]["flagged"] and "out_of_distribution" in strict["abstain_reasons"]
+    lenient = _classify(client, [digit], pixel_scale="byte", ood_fpr=p_value * 0.999)["results"][0]
+    assert not lenient["out_of_distribution"]["flagged"]
+
+
+def test_bad_thresholds_name_the_field(client):
+    for field, value in (("ood_fpr", 0), ("ood_fpr", 1.5), ("min_probability", 2)):
+        response = client.post("/v1/classify", json={"images": [[0.0] * 784], field: value})
+        assert response.status_code == 422
+        assert field in response.text
+
+
+def test_the_model_endpoint_gives_the_defaults(manifest):
+    limits = manifest["limits"]
+    assert limits["ood_fpr"] == 0.01
+    expected = manifest["manifest"]["files"]["ood"]["abstention"]["default_min_probability"]
+    assert limits["min_probability"] == expected
+
+
+def test_a_model_without_calibration_answers_without_a_verdict(shipped_model, tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+    from servers import wait_ready
+
+    from service.app import create_app
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ood.npz"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["ood"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_dir=copy, max_work=400_000))) as client:
+        wait_ready(client)
+        answer = _classify(client, [[0.0] * 784])
+    assert answer["ood_fpr"] is None and answer["min_probability"] == 0.0
+    assert answer["results"][0]["out_of_distribution"] is None
+
+
+def test_a_corrupt_calibration_stops_the_model_from_loading(shipped_model, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
+    (copy / "ood.npz").write_bytes(b"not what the manifest lists")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_model(Settings(model_dir=copy))
+
+
+def test_the_background_model_reads_only_pixels_above_and_to_the_left():
+    rng = np.random.default_rng(0)
+    x = (rng.random((1, 784)) < 0.3).astype(float)
+    changed = x.copy()
+    changed[0, 28 * 20 + 10] = 1 - changed[0, 28 * 20 + 10]  # row 20, column 10
+    before, after = ood.contexts(x, (28, 28)), ood.contexts(changed, (28, 28))
+    differs = np.nonzero(before[0] != after[0])[0]
+    # only pixels after (20, 10) in raster order, within two rows below and two columns either side
+    assert len(differs) and all(
+        (r, c) > (20, 10) and r - 20 <= 2 and abs(c - 10) <= 2 for r, c in (divmod(int(i), 28) for i in differs)
+    )

@@ -1,0 +1,158 @@
+"""The out-of-distribution calibration stored with a model: `ood.npz` and its manifest entry.
+
+1. The background model of service.ood (a causal context model of local texture) is counted on
+   the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
+2. The validation split (never the test set) is binarized once and scored by the service's own
+   code at its default settings; each image's log p(x), score log p(x) - log p_background(x) and
+   number of ink pixels are the reference that answers' p-values are counted against.
+3. The same answers give the classifier's accuracy and abstention on validation digits for a
+   range of `min_probability`, and the default that keeps abstention within `ABSTENTION_BUDGET`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service import ood
+from training.card import refresh_card
+from training.data import Mnist, load_mnist
+from training.export import read_manifest, sha256, write_manifest
+from training.gold_standard import service_answers
+from training.train import TrainConfig, binarize, split_train_val
+
+OOD_FILE = "ood.npz"
+BACKGROUND_DRAWS = 2
+DEFAULT_FPR = 0.01
+ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
+MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+
+
+def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, int]:
+    """Context log-probabilities [2, NUM_CONTEXTS] counted on grey images [N, 784] (uint8),
+    and the number of binary images counted."""
+    rng = np.random.default_rng(seed)
+    ink_counts = np.zeros(ood.NUM_CONTEXTS)
+    totals = np.zeros(ood.NUM_CONTEXTS)
+    for _ in range(BACKGROUND_DRAWS):
+        for start in range(0, len(pixels), 5000):
+            grey = pixels[start : start + 5000] / 255.0
+            x = rng.random(grey.shape) < grey
+            ctx = ood.contexts(x, shape).ravel()
+            totals += np.bincount(ctx, minlength=ood.NUM_CONTEXTS)
+            ink_counts += np.bincount(ctx, weights=x.ravel().astype(np.float64), minlength=ood.NUM_CONTEXTS)
+    return ood.context_log_probs(ink_counts, totals), BACKGROUND_DRAWS * len(pixels)
+
+
+def abstention_curve(probs: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> list[dict]:
+    """Per min_probability: the share abstained (flagged or top probability below it) and the
+    accuracy of the rest."""
+    rows = []
+    for threshold in MIN_PROBABILITIES:
+        abstain = flagged | (probs.max(axis=1) < threshold)
+        kept = ~abstain
+        correct = probs.argmax(axis=1) == labels
+        rows.append(
+            {
+                "min_probability": threshold,
+                "abstained": float(abstain.mean()),
+                "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
+            }
+        )
+    return rows
+
+
+def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0) -> dict:
+    """Write ood.npz into `model_dir` and its entry into the manifest; return the entry."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if manifest["files"].pop("ood", None) is not None:  # the service scores below without the old calibration
+        write_manifest(model_dir, manifest)
+    shape = tuple(manifest["image_shape"])
+    split = TrainConfig(**{**vars(TrainConfig()), **_split_fields(manifest)})
+    train, val = split_train_val(data, split)
+    if limit:
+        val = val[:limit]
+    started = time.time()
+    log_probs, counted = fit_background(data.train_x[train], shape, seed)
+    x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
+    answers = service_answers(model_dir, x, seed)
+    log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
+    scores = log_px - ood.background_log_prob(x, shape, log_probs)
+    np.savez(
+        model_dir / OOD_FILE,
+        log_probs=log_probs,
+        reference_score=scores,
+        reference_log_px=log_px,
+        reference_ink=ood.ink_pixels(x),
+    )
+
+    calibration = ood.Calibration.load(model_dir / OOD_FILE)
+    verdicts = ood.assess(log_px, x, shape, calibration, DEFAULT_FPR)
+    flagged = np.array([v["flagged"] for v in verdicts])
+    log_prior = np.log(np.asarray(manifest["class_prior"]))
+    joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
+    probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
+    curve = abstention_curve(probs, data.train_y[val], flagged)
+    within = [row for row in curve if row["abstained"] <= ABSTENTION_BUDGET]
+    entry = {
+        "file": OOD_FILE,
+        "sha256": sha256(model_dir / OOD_FILE),
+        "method": ood.METHOD,
+        "template": [list(offset) for offset in ood.TEMPLATE],
+        "background": {
+            "split": "training",
+            "binary_images_counted": counted,
+            "binarization": f"x ~ Bernoulli(pixel/255), {BACKGROUND_DRAWS} draws per image, numpy seed {seed}",
+        },
+        "reference": {
+            "split": "validation",
+            "num_images": len(val),
+            "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
+            f"{split.val_size} held out)",
+            "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
+            "settings": _settings_used(seed),
+        },
+        "default_fpr": DEFAULT_FPR,
+        "validation_flagged_at_default": float(flagged.mean()),
+        "abstention": {
+            "curve": curve,
+            "budget": ABSTENTION_BUDGET,
+            "default_min_probability": max(row["min_probability"] for row in within) if within else 0.0,
+        },
+        "seconds": time.time() - started,
+    }
+    manifest["files"]["ood"] = entry
+    write_manifest(model_dir, manifest)
+    if manifest.get("metrics", {}).get("nll") is not None:  # evaluated: the card has a section for this
+        refresh_card(model_dir, manifest)
+    return entry
+
+
+def _settings_used(seed: int) -> str:
+    from service.settings import Settings
+
+    s = Settings()
+    return (
+        f"the service's settings (K = {s.default_num_samples}, screening {s.adaptive_screen_samples} samples, "
+        f"margin {s.adaptive_margin} nats, tolerance {s.default_tolerance}), noise seed {seed}"
+    )
+
+
+def _split_fields(manifest: dict) -> dict:
+    """The seed and validation size the model was trained with, as its manifest records them."""
+    config = (manifest.get("training") or {}).get("config") or {}
+    return {key: config[key] for key in ("seed", "val_size") if key in config}
+
+
+def run(model_dir: str | Path, data_dir: str | Path, limit: int = 0, seed: int = 0) -> dict:
+    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed)
+    print(
+        f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
+        f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "
+        f"{entry['abstention']['default_min_probability']}, {entry['seconds']:.0f} s"
+    )
+    return entry
