@@ -1,4 +1,4 @@
-"""cvae serve | train | refit | export | calibrate | evaluate | ais | download
+"""cvae serve | score | train | refit | export | calibrate | evaluate | ais | download
 
 Each command's own --help lists its options and their defaults. `serve` needs only the base
 install; the others need the `train` extra (pip install -e '.[train]').
@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = {
     "serve": "serve the model over HTTP (default: the shipped model on 127.0.0.1:8000)",
+    "score": "score a data set (IDX, .npy, .npz, Parquet, PNG folder) on Ray Data into Parquet",
     "train": "train a class-conditional VAE on MNIST and save a checkpoint",
     "refit": "give a checkpoint's q(z|x,y) a coupling flow and train it (doubly reparameterized IWAE)",
     "export": "export a checkpoint to ONNX with its manifest",
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.cli import main as serve
 
         return serve(rest, prog="cvae serve")
+    if command == "score":
+        from batch.cli import main as score
+
+        return score(rest, prog="cvae score")
     try:
         from training.cli import main as training
     except ImportError as error:

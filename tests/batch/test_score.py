@@ -1,0 +1,210 @@
+"""`cvae score` on Ray Data: every input format, bad rows, resumption, the service's own answers, a cluster."""
+
+import gzip
+import io
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from batch.score import image_seed, read_results, run  # noqa: E402
+
+REQUEST = {"num_samples": 20}
+COLUMNS = ["predicted", "probability", "log_px", "log_px_std_error", "probs", "ood_p_value", "seed", "row"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def digits(shipped_model) -> np.ndarray:
+    """Twelve 0-255 digits drawn by the model itself [12, 784]."""
+    from service.runtime import load_model
+    from service.settings import Settings
+
+    model = load_model(Settings(model_dir=shipped_model))
+    rng = np.random.default_rng(0)
+    logits = model.decode(rng.standard_normal((12, model.latent_dim)), np.arange(12) % 10)
+    return np.round(255 / (1 + np.exp(-logits))).astype(np.uint8)
+
+
+def png_bytes(row: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(row.reshape(28, 28), "L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_inputs(folder: Path, digits: np.ndarray) -> dict[str, Path]:
+    header = struct.pack(">IIII", 2051, len(digits), 28, 28)
+    paths = {
+        "idx": folder / "images-idx3-ubyte",
+        "idx.gz": folder / "images-idx3-ubyte.gz",
+        "npy": folder / "images.npy",
+        "npz": folder / "images.npz",
+        "parquet numbers": folder / "numbers.parquet",
+        "parquet png": folder / "png.parquet",
+        "png folder": folder / "pngs",
+    }
+    paths["idx"].write_bytes(header + digits.tobytes())
+    paths["idx.gz"].write_bytes(gzip.compress(header + digits.tobytes()))
+    np.save(paths["npy"], digits.reshape(-1, 28, 28))
+    np.savez(paths["npz"], x=digits)
+    pq.write_table(pa.table({"pixels": [row.tolist() for row in digits]}), paths["parquet numbers"], row_group_size=5)
+    ids = [f"digit-{i}" for i in range(len(digits))]
+    pq.write_table(pa.table({"id": ids, "image": [png_bytes(row) for row in digits]}), paths["parquet png"])
+    paths["png folder"].mkdir()
+    for i, row in enumerate(digits):
+        (paths["png folder"] / f"{i:03d}.png").write_bytes(png_bytes(row))
+    return paths
+
+
+def table(out) -> dict:
+    return read_results(out).select(COLUMNS).to_pydict()
+
+
+def test_every_input_format_gives_the_same_answers(local_ray, digits, shipped_model, tmp_path):
+    paths = write_inputs(tmp_path, digits)
+    answers = {}
+    for name, path in paths.items():
+        out = tmp_path / f"out-{name.replace(' ', '-')}"
+        summary = run(path, out, shipped_model, seed=3, block_size=5, request=REQUEST, progress=False)
+        assert summary.rows == 12 and summary.errors == 0 and summary.blocks == 3, name
+        answers[name] = table(out)
+        ids = read_results(out).column("id").to_pylist()
+        expected = {"parquet png": [f"digit-{i}" for i in range(12)], "png folder": [f"{i:03d}.png" for i in range(12)]}
+        assert ids == expected.get(name, [str(i) for i in range(12)]), name
+    for name, answer in answers.items():
+        assert answer == answers["npy"], name
+    assert answers["npy"]["predicted"] == [i % 10 for i in range(12)]  # the model recognises its own digits
+
+
+def test_answers_equal_the_services_for_the_same_image_and_seed(local_ray, digits, shipped_model, tmp_path):
+    from fastapi.testclient import TestClient
+    from servers import wait_ready
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    np.save(tmp_path / "d.npy", digits[:4])
+    run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=11, block_size=3, request=REQUEST, progress=False)
+    rows = read_results(tmp_path / "out").to_pylist()
+    with TestClient(create_app(Settings(model_dir=shipped_model))) as client:
+        wait_ready(client)
+        for row in rows:
+            assert row["seed"] == image_seed(11, row["row"])
+            body = {"images": [digits[row["row"]].tolist()], "seed": row["seed"], **REQUEST}
+            answer = client.post("/v1/classify", json=body).json()["results"][0]
+            assert answer["log_px"] == row["log_px"] and answer["probs"] == row["probs"]
+            assert answer["out_of_distribution"]["p_value"] == row["ood_p_value"]
+
+
+def test_bad_rows_land_in_the_errors_file_and_the_job_goes_on(local_ray, digits, shipped_model, tmp_path):
+    images = [digits[0].tolist(), digits[1].tolist()[:783], b"not a png", digits[2].tolist()]
+    column = pa.array([v if isinstance(v, list) else None for v in images], type=pa.list_(pa.int64()))
+    pq.write_table(pa.table({"pixels": column}), tmp_path / "mixed.parquet")
+    pq.write_table(pa.table({"image": [png_bytes(digits[0]), b"not a png"]}), tmp_path / "pngs.parquet")
+    summary = run(tmp_path / "mixed.parquet", tmp_path / "a", shipped_model, request=REQUEST, progress=False)
+    assert summary.rows == 4 and summary.errors == 2
+    errors = read_results(tmp_path / "a", errors=True).to_pylist()
+    assert [e["row"] for e in errors] == [1, 2]
+    assert "783" in errors[0]["reason"] and errors[0]["field"] == "images[0]"
+    assert read_results(tmp_path / "a").column("row").to_pylist() == [0, 3]
+    run(tmp_path / "pngs.parquet", tmp_path / "b", shipped_model, request=REQUEST, progress=False)
+    assert "PNG" in read_results(tmp_path / "b", errors=True).column("reason")[0].as_py()
+
+
+def test_another_job_is_not_mixed_into_an_output(local_ray, digits, shipped_model, tmp_path):
+    np.save(tmp_path / "d.npy", digits[:2])
+    run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=1, request=REQUEST, progress=False)
+    again = run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=1, request=REQUEST, progress=False)
+    assert again.skipped_blocks == again.blocks == 1 and again.rows == 0
+    with pytest.raises(ValueError, match="another job"):
+        run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=2, request=REQUEST, progress=False)
+
+
+def _cvae(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "cvae"), "score", *args, "--num-samples", "20", "--no-progress"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, **kwargs)
+
+
+def test_a_killed_run_resumes_to_the_same_output(digits, tmp_path):
+    np.save(tmp_path / "d.npy", np.concatenate([digits] * 3))  # 36 images, 18 blocks
+    common = ["--block-size", "2", "--workers", "1", "--seed", "5"]
+    whole = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "whole"), *common)
+    assert whole.wait(timeout=600) == 0, whole.stdout.read().decode()
+    killed = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "resumed"), *common, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list((tmp_path / "resumed").glob("part-*.parquet"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    done_before = len(list((tmp_path / "resumed").glob("part-*.parquet")))
+    assert 3 <= done_before < 18, "the kill came too late to test resumption"
+    resumed = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "resumed"), *common)
+    output = resumed.stdout.read().decode()
+    assert resumed.wait(timeout=600) == 0, output
+    skipped = int(re.search(r'"skipped_blocks": (\d+)', output).group(1))
+    assert done_before <= skipped < 18  # the finished blocks were not scored again (one more may land as Ray stops)
+    assert read_results(tmp_path / "resumed").to_pydict() == read_results(tmp_path / "whole").to_pydict()
+
+
+def test_a_ray_cluster_by_address(digits, shipped_model, tmp_path):
+    ray_command = str(Path(sys.executable).parent / "ray")
+    from servers import free_port
+
+    port = free_port()
+    # Ray clusters check a token (token authentication): the cluster and its client share one made here
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
+    started = subprocess.run(
+        [
+            ray_command,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        np.save(tmp_path / "d.npy", digits[:6])
+        on_cluster = _cvae(
+            str(tmp_path / "d.npy"),
+            "--out",
+            str(tmp_path / "cluster"),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--block-size",
+            "3",
+            "--seed",
+            "7",
+            env=env,
+        )
+        assert on_cluster.wait(timeout=600) == 0, on_cluster.stdout.read().decode()
+        local = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "local"), "--block-size", "3", "--seed", "7")
+        assert local.wait(timeout=600) == 0, local.stdout.read().decode()
+        assert read_results(tmp_path / "cluster").to_pydict() == read_results(tmp_path / "local").to_pydict()
+    finally:
+        subprocess.run([ray_command, "stop", "--force"], capture_output=True, timeout=120)
