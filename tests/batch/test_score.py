@@ -27,7 +27,8 @@ COLUMNS = ["predicted", "probability", "log_px", "log_px_std_error", "probs", "o
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.shutdown()  # a Ray left by an earlier module
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -164,47 +165,53 @@ def test_a_killed_run_resumes_to_the_same_output(digits, tmp_path):
     assert read_results(tmp_path / "resumed").to_pydict() == read_results(tmp_path / "whole").to_pydict()
 
 
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError("the Ray head never listened")
+
+
 def test_a_ray_cluster_by_address(digits, shipped_model, tmp_path):
-    ray_command = str(Path(sys.executable).parent / "ray")
     from servers import free_port
 
     port = free_port()
     # Ray clusters check a token (token authentication): the cluster and its client share one made here
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
-    started = subprocess.run(
-        [
-            ray_command,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
+    head = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",  # in the foreground, in a session of its own: stopping it stops this cluster and no other Ray
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
+    cluster = subprocess.Popen(head, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        _wait_for_port(port, cluster)
         np.save(tmp_path / "d.npy", digits[:6])
+        address = f"127.0.0.1:{port}"
+        common = ["--block-size", "3", "--seed", "7"]
         on_cluster = _cvae(
-            str(tmp_path / "d.npy"),
-            "--out",
-            str(tmp_path / "cluster"),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--block-size",
-            "3",
-            "--seed",
-            "7",
-            env=env,
+            str(tmp_path / "d.npy"), "--out", str(tmp_path / "cluster"), "--address", address, *common, env=env
         )
         assert on_cluster.wait(timeout=600) == 0, on_cluster.stdout.read().decode()
-        local = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "local"), "--block-size", "3", "--seed", "7")
+        local = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "local"), *common)
         assert local.wait(timeout=600) == 0, local.stdout.read().decode()
         assert read_results(tmp_path / "cluster").to_pydict() == read_results(tmp_path / "local").to_pydict()
     finally:
-        subprocess.run([ray_command, "stop", "--force"], capture_output=True, timeout=120)
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()

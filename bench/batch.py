@@ -1,0 +1,197 @@
+"""The batch scoring benchmark: what Ray Data costs next to scoring in process, how it scales, and
+how much memory a large input takes.
+
+    python -m bench.batch [--images 2000] [--memory-images 1000000] [--num-samples N]
+
+Side by side in one run, on the first `--images` MNIST test digits (as a .npy file), at the
+service's default settings unless `--num-samples` says otherwise:
+
+- in process: one ONNX Runtime session with 2 intra-op threads scoring every image in a loop
+  (batch.score.Scorer, the code each Ray actor runs), both cores busy;
+- Ray: `cvae score`'s run() with 2 actors of 1 thread each, the whole job timed (Ray's start included);
+- scaling: Ray with 1 actor of 1 thread against 2 actors of 1 thread.
+
+Memory: `--memory-images` images made from the test digits by repetition (a memory-mapped .npy),
+streamed through run() with a cheap setting (K = 2, no screening) so that the run takes minutes;
+the peak is the largest sum, over the job's processes (this one and every process under it: Ray's
+raylet, object store and actors), of their proportional set size (PSS: shared pages split
+between the processes that map them), sampled every 0.5 s.
+
+Writes bench/results/batch.json and BATCH.md, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from bench.ood import grey_test_digits
+from service.settings import SHIPPED_MODEL
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
+    """Images per second of one Scorer with 2 threads, scoring every image in a loop."""
+    from batch.score import Job, Scorer
+
+    scorer = Scorer(model_dir, threads=2)
+    job = Job(input="", num_rows=len(images), model_dir=model_dir, request=request)
+    started = time.perf_counter()
+    results, errors = scorer.score([str(i) for i in range(len(images))], list(images), 0, job)
+    assert not errors and len(results) == len(images)
+    return len(images) / (time.perf_counter() - started)
+
+
+def with_ray(path: Path, model_dir: str, workers: int, request: dict, block_size: int) -> float:
+    """Images per second of a whole run() with `workers` actors of one thread (Ray started and stopped)."""
+    import ray
+
+    from batch.score import run
+
+    out = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    try:
+        summary = run(
+            path, out, model_dir, workers=workers, threads=1, block_size=block_size, request=request, progress=False
+        )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(out, ignore_errors=True)
+    return summary.images_per_second
+
+
+class PeakMemory:
+    """The largest total PSS of this process and its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _total(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                total += process.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def memory(model_dir: str, digits: np.ndarray, count: int, folder: Path) -> dict:
+    import ray
+
+    from batch.score import run
+
+    path = folder / "large.npy"
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, 784))
+    for start in range(0, count, len(digits)):
+        array[start : start + len(digits)] = digits[: count - start]
+    array.flush()
+    del array
+    request = {"num_samples": 2, "adaptive": False}
+    with PeakMemory() as peak:
+        summary = run(
+            path, folder / "out", model_dir, workers=2, threads=1, block_size=4096, request=request, progress=False
+        )
+    ray.shutdown()
+    return {
+        "images": count,
+        "input_bytes": path.stat().st_size,
+        "peak_pss_bytes": peak.peak,
+        "images_per_second": summary.images_per_second,
+        "errors": summary.errors,
+        "request": request,
+    }
+
+
+def markdown(report: dict) -> str:
+    t, m = report["throughput"], report.get("memory")
+    lines = [
+        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} MNIST test digits; "
+        f"request fields {report['request'] or 'the service defaults'}.",
+        "",
+        "| run | images/s | ratio |",
+        "|---|---|---|",
+        f"| in process, 1 session x 2 threads | {t['in_process']:.1f} | 1.00 |",
+        f"| Ray Data, 2 actors x 1 thread (whole job) | {t['ray_2x1']:.1f} | {t['ray_2x1'] / t['in_process']:.2f} |",
+        f"| Ray Data, 1 actor x 1 thread (whole job) | {t['ray_1x1']:.1f} | {t['ray_1x1'] / t['in_process']:.2f} |",
+        "",
+        f"Scaling, 2 actors over 1: {t['ray_2x1'] / t['ray_1x1']:.2f}x.",
+    ]
+    if m:
+        lines += [
+            "",
+            f"Memory: {m['images']} images ({m['input_bytes'] / 2**20:.0f} MiB memory-mapped .npy), "
+            f"request {m['request']}: "
+            f"peak PSS of all the job's processes {m['peak_pss_bytes'] / 2**30:.2f} GiB, "
+            f"{m['images_per_second']:.0f} images/s, {m['errors']} errors.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
+    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
+    parser.add_argument("--images", type=int, default=2000, help="digits for the throughput runs (default %(default)s)")
+    parser.add_argument("--num-samples", type=int, help="K for the throughput runs (default: the service's)")
+    parser.add_argument("--memory-images", type=int, default=0, help="images for the memory run (0: none)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for batch.json and BATCH.md (default %(default)s)")
+    args = parser.parse_args(argv)
+
+    grey, _ = grey_test_digits(args.mnist_dir, min(args.images, 10000))
+    digits = np.round(255 * grey).astype(np.uint8)
+    request = {"num_samples": args.num_samples} if args.num_samples else {}
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as folder:
+        path = Path(folder) / "digits.npy"
+        np.save(path, digits)
+        block = max(16, len(digits) // 32)
+        report = {
+            "cpu_count": os.cpu_count(),
+            "model_dir": args.model_dir,
+            "images": len(digits),
+            "request": request,
+            "throughput": {
+                "in_process": in_process(args.model_dir, digits, request),
+                "ray_2x1": with_ray(path, args.model_dir, 2, request, block),
+                "ray_1x1": with_ray(path, args.model_dir, 1, request, block),
+            },
+        }
+        if args.memory_images:
+            report["memory"] = memory(args.model_dir, digits, args.memory_images, Path(folder))
+    text = markdown(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "BATCH.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
