@@ -251,7 +251,7 @@ def run(
             BlockScorer,
             fn_constructor_kwargs={"job": asdict(job), "source": asdict(source), "out": str(out), "threads": threads},
             batch_size=1,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=threads,
         )
         bar = _progress(sum(e - s for _, s, e in pending), progress)
