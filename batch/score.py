@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def part_path(out: Path, block: int, errors: bool = False) -> Path:
 def _write(table: pa.Table, path: Path) -> None:
     """Write a table so that the file either exists whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")  # unique even across nodes and retries
     pq.write_table(table, partial)
+    with open(partial, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(partial, path)
 
 
@@ -149,7 +152,7 @@ class Scorer:
                 results.append(_record(image_id, row, seed, self.answer(image, seed, job.request)))
             except InputError as error:
                 errors.append({"id": image_id, "row": row, "field": error.field, "reason": error.message})
-            except (ValidationError, ValueError, TypeError) as error:
+            except (ValidationError, ValueError, TypeError) as error:  # job fields were checked: it is the image
                 errors.append({"id": image_id, "row": row, "field": "image", "reason": str(error).splitlines()[0]})
         return results, errors
 
@@ -174,6 +177,22 @@ class BlockScorer:
             done["rows"].append(int(stop - start))
             done["errors"].append(len(errors))
         return {key: np.asarray(values) for key, values in done.items()}
+
+
+def check(job: Job) -> None:
+    """Refuse a job whose settings no image could satisfy, before any row is scored."""
+    from service import schemas
+
+    if job.seed < 0 or job.block_size < 1:
+        raise ValueError(f"--seed must be at least 0 and --block-size at least 1 (got {job.seed}, {job.block_size}).")
+    reserved = sorted({"images", "seed"} & set(job.request))
+    if reserved:
+        raise ValueError(f"the request fields {reserved} are set per image by the job; leave them out.")
+    try:
+        schemas.ClassifyRequest(images=[[0.0]], **job.request)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from error
 
 
 def prepare(out: Path, job: Job) -> list[tuple[int, int, int]]:
@@ -234,6 +253,7 @@ def run(
         column=source.column,
     )
     out = Path(out).resolve()
+    check(job)
     pending = prepare(out, job)
     workers = workers or max(1, (os.cpu_count() or 1) // threads)
     started = time.perf_counter()

@@ -12,8 +12,8 @@ The sets the detection benchmark reports:
 - glyphs: punctuation, symbols, Greek letters and geometric shapes (outlined or filled), prepared
   the same way.
 
-Letters and glyphs come in two font families: `FONT_FAMILIES` in order, the first used to design
-the method (bench.ood --family design), the second never looked at until the report.
+Letters and glyphs come in two font families (`FONT_FAMILIES`): the first was used while choosing
+the method, the second was not looked at until the report.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ class Samples:
 
 @dataclass
 class Scores:
+    seed: int  # the seed the service used: send it again to reproduce the answer
     log_px: np.ndarray  # [N] nats (NaN where the service sent null)
     log_px_std_error: np.ndarray  # [N]
     log_px_reliable: np.ndarray  # [N] bool: Pareto k-hat allows trusting log_px and its error
@@ -90,6 +91,7 @@ class Scores:
 
 @dataclass
 class Classes:
+    seed: int
     probs: np.ndarray  # [N, C] p(y|x)
     predicted: np.ndarray  # [N]
     predicted_names: list[str]  # [N] the model's name of each predicted class
@@ -154,6 +156,7 @@ def _ood(results: list[dict]) -> dict:
 def _scores(body: dict) -> Scores:
     r = body["results"]
     return Scores(
+        seed=body["seed"],
         log_px=_floats([i["log_px"] for i in r]),
         log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
         log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
@@ -172,6 +175,7 @@ def _scores(body: dict) -> Scores:
 def _classes(body: dict, shape: Shape) -> Classes:
     r = body["results"]
     return Classes(
+        seed=body["seed"],
         probs=np.asarray([i["probs"] for i in r]),
         predicted=np.asarray([i["predicted"] for i in r]),
         predicted_names=[shape.class_names[i["predicted"]] for i in r],

@@ -123,7 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            allow_headers=[
+                *("Authorization", "X-API-Key", "Content-Type", "X-Request-ID"),
+                "Inference-Header-Content-Length",  # binary tensors on /v2
+            ],
+            expose_headers=["X-Request-ID", "X-Seed", "Inference-Header-Content-Length", "Retry-After"],
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))

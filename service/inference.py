@@ -202,7 +202,13 @@ class Inference:
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
         scored = await self._posterior(request)
-        found, post, echo, warnings, verdicts = scored[:5]
+        found, post, echo, warnings, verdicts = (
+            scored.estimates,
+            scored.posterior,
+            scored.echo,
+            scored.warnings,
+            scored.verdicts,
+        )
         estimates = found.classes
         per_dim = self.model.x_dim * math.log(2)
         results = [
@@ -233,7 +239,13 @@ class Inference:
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
         scored = await self._posterior(request)
-        found, post, echo, warnings, verdicts = scored[:5]
+        found, post, echo, warnings, verdicts = (
+            scored.estimates,
+            scored.posterior,
+            scored.echo,
+            scored.warnings,
+            scored.verdicts,
+        )
         min_probability = self.min_probability(request.min_probability)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0

@@ -92,8 +92,11 @@ class RequestMetrics:
 
 
 # the page, the docs and the schema hold no data; the probes must answer load balancers
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc", "/openapi.json")
-OPEN_PREFIXES = ("/docs-assets/", "/favicon.ico")
+OPEN_PATHS = (
+    *("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"),
+    *("/docs", "/redoc", "/openapi.json", "/favicon.ico"),
+)
+OPEN_PREFIXES = ("/docs-assets/",)
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 

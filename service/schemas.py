@@ -142,7 +142,7 @@ class ClassifyRequest(ScoreRequest):
 class OutOfDistribution(BaseModel):
     score: float | None = Field(
         description="log p(x) - log p_background(x) in nats: how much better the digit model explains the image "
-        "than a model of local strokes and blank space alone. Digits score high (validation median about +20); "
+        "than a model of local strokes and blank space alone. Digits score high (validation median about +22); "
         "blank pages, scribbles, reversed polarity, noise and other glyphs score low. Null when log p(x) is."
     )
     p_value: float = Field(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -130,7 +131,7 @@ def _binary_size(parameters: dict | None) -> int | None:
 def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
     """One input's values in its shape, and the offset of the next input's binary data."""
     size = _binary_size(tensor.parameters)
-    count = int(np.prod(tensor.shape))
+    count = math.prod(tensor.shape)
     if size is not None:
         if tensor.data is not None:
             raise V2Error(f"Input {tensor.name!r} has both data and binary_data_size; send one.")
@@ -155,6 +156,8 @@ def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray,
 def _feeds(entry: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
     expected = {n: _shape(s) for n, s in entry["inputs"].items()}
     given = {t.name: t for t in inputs}
+    if len(given) < len(inputs):
+        raise V2Error(f"Inputs name {[t.name for t in inputs]}: each input may appear once.")
     missing, unknown = set(expected) - set(given), set(given) - set(expected)
     if missing or unknown:
         raise V2Error(
@@ -171,7 +174,7 @@ def _feeds(entry: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.nda
         want = expected[name]
         if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape)):
             raise V2Error(f"Input {name!r} has shape {tensor.shape}; this model takes {want} (-1: any size).")
-        if any(s < 1 for s in tensor.shape) or int(np.prod(tensor.shape)) > MAX_ELEMENTS:
+        if any(s < 1 for s in tensor.shape) or math.prod(tensor.shape) > MAX_ELEMENTS:
             raise V2Error(f"Input {name!r} has an empty or too large shape {tensor.shape}.")
         array, offset = _array(tensor, data, offset)
         if not np.isfinite(array).all():
@@ -245,7 +248,7 @@ async def _infer_request(request: Request) -> tuple[InferRequest, bytes]:
     header_length = request.headers.get(BINARY_HEADER)
     if header_length is None:
         header, binary = raw, b""
-    elif not header_length.isdigit() or int(header_length) > len(raw):
+    elif not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(raw):
         raise V2Error(
             f"Inference-Header-Content-Length is {header_length!r} but the body has {len(raw)} bytes: it must count "
             "the bytes of the JSON request that comes before the binary data."

@@ -137,6 +137,18 @@ def test_another_job_is_not_mixed_into_an_output(local_ray, digits, shipped_mode
     assert again.skipped_blocks == again.blocks == 1 and again.rows == 0
     with pytest.raises(ValueError, match="another job"):
         run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=2, request=REQUEST, progress=False)
+    # settings no image could satisfy stop the job before a row is scored, not as one error per row
+    for request, block_size, message in (({"num_samples": 1}, 8, "num_samples"), ({}, 0, "block-size")):
+        with pytest.raises(ValueError, match=message):
+            run(
+                tmp_path / "d.npy",
+                tmp_path / f"bad-{block_size}",
+                shipped_model,
+                block_size=block_size,
+                request=request,
+                progress=False,
+            )
+        assert not (tmp_path / f"bad-{block_size}").exists()
 
 
 def _cvae(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:

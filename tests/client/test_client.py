@@ -110,7 +110,7 @@ def test_the_client_takes_image_shape_and_class_names_from_the_model():
             "abstain_reasons": [],
             "warnings": [],
         }
-        return httpx.Response(200, json={"results": [result] * len(body["images"])})
+        return httpx.Response(200, json={"seed": 5, "results": [result] * len(body["images"])})
 
     with Client("http://model.test", transport=httpx.MockTransport(answer)) as cvae:
         assert cvae.sample(n=1).mean.shape == (1, 2, 3)

@@ -77,15 +77,17 @@ def test_a_blank_page_is_flagged_although_its_likelihood_is_high(client, mnist_d
 
 
 def test_abstention_and_the_flag_follow_the_callers_thresholds(client, mnist_dir):
-    digit = _test_digits(mnist_dir, 1)[0].tolist()
-    first = _classify(client, [digit], pixel_scale="byte")["results"][0]
+    digits = _test_digits(mnist_dir, 16)
+    answers = _classify(client, [d.tolist() for d in digits], pixel_scale="byte", min_probability=0)["results"]
+    least = min(range(len(digits)), key=lambda i: answers[i]["probability"])  # the least certain digit
+    digit = digits[least].tolist()
+    first = _classify(client, [digit], pixel_scale="byte", min_probability=0)["results"][0]
     probability, p_value = first["probability"], first["out_of_distribution"]["p_value"]
-    assert not first["abstained"]
+    assert probability < 1.0 and not first["abstained"]
 
-    above = _classify(client, [digit], pixel_scale="byte", min_probability=min(1.0, probability + 1e-9))
-    assert above["min_probability"] == min(1.0, probability + 1e-9)
-    if probability < 1.0:
-        assert above["results"][0]["abstain_reasons"] == ["low_probability"]
+    above = _classify(client, [digit], pixel_scale="byte", min_probability=probability + 1e-12)
+    assert above["min_probability"] == probability + 1e-12
+    assert above["results"][0]["abstain_reasons"] == ["low_probability"]
     below = _classify(client, [digit], pixel_scale="byte", min_probability=probability - 1e-6)["results"][0]
     assert not below["abstained"]
 

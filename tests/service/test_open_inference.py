@@ -171,3 +171,44 @@ def test_a_wrong_binary_header_length_is_explained(triton):
         f"{base}/v2/models/decoder/infer", content=b'{"inputs": []}', headers={"Inference-Header-Content-Length": "99"}
     )
     assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]
+    for header in ("²".encode("latin-1"), b"-1", b"x"):  # a superscript two passes str.isdigit()
+        bad = httpx.post(
+            f"{base}/v2/models/decoder/infer", content=b"{}", headers={"Inference-Header-Content-Length": header}
+        )
+        assert bad.status_code == 400, header
+
+
+def test_malformed_binary_tensors_are_refused_with_the_reason(triton):
+    _, base = triton
+    import json
+
+    import httpx
+
+    latent = httpx.get(f"{base}/v2/models/decoder").json()["inputs"][0]["shape"][1]
+    z = np.zeros((1, latent), "<f4").tobytes()
+    y = np.eye(10, dtype="<f4")[:1].tobytes()
+
+    def send(inputs, payload):
+        header = json.dumps({"inputs": inputs}).encode()
+        return httpx.post(
+            f"{base}/v2/models/decoder/infer",
+            content=header + payload,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+
+    def spec(name, shape, size):
+        return {"name": name, "shape": shape, "datatype": "FP32", "parameters": {"binary_data_size": size}}
+
+    good = [spec("z", [1, latent], len(z)), spec("y", [1, 10], len(y))]
+    assert send(good, z + y).status_code == 200
+    cases = {
+        "needs": ([spec("z", [1, latent], len(z) - 4), spec("y", [1, 10], len(y))], z + y),
+        "belong to no input": (good, z + y + b"extra"),
+        "end before": (good, z),
+        "appear once": ([*good, spec("y", [1, 10], len(y))], z + y + y),
+        "too large": ([spec("z", [2**31, 2**31, latent], 0), spec("y", [1, 10], len(y))], y),
+    }
+    for reason, (inputs, payload) in cases.items():
+        answer = send(inputs, payload)
+        assert answer.status_code == 400, reason
+        assert reason in answer.json()["error"] or "shape" in answer.json()["error"], (reason, answer.json())
