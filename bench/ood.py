@@ -64,9 +64,9 @@ def grey_test_digits(mnist_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 def features(inference: Inference, grey: np.ndarray, binarize: str) -> dict:
     """The answers' numbers per image, and what the comparison methods need."""
     started = time.perf_counter()
-    answers = score_images(inference, grey, 0, classify=True, binarize=binarize)
+    answers = score_images(inference, grey, 0, classify=True, binarize=binarize, return_x=True)
     seconds = time.perf_counter() - started
-    x = (grey > 0.5) if binarize == "threshold" else (np.random.default_rng(0).random(grey.shape) < grey)
+    x = np.array([a["x"] for a in answers]) > 0.5  # the pixels the service scored
     log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
     verdicts = [a["out_of_distribution"] for a in answers]
     return {

@@ -202,13 +202,7 @@ class Inference:
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
         scored = await self._posterior(request)
-        found, post, echo, warnings, verdicts = (
-            scored.estimates,
-            scored.posterior,
-            scored.echo,
-            scored.warnings,
-            scored.verdicts,
-        )
+        found, post, echo = scored.estimates, scored.posterior, scored.echo
         estimates = found.classes
         per_dim = self.model.x_dim * math.log(2)
         results = [
@@ -229,8 +223,8 @@ class Inference:
                     "kl_z": _finite(post.kl_z[i]),
                     "kl_y": _finite(post.kl_y[i]),
                 },
-                "out_of_distribution": verdicts[i],
-                "warnings": warnings[i],
+                "out_of_distribution": scored.verdicts[i],
+                "warnings": scored.warnings[i],
                 "x": self._scored_x(scored, request, i),
             }
             for i in range(len(post.log_px))
@@ -239,19 +233,14 @@ class Inference:
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
         scored = await self._posterior(request)
-        found, post, echo, warnings, verdicts = (
-            scored.estimates,
-            scored.posterior,
-            scored.echo,
-            scored.warnings,
-            scored.verdicts,
-        )
+        found, post, echo = scored.estimates, scored.posterior, scored.echo
         min_probability = self.min_probability(request.min_probability)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         results = []
         for i in range(len(probs)):
-            reasons = [] if verdicts[i] is None or not verdicts[i]["flagged"] else ["out_of_distribution"]
+            verdict = scored.verdicts[i]
+            reasons = ["out_of_distribution"] if verdict is not None and verdict["flagged"] else []
             if probs[i].max() < min_probability:
                 reasons.append("low_probability")
             results.append(
@@ -264,10 +253,10 @@ class Inference:
                     "log_px_std_error": _finite(post.log_px_std_error[i]),
                     "log_px_reliable": bool(post.reliable[i]),
                     "precision": self._precision_of(found, echo, i),
-                    "out_of_distribution": verdicts[i],
+                    "out_of_distribution": verdict,
                     "abstained": bool(reasons),
                     "abstain_reasons": reasons,
-                    "warnings": warnings[i],
+                    "warnings": scored.warnings[i],
                     "x": self._scored_x(scored, request, i),
                 }
             )
