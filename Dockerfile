@@ -3,8 +3,9 @@
 #   docker build -t mnist-cvae .
 #   docker run -p 8000:8000 mnist-cvae
 # GPU image: docker build --target gpu -t mnist-cvae:gpu .   (run with --gpus all)
-# Serve another model: mount it and point CVAE_MODEL_DIR at it, e.g.
-#   docker run -p 8000:8000 -v /path/to/model:/models/other:ro -e CVAE_MODEL_DIR=/models/other mnist-cvae
+# Serve other models: mount a repository of <name>/<version>/ folders and point CVAE_MODEL_REPOSITORY at it;
+# versions copied into it later are loaded, checked and swapped in while serving, e.g.
+#   docker run -p 8000:8000 -v /srv/models:/models:ro -e CVAE_MODEL_REPOSITORY=/models mnist-cvae
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
@@ -19,15 +20,15 @@ COPY client ./client
 COPY cvae ./cvae
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
 
-# ---- runtime: the venv, the shipped model, a non-root user; nothing else ----
+# ---- runtime: the venv, the shipped model repository, a non-root user; nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --no-create-home cvae
 COPY --from=build /opt/venv /opt/venv
-COPY models/default /opt/cvae/models/default
+COPY models /opt/cvae/models
 ENV PATH=/opt/venv/bin:$PATH \
     CVAE_HOST=0.0.0.0 \
     CVAE_PORT=8000 \
-    CVAE_MODEL_DIR=/opt/cvae/models/default \
+    CVAE_MODEL_REPOSITORY=/opt/cvae/models \
     CVAE_LOG_FORMAT=json
 USER cvae
 EXPOSE 8000
@@ -48,11 +49,11 @@ COPY cvae ./cvae
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir '.[gpu]' \
     && /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install --no-cache-dir --force-reinstall --no-deps onnxruntime-gpu \
     && rm -rf /src
-COPY models/default /opt/cvae/models/default
+COPY models /opt/cvae/models
 ENV PATH=/opt/venv/bin:$PATH \
     CVAE_HOST=0.0.0.0 \
     CVAE_PORT=8000 \
-    CVAE_MODEL_DIR=/opt/cvae/models/default \
+    CVAE_MODEL_REPOSITORY=/opt/cvae/models \
     CVAE_LOG_FORMAT=json \
     CVAE_PROVIDERS=auto
 USER cvae

@@ -1,6 +1,6 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
 
-    python -m bench.ood [--digits 2000] [--per-set 300] [--model-dir models/default]
+    python -m bench.ood [--digits 2000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
 
 Every image goes through the service's own /v1/classify code in process (service.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The

@@ -7,7 +7,7 @@ the reported standard error over that spread, the median Pareto k-hat and ESS, t
 estimate (a lower bound in expectation, so higher is closer to the truth), and its cost in
 decoder passes and seconds per image.
 
-    python -m bench.proposals --model-dir models/default --images 100 --seeds 5
+    python -m bench.proposals --model-dir models/mnist-cvae/1.0.0 --images 100 --seeds 5
 
 Needs the `train` extra (PyTorch) and MNIST_DIR.
 """
@@ -146,7 +146,7 @@ def measure(model: CVAE, proposal: Proposal, x, y, k: int, seeds: int, batch: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", default="models/default")
+    parser.add_argument("--model-dir", default="models/mnist-cvae/1.0.0")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"))
     parser.add_argument("--images", type=int, default=100, help="validation images (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per proposal (default %(default)s)")

@@ -1,26 +1,20 @@
-"""create_app(): the FastAPI application, built around one model directory."""
+"""create_app(): the FastAPI application, serving the versions of a model repository."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import errors
 from service.admission import Admission
-from service.calls import ModelCalls
-from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
+from service.repository import Repository
 from service.routes import docs, health, page, v1, v2
-from service.runtime import load_model
 from service.settings import Settings, get_settings
-
-log = logging.getLogger("cvae.service")
 
 DESCRIPTION = """
 A class-conditional variational autoencoder of MNIST digits, served with ONNX Runtime.
@@ -58,38 +52,18 @@ def _with_keys(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def warm_up(model) -> None:
-    """One pass through every graph, so the first client does not pay for it."""
-    y = np.zeros(1, dtype=np.int64)
-    model.decode(np.zeros((1, model.latent_dim)), y)
-    model.encode(np.zeros((1, model.x_dim)), y)
-    model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Integrity and shape checks run here and stop start-up on failure.
-        model = load_model(settings)
-        calls = ModelCalls(model, settings, on_batch=app.state.metrics.observe_model_batch)
-        calls.start()
-        app.state.inference = Inference(model, settings, calls)
-        log.info("model %s loaded on %s", settings.model_dir, model.active_providers)
-
-        def finish() -> None:
-            try:
-                warm_up(model)
-            except Exception:
-                log.exception("warm-up failed: the service stays not ready")
-                return
-            app.state.ready = True
-
-        threading.Thread(target=finish, daemon=True).start()
+        # Integrity and shape checks run here: start-up fails when the default model cannot be served.
+        repository = Repository(settings, on_batch=app.state.metrics.observe_model_batch)
+        app.state.repository = repository
+        await repository.start()
         yield
-        app.state.ready = False
-        await calls.stop()
+        app.state.repository = None
+        await repository.stop()
 
     app = FastAPI(
         title="MNIST CVAE service",
@@ -104,8 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_key_list:
         app.openapi = lambda: _with_keys(app)
     app.state.settings = settings
-    app.state.ready = False
-    app.state.inference = None
+    app.state.repository = None
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_in_flight, settings.request_timeout_s)
     errors.install(app)

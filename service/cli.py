@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
     )
     parser.add_argument("--host", help="bind address (default $CVAE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default $CVAE_PORT or 8000)")
-    parser.add_argument("--model-dir", help="model directory (default $CVAE_MODEL_DIR or the shipped model)")
+    parser.add_argument(
+        "--model-repository",
+        help="folder of <name>/<version>/ model directories (default $CVAE_MODEL_REPOSITORY or the shipped models/)",
+    )
+    parser.add_argument("--model-dir", help="serve this one model directory instead (default $CVAE_MODEL_DIR)")
     parser.add_argument("--providers", help="'auto' or a comma-separated provider list (default $CVAE_PROVIDERS)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
@@ -30,7 +34,10 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
     from service.runtime import requested_providers, verify_files
 
     try:  # fail before uvicorn starts, with one line rather than a traceback
-        verify_files(settings.model_dir)
+        if settings.model_dir is not None:
+            verify_files(settings.model_dir)
+        elif not settings.model_repository.is_dir():
+            raise ModelLoadError(f"The model repository {settings.model_repository} is not a folder.")
         requested_providers(settings.providers)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)

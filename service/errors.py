@@ -11,6 +11,7 @@ from service.admission import RequestTimeout
 from service.batching import Overloaded
 from service.images import InputError
 from service.middleware import BodyTooLarge, too_large_body
+from service.repository import NotServed
 
 
 def _field(location: tuple) -> str:
@@ -56,6 +57,14 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             status_code=422,
             content=error_body(f"{exc.field} {exc.message}", [{"field": exc.field, "message": exc.message}]),
+        )
+
+    @app.exception_handler(NotServed)
+    async def not_served(request: Request, exc: NotServed) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status,
+            content=error_body(exc.message, [{"field": exc.field, "message": exc.message}]),
+            headers={"Retry-After": "1"} if exc.status == 503 else None,
         )
 
     @app.exception_handler(Overloaded)

@@ -376,8 +376,3 @@ def score_images(
         results += asyncio.run(endpoint(request))["results"]
     return results
 
-
-def ready_inference(app) -> Inference | None:
-    """The app's Inference once the model is loaded and warmed up, else None."""
-    inference = getattr(app.state, "inference", None)
-    return inference if inference is not None and app.state.ready else None

@@ -353,6 +353,7 @@ class ErrorResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
+    description: str | None = None
     latent_dim: int
     num_classes: int
     class_names: list[str]
@@ -364,3 +365,29 @@ class ModelInfo(BaseModel):
     active_providers: list[str]
     limits: dict
     manifest: dict
+
+
+class ModelVersion(BaseModel):
+    name: str
+    version: str
+    state: str = Field(
+        description="loading, ready (takes traffic), failed (never took traffic: see reason), unloading (finishing "
+        "its requests) or unloaded"
+    )
+    reason: str | None = Field(None, description="why the version failed its checks or was unloaded")
+    path: str | None = None
+    in_flight: int = Field(0, description="requests running on this version now")
+    loaded_at: float | None = Field(None, description="when it became ready, seconds since the epoch")
+    description: str | None = Field(None, description="what the manifest says distinguishes this version")
+    metrics: dict | None = Field(None, description="test -log p(x) (nll) and accuracy from the manifest")
+    default: bool = Field(False, description="requests that name no model or version get this one")
+    default_model: bool = Field(False, description="this is a version of the default model")
+    pinned: bool = Field(False, description="loaded by request: kept until unloaded by request")
+    update: dict | None = Field(None, description="a replacement of this version that is loading or failed")
+
+
+class ModelList(BaseModel):
+    models: list[ModelVersion]
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="folders of the repository that are not model versions, with the reason"
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_MODEL = SHIPPED_REPOSITORY / "mnist-cvae" / "1.0.0"  # the version the benchmarks name by default
 
 
 class Settings(BaseSettings):
@@ -16,7 +17,19 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    model_dir: Path = SHIPPED_MODEL
+    model_repository: Path = Field(
+        SHIPPED_REPOSITORY,
+        description="folder of <name>/<version>/ model directories made by `cvae export`; every version found "
+        "is served (see keep_versions); folders named .* are ignored",
+    )
+    model_dir: Path | None = Field(None, description="serve this one model directory instead of a repository")
+    default_model: str = Field("", description="the model a request gets when it names none (empty: the first name)")
+    keep_versions: int = Field(
+        2, ge=1, description="per model, how many of the newest versions that load serve; older ones are unloaded"
+    )
+    repository_poll_s: float = Field(
+        2.0, ge=0, description="how often the repository is scanned for new, changed or removed versions (0: never)"
+    )
 
     providers: str = Field(
         "auto",

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_MODEL = ROOT / "models" / "default"
+SHIPPED_MODEL = ROOT / "models" / "mnist-cvae" / "1.0.0"
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,13 @@ def serve_command() -> list[str]:
 
 @contextlib.contextmanager
 def running_server(model_dir, **settings):
-    """`cvae-serve` in a subprocess on a free port, ready; yields (base URL, process)."""
+    """`cvae-serve` in a subprocess on a free port, ready; yields (base URL, process). With model_dir
+    None it serves a repository (pass model_repository=...)."""
     port = free_port()
-    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(model_dir)}
+    env = {**os.environ, "CVAE_PORT": str(port)}
+    env.pop("CVAE_MODEL_DIR", None)
+    if model_dir is not None:
+        env["CVAE_MODEL_DIR"] = str(model_dir)
     env.update({f"CVAE_{key.upper()}": str(value) for key, value in settings.items()})
     log = tempfile.TemporaryFile()  # not a pipe: a full pipe would block the server's logging
     process = subprocess.Popen(serve_command(), env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -70,8 +70,11 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX with its manifest")
     export.add_argument("checkpoint", help="checkpoint written by `train`")
-    export.add_argument("--out-dir", default="models/default", help="model directory (default %(default)s)")
+    export.add_argument(
+        "--out-dir", help="model directory (default models/mnist-cvae/VERSION, a version of the shipped repository)"
+    )
     export.add_argument("--version", default="1.0.0", help="model version for the manifest (default %(default)s)")
+    export.add_argument("--description", default="", help="what distinguishes this version, for the manifest")
     export.add_argument(
         "--copy-checkpoint", action="store_true", help="also copy the checkpoint into the model directory"
     )
@@ -155,10 +158,11 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
         elif args.command == "export":
             import shutil
 
-            from training.export import export
+            from training.export import MODEL_NAME, export
             from training.model import Checkpoint
 
-            out = export(Checkpoint.load(args.checkpoint), args.out_dir, args.version)
+            out_dir = args.out_dir or f"models/{MODEL_NAME}/{args.version}"
+            out = export(Checkpoint.load(args.checkpoint), out_dir, args.version, args.description)
             if args.copy_checkpoint:
                 shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
             print(f"exported {out}")

@@ -81,8 +81,9 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: dict, outputs: l
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0") -> Path:
-    """Write encoder.onnx, decoder.onnx, scorer.onnx and manifest.json into `out_dir`."""
+def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0", description: str = "") -> Path:
+    """Write encoder.onnx, decoder.onnx, scorer.onnx and manifest.json into `out_dir`; `description`
+    says what distinguishes this version from the others (the service lists it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = checkpoint.build_model()
@@ -103,7 +104,7 @@ def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0") 
             ["log_w", "log_px_z", "kl"],
         )
     _fix_scorer_axes(out / "scorer.onnx")
-    manifest = build_manifest(checkpoint, out, version)
+    manifest = build_manifest(checkpoint, out, version, description)
     write_manifest(out, manifest)
     return out
 
@@ -119,7 +120,7 @@ def _fix_scorer_axes(path: Path) -> None:
     onnx.save(graph, str(path))
 
 
-def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
+def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description: str = "") -> dict:
     config = checkpoint.model_config
     likelihood = {"type": config.likelihood, "parameters": {"mean": "sigmoid(logits)"}}
     if config.likelihood == "gaussian":
@@ -148,6 +149,7 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str) -> dict:
     return {
         "name": MODEL_NAME,
         "version": version,
+        "description": description or None,
         "latent_dim": config.latent_dim,
         "num_classes": config.num_classes,
         "class_names": [str(i) for i in range(config.num_classes)],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.func import functional_call
 
 from training.model import CVAE, ModelConfig, reparameterize
 
@@ -124,3 +125,32 @@ def bayes_posterior(log_joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """Bayes' rule over classes: log p(x) [N] and log p(y|x) [N, C] from log p(x, y) [N, C]."""
     log_px = torch.logsumexp(log_joint, dim=-1)
     return log_px, log_joint - log_px[:, None]
+
+
+def dreg_loss(
+    model: CVAE, x: torch.Tensor, y: torch.Tensor, k: int, elbo_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A surrogate whose gradient is DReG for q's parameters and, for p's, the mix
+    sum_i (a/k + (1 - a) w~_i) d log p(x, z_i|y)/dtheta of the ELBO's and IWAE's gradients.
+
+    log w_i uses log q(z_i) with q's parameters held fixed, so q is reached only
+    through z_i; the gradient reaching z_i is rescaled so that q's gradient is
+    sum_i w~_i^2 d log w_i/dz_i dz_i/dphi. Returns the loss and the k-sample bound [N]."""
+    z, _, (mu, logvar, context) = sample_q(model, x, y, k)  # [k, N, D]
+    fixed = None
+    if model.flow is not None:
+        params = {name: p.detach() for name, p in model.flow.named_parameters()}
+        buffers = dict(model.flow.named_buffers())
+
+        def fixed(e, c, inverse=False):
+            return functional_call(model.flow, {**params, **buffers}, (e, c), {"inverse": inverse})
+
+    log_q = log_q_at(model, z, mu.detach(), logvar.detach(), context.detach(), flow=fixed)
+    logits = model.decode(z, y.expand(k, *y.shape))
+    log_w = log_px_z(logits, x, model.config) + log_standard_normal(z) - log_q  # [k, N]
+    weights = torch.softmax(log_w.detach(), dim=0)  # [k, N]
+    mix = elbo_weight / k + (1 - elbo_weight) * weights  # > 0 for any elbo_weight > 0 or finite weights
+    if z.requires_grad:
+        scale = weights**2 / mix.clamp_min(torch.finfo(mix.dtype).tiny)
+        z.register_hook(lambda grad: grad * scale[..., None])
+    return -(mix * log_w).sum(0).mean(), iwae_bound(log_w.detach())

@@ -20,6 +20,7 @@ from training.model import CVAE, Checkpoint, ModelConfig
 from training.objectives import (
     bayes_posterior,
     class_log_joint,
+    dreg_loss,
     iwae_bound,
     log_px_z,
     log_standard_normal,
@@ -35,6 +36,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     final_learning_rate: float = 1e-5  # cosine decay from learning_rate to this
     num_samples: int = 5  # k of the importance-weighted bound; 1 gives the ELBO
+    objective: str = "iwae"  # "iwae": the bound's own gradient; "dreg": doubly reparameterized for q
+    elbo_weight: float = 0.0  # with "dreg": share of the ELBO in the decoder's gradient, the rest IWAE
     classify_weight: float = 0.0  # weight of the decoder-only Bayes'-rule cross-entropy
     val_size: int = 5000
     seed: int = 0
@@ -107,6 +110,8 @@ def train(
     model_config: ModelConfig, config: TrainConfig, data: Mnist, data_dir: str | Path | None = None
 ) -> Checkpoint:
     """Train a CVAE and return the checkpoint chosen on the validation bound of log p(x)."""
+    if config.objective not in ("iwae", "dreg"):
+        raise ValueError(f"objective must be 'iwae' or 'dreg', not {config.objective!r}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -138,8 +143,12 @@ def train(
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             x = binarize(pixels[batch], generator)
             y = one_hot(labels[batch], model_config.num_classes)
-            bound = iwae_bound(log_weights(model, x, y, config.num_samples)[0]).mean()
-            loss = -bound
+            if config.objective == "dreg":
+                loss, bound = dreg_loss(model, x, y, config.num_samples, config.elbo_weight)
+                bound = bound.mean()
+            else:
+                bound = iwae_bound(log_weights(model, x, y, config.num_samples)[0]).mean()
+                loss = -bound
             if config.classify_weight:
                 loss = loss + config.classify_weight * classify_loss(model, x, labels[batch], log_prior)
             optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.repository import is_ready
+
 router = APIRouter(tags=["health"])
 
 
@@ -21,8 +23,9 @@ async def healthz():
     responses={503: {"description": "Still loading or warming up."}},
 )
 async def readyz(request: Request):
-    """200 once the model is loaded and a first inference has run; 503 before."""
-    if request.app.state.ready:
+    """200 once a version of the default model is loaded, checked and warmed up; 503 before. It stays 200
+    while versions are swapped: the old version serves until the new one is ready."""
+    if is_ready(request.app):
         return {"status": "ready"}
     return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
 

@@ -8,9 +8,13 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from service import schemas
-from service.inference import Inference, ready_inference
+from service.inference import Inference
 
 ERRORS = {
+    404: {
+        "model": schemas.ErrorResponse,
+        "description": "No such model or version, or the version failed its checks or was unloaded (GET /v1/models).",
+    },
     413: {"model": schemas.ErrorResponse, "description": "The body is larger than the limit."},
     422: {"model": schemas.ErrorResponse, "description": "A field is invalid; the body names it and the fix."},
     503: {
@@ -21,11 +25,27 @@ ERRORS = {
 }
 
 
-async def get_inference(request: Request) -> Inference:
-    inference = ready_inference(request.app)
-    if inference is None:
+ModelQuery = Annotated[
+    str | None, Query(description="Model name (default: the default model); GET /v1/models lists them.")
+]
+VersionQuery = Annotated[
+    str | None, Query(description="Model version (default: the newest ready version of the model).")
+]
+
+
+async def get_inference(request: Request, response: Response, model: ModelQuery = None, version: VersionQuery = None):
+    """The version a request names (or the default), leased until the request is done, so a swap never
+    stops a model under a running request. The answer's X-Model-Name and X-Model-Version say which."""
+    repository = request.app.state.repository
+    if repository is None:
         raise HTTPException(503, "The model is still loading; retry shortly.", headers={"Retry-After": "1"})
-    return inference
+    entry = repository.acquire(model, version)
+    response.headers["X-Model-Name"], response.headers["X-Model-Version"] = entry.name, entry.version
+    request.state.model_headers = {"X-Model-Name": entry.name, "X-Model-Version": entry.version}
+    try:
+        yield entry.inference
+    finally:
+        repository.release(entry)
 
 
 InferenceDep = Annotated[Inference, Depends(get_inference)]
@@ -147,7 +167,7 @@ async def samples_png(
     send a tile cut from this picture with invert: true."""
     png, used = await _admit(request, inference.sample_grid_png(n, y, seed, columns))
     _observe(request, "/v1/samples.png", n)
-    return Response(png, media_type="image/png", headers={"X-Seed": str(used)})
+    return Response(png, media_type="image/png", headers={"X-Seed": str(used), **request.state.model_headers})
 
 
 @router.get(
@@ -161,6 +181,7 @@ async def model_info(inference: InferenceDep):
     manifest = inference.model.manifest
     s = inference.settings
     return {
+        "description": manifest.get("description"),
         **{
             key: manifest.get(key)
             for key in ("name", "version", "latent_dim", "num_classes", "image_shape", "likelihood", "class_prior")
@@ -184,3 +205,52 @@ async def model_info(inference: InferenceDep):
         },
         "manifest": manifest,
     }
+
+
+@router.get(
+    "/models",
+    tags=["model"],
+    summary="Every model version in the repository, with its state",
+    response_model=schemas.ModelList,
+)
+async def list_models(request: Request):
+    """Each version's state (loading, ready, failed with its reason, unloading, unloaded), the requests it
+    is serving, and which one requests get by default: the newest ready version of the default model."""
+    repository = _repository(request)
+    return {"models": repository.listing(), "refused": repository.refused}
+
+
+def _repository(request: Request):
+    repository = request.app.state.repository
+    if repository is None:
+        raise HTTPException(503, "The model repository is still loading; retry shortly.", headers={"Retry-After": "1"})
+    return repository
+
+
+@router.post(
+    "/models/{name}/versions/{version}/load",
+    tags=["model"],
+    summary="Load (or reload from disk) one version; it takes traffic once checked and warmed up",
+    response_model=schemas.ModelVersion,
+    responses={409: {"model": schemas.ErrorResponse, "description": "The version failed its checks."}},
+)
+async def load_version(name: str, version: str, request: Request):
+    """Checks the version's files against its manifest, opens and warms up its graphs, then lets it take
+    traffic; the version it replaces finishes its requests first. A version loaded this way stays loaded
+    until it is unloaded by request. Needs an API key when keys are set."""
+    entry = await _repository(request).load(name, version)
+    if entry.state == "failed":
+        raise HTTPException(409, f"Model {name!r} version {version!r} failed its checks: {entry.reason}")
+    return entry.describe()
+
+
+@router.post(
+    "/models/{name}/versions/{version}/unload",
+    tags=["model"],
+    summary="Take one version out of traffic; it finishes its requests first",
+    response_model=schemas.ModelVersion,
+)
+async def unload_version(name: str, version: str, request: Request):
+    """The version stops taking new requests at once and is unloaded when its running requests are done.
+    It stays unloaded (the repository scan does not bring it back) until it is loaded by request."""
+    return (await _repository(request).unload(name, version)).describe()

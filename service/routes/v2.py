@@ -23,7 +23,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from service.inference import ready_inference
+from service.repository import NotServed, is_ready, version_key
 from service.runtime import GRAPHS
 
 
@@ -82,42 +82,50 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _model(request: Request):
-    inference = ready_inference(request.app)
-    if inference is None:
+def _repository(request: Request):
+    repository = request.app.state.repository
+    if repository is None:
         raise V2Error("The model is still loading; retry shortly.", 503)
-    return inference.model
+    return repository
 
 
-def _graph(request: Request, name: str):
-    if name not in GRAPHS:
-        raise V2Error(f"Unknown model {name!r}; models are {list(GRAPHS)}.", 404)
-    return _model(request).sessions[name]
+def _split(request: Request, name: str) -> tuple[str | None, str]:
+    """(model, graph) of a protocol model name: a graph of the default model (`scorer`) or of a named
+    model (`mnist-cvae-scorer`)."""
+    if name in GRAPHS:
+        return None, name
+    model, _, graph = name.rpartition("-")
+    repository = _repository(request)
+    if graph not in GRAPHS or model not in {n for n, _ in repository.serving}:
+        names = [*GRAPHS, *(f"{m}-{g}" for m in sorted({n for n, _ in repository.serving}) for g in GRAPHS)]
+        raise V2Error(f"Unknown model {name!r}; models are {names}.", 404)
+    return model, graph
 
 
-def _version(request: Request) -> str:
-    return str(_model(request).manifest.get("version", "1"))
+def _version(request: Request, name: str, version: str | None = None):
+    """The repository's version behind a protocol model name (the newest ready one unless named), and its graph."""
+    model, graph = _split(request, name)
+    try:
+        return _repository(request).resolve(model, version), graph
+    except NotServed as error:
+        raise V2Error(error.message, error.status) from error
 
 
 def _shape(dims) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in dims]
 
 
-def _declared(request: Request, name: str) -> dict:
-    """The manifest's entry of a graph: its inputs' and outputs' shapes (axis names become -1)."""
-    _graph(request, name)
-    return _model(request).manifest["files"][name]
-
-
-def _metadata(request: Request, name: str) -> dict:
-    entry = _declared(request, name)
+def _metadata(request: Request, name: str, version: str | None = None) -> dict:
+    entry, graph = _version(request, name, version)
+    declared = entry.inference.model.manifest["files"][graph]
     tensors = lambda args: [{"name": n, "datatype": DATATYPE, "shape": _shape(s)} for n, s in args.items()]  # noqa: E731
+    ready = [v for (n, v), e in _repository(request).serving.items() if n == entry.name and e.state == "ready"]
     return {
         "name": name,
-        "versions": [_version(request)],
+        "versions": sorted(ready, key=version_key),
         "platform": "onnxruntime_onnx",
-        "inputs": tensors(entry["inputs"]),
-        "outputs": tensors(entry["outputs"]),
+        "inputs": tensors(declared["inputs"]),
+        "outputs": tensors(declared["outputs"]),
     }
 
 
@@ -206,22 +214,43 @@ async def live():
 @router.get("/health/ready", summary="Server readiness")
 async def ready(request: Request):
     """200 once the model is loaded and warmed up; 503 before."""
-    if request.app.state.ready:
+    if is_ready(request.app):
         return {"ready": True}
     return _error("The model is still loading.", 503)
 
 
+NAME_DOC = (
+    "encoder, decoder or scorer of the default model, or <model>-<graph> of a named one (e.g. mnist-cvae-scorer)"
+)
+VERSION_DOC = "a version of the model (GET /v1/models); the newest ready one on the paths without it"
+NamePath = Annotated[str, Path(description=NAME_DOC, examples=["decoder"])]
+VersionPath = Annotated[str, Path(description=VERSION_DOC, examples=["1.0.0"])]
+
+
 @router.get("/models/{name}", summary="Model metadata: input and output tensors")
-async def model_metadata(name: str, request: Request):
-    """Inputs and outputs of `encoder`, `decoder` or `scorer`, with datatypes and shapes (-1: any size)."""
+async def model_metadata(name: NamePath, request: Request):
+    """Inputs and outputs of the graph, with datatypes and shapes (-1: any size), and the ready versions."""
     return _metadata(request, name)
 
 
+@router.get("/models/{name}/versions/{version}", summary="Metadata of one version")
+async def version_metadata(name: NamePath, version: VersionPath, request: Request):
+    """As /v2/models/{name}, with the shapes of that version's manifest."""
+    return _metadata(request, name, version)
+
+
 @router.get("/models/{name}/ready", summary="Model readiness")
-async def model_ready(name: str, request: Request):
-    """200 when the model can answer; 404 for an unknown model."""
-    _graph(request, name)
+async def model_ready(name: NamePath, request: Request):
+    """200 when a version of the model can answer; 404 for an unknown model, 503 while none is ready."""
+    _version(request, name)
     return {"name": name, "ready": True}
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Readiness of one version")
+async def version_ready(name: NamePath, version: VersionPath, request: Request):
+    """200 when that version takes traffic; 404 when it is unknown, failed or unloaded, 503 while it loads."""
+    _version(request, name, version)
+    return {"name": name, "version": version, "ready": True}
 
 
 def _inline(schema: dict) -> dict:
@@ -270,45 +299,62 @@ def _binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:
     return {name for name in wanted if (asked.get(name) if asked.get(name) is not None else every)}
 
 
-@router.post(
-    "/models/{name}/infer",
-    summary="Run a model on JSON or binary tensors",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": _inline(InferRequest.model_json_schema()),
-                    "example": {  # for name = decoder: the Bernoulli logits of one "3" at z = 0
-                        "inputs": [
-                            {"name": "z", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32},
-                            {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]},
-                        ],
-                        "outputs": [{"name": "logits"}],
-                    },
-                }
-            },
-        }
-    },
-)
-async def infer(
-    request: Request,
-    name: Annotated[str, Path(description="encoder, decoder or scorer", examples=["decoder"])],
-):
-    """Run `encoder`, `decoder` or `scorer` on the given tensors (row-major `data`, or binary tensor
-    data after the JSON), returning the requested outputs (all by default). Class inputs `y` are
-    one-hot rows. Every tensor is FP32."""
-    session = _graph(request, name)
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": _inline(InferRequest.model_json_schema()),
+                "example": {  # for name = decoder: the Bernoulli logits of one "3" at z = 0
+                    "inputs": [
+                        {"name": "z", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32},
+                        {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]},
+                    ],
+                    "outputs": [{"name": "logits"}],
+                },
+            }
+        },
+    }
+}
+
+
+@router.post("/models/{name}/infer", summary="Run a model on JSON or binary tensors", openapi_extra=INFER_BODY)
+async def infer(request: Request, name: NamePath):
+    """Run `encoder`, `decoder` or `scorer` (of the newest ready version) on the given tensors (row-major
+    `data`, or binary tensor data after the JSON), returning the requested outputs (all by default).
+    Class inputs `y` are one-hot rows. Every tensor is FP32."""
+    return await _infer(request, name)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Run one version of a model", openapi_extra=INFER_BODY)
+async def infer_version(request: Request, name: NamePath, version: VersionPath):
+    """As /v2/models/{name}/infer, on the named version."""
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None = None):
+    """Parse, run on the version (held until the answer is made, so a swap never stops it) and answer."""
+    repository = _repository(request)
+    entry, graph = _version(request, name, version)
+    repository.acquire(entry.name, entry.version)
+    try:
+        return await _run(request, name, entry, graph)
+    finally:
+        repository.release(entry)
+
+
+async def _run(request: Request, name: str, entry, graph: str):
+    session = entry.inference.model.sessions[graph]
     body, binary = await _infer_request(request)
-    feeds = _feeds(_declared(request, name), body.inputs, binary)
+    feeds = _feeds(entry.inference.model.manifest["files"][graph], body.inputs, binary)
     names = [a.name for a in session.get_outputs()]
     wanted = [o.name for o in body.outputs] if body.outputs else names
     unknown = [o for o in wanted if o not in names]
     if unknown:
         raise V2Error(f"Unknown outputs {unknown}; {name} gives {names}.")
     settings = request.app.state.settings
-    rows = next(iter(feeds.values())).shape[0] if name != "scorer" else int(np.prod(feeds["eps"].shape[:2]))
-    limit = settings.max_samples if name != "scorer" else settings.max_work
+    rows = next(iter(feeds.values())).shape[0] if graph != "scorer" else int(np.prod(feeds["eps"].shape[:2]))
+    limit = settings.max_samples if graph != "scorer" else settings.max_work
     if rows > limit:
         raise V2Error(f"{rows} rows (K x N for the scorer) exceed the limit {limit}; send fewer per request.", 413)
     try:
@@ -335,7 +381,7 @@ async def infer(
         return tensors, b"".join(chunks)
 
     outputs, data = await asyncio.to_thread(encode)
-    answer = {"model_name": name, "model_version": _version(request), "outputs": outputs}
+    answer = {"model_name": name, "model_version": entry.version, "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id
     if not as_binary:

@@ -65,7 +65,7 @@ def test_dockerfile_uses_real_settings_and_the_readiness_route():
     assert re.search(r"^FROM .* AS runtime$", text, re.M) and re.search(r"^FROM .* AS gpu$", text, re.M)
     assert "USER cvae" in text and "/readyz" in text
     assert "pip install --no-cache-dir ." in text  # the base package only, as tests/deploy/test_runtime_install.py
-    assert "COPY models/default /opt/cvae/models/default" in text
+    assert "COPY models /opt/cvae/models" in text and "CVAE_MODEL_REPOSITORY=/opt/cvae/models" in text
 
 
 def test_prometheus_scrapes_the_metrics_route_of_every_replica():

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.repository import is_ready
 from service.runtime import ModelLoadError, load_model, requested_providers
 from service.settings import Settings
 
@@ -52,7 +53,7 @@ def test_corrupt_file_stops_start_up(model_copy):
     with pytest.raises(ModelLoadError):
         with TestClient(app):
             pass
-    assert app.state.ready is False
+    assert not is_ready(app)
 
 
 def test_missing_file_and_manifest(model_copy):

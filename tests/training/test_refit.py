@@ -13,8 +13,15 @@ from synthetic import synthetic_mnist  # noqa: E402
 
 from training.export import export  # noqa: E402
 from training.model import CVAE, ModelConfig  # noqa: E402
-from training.objectives import log_px_z, log_q_at, log_standard_normal, log_weights, sample_q  # noqa: E402
-from training.refit import RefitConfig, dreg_loss, refit  # noqa: E402
+from training.objectives import (  # noqa: E402
+    dreg_loss,
+    log_px_z,
+    log_q_at,
+    log_standard_normal,
+    log_weights,
+    sample_q,
+)
+from training.refit import RefitConfig, refit  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
 
 TINY = ModelConfig(latent_dim=4, hidden_dims=(32, 32))

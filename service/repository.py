@@ -1,0 +1,380 @@
+"""The model repository: every model version under a folder, loaded, swapped and unloaded while serving.
+
+Layout: `<repository>/<name>/<version>/`, each a directory made by `cvae export` whose manifest
+says the same name and version. Folders whose names start with "." are ignored, so a new
+version can be copied in under a hidden name and renamed into place in one step.
+
+A version takes traffic only once it is loaded, checked against its manifest and warmed up.
+Requests hold a lease on the version they started on, so a swap never cuts one short: a
+replaced or retired version stops only when its last request has finished.
+
+Policy: per name, the newest `keep_versions` versions that load successfully serve; older ones
+are not loaded, and are unloaded (after draining) when newer ones become ready. A version loaded
+by request is kept until it is unloaded by request; a version unloaded by request stays unloaded
+until it is loaded by request. A version that fails its checks never takes traffic: it is listed
+with the reason, and tried again only when its files change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+
+from service.calls import ModelCalls
+from service.inference import Inference
+from service.runtime import ModelLoadError, load_model, read_manifest
+from service.settings import Settings
+
+log = logging.getLogger("cvae.repository")
+
+
+class NotServed(LookupError):
+    """A request names a model or version that cannot answer now; `status` is 404 or 503."""
+
+    def __init__(self, field: str, message: str, status: int = 404):
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Versions order by their dot-separated numbers: 1 < 1.0.1 < 1.2 < 10. ValueError otherwise."""
+    parts = version.split(".")
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError(f"version folder {version!r} is not a number like 2 or 1.0.0")
+    return tuple(int(part) for part in parts)
+
+
+def fingerprint(path: Path) -> tuple:
+    """What changes when any file of a version directory is written, added or removed."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()))
+    except OSError:
+        return ()
+
+
+def warm_up(model) -> None:
+    """One pass through every graph, so the first client does not pay for it."""
+    y = np.zeros(1, dtype=np.int64)
+    model.decode(np.zeros((1, model.latent_dim)), y)
+    model.encode(np.zeros((1, model.x_dim)), y)
+    model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
+
+
+class Version:
+    """One model version: its state, its answers (once ready), and the requests it is serving."""
+
+    def __init__(self, name: str, version: str, path: Path, prints: tuple):
+        self.name, self.version, self.path, self.fingerprint = name, version, path, prints
+        self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed
+        self.reason: str | None = None
+        self.inference: Inference | None = None
+        self.in_flight = 0
+        self.loaded_at: float | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.version
+
+    def describe(self) -> dict:
+        manifest = self.inference.model.manifest if self.inference else {}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "state": self.state,
+            "reason": self.reason,
+            "path": str(self.path),
+            "in_flight": self.in_flight,
+            "loaded_at": self.loaded_at,
+            "description": manifest.get("description"),
+            "metrics": {k: manifest.get("metrics", {}).get(k) for k in ("nll", "accuracy")} if manifest else None,
+        }
+
+
+class Repository:
+    def __init__(self, settings: Settings, on_batch=None):
+        self.settings = settings
+        self.on_batch = on_batch
+        self.serving: dict[tuple[str, str], Version] = {}  # ready versions, and failed or loading ones
+        self.updates: dict[tuple[str, str], Version] = {}  # a replacement loading or failed behind a ready one
+        self.draining: set[Version] = set()
+        self.pinned: set[tuple[str, str]] = set()  # loaded by request
+        self.unloaded: set[tuple[str, str]] = set()  # unloaded by request
+        self.refused: dict[str, str] = {}  # folders that are not versions, with the reason
+        self._lock = asyncio.Lock()
+        self._poller: asyncio.Task | None = None
+        self._drains: set[asyncio.Task] = set()
+
+    # --- what is on disk
+
+    def discover(self) -> dict[tuple[str, str], Path]:
+        """(name, version) -> directory for every version folder; the folders that cannot be are in `refused`."""
+        if self.settings.model_dir is not None:
+            path = Path(self.settings.model_dir)
+            manifest = read_manifest(path)
+            return {(str(manifest.get("name", "model")), str(manifest.get("version", "1"))): path}
+        root = Path(self.settings.model_repository)
+        if not root.is_dir():
+            raise ModelLoadError(
+                f"The model repository {root} is not a folder: set CVAE_MODEL_REPOSITORY to a folder of "
+                "<name>/<version>/ model directories, or CVAE_MODEL_DIR to one model directory."
+            )
+        found, refused = {}, {}
+        for model in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for path in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                try:
+                    version_key(path.name)
+                except ValueError as error:
+                    refused[str(path)] = str(error)
+                    continue
+                found[(model.name, path.name)] = path
+        self.refused = refused
+        return found
+
+    def default_name(self) -> str | None:
+        names = sorted({name for name, _ in (*self.serving, *self.updates)})
+        wanted = self.settings.default_model
+        if wanted:
+            return wanted
+        return names[0] if names else None
+
+    # --- loading and unloading
+
+    def _prepare(self, key: tuple[str, str], path: Path):
+        """Load and check a version directory, then warm it up (blocking; runs in a worker thread)."""
+        model = load_model(self.settings.model_copy(update={"model_dir": path}))
+        name, version = str(model.manifest.get("name")), str(model.manifest.get("version"))
+        if self.settings.model_dir is None and (name, version) != key:
+            raise ModelLoadError(
+                f"{path / 'manifest.json'} says {name} {version}, but the folder is {key[0]}/{key[1]}: "
+                "rename the folder or re-export with --version."
+            )
+        warm_up(model)
+        return model
+
+    async def _load(self, key: tuple[str, str], path: Path) -> Version:
+        """Load `path` as version `key`; it takes traffic only when ready. Returns the new Version."""
+        current = self.serving.get(key)
+        candidate = Version(*key, path, fingerprint(path))
+        if current is not None and current.state == "ready":
+            self.updates[key] = candidate  # the current one serves until the candidate is ready
+        else:
+            self.serving[key] = candidate
+        log.info("loading model %s version %s from %s", *key, path)
+        try:
+            model = await asyncio.to_thread(self._prepare, key, path)
+        except Exception as error:  # every failure keeps the version out of traffic, with its reason
+            candidate.state = "failed"
+            candidate.reason = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
+            log.error("model %s version %s refused: %s", *key, candidate.reason)
+            return candidate
+        calls = ModelCalls(model, self.settings, on_batch=self.on_batch)
+        calls.start()
+        candidate.inference = Inference(model, self.settings, calls)
+        candidate.state, candidate.loaded_at = "ready", time.time()
+        self.updates.pop(key, None)
+        self.serving[key] = candidate
+        if current is not None and current.state == "ready":
+            self._retire(current)
+        log.info("model %s version %s ready on %s", *key, model.active_providers)
+        return candidate
+
+    def _retire(self, version: Version) -> None:
+        """Take a version out of traffic; stop it once its requests have finished."""
+        if self.serving.get(version.key) is version:
+            del self.serving[version.key]
+        if version.inference is None:
+            version.state = "unloaded"
+            return
+        version.state = "unloading"
+        self.draining.add(version)
+
+        async def drain():
+            await version.idle.wait()
+            await version.inference.calls.stop()
+            version.state = "unloaded"
+            self.draining.discard(version)
+            log.info("model %s version %s unloaded", *version.key)
+
+        task = asyncio.get_running_loop().create_task(drain())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def refresh(self) -> None:
+        """Bring what serves in line with the repository and the policy."""
+        async with self._lock:
+            found = self.discover()
+            by_name: dict[str, list[tuple[str, str]]] = {}
+            for key in found:
+                by_name.setdefault(key[0], []).append(key)
+            for keys in by_name.values():
+                ready = 0
+                for key in sorted(keys, key=lambda k: version_key(k[1]), reverse=True):
+                    if key in self.unloaded:
+                        continue
+                    current = self.serving.get(key)
+                    if ready >= self.settings.keep_versions and key not in self.pinned:
+                        if current is not None:
+                            self._retire(current)
+                        continue
+                    latest = self.updates.get(key) or current  # a failed try is retried only with new files
+                    if latest is None or latest.fingerprint != fingerprint(found[key]):
+                        await self._load(key, found[key])
+                    serving = self.serving.get(key)
+                    if serving is not None and serving.state == "ready" and key not in self.pinned:
+                        ready += 1
+            for key, version in list(self.serving.items()):
+                if key not in found:
+                    log.info("model %s version %s: its folder is gone", *key)
+                    self._retire(version)
+            for key in [k for k in self.updates if k not in found]:
+                del self.updates[key]
+
+    async def load(self, name: str, version: str) -> Version:
+        """Load (or reload from disk) one version by request, and keep it until it is unloaded by request."""
+        async with self._lock:
+            found = self.discover()
+            if (name, version) not in found:
+                raise NotServed("version", self._unknown(name, version, found))
+            self.unloaded.discard((name, version))
+            self.pinned.add((name, version))
+            return await self._load((name, version), found[(name, version)])
+
+    async def unload(self, name: str, version: str) -> Version:
+        """Take one version out of traffic by request; it stays unloaded until it is loaded by request."""
+        async with self._lock:
+            current = self.serving.get((name, version))
+            if current is None:
+                raise NotServed("version", self._unknown(name, version, self.serving))
+            self.pinned.discard((name, version))
+            self.unloaded.add((name, version))
+            self.updates.pop((name, version), None)
+            self._retire(current)
+            return current
+
+    def _unknown(self, name: str, version: str, known) -> str:
+        versions = sorted((v for n, v in known if n == name), key=version_key)
+        if not versions:
+            return f"No model {name!r}; models are {sorted({n for n, _ in known})} (GET /v1/models)."
+        return f"Model {name!r} has no version {version!r}; it has {versions} (GET /v1/models)."
+
+    # --- serving
+
+    def resolve(self, name: str | None = None, version: str | None = None) -> Version:
+        """The ready version a request gets: the named one, or the newest ready version of the model
+        (the default model when none is named)."""
+        name = name or self.default_name()
+        versions = {v: entry for (n, v), entry in self.serving.items() if n == name}
+        if not versions:
+            names = sorted({n for n, _ in self.serving})
+            raise NotServed("model", f"No model {name!r}; models are {names} (GET /v1/models).")
+        if version is None:
+            ready = [v for v, entry in versions.items() if entry.state == "ready"]
+            if not ready:
+                raise NotServed("model", f"Model {name!r} has no version ready yet; retry shortly.", 503)
+            return versions[max(ready, key=version_key)]
+        entry = versions.get(version)
+        if entry is None:
+            raise NotServed("version", self._unknown(name, version, self.serving))
+        if entry.state == "loading":
+            raise NotServed("version", f"Model {name!r} version {version!r} is still loading; retry shortly.", 503)
+        if entry.state != "ready":
+            raise NotServed("version", f"Model {name!r} version {version!r} cannot serve: {entry.reason}")
+        return entry
+
+    def acquire(self, name: str | None = None, version: str | None = None) -> Version:
+        """The version for a request, kept loaded until `release`: raises NotServed when none can answer."""
+        entry = self.resolve(name, version)
+        entry.in_flight += 1
+        entry.idle.clear()
+        return entry
+
+    def release(self, entry: Version) -> None:
+        entry.in_flight -= 1
+        if entry.in_flight == 0:
+            entry.idle.set()
+
+    @asynccontextmanager
+    async def lease(self, name: str | None = None, version: str | None = None):
+        """acquire and release around a block."""
+        entry = self.acquire(name, version)
+        try:
+            yield entry
+        finally:
+            self.release(entry)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a request that names no model gets an answer."""
+        try:
+            self.resolve()
+        except NotServed:
+            return False
+        return True
+
+    def listing(self) -> list[dict]:
+        default = self.default_name()
+        newest = None
+        try:
+            newest = self.resolve().key
+        except NotServed:
+            pass
+        rows = []
+        for key in sorted({*self.serving, *self.updates}, key=lambda k: (k[0], version_key(k[1]))):
+            entry = self.serving.get(key) or self.updates[key]
+            row = entry.describe() | {"default": key == newest, "default_model": key[0] == default}
+            row["pinned"] = key in self.pinned
+            update = self.updates.get(key)
+            if update is not None and update is not entry:
+                row["update"] = {"state": update.state, "reason": update.reason}
+            rows.append(row)
+        draining = {entry.key: entry for entry in self.draining if entry.key not in self.serving}
+        for key, entry in sorted(draining.items()):
+            rows.append(entry.describe() | {"default": False, "default_model": key[0] == default, "pinned": False})
+        for key in sorted(self.unloaded - set(self.serving) - set(draining)):
+            rows.append(
+                {"name": key[0], "version": key[1], "state": "unloaded", "reason": "unloaded by request",
+                 "in_flight": 0, "default": False, "default_model": key[0] == default, "pinned": False}
+            )  # fmt: skip
+        return rows
+
+    # --- life cycle
+
+    async def start(self) -> None:
+        """Load what the repository holds; fail when the default model has no version that loads."""
+        await self.refresh()
+        if not self.ready:
+            failed = [f"{v.name} {v.version}: {v.reason}" for v in self.serving.values() if v.state == "failed"]
+            raise ModelLoadError(
+                f"No version of the default model {self.default_name()!r} could be loaded"
+                + (f" ({'; '.join(failed)})" if failed else f": {self.settings.model_repository} holds none")
+            )
+        if self.settings.repository_poll_s > 0 and self.settings.model_dir is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.repository_poll_s)
+            try:
+                await self.refresh()
+            except Exception:  # a bad scan must not stop the next one
+                log.exception("scanning the model repository failed")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        for entry in [*self.serving.values(), *self.draining]:
+            if entry.inference is not None:
+                await entry.inference.calls.stop()
+
+
+def is_ready(app) -> bool:
+    """Whether the app's repository answers requests that name no model."""
+    repository = getattr(app.state, "repository", None)
+    return repository is not None and repository.ready

@@ -1,0 +1,232 @@
+"""The model repository: listing, pinning requests to versions, swaps, refusals, load and unload."""
+
+import asyncio
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from servers import wait_ready
+
+from service.app import create_app
+from service.repository import NotServed, Repository, version_key
+from service.settings import Settings
+
+IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink
+
+
+def add_version(repository, source, version, prior=None, name="mnist-cvae", hidden=False):
+    """Copy the model `source` into repository/name/version (via a hidden folder and a rename, as the
+    README says), its manifest saying that version and, when given, another class prior."""
+    final = repository / name / version
+    staging = repository / name / f".{version}.tmp"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "*.md"))
+    manifest = json.loads((staging / "manifest.json").read_text())
+    manifest.update(name=name, version=version, description=f"test copy {version}")
+    if prior is not None:
+        manifest["class_prior"] = prior
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    if not hidden:
+        staging.rename(final)
+    return final if not hidden else staging
+
+
+UNIFORM = [0.1] * 10
+
+
+@pytest.fixture
+def repository(shipped_model, tmp_path):
+    root = tmp_path / "models"
+    add_version(root, shipped_model, "1.0.0")
+    return root
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never came true")
+
+
+def states(client) -> dict:
+    return {(m["name"], m["version"]): m for m in client.get("/v1/models").json()["models"]}
+
+
+def log_px(client, **query) -> tuple[float, str]:
+    answer = client.post("/v1/log-likelihood", params=query, json={"images": [IMAGE], "seed": 3, "num_samples": 50})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"][0]["log_px"], answer.headers["x-model-version"]
+
+
+def test_versions_order_by_their_numbers():
+    assert sorted(["10", "1.2", "1.0.1", "2", "1"], key=version_key) == ["1", "1.0.1", "1.2", "2", "10"]
+    with pytest.raises(ValueError, match="not a number"):
+        version_key("latest")
+
+
+def test_lists_versions_and_pins_requests_to_them(repository, shipped_model):
+    add_version(repository, shipped_model, "2.0.0", prior=UNIFORM)
+    (repository / "mnist-cvae" / "latest").mkdir()
+    with TestClient(create_app(Settings(model_repository=repository, repository_poll_s=0))) as client:
+        wait_ready(client)
+        listing = client.get("/v1/models").json()
+        models = {m["version"]: m for m in listing["models"]}
+        assert {v: m["state"] for v, m in models.items()} == {"1.0.0": "ready", "2.0.0": "ready"}
+        assert models["2.0.0"]["default"] and not models["1.0.0"]["default"]
+        assert models["2.0.0"]["description"] == "test copy 2.0.0"
+        assert "not a number" in listing["refused"][str(repository / "mnist-cvae" / "latest")]
+
+        newest, version = log_px(client)
+        assert version == "2.0.0"
+        old, version = log_px(client, version="1.0.0")
+        assert version == "1.0.0"
+        # The same image, seed and samples; only the prior differs: log p(x) moves by exactly what the
+        # priors' mixture says, so each answer came from its own version's manifest.
+        per_class = client.post(
+            "/v1/log-likelihood", params={"version": "1.0.0"}, json={"images": [IMAGE], "seed": 3, "num_samples": 50}
+        ).json()["results"][0]["log_px_y"]
+        expected = np.logaddexp.reduce(np.array(per_class) + np.log(UNIFORM))
+        assert newest == pytest.approx(expected, abs=1e-4) and abs(newest - old) > 1e-3
+        assert client.get("/v1/model", params={"version": "1.0.0"}).json()["version"] == "1.0.0"
+        assert client.get("/v1/model").json()["class_prior"] == UNIFORM
+
+        missing = client.post("/v1/classify", params={"version": "9.9"}, json={"images": [IMAGE]})
+        assert missing.status_code == 404
+        assert missing.json()["problems"][0]["field"] == "version" and "1.0.0" in missing.json()["error"]
+        unknown = client.get("/v1/model", params={"model": "fashion"})
+        assert unknown.status_code == 404 and "mnist-cvae" in unknown.json()["error"]
+
+
+def test_open_inference_protocol_serves_every_version(repository, shipped_model):
+    add_version(repository, shipped_model, "2.0.0", prior=UNIFORM)
+    with TestClient(create_app(Settings(model_repository=repository, repository_poll_s=0))) as client:
+        wait_ready(client)
+        assert client.get("/v2/models/scorer").json()["versions"] == ["1.0.0", "2.0.0"]
+        assert client.get("/v2/models/mnist-cvae-decoder/versions/1.0.0/ready").json()["ready"] is True
+        body = {
+            "inputs": [
+                {"name": "z", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32},
+                {"name": "y", "shape": [1, 10], "datatype": "FP32", "data": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]},
+            ]
+        }
+        for path, version in (("decoder", "2.0.0"), ("decoder/versions/1.0.0", "1.0.0")):
+            answer = client.post(f"/v2/models/{path}/infer", json=body)
+            assert answer.status_code == 200 and answer.json()["model_version"] == version
+        assert client.get("/v2/models/decoder/versions/3.0.0").status_code == 404
+        assert client.get("/v2/models/fashion-decoder").status_code == 404
+
+
+def test_a_new_version_swaps_in_and_a_corrupt_one_never_takes_traffic(repository, shipped_model, caplog):
+    settings = Settings(model_repository=repository, repository_poll_s=0.1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert log_px(client)[1] == "1.0.0"
+
+        staging = add_version(repository, shipped_model, "2.0.0", hidden=True)
+        decoder = staging / "decoder.onnx"
+        good = decoder.read_bytes()
+        decoder.write_bytes(good[:-10] + bytes(b ^ 0xFF for b in good[-10:]))
+        staging.rename(repository / "mnist-cvae" / "2.0.0")
+        wait_for(lambda: states(client).get(("mnist-cvae", "2.0.0"), {}).get("state") == "failed")
+        entry = states(client)[("mnist-cvae", "2.0.0")]
+        assert "does not match the sha256" in entry["reason"]
+        assert "does not match the sha256" in caplog.text
+        assert log_px(client)[1] == "1.0.0"  # the old version keeps serving
+        pinned = client.post("/v1/classify", params={"version": "2.0.0"}, json={"images": [IMAGE]})
+        assert pinned.status_code == 404 and "sha256" in pinned.json()["error"]
+        assert client.get("/readyz").status_code == 200
+
+        (repository / "mnist-cvae" / "2.0.0" / "decoder.onnx").write_bytes(good)  # mended: tried again
+        wait_for(lambda: states(client)[("mnist-cvae", "2.0.0")]["state"] == "ready")
+        assert log_px(client)[1] == "2.0.0"
+        assert log_px(client, version="1.0.0")[1] == "1.0.0"  # keep_versions = 2: both serve
+
+
+def test_keep_versions_unloads_the_oldest_and_removed_folders_stop_serving(repository, shipped_model):
+    add_version(repository, shipped_model, "2.0.0")
+    settings = Settings(model_repository=repository, repository_poll_s=0.1, keep_versions=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert set(states(client)) == {("mnist-cvae", "2.0.0")}  # 1.0.0 is never loaded
+        add_version(repository, shipped_model, "3.0.0")
+        wait_for(lambda: states(client).get(("mnist-cvae", "3.0.0"), {}).get("state") == "ready")
+        wait_for(lambda: ("mnist-cvae", "2.0.0") not in states(client))
+        assert log_px(client)[1] == "3.0.0"
+        shutil.rmtree(repository / "mnist-cvae" / "3.0.0")  # the newest goes: the next one comes back
+        wait_for(lambda: states(client).get(("mnist-cvae", "2.0.0"), {}).get("state") == "ready")
+        assert log_px(client)[1] == "2.0.0" and client.get("/readyz").status_code == 200
+
+
+def test_load_and_unload_by_request_need_the_key(repository, shipped_model):
+    add_version(repository, shipped_model, "2.0.0")
+    settings = Settings(model_repository=repository, repository_poll_s=0, keep_versions=1, api_keys="k1")
+    key = {"Authorization": "Bearer k1"}
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        load = "/v1/models/mnist-cvae/versions/1.0.0/load"
+        assert client.post(load).status_code == 401
+        assert client.get("/v1/models").status_code == 401
+        loaded = client.post(load, headers=key)
+        assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
+        assert states_with(client, key)[("mnist-cvae", "1.0.0")]["pinned"] is True
+        assert log_px_with(client, key, version="1.0.0") == "1.0.0"
+
+        unload = "/v1/models/mnist-cvae/versions/2.0.0/unload"
+        assert client.post(unload).status_code == 401
+        assert client.post(unload, headers=key).status_code == 200
+        wait_for(lambda: states_with(client, key)[("mnist-cvae", "2.0.0")]["state"] == "unloaded")
+        assert log_px_with(client, key) == "1.0.0"  # the newest left: 1.0.0 answers now
+        gone = client.post("/v1/models/mnist-cvae/versions/7/load", headers=key)
+        assert gone.status_code == 404 and "has no version '7'" in gone.json()["error"]
+
+
+def states_with(client, headers) -> dict:
+    return {(m["name"], m["version"]): m for m in client.get("/v1/models", headers=headers).json()["models"]}
+
+
+def log_px_with(client, headers, **query) -> str:
+    answer = client.post("/v1/log-likelihood", params=query, headers=headers, json={"images": [IMAGE], "seed": 1})
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-model-version"]
+
+
+def test_a_retired_version_finishes_its_requests_first(repository, shipped_model):
+    """A request that holds the old version keeps it loaded through a swap; it stops once released."""
+
+    async def scenario():
+        repo = Repository(Settings(model_repository=repository, repository_poll_s=0, keep_versions=1))
+        await repo.start()
+        old = repo.acquire()
+        add_version(repository, shipped_model, "2.0.0")
+        await repo.refresh()
+        assert repo.resolve().version == "2.0.0" and old.state == "unloading"
+        logits = await old.inference.calls.decode(np.zeros((1, 32)), np.zeros(1, dtype=np.int64))
+        assert logits.shape == (1, 784)  # the old version still answers its request
+        repo.release(old)
+        for _ in range(100):
+            if old.state == "unloaded":
+                break
+            await asyncio.sleep(0.01)
+        assert old.state == "unloaded"
+        with pytest.raises(NotServed):
+            repo.resolve(version="1.0.0")
+        await repo.stop()
+
+    asyncio.run(scenario())
+
+
+def test_folder_and_manifest_must_agree(repository, shipped_model):
+    wrong = add_version(repository, shipped_model, "2.0.0")
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    manifest["version"] = "5.0.0"
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_repository=repository, repository_poll_s=0))) as client:
+        wait_ready(client)
+        entry = states(client)[("mnist-cvae", "2.0.0")]
+        assert entry["state"] == "failed" and "says mnist-cvae 5.0.0" in entry["reason"]
+        assert log_px(client)[1] == "1.0.0"
