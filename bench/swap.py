@@ -1,0 +1,261 @@
+"""A model version swapped in under a steady mixed load: failed requests and the p99 latency around it.
+
+    python -m bench.swap [--concurrency 32] [--seconds 60] [--swap-at 20] [--new DIR] [--out bench/results]
+
+The service (`cvae-serve`, its own process) starts on a fresh repository holding one version of
+the shipped model. This process sends bench.mixed_load's mix of every endpoint at a steady
+concurrency. At `--swap-at` seconds, version `--new` (the newest shipped version by default) is
+copied into the repository under a hidden name and renamed into place, as the README says; the
+repository scan loads, checks and warms it up, and then it takes traffic.
+
+Measured, side by side in the one run: every request's status, latency and answering version.
+- failed: any answer but 200 (503 included) and any transport error;
+- the baseline p99: the requests that started in the steady window before the swap (after a
+  warm-up of a fifth of it);
+- after the swap: the p99 of each one-second window, and how many seconds of it exceed twice the
+  baseline (the target: none fails, and at most 5 such seconds).
+
+Writes bench/results/swap.json and SWAP.md, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.mixed_load import MIX
+from service.repository import version_key
+from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def newest_shipped() -> Path:
+    versions = [p for p in (SHIPPED_REPOSITORY / "mnist-cvae").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return max(versions, key=lambda p: version_key(p.name))
+
+
+def place(source: Path, repository: Path, name: str, version: str) -> Path:
+    """Copy a model directory in as name/version: into a hidden folder first, then one rename."""
+    staging = repository / name / f".{version}.incoming"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "*.md"))
+    manifest = json.loads((staging / "manifest.json").read_text())
+    if (manifest.get("name"), manifest.get("version")) != (name, version):
+        manifest.update(name=name, version=version)
+        (staging / "manifest.json").write_text(json.dumps(manifest))
+    final = repository / name / version
+    staging.rename(final)
+    return final
+
+
+def start_server(repository: Path, poll_s: float) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
+    env |= {
+        "CVAE_PORT": str(port),
+        "CVAE_MODEL_REPOSITORY": str(repository),
+        "CVAE_REPOSITORY_POLL_S": str(poll_s),
+        "CVAE_LOG_FORMAT": "text",
+    }
+    script = Path(sys.executable).parent / "cvae-serve"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the service never became ready")
+
+
+async def load(base: str, concurrency: int, seconds: float, on_tick) -> list[tuple[float, float, str, str]]:
+    """(start, latency, status, version) of every request sent at `concurrency` for `seconds`."""
+    records = []
+    issued = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        began = time.perf_counter()
+        deadline = began + seconds
+
+        async def worker() -> None:
+            nonlocal issued
+            while time.perf_counter() < deadline:
+                i = issued
+                issued += 1
+                method, path, body = MIX[i % len(MIX)]
+                started = time.perf_counter()
+                try:
+                    response = await (client.get(path) if method == "GET" else client.post(path, json=body(i)))
+                    status, version = str(response.status_code), response.headers.get("x-model-version", "")
+                except httpx.HTTPError as error:
+                    status, version = type(error).__name__, ""
+                records.append((started - began, time.perf_counter() - started, status, version))
+
+        async def ticker() -> None:
+            while time.perf_counter() < deadline:
+                await on_tick(time.perf_counter() - began)
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(ticker(), *(worker() for _ in range(concurrency)))
+    return records
+
+
+def run(concurrency: int, seconds: float, swap_at: float, new: Path, poll_s: float) -> dict:
+    source = SHIPPED_MODEL
+    old_version = json.loads((source / "manifest.json").read_text())["version"]
+    new_version = json.loads((new / "manifest.json").read_text())["version"]
+    if version_key(new_version) <= version_key(old_version):
+        new_version = ".".join(str(n) for n in (version_key(old_version)[0] + 1, 0, 0))
+    events: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp) / "models"
+        place(source, repository, "mnist-cvae", old_version)
+        process, base = start_server(repository, poll_s)
+        try:
+
+            async def on_tick(now: float) -> None:
+                if "swap" not in events and now >= swap_at:
+                    events["swap"] = now
+                    await asyncio.to_thread(place, new, repository, "mnist-cvae", new_version)
+                elif "swap" in events and "ready" not in events:
+                    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+                        listing = (await client.get("/v1/models")).json()["models"]
+                    if any(m["version"] == new_version and m["state"] == "ready" for m in listing):
+                        events["ready"] = now
+
+            records = asyncio.run(load(base, concurrency, seconds, on_tick))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return summarize(records, events, concurrency, seconds, swap_at, old_version, new_version, new)
+
+
+def summarize(records, events, concurrency, seconds, swap_at, old_version, new_version, new) -> dict:
+    start = np.array([r[0] for r in records])
+    latency = np.array([r[1] for r in records])
+    status = [r[2] for r in records]
+    failed = [s for s in status if s != "200"]
+    steady = (start >= swap_at / 5) & (start < swap_at)
+    baseline = float(np.percentile(latency[steady], 99))
+    windows = []
+    for second in range(int(swap_at), int(seconds)):
+        inside = (start >= second) & (start < second + 1)
+        if inside.any():
+            windows.append(
+                {
+                    "second": second,
+                    "requests": int(inside.sum()),
+                    "p99_ms": 1000 * float(np.percentile(latency[inside], 99)),
+                }
+            )
+        else:
+            windows.append({"second": second, "requests": 0, "p99_ms": None})
+    over = [w for w in windows if w["p99_ms"] is None or w["p99_ms"] > 2000 * baseline]
+    versions: dict[str, int] = {}
+    after = {}
+    for r in records:
+        if r[3]:
+            versions[r[3]] = versions.get(r[3], 0) + 1
+            if "ready" in events and r[0] > events["ready"] + 1:
+                after[r[3]] = after.get(r[3], 0) + 1
+    return {
+        "command": (
+            f"python -m bench.swap --concurrency {concurrency} --seconds {seconds:g} --swap-at {swap_at:g} "
+            f"--new {os.path.relpath(new, SHIPPED_REPOSITORY.parent)}"
+        ),
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "requests": len(records),
+        "requests_per_s": round(len(records) / seconds, 1),
+        "failed": len(failed),
+        "failed_statuses": sorted(set(failed)),
+        "swap_started_s": round(events.get("swap", float("nan")), 2),
+        "new_version_ready_s": round(events["ready"], 2) if "ready" in events else None,
+        "baseline_p99_ms": round(1000 * baseline, 1),
+        "worst_p99_after_swap_ms": round(max((w["p99_ms"] or 0) for w in windows), 1),
+        "seconds_over_2x_baseline": len(over),
+        "answers_per_version": versions,
+        "answers_per_version_after_ready": after,
+        "old_version": old_version,
+        "new_version": new_version,
+        "windows": windows,
+        "target_met": not failed and len(over) <= 5 and "ready" in events,
+    }
+
+
+def markdown(report: dict) -> str:
+    rows = "\n".join(
+        f"| {w['second']} | {w['requests']} | {w['p99_ms']:.0f} |"
+        if w["p99_ms"] is not None
+        else f"| {w['second']} | 0 | - |"
+        for w in report["windows"]
+    )
+    verdict = "met" if report["target_met"] else "missed"
+    return f"""# A version swapped in under load
+
+`{report["command"]}`: the service in its own process on a repository holding version
+{report["old_version"]}; bench.mixed_load's mix of every endpoint at concurrency {report["concurrency"]}
+for {report["seconds"]:g} s from this process; version {report["new_version"]} placed in the repository
+(hidden copy, then a rename) at {report["swap_started_s"]} s, ready (loaded, checked, warmed up) at
+{report["new_version_ready_s"]} s.
+
+| | |
+|---|---|
+| requests | {report["requests"]} ({report["requests_per_s"]}/s) |
+| failed (any answer but 200, or a transport error) | **{report["failed"]}** {report["failed_statuses"] or ""} |
+| p99 before the swap (steady window) | {report["baseline_p99_ms"]} ms |
+| worst one-second p99 after the swap | {report["worst_p99_after_swap_ms"]} ms |
+| seconds after the swap with p99 above 2x the baseline | **{report["seconds_over_2x_baseline"]}** |
+| answers per version | {report["answers_per_version"]} |
+| answers per version from 1 s after ready | {report["answers_per_version_after_ready"]} |
+
+Target (no failed request; p99 at most 2x for at most 5 s): **{verdict}**.
+
+p99 per second after the swap:
+
+| second | requests | p99 ms |
+|---|---|---|
+{rows}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.swap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--swap-at", type=float, default=20)
+    parser.add_argument("--new", type=Path, default=None, help="the version to swap in (default: newest shipped)")
+    parser.add_argument("--poll-s", type=float, default=0.5, help="the service's repository scan interval")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    report = run(args.concurrency, args.seconds, args.swap_at, args.new or newest_shipped(), args.poll_s)
+    text = markdown(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "swap.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "SWAP.md").write_text(text)
+    print(text)
+    return 0 if report["target_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
