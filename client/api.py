@@ -239,6 +239,7 @@ class _Calls:
 
 
 MODEL = ("GET", "/v1/model", None, lambda body: body)
+MODELS = ("GET", "/v1/models", None, lambda body: body["models"])
 
 
 def _error(response: httpx.Response) -> ApiError:
@@ -277,12 +278,19 @@ class _Base:
         retries: int = 3,
         max_retry_wait: float = 30.0,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ):
+        """`model` and `version` pin every call to one model version (default: the service's default
+        model, newest ready version, which may change when a new version is swapped in)."""
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = self._http_class(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
+        pinned = _drop_none({"model": model, "version": version})
+        self.http = self._http_class(
+            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport, params=pinned
+        )
         self._calls: _Calls | None = None  # made from /v1/model on first use
 
 
@@ -338,6 +346,10 @@ class Client(_Base):
         """GET /v1/model: sizes, classes, metrics, limits."""
         return self._call(*MODEL)
 
+    def models(self) -> list[dict]:
+        """GET /v1/models: every model version the service holds, with its state."""
+        return self._call(*MODELS)
+
 
 class AsyncClient(_Base):
     """The same calls, awaitable."""
@@ -387,3 +399,6 @@ class AsyncClient(_Base):
 
     async def model(self) -> dict:
         return await self._call(*MODEL)
+
+    async def models(self) -> list[dict]:
+        return await self._call(*MODELS)

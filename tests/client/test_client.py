@@ -119,3 +119,27 @@ def test_the_client_takes_image_shape_and_class_names_from_the_model():
         assert [len(image) for image in seen[-1]["images"]] == [6, 6, 6]
         with pytest.raises(ValueError, match="2x3"):
             cvae.classify(np.zeros((28, 28)))
+
+
+def test_a_pinned_client_sends_its_model_and_version_on_every_call():
+    import httpx
+
+    queries = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        queries.append((request.url.path, dict(request.url.params)))
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"models": [{"name": "digits", "version": "2"}], "refused": {}})
+        if request.url.path == "/v1/model":
+            return httpx.Response(200, json={"image_shape": [2, 3], "class_names": ["a", "b"]})
+        sample = {"y": 1, "z": [0.0], "mean": [0.5] * 6, "x": None}
+        return httpx.Response(200, json={"seed": 1, "samples": [sample]})
+
+    with Client("http://model.test", transport=httpx.MockTransport(answer), model="digits", version="2") as cvae:
+        cvae.sample(n=1)
+        assert cvae.models() == [{"name": "digits", "version": "2"}]
+    assert [path for path, _ in queries] == ["/v1/model", "/v1/samples", "/v1/models"]
+    assert all(params == {"model": "digits", "version": "2"} for _, params in queries)
+    with Client("http://model.test", transport=httpx.MockTransport(answer)) as cvae:
+        cvae.model()
+    assert queries[-1][1] == {}  # unpinned: the service's default
