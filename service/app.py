@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         repository = Repository(settings, on_batch=app.state.metrics.observe_model_batch)
         app.state.repository = repository
         await repository.start()
+        app.state.metrics.watch_versions(repository.listing)
         yield
         app.state.repository = None
         await repository.stop()

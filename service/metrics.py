@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+
+class _Versions:
+    """The model versions' states and in-flight requests, read from the repository at each scrape."""
+
+    def __init__(self, listing: Callable[[], list[dict]]):
+        self.listing = listing
+
+    def collect(self):
+        state = GaugeMetricFamily(
+            "cvae_model_version_state",
+            "1 for each model version, labelled with its state (loading, ready, failed, unloading, unloaded)",
+            labels=["name", "version", "state"],
+        )
+        flight = GaugeMetricFamily(
+            "cvae_model_version_in_flight", "Requests running on each model version", labels=["name", "version"]
+        )
+        for row in self.listing():
+            state.add_metric([row["name"], row["version"], row["state"]], 1)
+            flight.add_metric([row["name"], row["version"]], row["in_flight"])
+        yield state
+        yield flight
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._versions: _Versions | None = None
         self.requests = Counter(
             "cvae_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=self.registry
         )
@@ -42,6 +68,13 @@ class Metrics:
             buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
             registry=self.registry,
         )
+
+    def watch_versions(self, listing: Callable[[], list[dict]]) -> None:
+        """Export the states of the model versions that `listing` returns (GET /v1/models' rows)."""
+        if self._versions is None:
+            self._versions = _Versions(listing)
+            self.registry.register(self._versions)
+        self._versions.listing = listing  # an app started again reports its new repository
 
     def observe_model_batch(self, graph: str, size: int) -> None:
         self.model_batch.labels(graph).observe(size)

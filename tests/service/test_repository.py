@@ -145,6 +145,9 @@ def test_a_new_version_swaps_in_and_a_corrupt_one_never_takes_traffic(repository
         wait_for(lambda: states(client)[("mnist-cvae", "2.0.0")]["state"] == "ready")
         assert log_px(client)[1] == "2.0.0"
         assert log_px(client, version="1.0.0")[1] == "1.0.0"  # keep_versions = 2: both serve
+        metrics = client.get("/metrics").text
+        assert 'cvae_model_version_state{name="mnist-cvae",state="ready",version="2.0.0"} 1.0' in metrics
+        assert 'cvae_model_version_in_flight{name="mnist-cvae",version="1.0.0"} 0.0' in metrics
 
 
 def test_keep_versions_unloads_the_oldest_and_removed_folders_stop_serving(repository, shipped_model):
