@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from service.settings import SHIPPED_MODEL
+from service.repository import newest
+from service.settings import SHIPPED_REPOSITORY
 
 
 def build_parser(prog: str = "cvae score") -> argparse.ArgumentParser:
@@ -17,7 +18,11 @@ def build_parser(prog: str = "cvae score") -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="MNIST IDX images file, .npy, .npz, .parquet, or a folder of PNGs")
     parser.add_argument("--out", required=True, help="output folder: part-*.parquet, errors/, job.json")
-    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL), help="model directory (default: the shipped one)")
+    parser.add_argument(
+        "--model-dir",
+        default=str(newest(SHIPPED_REPOSITORY, "mnist-cvae")),
+        help="model directory (default: the newest shipped version, the one the service answers with)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="job seed; each image's seed derives from it and its row")
     parser.add_argument("--num-samples", type=int, help="importance samples K (default: the service's)")
     parser.add_argument("--binarize", choices=("threshold", "bernoulli", "none"), help="default: the service's")

@@ -36,15 +36,10 @@ import httpx
 import numpy as np
 
 from bench.mixed_load import MIX
-from service.repository import version_key
+from service.repository import newest, version_key
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def newest_shipped() -> Path:
-    versions = [p for p in (SHIPPED_REPOSITORY / "mnist-cvae").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return max(versions, key=lambda p: version_key(p.name))
 
 
 def place(source: Path, repository: Path, name: str, version: str) -> Path:
@@ -248,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=0.5, help="the service's repository scan interval")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    report = run(args.concurrency, args.seconds, args.swap_at, args.new or newest_shipped(), args.poll_s)
+    new = args.new or newest(SHIPPED_REPOSITORY, "mnist-cvae")
+    report = run(args.concurrency, args.seconds, args.swap_at, new, args.poll_s)
     text = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "swap.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -49,6 +49,16 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+def newest(repository: Path, name: str) -> Path:
+    """The folder of the newest version of model `name` in `repository` (what a request naming none gets,
+    when every version loads)."""
+    folders = [p for p in (repository / name).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    numbered = [p for p in folders if all(part.isdigit() for part in p.name.split("."))]
+    if not numbered:
+        raise ModelLoadError(f"{repository / name} holds no version folder.")
+    return max(numbered, key=lambda p: version_key(p.name))
+
+
 def fingerprint(path: Path) -> tuple:
     """What changes when any file of a version directory is written, added or removed."""
     try:
@@ -369,6 +379,8 @@ class Repository:
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        for task in list(self._drains):
+            task.cancel()
         for entry in [*self.serving.values(), *self.draining]:
             if entry.inference is not None:
                 await entry.inference.calls.stop()
