@@ -15,6 +15,7 @@ column), so any row can be checked against the service, and no answer depends on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -65,12 +66,27 @@ class Job:
     block_size: int = 1024
     request: dict = field(default_factory=dict)  # further /v1/classify fields: num_samples, binarize, ...
     column: str | None = None
+    model_sha256: str = ""  # of the manifest, which holds the sha256 of every model file
+    input_stamp: str = ""  # size and modification time of the input: a changed input is another job
 
     @property
     def blocks(self) -> list[tuple[int, int, int]]:
         """(block, first row, row after the last) of every block."""
         starts = range(0, self.num_rows, self.block_size)
         return [(b, s, min(s + self.block_size, self.num_rows)) for b, s in enumerate(starts)]
+
+
+def model_sha256(model_dir: str | Path) -> str:
+    """The model's identity: the sha256 of its manifest, which lists the sha256 of each of its files."""
+    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def input_stamp(path: str | Path) -> str:
+    """Size and modification time of an input file, or of every file of an input folder."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    stamps = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
 
 
 def image_seed(seed: int, row: int) -> int:
@@ -251,6 +267,8 @@ def run(
         block_size=block_size,
         request=dict(request or {}),
         column=source.column,
+        model_sha256=model_sha256(model_dir),
+        input_stamp=input_stamp(input_path),
     )
     out = Path(out).resolve()
     check(job)

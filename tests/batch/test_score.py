@@ -2,8 +2,10 @@
 
 import gzip
 import io
+import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -137,6 +139,18 @@ def test_another_job_is_not_mixed_into_an_output(local_ray, digits, shipped_mode
     assert again.skipped_blocks == again.blocks == 1 and again.rows == 0
     with pytest.raises(ValueError, match="another job"):
         run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=2, request=REQUEST, progress=False)
+    # a model re-exported or re-calibrated in place, or an input rewritten, makes another job too
+    model = tmp_path / "model"
+    shutil.copytree(shipped_model, model, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    run(tmp_path / "d.npy", tmp_path / "other", model, seed=1, request=REQUEST, progress=False)
+    manifest = json.loads((model / "manifest.json").read_text())
+    (model / "manifest.json").write_text(json.dumps({**manifest, "class_prior": [0.1] * 10}))
+    with pytest.raises(ValueError, match="model_sha256"):
+        run(tmp_path / "d.npy", tmp_path / "other", model, seed=1, request=REQUEST, progress=False)
+    time.sleep(0.01)
+    np.save(tmp_path / "d.npy", digits[2:4])
+    with pytest.raises(ValueError, match="input_stamp"):
+        run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=1, request=REQUEST, progress=False)
     # settings no image could satisfy stop the job before a row is scored, not as one error per row
     for request, block_size, message in (({"num_samples": 1}, 8, "num_samples"), ({}, 0, "block-size")):
         with pytest.raises(ValueError, match=message):
