@@ -40,6 +40,7 @@ router = APIRouter(
             (400, "The tensors are malformed or do not fit the model."),
             (404, "No model of that name: the models are encoder, decoder and scorer."),
             (413, "Too many rows for one request."),
+            (415, "A content type that browsers send across origins: use application/json."),
             (503, "The model is still loading, or the service is at capacity."),
         )
     },
@@ -48,6 +49,7 @@ router = APIRouter(
 DATATYPE = "FP32"  # every tensor of the three graphs
 LITTLE_ENDIAN_FP32 = np.dtype("<f4")
 BINARY_HEADER = "inference-header-content-length"
+SIMPLE_CONTENT_TYPES = {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
 MAX_ELEMENTS = 50_000_000
 
 
@@ -271,8 +273,16 @@ def _inline(schema: dict) -> dict:
 
 
 async def _infer_request(request: Request) -> tuple[InferRequest, bytes]:
-    """The JSON inference header, whatever the content type (Triton's clients send octet-stream), and the
-    binary tensor data after it."""
+    """The JSON inference header (sent as JSON or, by Triton's clients, as octet-stream) and the binary
+    tensor data after it. The content types a browser may send across origins without asking first
+    (text/plain and the two form types) are refused, so that no other web page can run inference."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in SIMPLE_CONTENT_TYPES:
+        raise V2Error(
+            f"Content-Type {content_type} is not accepted: send application/json (or application/octet-stream "
+            "with Inference-Header-Content-Length for binary tensors).",
+            415,
+        )
     raw = await request.body()
     header_length = request.headers.get(BINARY_HEADER)
     if header_length is None:

@@ -1,5 +1,7 @@
 """The Open Inference Protocol (KServe V2), spoken to by Triton's own HTTP client."""
 
+import json
+
 import numpy as np
 import pytest
 from servers import running_server
@@ -212,3 +214,10 @@ def test_malformed_binary_tensors_are_refused_with_the_reason(triton):
         answer = send(inputs, payload)
         assert answer.status_code == 400, reason
         assert reason in answer.json()["error"] or "shape" in answer.json()["error"], (reason, answer.json())
+
+
+def test_content_types_a_browser_sends_across_origins_are_refused(client):
+    body = json.dumps({"inputs": [{"name": "z", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32}]})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        answer = client.post("/v2/models/decoder/infer", content=body, headers={"content-type": content_type})
+        assert answer.status_code == 415 and "application/json" in answer.json()["error"], content_type
