@@ -1,7 +1,26 @@
-"""The shipped model directory is complete, intact and described by its manifest."""
+"""Every shipped model version is complete, intact and described by its manifest."""
 
 import hashlib
 import json
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent / "models"
+VERSIONS = sorted(p for p in REPOSITORY.glob("*/*") if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.fixture(params=VERSIONS, ids=[f"{p.parent.name}-{p.name}" for p in VERSIONS])
+def shipped_model(request):
+    return request.param
+
+
+def test_the_repository_ships_versions_whose_manifests_name_their_folders():
+    assert VERSIONS
+    for folder in VERSIONS:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert (manifest["name"], manifest["version"]) == (folder.parent.name, folder.name)
+        assert manifest.get("description"), folder  # what distinguishes this version, for /v1/models
 
 
 def test_files_match_manifest_checksums(shipped_model):
