@@ -233,3 +233,26 @@ def test_folder_and_manifest_must_agree(repository, shipped_model):
         entry = states(client)[("mnist-cvae", "2.0.0")]
         assert entry["state"] == "failed" and "says mnist-cvae 5.0.0" in entry["reason"]
         assert log_px(client)[1] == "1.0.0"
+
+
+def test_the_shipped_repository_answers_each_version_as_its_own_directory_would():
+    """Pinned to a version of the shipped repository, a request gets that version's manifest figures and
+    the same answer as a service of that version's directory alone."""
+    from service.settings import SHIPPED_REPOSITORY
+
+    body = {"images": [IMAGE], "seed": 5, "num_samples": 40}
+    with TestClient(create_app(Settings(repository_poll_s=0))) as shipped:
+        wait_ready(shipped)
+        rows = shipped.get("/v1/models").json()["models"]
+        assert rows and all(row["state"] == "ready" for row in rows)
+        newest = max(rows, key=lambda row: version_key(row["version"]))
+        assert newest["default"]
+        for row in rows:
+            folder = SHIPPED_REPOSITORY / row["name"] / row["version"]
+            manifest = json.loads((folder / "manifest.json").read_text())
+            described = shipped.get("/v1/model", params={"version": row["version"]}).json()
+            assert described["metrics"]["nll"] == manifest["metrics"]["nll"]
+            pinned = shipped.post("/v1/classify", params={"version": row["version"]}, json=body)
+            with TestClient(create_app(Settings(model_dir=folder))) as alone:
+                wait_ready(alone)
+                assert pinned.json()["results"] == alone.post("/v1/classify", json=body).json()["results"]
