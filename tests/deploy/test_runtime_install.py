@@ -34,7 +34,8 @@ def test_base_install_serves_the_shipped_model_without_torch(tmp_path):
     for absent in ("torch", "pytest", "onnx==", "ruff"):
         assert absent not in installed, f"{absent} is in the runtime install"
     port = free_port()
-    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": str(ROOT / "models" / "default")}
+    env = {**os.environ, "CVAE_PORT": str(port), "CVAE_MODEL_REPOSITORY": str(ROOT / "models")}  # as the image does
+    env.pop("CVAE_MODEL_DIR", None)
     env.pop("PYTHONPATH", None)
     log = tmp_path / "server.log"
     with log.open("wb") as out:
