@@ -99,6 +99,7 @@ def test_the_samples_box_is_bounded_as_the_api_bounds_it_and_scoring_shows_progr
     tab, errors = page
     tab.click("#clear")
     assert tab.get_attribute("#k", "min") == "2" and tab.get_attribute("#k", "max") == "20000"  # /v1/model's limit
+    assert tab.text_content("#served").startswith("Model: mnist-cvae 1.0.0 (Gaussian q")  # the version answering
     tab.fill("#k", "1")
     held = []
     tab.route("**/v1/classify", lambda route: held.append(route))
