@@ -62,9 +62,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotServed)
     async def not_served(request: Request, exc: NotServed) -> JSONResponse:
         return JSONResponse(
-            status_code=exc.status,
+            status_code=503 if exc.loading else 404,
             content=error_body(exc.message, [{"field": exc.field, "message": exc.message}]),
-            headers={"Retry-After": "1"} if exc.status == 503 else None,
+            headers={"Retry-After": "1"} if exc.loading else None,
         )
 
     @app.exception_handler(Overloaded)

@@ -34,11 +34,12 @@ log = logging.getLogger("cvae.repository")
 
 
 class NotServed(LookupError):
-    """A request names a model or version that cannot answer now; `status` is 404 or 503."""
+    """A request names a model or version that cannot answer: unknown, failed or unloaded, or (`loading`)
+    not ready yet, so worth a retry."""
 
-    def __init__(self, field: str, message: str, status: int = 404):
+    def __init__(self, field: str, message: str, loading: bool = False):
         super().__init__(message)
-        self.field, self.message, self.status = field, message, status
+        self.field, self.message, self.loading = field, message, loading
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -287,13 +288,15 @@ class Repository:
         if version is None:
             ready = [v for v, entry in versions.items() if entry.state == "ready"]
             if not ready:
-                raise NotServed("model", f"Model {name!r} has no version ready yet; retry shortly.", 503)
+                raise NotServed("model", f"Model {name!r} has no version ready yet; retry shortly.", loading=True)
             return versions[max(ready, key=version_key)]
         entry = versions.get(version)
         if entry is None:
             raise NotServed("version", self._unknown(name, version, self.serving))
         if entry.state == "loading":
-            raise NotServed("version", f"Model {name!r} version {version!r} is still loading; retry shortly.", 503)
+            raise NotServed(
+                "version", f"Model {name!r} version {version!r} is still loading; retry shortly.", loading=True
+            )
         if entry.state != "ready":
             raise NotServed("version", f"Model {name!r} version {version!r} cannot serve: {entry.reason}")
         return entry

@@ -110,7 +110,7 @@ def _version(request: Request, name: str, version: str | None = None):
     try:
         return _repository(request).resolve(model, version), graph
     except NotServed as error:
-        raise V2Error(error.message, error.status) from error
+        raise V2Error(error.message, 503 if error.loading else 404) from error
 
 
 def _shape(dims) -> list[int]:
