@@ -83,10 +83,15 @@ def _proposal_section(manifest: dict) -> str:
     if proposal["type"] == "coupling_flow":
         refit = manifest.get("refit") or {}
         rc, val = refit.get("config") or {}, refit.get("validation") or {}
-        lines += [
+        lines.append(
             "- z = mu + sigma * f(eps), eps ~ N(0, I): the encoder's Gaussian base reshaped by "
             f"{proposal['flow_layers']} affine coupling layers (hidden {proposal['flow_hidden']}) conditioned on "
-            "the encoder's last hidden layer.",
+            "the encoder's last hidden layer."
+        )
+        if not refit:
+            lines.append("- Trained with the rest of the model from the start (see Training).")
+            return "\n".join(lines) + "\n"
+        lines += [
             f"- Refit by `cvae refit` with the doubly reparameterized gradient of the k = {rc.get('num_samples')} bound"
             f" ({'decoder trained too' if rc.get('train_decoder') else 'decoder unchanged'}), "
             f"{(refit.get('seconds') or 0) / 60:.0f} minutes; kept epoch {refit.get('best_epoch')}: validation "
@@ -171,6 +176,18 @@ abstention: {a["default_min_probability"]}.
 """
 
 
+def _objective(tc: dict) -> str:
+    k = tc.get("num_samples")
+    if tc.get("objective") == "dreg":
+        a = tc.get("elbo_weight", 0.0)
+        return (
+            f"the importance-weighted bound on log p(x|y) with k = {k} samples, its gradient for q's parameters "
+            "doubly reparameterized (Tucker et al., 2019: sum_i w~_i^2 d log w_i / dz_i dz_i/dphi) and for the "
+            f"decoder's {a:g} x the ELBO's plus {1 - a:g} x the bound's own"
+        )
+    return f"the importance-weighted bound on log p(x|y) with k = {k} samples (reparameterization z = mu + sigma * eps)"
+
+
 def card_text(manifest: dict) -> str:
     seed = manifest["metrics"]["noise_seed"] - 1  # evaluate's --seed, which also drew the sample grid
     m = manifest["metrics"]
@@ -205,8 +222,7 @@ frequencies of the training labels, an encoder q(z|x,y) (see "Proposal"), and a
 - Data: the MNIST training set, {t.get("num_train_images")} images for training and
   {t.get("num_val_images")} held out for validation (chosen by seed {tc.get("seed")}); the test set
   was not used for any choice. Dynamic binarization: x ~ Bernoulli(pixel/255) each time an image is drawn.
-- Objective: the importance-weighted bound on log p(x|y) with k = {tc.get("num_samples")} samples
-  (reparameterization z = mu + sigma * eps), plus {tc.get("classify_weight")} x the cross-entropy of
+- Objective: {_objective(tc)}, plus {tc.get("classify_weight")} x the cross-entropy of
   Bayes' rule over the single-sample ELBOs of all classes, with the encoder held fixed in that term.
 - Adam, batch {tc.get("batch_size")}, learning rate {tc.get("learning_rate")} with cosine decay to
   {tc.get("final_learning_rate")}, {tc.get("epochs")} epochs; the checkpoint kept is the epoch with the best
