@@ -31,9 +31,13 @@ def test_files_match_manifest_checksums(shipped_model):
         assert digest == entry["sha256"], entry["file"]
 
 
-def test_directory_stays_under_20_mb(shipped_model):
-    total = sum(p.stat().st_size for p in shipped_model.iterdir())
-    assert total < 20 * 1024 * 1024
+def test_what_replicas_carry_stays_under_20_mb_and_the_folder_under_25_mb(shipped_model):
+    """Replicas and images carry every file but the checkpoint (.dockerignore); the checkpoint, which
+    `cvae evaluate` and `cvae ais` read, stays in the repository. A flow proposal stores its extra
+    parameters twice (checkpoint and scorer.onnx), so the folder's bound is the larger."""
+    sizes = {p.name: p.stat().st_size for p in shipped_model.iterdir() if p.is_file()}
+    assert sum(size for name, size in sizes.items() if name != "checkpoint.pt") < 20 * 1024 * 1024
+    assert sum(sizes.values()) < 25 * 1024 * 1024
 
 
 def test_manifest_carries_test_metrics_and_the_card_exists(shipped_model):
