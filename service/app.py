@@ -101,7 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 *("Authorization", "X-API-Key", "Content-Type", "X-Request-ID"),
                 "Inference-Header-Content-Length",  # binary tensors on /v2
             ],
-            expose_headers=["X-Request-ID", "X-Seed", "Inference-Header-Content-Length", "Retry-After"],
+            expose_headers=[
+                *("X-Request-ID", "X-Seed", "Inference-Header-Content-Length", "Retry-After"),
+                *("X-Model-Name", "X-Model-Version"),  # which version answered
+            ],
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))

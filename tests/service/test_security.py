@@ -63,6 +63,9 @@ def test_cors_is_closed_by_default_and_opens_per_setting(client, shipped_model):
         assert response.headers["access-control-allow-origin"] == "https://example.org"
         other = open_client.options("/v1/samples", headers={**preflight, "Origin": "https://evil.test"})
         assert "access-control-allow-origin" not in other.headers
+        answer = open_client.post("/v1/samples", json={"n": 1, "seed": 0}, headers={"Origin": "https://example.org"})
+        exposed = {h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")}
+        assert {"x-seed", "x-model-name", "x-model-version"} <= exposed  # a page can read which version answered
 
 
 def test_request_id_is_echoed_or_made(client):
