@@ -23,7 +23,6 @@ Writes bench/results/batch.json and BATCH.md, and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 import psutil
 
 from bench.ood import grey_test_digits
+from bench.report import save
 from service.settings import SHIPPED_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -184,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.memory_images:
             report["memory"] = memory(args.model_dir, digits, args.memory_images, Path(folder))
-    text = markdown(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "BATCH.md").write_text(text)
-    print(text)
+    save(args.out, "batch", report, markdown(report))
     return 0
 
 

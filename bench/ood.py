@@ -25,7 +25,6 @@ Writes bench/results/ood.json and OOD.md, and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import zlib
@@ -35,6 +34,7 @@ import numpy as np
 
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets
 from bench.precision import mnist_test
+from bench.report import save
 from service import ood
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
@@ -196,12 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
     args = parser.parse_args(argv)
     report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed)
-    text = markdown(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ood.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "OOD.md").write_text(text)
-    print(text)
+    save(args.out, "ood", report, markdown(report))
     return 0
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.load import run_load
+from bench.report import save
 from bench.run import free_port, server
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
@@ -164,12 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         row["seconds"] = time.perf_counter() - started
         report["configs"][name] = row
         print(name, json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "precision.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (out / "PRECISION.md").write_text(text)
-    print(text)
+    save(args.out, "precision", report, markdown(report))
     return 0
 
 

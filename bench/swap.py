@@ -25,8 +25,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ import httpx
 import numpy as np
 
 from bench.mixed_load import MIX
+from bench.report import save
+from bench.run import free_port, server
 from service.repository import newest, version_key
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
 
@@ -54,33 +54,6 @@ def place(source: Path, repository: Path, name: str, version: str) -> Path:
     final = repository / name / version
     staging.rename(final)
     return final
-
-
-def start_server(repository: Path, poll_s: float) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
-    env |= {
-        "CVAE_PORT": str(port),
-        "CVAE_MODEL_REPOSITORY": str(repository),
-        "CVAE_REPOSITORY_POLL_S": str(poll_s),
-        "CVAE_LOG_FORMAT": "text",
-    }
-    script = Path(sys.executable).parent / "cvae-serve"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the service never became ready")
 
 
 async def load(base: str, concurrency: int, seconds: float, on_tick) -> list[tuple[float, float, str, str]]:
@@ -125,8 +98,9 @@ def run(concurrency: int, seconds: float, swap_at: float, new: Path, poll_s: flo
     with tempfile.TemporaryDirectory() as tmp:
         repository = Path(tmp) / "models"
         place(source, repository, "mnist-cvae", old_version)
-        process, base = start_server(repository, poll_s)
-        try:
+        port = free_port()
+        env = {"CVAE_PORT": str(port), "CVAE_MODEL_REPOSITORY": str(repository), "CVAE_REPOSITORY_POLL_S": str(poll_s)}
+        with server([sys.executable, "-m", "service.cli"], port, "/readyz", env) as base:
 
             async def on_tick(now: float) -> None:
                 if "swap" not in events and now >= swap_at:
@@ -139,9 +113,6 @@ def run(concurrency: int, seconds: float, swap_at: float, new: Path, poll_s: flo
                         events["ready"] = now
 
             records = asyncio.run(load(base, concurrency, seconds, on_tick))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     return summarize(records, events, concurrency, seconds, swap_at, old_version, new_version, new)
 
 
@@ -243,13 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=0.5, help="the service's repository scan interval")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if os.environ.get("CVAE_MODEL_DIR"):
+        parser.error("unset CVAE_MODEL_DIR: the benchmark serves a model repository")
     new = args.new or newest(SHIPPED_REPOSITORY, "mnist-cvae")
     report = run(args.concurrency, args.seconds, args.swap_at, new, args.poll_s)
-    text = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "swap.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "SWAP.md").write_text(text)
-    print(text)
+    save(args.out, "swap", report, markdown(report))
     return 0 if report["target_met"] else 1
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +49,26 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+def version_folders(model: Path) -> tuple[list[Path], dict[str, str]]:
+    """The version folders of one model's folder, and the other visible folders with why they are not."""
+    found, refused = [], {}
+    for path in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            version_key(path.name)
+        except ValueError as error:
+            refused[str(path)] = str(error)
+            continue
+        found.append(path)
+    return found, refused
+
+
 def newest(repository: Path, name: str) -> Path:
     """The folder of the newest version of model `name` in `repository` (what a request naming none gets,
     when every version loads)."""
-    folders = [p for p in (repository / name).iterdir() if p.is_dir() and not p.name.startswith(".")]
-    numbered = [p for p in folders if all(part.isdigit() for part in p.name.split("."))]
-    if not numbered:
+    found, _ = version_folders(repository / name)
+    if not found:
         raise ModelLoadError(f"{repository / name} holds no version folder.")
-    return max(numbered, key=lambda p: version_key(p.name))
+    return max(found, key=lambda p: version_key(p.name))
 
 
 def fingerprint(path: Path) -> tuple:
@@ -136,16 +147,11 @@ class Repository:
                 f"The model repository {root} is not a folder: set CVAE_MODEL_REPOSITORY to a folder of "
                 "<name>/<version>/ model directories, or CVAE_MODEL_DIR to one model directory."
             )
-        found, refused = {}, {}
+        found, self.refused = {}, {}
         for model in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for path in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                try:
-                    version_key(path.name)
-                except ValueError as error:
-                    refused[str(path)] = str(error)
-                    continue
-                found[(model.name, path.name)] = path
-        self.refused = refused
+            versions, refused = version_folders(model)
+            found |= {(model.name, path.name): path for path in versions}
+            self.refused |= refused
         return found
 
     def default_name(self) -> str | None:
@@ -303,7 +309,11 @@ class Repository:
 
     def acquire(self, name: str | None = None, version: str | None = None) -> Version:
         """The version for a request, kept loaded until `release`: raises NotServed when none can answer."""
-        entry = self.resolve(name, version)
+        return self.hold(self.resolve(name, version))
+
+    @staticmethod
+    def hold(entry: Version) -> Version:
+        """Count a request on a resolved version, so that it is not stopped before `release`."""
         entry.in_flight += 1
         entry.idle.clear()
         return entry
@@ -312,15 +322,6 @@ class Repository:
         entry.in_flight -= 1
         if entry.in_flight == 0:
             entry.idle.set()
-
-    @asynccontextmanager
-    async def lease(self, name: str | None = None, version: str | None = None):
-        """acquire and release around a block."""
-        entry = self.acquire(name, version)
-        try:
-            yield entry
-        finally:
-            self.release(entry)
 
     @property
     def ready(self) -> bool:
@@ -333,15 +334,15 @@ class Repository:
 
     def listing(self) -> list[dict]:
         default = self.default_name()
-        newest = None
+        answering = None  # the version a request naming none gets
         try:
-            newest = self.resolve().key
+            answering = self.resolve().key
         except NotServed:
             pass
         rows = []
         for key in sorted({*self.serving, *self.updates}, key=lambda k: (k[0], version_key(k[1]))):
             entry = self.serving.get(key) or self.updates[key]
-            row = entry.describe() | {"default": key == newest, "default_model": key[0] == default}
+            row = entry.describe() | {"default": key == answering, "default_model": key[0] == default}
             row["pinned"] = key in self.pinned
             update = self.updates.get(key)
             if update is not None and update is not entry:

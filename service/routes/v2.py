@@ -346,7 +346,7 @@ async def _infer(request: Request, name: str, version: str | None = None):
     """Parse, run on the version (held until the answer is made, so a swap never stops it) and answer."""
     repository = _repository(request)
     entry, graph = _version(request, name, version)
-    repository.acquire(entry.name, entry.version)
+    repository.hold(entry)
     try:
         return await _run(request, name, entry, graph)
     finally:
