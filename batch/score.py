@@ -236,10 +236,18 @@ class Summary:
     blocks: int
     skipped_blocks: int
     seconds: float
+    # after start-up: the rows finished after the first block of every worker, and the seconds since
+    # then (Ray's start, the actors' model loading and their first block left out)
+    warm_rows: int = 0
+    warm_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def warm_images_per_second(self) -> float:
+        return self.warm_rows / self.warm_seconds if self.warm_seconds else 0.0
 
 
 def run(
@@ -293,11 +301,20 @@ def run(
             num_cpus=threads,
         )
         bar = _progress(sum(e - s for _, s, e in pending), progress)
+        warm_from, finished = None, 0
         for done in scored.iter_batches(batch_size=1):
-            summary.rows += int(done["rows"].sum())
+            rows = int(done["rows"].sum())
+            summary.rows += rows
             summary.errors += int(done["errors"].sum())
-            bar.update(int(done["rows"].sum()))
+            bar.update(rows)
+            finished += len(done["rows"])
+            if warm_from is not None:
+                summary.warm_rows += rows
+            elif finished >= workers:
+                warm_from = time.perf_counter()
         bar.close()
+        if warm_from is not None:
+            summary.warm_seconds = time.perf_counter() - warm_from
     summary.seconds = time.perf_counter() - started
     return summary
 
