@@ -4,27 +4,25 @@ and the binary tensor data extension (what Triton's clients send by default).
 Models: `encoder` (x [N,784], y [N,10] one-hot -> mu, logvar), `decoder` (z [N,D], y -> logits)
 and `scorer` (x, y, eps [K,N,D] -> log_w, log_px_z [K,N], kl [N]), exactly as in the manifest.
 
-Binary tensor data: the body is the JSON request of `Inference-Header-Content-Length` bytes, then
-the raw little-endian data of each input that says `"parameters": {"binary_data_size": n}`, in the
-order of the inputs. An output comes back the same way when its request says
-`"parameters": {"binary_data": true}`, or every output when the request's parameters say
-`"binary_data_output": true`.
+The tensors and their binary data are read and written by service.tensors; this module is HTTP:
+paths, versions, content types, status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from service import tensors
 from service.repository import NotServed, is_ready, version_key
 from service.runtime import GRAPHS
+from service.tensors import DATATYPE, InferRequest, TensorError
 
 
 class ProtocolError(BaseModel):
@@ -46,31 +44,8 @@ router = APIRouter(
     },
 )
 
-DATATYPE = "FP32"  # every tensor of the three graphs
-LITTLE_ENDIAN_FP32 = np.dtype("<f4")
 BINARY_HEADER = "inference-header-content-length"
 SIMPLE_CONTENT_TYPES = {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
-MAX_ELEMENTS = 50_000_000
-
-
-class Tensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = Field(None, description="Row-major values; omit when the tensor is sent as binary data.")
-
-
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[Tensor] = Field(..., min_length=1)
-    outputs: list[RequestedOutput] | None = None
 
 
 class V2Error(Exception):
@@ -113,86 +88,20 @@ def _version(request: Request, name: str, version: str | None = None):
         raise V2Error(error.message, 503 if error.loading else 404) from error
 
 
-def _shape(dims) -> list[int]:
-    return [d if isinstance(d, int) else -1 for d in dims]
-
-
 def _metadata(request: Request, name: str, version: str | None = None) -> dict:
     entry, graph = _version(request, name, version)
     declared = entry.inference.model.manifest["files"][graph]
-    tensors = lambda args: [{"name": n, "datatype": DATATYPE, "shape": _shape(s)} for n, s in args.items()]  # noqa: E731
+    described = lambda args: [  # noqa: E731
+        {"name": n, "datatype": DATATYPE, "shape": tensors.shape(s)} for n, s in args.items()
+    ]
     ready = [v for (n, v), e in _repository(request).serving.items() if n == entry.name and e.state == "ready"]
     return {
         "name": name,
         "versions": sorted(ready, key=version_key),
         "platform": "onnxruntime_onnx",
-        "inputs": tensors(declared["inputs"]),
-        "outputs": tensors(declared["outputs"]),
+        "inputs": described(declared["inputs"]),
+        "outputs": described(declared["outputs"]),
     }
-
-
-def _binary_size(parameters: dict | None) -> int | None:
-    size = (parameters or {}).get("binary_data_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise V2Error(f"binary_data_size must be a byte count, not {size!r}.")
-    return size
-
-
-def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
-    """One input's values in its shape, and the offset of the next input's binary data."""
-    size = _binary_size(tensor.parameters)
-    count = math.prod(tensor.shape)
-    if size is not None:
-        if tensor.data is not None:
-            raise V2Error(f"Input {tensor.name!r} has both data and binary_data_size; send one.")
-        if size != count * LITTLE_ENDIAN_FP32.itemsize:
-            raise V2Error(
-                f"Input {tensor.name!r} has binary_data_size {size}; shape {tensor.shape} of FP32 needs "
-                f"{count * LITTLE_ENDIAN_FP32.itemsize} bytes."
-            )
-        if offset + size > len(binary):
-            raise V2Error(f"The binary data end before input {tensor.name!r}'s {size} bytes.")
-        array = np.frombuffer(binary[offset : offset + size], dtype=LITTLE_ENDIAN_FP32).astype(np.float32)
-        return array.reshape(tensor.shape), offset + size
-    if tensor.data is None:
-        raise V2Error(f"Input {tensor.name!r} has neither data nor parameters.binary_data_size.")
-    try:
-        return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape), offset
-    except (ValueError, TypeError, OverflowError) as error:
-        problem = f"Input {tensor.name!r}: data do not fill shape {tensor.shape} with numbers ({error})."
-        raise V2Error(problem) from error
-
-
-def _feeds(entry: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
-    expected = {n: _shape(s) for n, s in entry["inputs"].items()}
-    given = {t.name: t for t in inputs}
-    if len(given) < len(inputs):
-        raise V2Error(f"Inputs name {[t.name for t in inputs]}: each input may appear once.")
-    missing, unknown = set(expected) - set(given), set(given) - set(expected)
-    if missing or unknown:
-        raise V2Error(
-            f"Inputs must be exactly {sorted(expected)}; missing {sorted(missing)}, unknown {sorted(unknown)}."
-        )
-    feeds, offset, data = {}, 0, memoryview(binary)
-    for tensor in inputs:  # binary data follow the order of the inputs
-        name = tensor.name
-        if tensor.datatype != DATATYPE:
-            raise V2Error(
-                f"Input {name!r} has datatype {tensor.datatype}; this model takes {DATATYPE} "
-                "(convert it, e.g. array.astype(numpy.float32))."
-            )
-        want = expected[name]
-        if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape)):
-            raise V2Error(f"Input {name!r} has shape {tensor.shape}; this model takes {want} (-1: any size).")
-        if any(s < 1 for s in tensor.shape) or math.prod(tensor.shape) > MAX_ELEMENTS:
-            raise V2Error(f"Input {name!r} has an empty or too large shape {tensor.shape}.")
-        array, offset = _array(tensor, data, offset)
-        if not np.isfinite(array).all():
-            raise V2Error(f"Input {name!r} holds NaN or infinite values.")
-        feeds[name] = array
-    if offset != len(binary):
-        raise V2Error(f"{len(binary) - offset} bytes of binary data belong to no input's binary_data_size.")
-    return feeds
 
 
 def install(app) -> None:
@@ -300,13 +209,6 @@ async def _infer_request(request: Request) -> tuple[InferRequest, bytes]:
         raise V2Error(f"Invalid inference request at {where}: {first.get('msg')}.") from error
 
 
-def _binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:
-    """The outputs to send as binary data: asked for one by one, or all by the request's parameters."""
-    every = bool((body.parameters or {}).get("binary_data_output", False))
-    asked = {o.name: (o.parameters or {}).get("binary_data") for o in body.outputs or []}
-    return {name for name in wanted if (asked.get(name) if asked.get(name) is not None else every)}
-
-
 INFER_BODY = {
     "requestBody": {
         "required": True,
@@ -354,7 +256,10 @@ async def _infer(request: Request, name: str, version: str | None = None):
 async def _run(request: Request, name: str, entry, graph: str):
     session = entry.inference.model.sessions[graph]
     body, binary = await _infer_request(request)
-    feeds = _feeds(entry.inference.model.manifest["files"][graph], body.inputs, binary)
+    try:
+        feeds = tensors.feeds(entry.inference.model.manifest["files"][graph], body.inputs, binary)
+    except TensorError as error:
+        raise V2Error(str(error)) from error
     names = [a.name for a in session.get_outputs()]
     wanted = [o.name for o in body.outputs] if body.outputs else names
     unknown = [o for o in wanted if o not in names]
@@ -373,22 +278,8 @@ async def _run(request: Request, name: str, entry, graph: str):
         raise
     if not all(np.isfinite(v).all() for v in values):
         raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
-    as_binary = _binary_outputs(body, wanted)
-
-    def encode() -> tuple[list[dict], bytes]:
-        tensors, chunks = [], []
-        for n, v in zip(wanted, values):
-            tensor = {"name": n, "datatype": DATATYPE, "shape": list(v.shape)}
-            if n in as_binary:
-                chunk = np.ascontiguousarray(v, dtype=LITTLE_ENDIAN_FP32).tobytes()
-                tensor["parameters"] = {"binary_data_size": len(chunk)}
-                chunks.append(chunk)
-            else:
-                tensor["data"] = v.astype(np.float32).ravel().tolist()
-            tensors.append(tensor)
-        return tensors, b"".join(chunks)
-
-    outputs, data = await asyncio.to_thread(encode)
+    as_binary = tensors.binary_outputs(body, wanted)
+    outputs, data = await asyncio.to_thread(tensors.encode, wanted, values, as_binary)
     answer = {"model_name": name, "model_version": entry.version, "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id

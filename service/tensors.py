@@ -1,0 +1,137 @@
+"""The tensors of the Open Inference Protocol (KServe V2): the request's data model, and its JSON
+and binary tensor data in and out. Knows nothing of HTTP; routes/v2.py turns TensorError into 400.
+
+Binary tensor data: the body is the JSON request of `Inference-Header-Content-Length` bytes, then
+the raw little-endian data of each input that says `"parameters": {"binary_data_size": n}`, in the
+order of the inputs. An output goes back the same way when its request says
+`"parameters": {"binary_data": true}`, or every output when the request's parameters say
+`"binary_data_output": true`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+DATATYPE = "FP32"  # every tensor of the three graphs
+LITTLE_ENDIAN_FP32 = np.dtype("<f4")
+MAX_ELEMENTS = 50_000_000
+
+
+class Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(None, description="Row-major values; omit when the tensor is sent as binary data.")
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[Tensor] = Field(..., min_length=1)
+    outputs: list[RequestedOutput] | None = None
+
+
+class TensorError(ValueError):
+    """Tensors that are malformed or do not fit the graph; the message says which and how."""
+
+
+def shape(dims) -> list[int]:
+    """A manifest's dimensions with every named (free) one as -1."""
+    return [d if isinstance(d, int) else -1 for d in dims]
+
+
+def _binary_size(parameters: dict | None) -> int | None:
+    size = (parameters or {}).get("binary_data_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise TensorError(f"binary_data_size must be a byte count, not {size!r}.")
+    return size
+
+
+def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    """One input's values in its shape, and the offset of the next input's binary data."""
+    size = _binary_size(tensor.parameters)
+    count = math.prod(tensor.shape)
+    if size is not None:
+        if tensor.data is not None:
+            raise TensorError(f"Input {tensor.name!r} has both data and binary_data_size; send one.")
+        if size != count * LITTLE_ENDIAN_FP32.itemsize:
+            raise TensorError(
+                f"Input {tensor.name!r} has binary_data_size {size}; shape {tensor.shape} of FP32 needs "
+                f"{count * LITTLE_ENDIAN_FP32.itemsize} bytes."
+            )
+        if offset + size > len(binary):
+            raise TensorError(f"The binary data end before input {tensor.name!r}'s {size} bytes.")
+        array = np.frombuffer(binary[offset : offset + size], dtype=LITTLE_ENDIAN_FP32).astype(np.float32)
+        return array.reshape(tensor.shape), offset + size
+    if tensor.data is None:
+        raise TensorError(f"Input {tensor.name!r} has neither data nor parameters.binary_data_size.")
+    try:
+        return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape), offset
+    except (ValueError, TypeError, OverflowError) as error:
+        problem = f"Input {tensor.name!r}: data do not fill shape {tensor.shape} with numbers ({error})."
+        raise TensorError(problem) from error
+
+
+def feeds(graph: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
+    """The graph's inputs (`graph`: its manifest entry) from the request's tensors and binary data."""
+    expected = {n: shape(s) for n, s in graph["inputs"].items()}
+    given = {t.name: t for t in inputs}
+    if len(given) < len(inputs):
+        raise TensorError(f"Inputs name {[t.name for t in inputs]}: each input may appear once.")
+    missing, unknown = set(expected) - set(given), set(given) - set(expected)
+    if missing or unknown:
+        raise TensorError(
+            f"Inputs must be exactly {sorted(expected)}; missing {sorted(missing)}, unknown {sorted(unknown)}."
+        )
+    found, offset, data = {}, 0, memoryview(binary)
+    for tensor in inputs:  # binary data follow the order of the inputs
+        name = tensor.name
+        if tensor.datatype != DATATYPE:
+            raise TensorError(
+                f"Input {name!r} has datatype {tensor.datatype}; this model takes {DATATYPE} "
+                "(convert it, e.g. array.astype(numpy.float32))."
+            )
+        want = expected[name]
+        if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape)):
+            raise TensorError(f"Input {name!r} has shape {tensor.shape}; this model takes {want} (-1: any size).")
+        if any(s < 1 for s in tensor.shape) or math.prod(tensor.shape) > MAX_ELEMENTS:
+            raise TensorError(f"Input {name!r} has an empty or too large shape {tensor.shape}.")
+        array, offset = _array(tensor, data, offset)
+        if not np.isfinite(array).all():
+            raise TensorError(f"Input {name!r} holds NaN or infinite values.")
+        found[name] = array
+    if offset != len(binary):
+        raise TensorError(f"{len(binary) - offset} bytes of binary data belong to no input's binary_data_size.")
+    return found
+
+
+def binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:
+    """The outputs to send as binary data: asked for one by one, or all by the request's parameters."""
+    every = bool((body.parameters or {}).get("binary_data_output", False))
+    asked = {o.name: (o.parameters or {}).get("binary_data") for o in body.outputs or []}
+    return {name for name in wanted if (asked.get(name) if asked.get(name) is not None else every)}
+
+
+def encode(names: list[str], values: list[np.ndarray], as_binary: set[str]) -> tuple[list[dict], bytes]:
+    """The answer's output tensors, and the binary data of those in `as_binary`, in their order."""
+    tensors, chunks = [], []
+    for name, value in zip(names, values):
+        tensor = {"name": name, "datatype": DATATYPE, "shape": list(value.shape)}
+        if name in as_binary:
+            chunk = np.ascontiguousarray(value, dtype=LITTLE_ENDIAN_FP32).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            tensor["data"] = value.astype(np.float32).ravel().tolist()
+        tensors.append(tensor)
+    return tensors, b"".join(chunks)
