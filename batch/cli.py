@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None, prog: str = "cvae score") -> int:
     except (SourceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({**vars(summary), "images_per_second": round(summary.images_per_second, 1)}))
+    rates = {
+        "images_per_second": round(summary.images_per_second, 1),
+        "warm_images_per_second": round(summary.warm_images_per_second, 1),  # after every worker's first block
+    }
+    print(json.dumps({**vars(summary), **rates}))
     return 0
 
 
