@@ -85,13 +85,25 @@ def test_the_combined_p_value_counts_the_statistics_of_other_digits():
 def test_a_calibration_without_the_gap_is_combined_as_it_was_made(tmp_path):
     """Files written before the gap was a test load, and give Bonferroni's minimum of three."""
     ref = np.arange(99.0)
-    three = {"log_probs": np.zeros((2, ood.NUM_CONTEXTS)), **dict.fromkeys(ood.REFERENCE_KEYS[:3], ref)}
-    np.savez(tmp_path / "ood.npz", **three)
+    np.savez(
+        tmp_path / "ood.npz",
+        log_probs=np.zeros((2, ood.NUM_CONTEXTS)),
+        reference_score=ref,
+        reference_log_px=ref,
+        reference_ink=ref,
+    )
     calibration = ood.Calibration.load(tmp_path / "ood.npz")
     assert calibration.reference_gap is None
     verdict = ood.assess(np.array([49.0]), np.array([0.0]), np.zeros((1, 784)), (28, 28), calibration, 0.01)[0]
     assert verdict["p_value"] == pytest.approx(3 * 0.04) and verdict["p_value_gap"] is None
-    np.savez(tmp_path / "half.npz", **three, reference_gap=ref)  # a gap without statistics
+    np.savez(
+        tmp_path / "half.npz",
+        log_probs=np.zeros((2, ood.NUM_CONTEXTS)),
+        reference_score=ref,
+        reference_log_px=ref,
+        reference_ink=ref,
+        reference_gap=ref,
+    )  # a gap without statistics
     with pytest.raises(ValueError, match="cvae calibrate"):
         ood.Calibration.load(tmp_path / "half.npz")
 
