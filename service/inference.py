@@ -182,7 +182,7 @@ class Inference:
         }
         post = estimator.bayes_rule(estimates.classes, self.model.log_prior)
         verdicts = (
-            ood.assess(post.log_px, post.elbo, x, self._shape(), self.model.ood, echo["ood_fpr"])
+            ood.assess(post.log_px, x, self._shape(), self.model.ood, echo["ood_fpr"])
             if self.model.ood is not None
             else [None] * len(x)
         )
@@ -375,3 +375,4 @@ def score_images(
         request = request_type(images=images, binarize=binarize, seed=seed, pixel_scale="unit", **fields)
         results += asyncio.run(endpoint(request))["results"]
     return results
+

@@ -12,31 +12,19 @@ digits. It explains strokes, edges and empty space as well as the digits do, but
 of a digit; so the ratio is high for digits and low for blank pages, scribbles, reversed
 polarity, noise, letters and other glyphs, whether their log p(x) is low or suspiciously high.
 
-Digits also have a typical range of log p(x) and of ink, and a typical distance between log p(x)
-and its evidence lower bound: noise that both models find equally improbable lies hundreds of
-nats below every digit, a solid blob carries more ink than any digit, and the posterior of an
-image unlike the training digits is further from the proposal q(z|x,y), so log p(x) - ELBO
-(the gap, KL(q || posterior) averaged over classes) is larger. Four conformal p-values are taken
-against held-out validation digits, scored at export (the `ood` file of the manifest):
+Digits also have a typical range of log p(x) and of ink: noise that both models find equally
+improbable lies hundreds of nats below every digit, and a solid blob carries more ink than any
+digit. So three conformal p-values are taken against held-out validation digits, scored at export
+(the `ood` file of the manifest):
 
-    p_score  = (1 + #{reference scores <= score}) / (n + 1)
-    p_log_px = (1 + #{reference log p(x) <= log p(x)}) / (n + 1)
-    p_ink    = min(1, 2 min((1 + #{reference ink <= ink}) / (n + 1), (1 + #{reference ink >= ink}) / (n + 1)))
-    p_gap    = (1 + #{reference gaps >= gap}) / (n + 1)
+    p_score  = (1 + #{validation scores <= score}) / (n + 1)
+    p_log_px = (1 + #{validation log p(x) <= log p(x)}) / (n + 1)
+    p_ink    = min(1, 2 min((1 + #{validation ink <= ink}) / (n + 1), (1 + #{validation ink >= ink}) / (n + 1)))
 
-(ink: the number of ink pixels, too few or too many) and combined by Fisher's statistic
-T = -2 sum log p_i. The tests are not independent, so T is not read from a chi-squared table:
-the validation digits are split in two, the first part is the reference of the four tests, and
-the second part's statistics (each image's T against the first part) are the reference of T:
-
-    p = (1 + #{reference statistics >= T}) / (m + 1)
-
-(split conformal). For an image drawn like the validation digits P(p <= alpha) <= alpha, so
-flagging p <= alpha holds the false-positive rate at alpha. Fisher's combination lets two
-moderately unusual tests together flag an image (a printed letter is a little too far from the
-posterior *and* a little too well explained by local texture), where Bonferroni's minimum needs
-one test to be extreme. Calibrations made before the gap (no `reference_gap` in the file) are
-combined as they were made: Bonferroni over the first three, p = min(1, 3 min(p_score, p_log_px, p_ink)).
+(ink: the number of ink pixels, too few or too many) and combined by Bonferroni,
+p = min(1, 3 min(p_score, p_log_px, p_ink)). For an image drawn like the validation digits
+P(p <= alpha) <= alpha, so flagging p <= alpha holds the false-positive rate at alpha (a little
+below it, as the tests agree more often than not).
 
 An image with fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST
 training digit has at least 15, so the rule flags no digit, and it catches the nearly blank pages
@@ -56,10 +44,8 @@ from service.images import MIN_INK_PIXELS
 TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
 NUM_CONTEXTS = 2 ** len(TEMPLATE)
 METHOD = (
-    "likelihood ratio log p(x) - log p_background(x) against a 10-pixel causal context model, log p(x), the number "
-    "of ink pixels (two-sided) and the gap log p(x) - ELBO; conformal p-values against the first half of the "
-    "validation digits, combined by Fisher's statistic -2 sum log p, itself a conformal p-value against the "
-    "statistics of the second half (split conformal)"
+    "likelihood ratio log p(x) - log p_background(x) against a 10-pixel causal context model, log p(x), and the "
+    "number of ink pixels (two-sided); conformal p-values against validation digits, combined by Bonferroni"
 )
 
 
@@ -94,14 +80,10 @@ def _conformal(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (1 + np.searchsorted(reference, values, side="right")) / (1 + len(reference))
 
 
-def _conformal_above(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The share of a sorted reference at or above each value, counting the value itself."""
-    return (1 + len(reference) - np.searchsorted(reference, values, side="left")) / (1 + len(reference))
-
-
 def _conformal_two_sided(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Twice the smaller tail share of a sorted reference (at or below, at or above), at most 1."""
-    return np.minimum(1.0, 2 * np.minimum(_conformal(reference, values), _conformal_above(reference, values)))
+    above = (1 + len(reference) - np.searchsorted(reference, values, side="left")) / (1 + len(reference))
+    return np.minimum(1.0, 2 * np.minimum(_conformal(reference, values), above))
 
 
 def ink_pixels(x: np.ndarray) -> np.ndarray:
@@ -109,104 +91,53 @@ def ink_pixels(x: np.ndarray) -> np.ndarray:
     return (x > 0.5).sum(axis=1)
 
 
-REFERENCE_KEYS = ("reference_score", "reference_log_px", "reference_ink", "reference_gap", "reference_statistic")
-
-
 @dataclass(frozen=True)
 class Calibration:
     """What the assessment needs from the model directory's `ood` file."""
 
     log_probs: np.ndarray  # [2, NUM_CONTEXTS] background model
-    reference_score: np.ndarray  # sorted scores of the reference digits [n]
+    reference_score: np.ndarray  # sorted scores of the validation digits [n]
     reference_log_px: np.ndarray  # sorted log p(x) of the same digits [n]
     reference_ink: np.ndarray  # sorted numbers of ink pixels of the same digits [n]
-    reference_gap: np.ndarray | None = None  # sorted log p(x) - ELBO of the same digits [n]; None: Bonferroni
-    reference_statistic: np.ndarray | None = None  # sorted Fisher statistics of other digits [m]
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         with np.load(path) as data:
             log_probs = np.asarray(data["log_probs"], np.float64)
-            # reference_gap and reference_statistic are in calibrations made since the gap was a test
-            arrays = {key: np.sort(np.asarray(data[key], np.float64)) for key in REFERENCE_KEYS if key in data}
-        statistic = arrays.pop("reference_statistic", None)
-        sizes = {len(r) for r in arrays.values()}
-        with_gap = "reference_gap" in arrays
-        if (
-            log_probs.shape != (2, NUM_CONTEXTS)
-            or not {"reference_score", "reference_log_px", "reference_ink"} <= arrays.keys()
-            or len(sizes) != 1
-            or 0 in sizes
-            or with_gap != (statistic is not None and len(statistic) > 0)
-        ):
+            keys = ("reference_score", "reference_log_px", "reference_ink")
+            references = [np.sort(np.asarray(data[key], np.float64)) for key in keys]
+        sizes = {len(r) for r in references}
+        if log_probs.shape != (2, NUM_CONTEXTS) or len(sizes) != 1 or 0 in sizes:
             raise ValueError(
-                f"{path} holds a background model of shape {list(log_probs.shape)} (expected [2, {NUM_CONTEXTS}]), "
-                f"reference values { ({k: len(v) for k, v in arrays.items()}) } (expected reference_score, "
-                "reference_log_px and reference_ink, perhaps reference_gap, all of one length, at least one) and "
-                f"{'no' if statistic is None else len(statistic)} reference statistics (expected at least one exactly "
-                "when there is a reference_gap); run `cvae calibrate` on the model directory again."
+                f"{path} holds a background model of shape {list(log_probs.shape)} (expected [2, {NUM_CONTEXTS}]) "
+                f"and {[len(r) for r in references]} reference values (expected the same number, at least one)"
             )
-        return cls(log_probs, **arrays, reference_statistic=statistic)
-
-
-def tests(
-    log_px: np.ndarray, elbo: np.ndarray, x: np.ndarray, shape: tuple[int, int], calibration: Calibration
-) -> dict[str, np.ndarray]:
-    """Per image [N]: the score and gap (nats), the number of ink pixels and each test's p-value.
-    A non-finite log p(x) or ELBO is as unlike the digits as it gets."""
-    scores = log_px - background_log_prob(x, shape, calibration.log_probs)
-    gaps = log_px - elbo
-    ink = ink_pixels(x)
-    found = {
-        "score": scores,
-        "gap": gaps,
-        "ink": ink,
-        "p_score": _conformal(calibration.reference_score, np.nan_to_num(scores, nan=-np.inf)),
-        "p_log_px": _conformal(calibration.reference_log_px, np.nan_to_num(log_px, nan=-np.inf)),
-        "p_ink": _conformal_two_sided(calibration.reference_ink, ink),
-    }
-    if calibration.reference_gap is not None:
-        found["p_gap"] = _conformal_above(calibration.reference_gap, np.where(np.isfinite(gaps), gaps, np.inf))
-    return found
-
-
-def fisher_statistic(found: dict[str, np.ndarray]) -> np.ndarray:
-    """-2 sum log p over the four tests [N]."""
-    return -2 * sum(np.log(found[key]) for key in ("p_score", "p_log_px", "p_ink", "p_gap"))
+        return cls(log_probs, *references)
 
 
 def assess(
-    log_px: np.ndarray,
-    elbo: np.ndarray,
-    x: np.ndarray,
-    shape: tuple[int, int],
-    calibration: Calibration,
-    fpr: float,
+    log_px: np.ndarray, x: np.ndarray, shape: tuple[int, int], calibration: Calibration, fpr: float
 ) -> list[dict]:
     """Per image: the score (nats), the p-values against validation digits and whether the image is
-    flagged at false-positive rate `fpr`."""
-    found = tests(log_px, elbo, x, shape, calibration)
-    if calibration.reference_gap is not None:
-        p = _conformal_above(calibration.reference_statistic, fisher_statistic(found))
-    else:
-        p = np.minimum(1.0, 3 * np.minimum(np.minimum(found["p_score"], found["p_log_px"]), found["p_ink"]))
-    nearly_empty = found["ink"] < MIN_INK_PIXELS
+    flagged at false-positive rate `fpr`. A non-finite log p(x) is as unlike the digits as it gets."""
+    scores = log_px - background_log_prob(x, shape, calibration.log_probs)
+    lowest = -np.inf
+    p_score = _conformal(calibration.reference_score, np.nan_to_num(scores, nan=lowest))
+    p_log_px = _conformal(calibration.reference_log_px, np.nan_to_num(log_px, nan=lowest))
+    ink = ink_pixels(x)
+    p_ink = _conformal_two_sided(calibration.reference_ink, ink)
+    p = np.minimum(1.0, 3 * np.minimum(np.minimum(p_score, p_log_px), p_ink))
+    nearly_empty = ink < MIN_INK_PIXELS
     return [
         {
-            "score": _finite(found["score"][i]),
-            "gap": _finite(found["gap"][i]),
+            "score": float(scores[i]) if np.isfinite(scores[i]) else None,
             "p_value": float(p[i]),
-            "p_value_score": float(found["p_score"][i]),
-            "p_value_log_px": float(found["p_log_px"][i]),
-            "p_value_ink": float(found["p_ink"][i]),
-            "p_value_gap": float(found["p_gap"][i]) if "p_gap" in found else None,
+            "p_value_score": float(p_score[i]),
+            "p_value_log_px": float(p_log_px[i]),
+            "p_value_ink": float(p_ink[i]),
             "fpr": fpr,
             "nearly_empty": bool(nearly_empty[i]),
             "flagged": bool(p[i] <= fpr or nearly_empty[i]),
         }
-        for i in range(len(p))
+        for i in range(len(scores))
     ]
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None

@@ -145,14 +145,9 @@ class OutOfDistribution(BaseModel):
         "than a model of local strokes and blank space alone. Digits score high (validation median about +22); "
         "blank pages, scribbles, reversed polarity, noise and other glyphs score low. Null when log p(x) is."
     )
-    gap: float | None = Field(
-        description="log p(x) - ELBO in nats: how far the posterior is from the proposal q(z|x,y). Larger for images "
-        "unlike the training digits. Null when log p(x) or the ELBO is not finite."
-    )
     p_value: float = Field(
-        description="Chance that a genuine digit looks at least this unusual: the four p-values below combined by "
-        "Fisher's statistic -2 sum log p, itself counted against held-out validation digits (for calibrations "
-        "without p_value_gap: Bonferroni's min(1, 3 min(...)) of the other three)."
+        description="Chance that a genuine digit looks at least this unusual: Bonferroni's min(1, 3 min(...)) of "
+        "the three p-values below, each counted against held-out validation digits."
     )
     p_value_score: float = Field(description="Share of validation digits whose score is at most this one's.")
     p_value_log_px: float = Field(
@@ -162,10 +157,6 @@ class OutOfDistribution(BaseModel):
     p_value_ink: float = Field(
         description="Twice the share of validation digits with at most (or at least, whichever is smaller) this "
         "image's number of ink pixels: too little or too much ink for a digit."
-    )
-    p_value_gap: float | None = Field(
-        description="Share of validation digits whose gap is at least this one's. Null for calibrations made "
-        "before the gap was a test."
     )
     fpr: float = Field(description="The false-positive rate the flag was set at.")
     nearly_empty: bool = Field(

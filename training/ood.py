@@ -3,10 +3,8 @@
 1. The background model of service.ood (a causal context model of local texture) is counted on
    the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
 2. The validation split (never the test set) is binarized once and scored by the service's own
-   code at its default settings. Of its first half, each image's score log p(x) - log p_background(x),
-   log p(x), number of ink pixels and gap log p(x) - ELBO are the reference of the four tests; of its
-   second half, each image's Fisher statistic against the first half is the reference of the
-   statistic (split conformal: see service.ood).
+   code at its default settings; each image's log p(x), score log p(x) - log p_background(x) and
+   number of ink pixels are the reference that answers' p-values are counted against.
 3. The same answers give the classifier's accuracy and abstention on validation digits for a
    range of `min_probability`, and the default that keeps abstention within `ABSTENTION_BUDGET`.
 """
@@ -78,28 +76,22 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
     train, val = split_train_val(data, split)
     if limit:
         val = val[:limit]
-    if len(val) < 2:
-        raise ValueError(f"calibration needs at least 2 validation images (got {len(val)}); raise --limit.")
     started = time.time()
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     answers = service_answers(model_dir, x, seed)
     log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
-    elbo = np.array([a["elbo"]["value"] if a["elbo"]["value"] is not None else -np.inf for a in answers])
-    gap = log_px - elbo
-    half = max(1, len(x) // 2)  # the first half: the tests' reference; the second: the statistic's
-    reference = {
-        "reference_score": (log_px - ood.background_log_prob(x, shape, log_probs))[:half],
-        "reference_log_px": log_px[:half],
-        "reference_ink": ood.ink_pixels(x)[:half],
-        "reference_gap": np.where(np.isfinite(gap), gap, np.inf)[:half],
-    }
-    tests_only = ood.Calibration(log_probs, *(np.sort(values) for values in reference.values()))
-    statistic = ood.fisher_statistic(ood.tests(log_px[half:], elbo[half:], x[half:], shape, tests_only))
-    np.savez(model_dir / OOD_FILE, log_probs=log_probs, **reference, reference_statistic=statistic)
+    scores = log_px - ood.background_log_prob(x, shape, log_probs)
+    np.savez(
+        model_dir / OOD_FILE,
+        log_probs=log_probs,
+        reference_score=scores,
+        reference_log_px=log_px,
+        reference_ink=ood.ink_pixels(x),
+    )
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE)
-    verdicts = ood.assess(log_px, elbo, x, shape, calibration, DEFAULT_FPR)
+    verdicts = ood.assess(log_px, x, shape, calibration, DEFAULT_FPR)
     flagged = np.array([v["flagged"] for v in verdicts])
     log_prior = np.log(np.asarray(manifest["class_prior"]))
     joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
@@ -118,11 +110,9 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
         },
         "reference": {
             "split": "validation",
-            "num_images": half,
-            "statistic_images": len(val) - half,
+            "num_images": len(val),
             "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
-            f"{split.val_size} held out): the first {half} are the tests' reference, the other {len(val) - half} "
-            "the reference of their Fisher statistic",
+            f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed),
         },
@@ -161,8 +151,7 @@ def _split_fields(manifest: dict) -> dict:
 def run(model_dir: str | Path, data_dir: str | Path, limit: int = 0, seed: int = 0) -> dict:
     entry = calibrate(model_dir, load_mnist(data_dir), limit, seed)
     print(
-        f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} + "
-        f"{entry['reference']['statistic_images']} validation images, "
+        f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
         f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "
         f"{entry['abstention']['default_min_probability']}, {entry['seconds']:.0f} s"
     )

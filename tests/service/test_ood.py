@@ -29,11 +29,8 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
     assert entry["background"]["split"] == "training"
     calibration = ood.Calibration.load(shipped_model / entry["file"])
     assert len(calibration.reference_score) == entry["reference"]["num_images"] >= 1000
-    # at the default rate, about 1 % of the validation digits are flagged: split conformal p-values hold
-    # the rate at most at fpr in expectation over the draw of the reference, and for one reference the
-    # rate lies within its sampling error, sqrt(fpr (1 - fpr) / m) for m reference statistics
-    fpr, m = entry["default_fpr"], entry["reference"]["statistic_images"]
-    assert 0.003 <= entry["validation_flagged_at_default"] <= fpr + 3 * (fpr * (1 - fpr) / m) ** 0.5
+    # at the default rate, about 1 % of the validation digits are flagged, never more
+    assert 0.003 <= entry["validation_flagged_at_default"] <= entry["default_fpr"]
 
 
 def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir, tmp_path):
@@ -43,10 +40,9 @@ def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir
 
     copy = tmp_path / "model"
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
-    calibrate(copy, load_mnist(mnist_dir), limit=8)  # the first 4 are the tests' reference
+    calibrate(copy, load_mnist(mnist_dir), limit=8)
     with np.load(shipped_model / "ood.npz") as shipped, np.load(copy / "ood.npz") as again:
-        for key in ("reference_log_px", "reference_gap"):
-            np.testing.assert_allclose(again[key], shipped[key][:4], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(again["reference_log_px"], shipped["reference_log_px"][:8], rtol=0, atol=1e-6)
         np.testing.assert_allclose(again["log_probs"], shipped["log_probs"])
 
 
