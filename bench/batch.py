@@ -8,8 +8,11 @@ service's default settings unless `--num-samples` says otherwise:
 
 - in process: one ONNX Runtime session with 2 intra-op threads scoring every image in a loop
   (batch.score.Scorer, the code each Ray actor runs), both cores busy;
-- Ray: `cvae score`'s run() with 2 actors of 1 thread each, the whole job timed (Ray's start included);
-- scaling: Ray with 1 actor of 1 thread against 2 actors of 1 thread.
+- Ray: `cvae score`'s run() with 2 actors of 1 thread each, timed over the whole job (Ray's start
+  included) and after start-up (from the end of every actor's first block);
+- scaling: Ray with 1 actor of 1 thread against 2 actors of 1 thread, both ways.
+
+`--images 0` leaves the throughput runs out (a memory run alone).
 
 Memory: `--memory-images` images made from the test digits by repetition (a memory-mapped .npy),
 streamed through run() with a cheap setting (K = 2, no screening) so that the run takes minutes;

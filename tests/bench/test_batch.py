@@ -30,5 +30,6 @@ def test_throughput_rows_and_memory_peak(shipped_model, tmp_path):
         "request": request,
         "throughput": {"in_process": alone, "ray_2x1": ray_rate, "ray_1x1": ray_rate},
     }
-    assert "| in process" in markdown(report) and "Scaling, 2 actors over 1: 1.00x over the whole job" in markdown(report)
+    text = markdown(report)
+    assert "| in process" in text and "Scaling, 2 actors over 1: 1.00x over the whole job" in text
     assert "Throughput" not in markdown({"cpu_count": 2, "model_dir": "m"})  # a memory-only run
