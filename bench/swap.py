@@ -42,15 +42,21 @@ from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def place(source: Path, repository: Path, name: str, version: str) -> Path:
-    """Copy a model directory in as name/version: into a hidden folder first, then one rename."""
+def place(
+    source: Path, repository: Path, name: str, version: str, changes: dict | None = None, rename: bool = True
+) -> Path:
+    """Copy a model directory in as name/version: into a hidden folder first, then one rename. `changes`
+    are set in its manifest too; with rename=False the hidden folder is left as it is and returned."""
     staging = repository / name / f".{version}.incoming"
     staging.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "*.md"))
     manifest = json.loads((staging / "manifest.json").read_text())
-    if (manifest.get("name"), manifest.get("version")) != (name, version):
-        manifest.update(name=name, version=version)
+    wanted = {"name": name, "version": version, **(changes or {})}
+    if any(manifest.get(key) != value for key, value in wanted.items()):
+        manifest.update(wanted)
         (staging / "manifest.json").write_text(json.dumps(manifest))
+    if not rename:
+        return staging
     final = repository / name / version
     staging.rename(final)
     return final

@@ -181,12 +181,20 @@ class Inference:
             "ood_fpr": self._ood_fpr(request),
         }
         post = estimator.bayes_rule(estimates.classes, self.model.log_prior)
-        verdicts = (
-            ood.assess(post.log_px, x, self._shape(), self.model.ood, echo["ood_fpr"])
-            if self.model.ood is not None
-            else [None] * len(x)
-        )
+        verdicts = self._assess(estimates.classes, post, x, echo["ood_fpr"])
         return Scored(estimates, post, echo, warnings, verdicts, x)
+
+    def _assess(
+        self, classes: estimator.ClassEstimates, post: estimator.Posterior, x: np.ndarray, fpr: float
+    ) -> list[dict | None]:
+        """The out-of-distribution verdict per image; None each when the model has no calibration."""
+        calibration = self.model.ood
+        if calibration is None:
+            return [None] * len(x)
+        values = ood.features(
+            post.log_px, post.elbo, post.kl_z, classes.log_px_y, x, self._shape(), calibration.log_probs
+        )
+        return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 
     @staticmethod
     def _precision_of(estimates: rounds.Estimates, echo: dict, i: int) -> dict:
@@ -375,4 +383,3 @@ def score_images(
         request = request_type(images=images, binarize=binarize, seed=seed, pixel_scale="unit", **fields)
         results += asyncio.run(endpoint(request))["results"]
     return results
-

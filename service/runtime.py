@@ -189,6 +189,11 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
             f"{model_dir / entry['file']} was made for the context template {entry.get('template')}, not this "
             f"service's {[list(t) for t in ood.TEMPLATE]}: recalibrate it with `cvae calibrate`."
         )
+    if entry.get("features") != list(ood.FEATURES):
+        raise ModelLoadError(
+            f"{model_dir / entry['file']} holds the numbers {entry.get('features')}, not the {list(ood.FEATURES)} "
+            "this service measures: recalibrate it with `cvae calibrate`."
+        )
     try:
         return ood.Calibration.load(model_dir / entry["file"])
     except (ValueError, KeyError, OSError) as error:

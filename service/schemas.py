@@ -145,18 +145,27 @@ class OutOfDistribution(BaseModel):
         "than a model of local strokes and blank space alone. Digits score high (validation median about +22); "
         "blank pages, scribbles, reversed polarity, noise and other glyphs score low. Null when log p(x) is."
     )
-    p_value: float = Field(
-        description="Chance that a genuine digit looks at least this unusual: Bonferroni's min(1, 3 min(...)) of "
-        "the three p-values below, each counted against held-out validation digits."
+    distance: float | None = Field(
+        description="Mahalanobis distance of six numbers from the validation digits': score, log p(x), "
+        "log(1 + ink pixels), log(log p(x) - ELBO), log(1 + the margin of log p(x|y) between the two best "
+        "classes) and KL(q(z|x,y) || p(z)). Digits lie near 2.5 (validation median); null when a number is "
+        "not finite (the image is then as far as it gets)."
     )
-    p_value_score: float = Field(description="Share of validation digits whose score is at most this one's.")
+    p_value: float = Field(
+        description="Chance that a genuine digit lies at least this far: the share of held-out validation digits "
+        "(the half not used for the centre and covariance) whose distance is at least this one's, counting this "
+        "image. The flag uses this p-value."
+    )
+    p_value_score: float = Field(
+        description="Share of all validation digits whose score is at most this one's: says whether the ratio "
+        "is what is unusual (explanation only, not the flag)."
+    )
     p_value_log_px: float = Field(
-        description="Share of validation digits whose log p(x) is at most this one's (catches images too "
-        "improbable for both models)."
+        description="Share of validation digits whose log p(x) is at most this one's (explanation only)."
     )
     p_value_ink: float = Field(
         description="Twice the share of validation digits with at most (or at least, whichever is smaller) this "
-        "image's number of ink pixels: too little or too much ink for a digit."
+        "image's number of ink pixels: too little or too much ink for a digit (explanation only)."
     )
     fpr: float = Field(description="The false-positive rate the flag was set at.")
     nearly_empty: bool = Field(

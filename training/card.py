@@ -162,6 +162,10 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
+def _halves(reference: dict) -> str:
+    return f"; {reference['halves']}" if reference.get("halves") else ""
+
+
 def _ood_section(manifest: dict) -> str:
     entry = manifest["files"].get("ood")
     if not entry:
@@ -174,7 +178,7 @@ def _ood_section(manifest: dict) -> str:
     return f"""## Out-of-distribution assessment
 `ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}. The background model
 was counted on the {b["split"]} split ({b["binary_images_counted"]} binary images, {b["binarization"]}); the
-reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}. At the default
+reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_halves(r)}. At the default
 false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these
 validation digits are flagged.
 

@@ -3,8 +3,9 @@
 1. The background model of service.ood (a causal context model of local texture) is counted on
    the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
 2. The validation split (never the test set) is binarized once and scored by the service's own
-   code at its default settings; each image's log p(x), score log p(x) - log p_background(x) and
-   number of ink pixels are the reference that answers' p-values are counted against.
+   code at its default settings; each image's numbers (service.ood.FEATURES) are the reference:
+   the first half gives the centre and covariance of the distance, the second half the distances
+   that answers' p-values are counted against (service.ood.Calibration.fit).
 3. The same answers give the classifier's accuracy and abstention on validation digits for a
    range of `min_probability`, and the default that keeps abstention within `ABSTENTION_BUDGET`.
 """
@@ -80,18 +81,11 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     answers = service_answers(model_dir, x, seed)
-    log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
-    scores = log_px - ood.background_log_prob(x, shape, log_probs)
-    np.savez(
-        model_dir / OOD_FILE,
-        log_probs=log_probs,
-        reference_score=scores,
-        reference_log_px=log_px,
-        reference_ink=ood.ink_pixels(x),
-    )
+    reference = ood.features_of_answers(answers, x, shape, log_probs)
+    np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE)
-    verdicts = ood.assess(log_px, x, shape, calibration, DEFAULT_FPR)
+    verdicts = ood.assess(reference, ood.ink_pixels(x), calibration, DEFAULT_FPR)
     flagged = np.array([v["flagged"] for v in verdicts])
     log_prior = np.log(np.asarray(manifest["class_prior"]))
     joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
@@ -103,6 +97,7 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
         "sha256": sha256(model_dir / OOD_FILE),
         "method": ood.METHOD,
         "template": [list(offset) for offset in ood.TEMPLATE],
+        "features": list(ood.FEATURES),
         "background": {
             "split": "training",
             "binary_images_counted": counted,
@@ -115,6 +110,8 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed),
+            "halves": f"the first {len(val) // 2} give the centre and covariance, the other {len(val) - len(val) // 2} "
+            "the distances p-values are counted against",
         },
         "default_fpr": DEFAULT_FPR,
         "validation_flagged_at_default": float(flagged.mean()),

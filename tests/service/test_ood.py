@@ -28,7 +28,8 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
     assert entry["reference"]["split"] == "validation"
     assert entry["background"]["split"] == "training"
     calibration = ood.Calibration.load(shipped_model / entry["file"])
-    assert len(calibration.reference_score) == entry["reference"]["num_images"] >= 1000
+    assert len(calibration.reference) == entry["reference"]["num_images"] >= 1000
+    assert entry["features"] == list(ood.FEATURES)
     # at the default rate, about 1 % of the validation digits are flagged, never more
     assert 0.003 <= entry["validation_flagged_at_default"] <= entry["default_fpr"]
 
@@ -42,7 +43,7 @@ def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
     calibrate(copy, load_mnist(mnist_dir), limit=8)
     with np.load(shipped_model / "ood.npz") as shipped, np.load(copy / "ood.npz") as again:
-        np.testing.assert_allclose(again["reference_log_px"], shipped["reference_log_px"][:8], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(again["reference"], shipped["reference"][:8], rtol=0, atol=1e-6)
         np.testing.assert_allclose(again["log_probs"], shipped["log_probs"])
 
 
@@ -136,6 +137,18 @@ def test_a_corrupt_calibration_stops_the_model_from_loading(shipped_model, tmp_p
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
     (copy / "ood.npz").write_bytes(b"not what the manifest lists")
     with pytest.raises(ModelLoadError, match="sha256"):
+        load_model(Settings(model_dir=copy))
+
+
+def test_a_calibration_of_other_numbers_asks_for_a_new_one(shipped_model, tmp_path):
+    import json
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["ood"]["features"] = ["score", "log_px", "ink"]  # what an older calibration measured
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="cvae calibrate"):
         load_model(Settings(model_dir=copy))
 
 

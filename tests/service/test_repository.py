@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
+from bench.swap import place
 from service.app import create_app
 from service.repository import NotServed, Repository, version_key
 from service.settings import Settings
@@ -20,18 +21,8 @@ IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] *
 def add_version(repository, source, version, prior=None, name="mnist-cvae", hidden=False):
     """Copy the model `source` into repository/name/version (via a hidden folder and a rename, as the
     README says), its manifest saying that version and, when given, another class prior."""
-    final = repository / name / version
-    staging = repository / name / f".{version}.tmp"
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "*.md"))
-    manifest = json.loads((staging / "manifest.json").read_text())
-    manifest.update(name=name, version=version, description=f"test copy {version}")
-    if prior is not None:
-        manifest["class_prior"] = prior
-    (staging / "manifest.json").write_text(json.dumps(manifest))
-    if not hidden:
-        staging.rename(final)
-    return final if not hidden else staging
+    changes = {"description": f"test copy {version}", **({"class_prior": prior} if prior is not None else {})}
+    return place(source, repository, name, version, changes, rename=not hidden)
 
 
 UNIFORM = [0.1] * 10
