@@ -1,6 +1,6 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
 
-    python -m bench.ood [--digits 2000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
+    python -m bench.ood [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
 
 Every image goes through the service's own /v1/classify code in process (service.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
     parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
-    parser.add_argument("--digits", type=int, default=2000, help="MNIST test digits (default %(default)s)")
+    parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")

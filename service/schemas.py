@@ -148,7 +148,7 @@ class OutOfDistribution(BaseModel):
     distance: float | None = Field(
         description="Mahalanobis distance of six numbers from the validation digits': score, log p(x), "
         "log(1 + ink pixels), log(log p(x) - ELBO), log(1 + the margin of log p(x|y) between the two best "
-        "classes) and KL(q(z|x,y) || p(z)). Digits lie near 2.5 (validation median); null when a number is "
+        "classes) and KL(q(z|x,y) || p(z)). Validation digits lie at a median of 2.2; null when a number is "
         "not finite (the image is then as far as it gets)."
     )
     p_value: float = Field(

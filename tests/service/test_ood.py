@@ -30,6 +30,7 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
     calibration = ood.Calibration.load(shipped_model / entry["file"])
     assert len(calibration.reference) == entry["reference"]["num_images"] >= 1000
     assert entry["features"] == list(ood.FEATURES)
+    assert 2.1 <= np.median(calibration.reference_distance) <= 2.3  # what the README and the schema say
     # at the default rate, about 1 % of the validation digits are flagged, never more
     assert 0.003 <= entry["validation_flagged_at_default"] <= entry["default_fpr"]
 
