@@ -130,9 +130,7 @@ async def ready(request: Request):
     return _error("The model is still loading.", 503)
 
 
-NAME_DOC = (
-    "encoder, decoder or scorer of the default model, or <model>-<graph> of a named one (e.g. mnist-cvae-scorer)"
-)
+NAME_DOC = "encoder, decoder or scorer of the default model, or <model>-<graph> of a named one (e.g. mnist-cvae-scorer)"
 VERSION_DOC = "a version of the model (GET /v1/models); the newest ready one on the paths without it"
 NamePath = Annotated[str, Path(description=NAME_DOC, examples=["decoder"])]
 VersionPath = Annotated[str, Path(description=VERSION_DOC, examples=["1.0.0"])]
