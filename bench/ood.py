@@ -64,10 +64,10 @@ def grey_test_digits(mnist_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return pixels, labels
 
 
-def features(inference: Inference, grey: np.ndarray, binarize: str) -> dict:
+def features(inference: Inference, grey: np.ndarray, binarize: str, noise_seed: int = 0) -> dict:
     """The answers' numbers per image, and what the comparison methods need."""
     started = time.perf_counter()
-    answers = score_images(inference, grey, 0, classify=True, binarize=binarize, return_x=True)
+    answers = score_images(inference, grey, noise_seed, classify=True, binarize=binarize, return_x=True)
     seconds = time.perf_counter() - started
     x = np.array([a["x"] for a in answers]) > 0.5  # the pixels the service scored
     log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
@@ -112,7 +112,7 @@ def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) ->
     return (time.perf_counter() - started) / (repeats * len(x))
 
 
-def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int) -> dict:
+def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
     if model.ood is None:
@@ -127,9 +127,9 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
     sets[f"letters ({held_out}, held out)"] = letters(per_set, seed + 13, held_out)
     sets[f"glyphs ({held_out}, held out)"] = glyphs(per_set, seed + 14, held_out)
 
-    inliers = features(inference, digits, "threshold")
-    inliers_bernoulli = features(inference, digits, "bernoulli")
-    found = {name: features(inference, images, "threshold") for name, images in sets.items()}
+    inliers = features(inference, digits, "threshold", noise_seed)
+    inliers_bernoulli = features(inference, digits, "bernoulli", noise_seed)
+    found = {name: features(inference, images, "threshold", noise_seed) for name, images in sets.items()}
     median = float(np.median(model.ood.marginals[1]))
     table = {
         method: {name: auroc(score(inliers), score(f)) for name, f in found.items()}
@@ -145,6 +145,7 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
         "digits": num_digits,
         "per_set": per_set,
         "seed": seed,
+        "noise_seed": noise_seed,
         "ood_fpr": settings.ood_fpr,
         "min_probability": inference.min_probability(),
         "auroc": table,
@@ -165,7 +166,8 @@ def markdown(report: dict) -> str:
     names = list(report["flagged"])
     lines = [
         f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['digits']} MNIST test digits "
-        f"against {report['per_set']} images per set (seed {report['seed']}), every image through /v1/classify's "
+        f"against {report['per_set']} images per set (seed {report['seed']}; requests' seed "
+        f"{report.get('noise_seed', 0)}), every image through /v1/classify's "
         "code at the default settings (binarize='threshold').",
         "",
         "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
@@ -203,9 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
+    parser.add_argument(
+        "--noise-seed", type=int, default=0, help="seed of every request: binarization, samples (default %(default)s)"
+    )
     parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
     args = parser.parse_args(argv)
-    report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed)
+    report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed, args.noise_seed)
     save(args.out, "ood", report, markdown(report))
     return 0
 
