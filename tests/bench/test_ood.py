@@ -45,4 +45,4 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     service = report["auroc"]["the service: Mahalanobis distance over six numbers"]
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
-    assert "| blank |" in markdown(report)
+    assert "| blank |" in markdown(report) and "Mahalanobis" in markdown(report)  # names the method it measured
