@@ -146,6 +146,7 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
         "per_set": per_set,
         "seed": seed,
         "noise_seed": noise_seed,
+        "service_method": model.manifest["files"]["ood"]["method"],
         "ood_fpr": settings.ood_fpr,
         "min_probability": inference.min_probability(),
         "auroc": table,
@@ -169,6 +170,8 @@ def markdown(report: dict) -> str:
         f"against {report['per_set']} images per set (seed {report['seed']}; requests' seed "
         f"{report.get('noise_seed', 0)}), every image through /v1/classify's "
         "code at the default settings (binarize='threshold').",
+        "",
+        f"The service's assessment: {report['service_method']}.",
         "",
         "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
         "",

@@ -28,6 +28,7 @@ from training.train import TrainConfig, binarize, split_train_val
 OOD_FILE = "ood.npz"
 BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
+MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
 MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 
@@ -70,13 +71,18 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
     """Write ood.npz into `model_dir` and its entry into the manifest; return the entry."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    if manifest["files"].pop("ood", None) is not None:  # the service scores below without the old calibration
-        write_manifest(model_dir, manifest)
-    shape = tuple(manifest["image_shape"])
     split = TrainConfig(**{**vars(TrainConfig()), **_split_fields(manifest)})
     train, val = split_train_val(data, split)
     if limit:
         val = val[:limit]
+    if len(val) < MIN_REFERENCE:  # checked before the old calibration is taken out
+        raise ValueError(
+            f"calibration needs at least {MIN_REFERENCE} validation images, half for the distance's centre and "
+            f"covariance and half for its reference (got {len(val)}); raise --limit."
+        )
+    if manifest["files"].pop("ood", None) is not None:  # the service scores below without the old calibration
+        write_manifest(model_dir, manifest)
+    shape = tuple(manifest["image_shape"])
     started = time.time()
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()

@@ -115,6 +115,13 @@ def test_the_abstention_curve_counts_flags_and_low_probabilities():
     assert by_threshold[0.7]["abstained"] == 0.75 and by_threshold[0.7]["accuracy_kept"] == 1.0
 
 
+def test_too_few_validation_images_are_refused_and_the_calibration_kept(calibrated):
+    data, _, out, entry = calibrated
+    with pytest.raises(ValueError, match="raise --limit"):
+        calibrate(out, data, limit=3)
+    assert read_manifest(out)["files"]["ood"] == entry
+
+
 def test_calibrating_again_replaces_the_calibration_with_the_same_one(calibrated):
     data, _, out, entry = calibrated
     with np.load(out / "ood.npz") as before:
