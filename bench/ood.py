@@ -16,8 +16,10 @@ Reported, side by side for each method (higher = more out of distribution):
 - likelihood ratio: -(log p(x) - log p_background(x)) (service.ood's score alone);
 - ratio, log p(x) and ink combined by Bonferroni, min(1, 3 min(p-values)), from the answer's own
   p-values of the three (the method before the distance);
-- the service: its Mahalanobis distance over six numbers (ranked by the distance itself, of which its
-  p-value is a decreasing function), and its flag at the default rate.
+- the Mahalanobis distance over the answer's six numbers alone (the method before the critic);
+- the critic's log-odds of a digit alone (training.critic);
+- the service: the distance and the critic combined, ranked by 1 - its p-value, and its flag at the
+  default rate.
 AUROC against the test digits for each set, the share of each set flagged and of digits flagged
 (the false-positive rate; digits also binarized x ~ Bernoulli(pixel)), abstention and the
 accuracy kept on test digits, and the cost of the assessment next to the whole classify call.
@@ -77,6 +79,8 @@ def features(inference: Inference, grey: np.ndarray, binarize: str, noise_seed: 
         "log_px": log_px,
         "score": np.array([v["score"] if v["score"] is not None else -np.inf for v in verdicts]),
         "distance": np.array([v["distance"] if v["distance"] is not None else np.inf for v in verdicts]),
+        "critic": np.array([v["critic"] if v["critic"] is not None else -np.inf for v in verdicts]),
+        "p_value": np.array([v["p_value"] for v in verdicts]),
         "p_bonferroni": np.minimum(1.0, 3 * three.min(axis=1)),
         "flagged": np.array([v["flagged"] for v in verdicts]),
         "zlib_nats": np.array([len(zlib.compress(np.packbits(row).tobytes(), 9)) * 8 * np.log(2) for row in x]),
@@ -94,20 +98,23 @@ def methods(median_log_px: float) -> dict:
         "complexity-corrected -log p(x) - L_zlib(x)": lambda f: -f["log_px"] - f["zlib_nats"],
         "likelihood ratio -(log p(x) - log p_bg(x))": lambda f: -f["score"],
         "ratio, log p(x) and ink, Bonferroni: 1 - p": lambda f: 1 - f["p_bonferroni"],
-        "the service: Mahalanobis distance over six numbers": lambda f: f["distance"],
+        "Mahalanobis distance over six numbers alone": lambda f: f["distance"],
+        "the critic's log-odds alone (outlier exposure)": lambda f: -f["critic"],
+        "the service: distance and critic, 1 - p": lambda f: 1 - f["p_value"],
     }
 
 
 def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) -> float:
-    """Seconds per image of the assessment alone (background model, the numbers, distance, p-values), on
-    threshold-binarized images with a digit's log p(x), ELBO and per-class log p(x|y)."""
+    """Seconds per image of the assessment alone (critic, background model, the numbers, distance,
+    p-values), on threshold-binarized images with a digit's log p(x), ELBO and per-class log p(x|y)."""
     x = (grey > 0.5).astype(np.float32)
     n, calibration = len(x), inference.model.ood
     log_px, elbo, kl_z = np.full(n, -90.0), np.full(n, -95.0), np.full(n, 25.0)
     log_px_y = np.tile(np.linspace(-90.0, -150.0, inference.model.num_classes), (n, 1))
     started = time.perf_counter()
     for _ in range(repeats):
-        values = ood.features(log_px, elbo, kl_z, log_px_y, x, (28, 28), calibration.log_probs)
+        critic = inference.model.critic(x)
+        values = ood.features(log_px, elbo, kl_z, log_px_y, x, (28, 28), calibration.log_probs, critic)
         ood.assess(values, ood.ink_pixels(x), calibration, inference.settings.ood_fpr)
     return (time.perf_counter() - started) / (repeats * len(x))
 

@@ -14,7 +14,7 @@ COMMANDS = {
     "train": "train a class-conditional VAE on MNIST and save a checkpoint",
     "refit": "give a checkpoint's q(z|x,y) a coupling flow and train it (doubly reparameterized IWAE)",
     "export": "export a checkpoint to ONNX with its manifest",
-    "calibrate": "calibrate the out-of-distribution assessment on the validation split, into ood.npz",
+    "calibrate": "train the out-of-distribution critic and calibrate the assessment on the validation split",
     "evaluate": "score the test set; write metrics into the manifest and MODEL_CARD.md",
     "ais": "compare the service's default answers on test images with annealed importance sampling",
     "download": "fetch the four MNIST files and verify their MD5s",

@@ -192,7 +192,14 @@ class Inference:
         if calibration is None:
             return [None] * len(x)
         values = ood.features(
-            post.log_px, post.elbo, post.kl_z, classes.log_px_y, x, self._shape(), calibration.log_probs
+            post.log_px,
+            post.elbo,
+            post.kl_z,
+            classes.log_px_y,
+            x,
+            self._shape(),
+            calibration.log_probs,
+            self.model.critic(x),
         )
         return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 

@@ -13,7 +13,7 @@ of a digit; so the ratio is high for digits and low for blank pages, scribbles, 
 polarity, noise, letters and other glyphs, whether their log p(x) is low or suspiciously high.
 
 Every answer holds more of how the model sees an image, and a digit is typical in all of it at
-once. The assessment takes six numbers per image (FEATURES):
+once. The assessment takes six numbers per image from the answer (DISTANCE_FEATURES):
 
     score                        the likelihood ratio above
     log p(x)                     noise lies hundreds of nats below every digit
@@ -22,19 +22,31 @@ once. The assessment takes six numbers per image (FEATURES):
     log(1 + margin)              log p(x|y) of the best class minus the second best's
     KL(q(z|x,y) || p(z))         how far the encoder moves from the prior to explain the image
 
-and measures how far they lie from the validation digits' as a Mahalanobis distance
-(Lee et al. 2018 use it over a classifier's features): the centre and covariance are taken from the
-first half of the held-out validation digits, and the distances of the second half are the
-reference. The p-value is split conformal,
+and measures how far they lie from the validation digits' as a Mahalanobis distance (Lee et al. 2018
+use it over a classifier's features). Any one number far off makes the distance large.
 
-    p = (1 + #{reference distances >= distance}) / (m + 1),
+A model of digits sees a printed "S" or "o" as a fair 5 or 0, in all six numbers. The seventh is
+the critic's (training.critic): a small network trained to tell the training digits from printed
+characters and reshaped digits (outlier exposure, Hendrycks et al. 2019), giving the log-odds that
+the image is a digit at all.
 
-so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the features'
-joint law, and flagging p <= alpha holds the false-positive rate at alpha. Any one number far off
-makes the distance large, so a scribble with an off-scale ratio is flagged as surely as an image
-unusual in several numbers at once. A non-finite number (log p(x) = -inf) is as far as it gets.
+The two pieces of evidence are combined as Fisher combined p-values, made valid by split conformal
+prediction. The held-out validation digits are split in two:
 
-The answer also carries each of score, log p(x) and ink's own p-value against all validation
+    first half:   the centre and covariance of the distance; each image's distance and critic
+                  are ranked against this half's: p_d (large distances unusual), p_c (low critic
+                  unusual), continued past the half's extremes by an exponential tail (_tail_share),
+                  so that far beyond is told from just beyond; statistic = -log p_d - log p_c
+    second half:  the statistics of these digits are the reference; the p-value is
+
+    p = (1 + #{reference statistics >= statistic}) / (m + 1),
+
+so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the numbers' joint
+law, and flagging p <= alpha holds the false-positive rate at alpha. A non-finite number
+(log p(x) = -inf) puts the distance infinitely far. Either piece alone far enough off takes the
+p-value to its smallest, 1 / (m + 1).
+
+The answer also carries score, log p(x), ink and the critic's own p-values against all validation
 digits, to say which of them is unusual; the flag uses only the combined p-value.
 
 An image with fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST
@@ -44,7 +56,7 @@ whose estimated log p(x) is noisy enough to reach the digits' range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +66,18 @@ from service.images import MIN_INK_PIXELS
 # (row offset, column offset) of the causal neighbours, as in JBIG's three-line template
 TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
 NUM_CONTEXTS = 2 ** len(TEMPLATE)
-FEATURES = ("score", "log_px", "log1p_ink", "log_gap", "log1p_margin", "kl_z")
+DISTANCE_FEATURES = ("score", "log_px", "log1p_ink", "log_gap", "log1p_margin", "kl_z")
+FEATURES = (*DISTANCE_FEATURES, "critic")
+CRITIC = FEATURES.index("critic")
 METHOD = (
-    "Mahalanobis distance from the validation digits over six numbers per image (the likelihood ratio "
-    "log p(x) - log p_background(x) against a 10-pixel causal context model, log p(x), log(1 + ink pixels), "
-    "log(log p(x) - ELBO), log(1 + the margin of log p(x|y) between the two best classes), KL(q(z|x,y) || p(z))); "
-    "centre and covariance from the first half of the validation reference, split-conformal p-value against "
-    "the second half's distances"
+    "Fisher combination of two p-values against the first half of the validation reference: the Mahalanobis "
+    "distance over six numbers per image (the likelihood ratio log p(x) - log p_background(x) against a 10-pixel "
+    "causal context model, log p(x), log(1 + ink pixels), log(log p(x) - ELBO), log(1 + the margin of log p(x|y) "
+    "between the two best classes), KL(q(z|x,y) || p(z))), and the critic's log-odds of a digit against anything "
+    "else (a CNN trained with outlier exposure); split-conformal p-value of -log p_d - log p_c against the "
+    "second half's"
 )
+TAIL_SHARE = 0.01  # of the first half: the largest distances (lowest critics) whose excess sets the tail
 SMALLEST_GAP = 1e-3  # nats: log p(x) - ELBO below this (estimation noise) counts as this
 
 
@@ -96,10 +112,33 @@ def _conformal(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (1 + np.searchsorted(reference, values, side="right")) / (1 + len(reference))
 
 
+def _conformal_above(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The share of a sorted reference at or above each value, counting the value itself."""
+    return (1 + len(reference) - np.searchsorted(reference, values, side="left")) / (1 + len(reference))
+
+
+def _tail_share(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """_conformal_above, continued past the reference's largest value with an exponential tail
+    (peaks over a threshold): beyond the largest, 1 / (n + 1) * exp(-(value - largest) / scale),
+    the scale being the mean excess of the top TAIL_SHARE of the reference over the value below
+    them. So an image far beyond every reference value gets a share far below 1 / (n + 1), not
+    the same as one just beyond it. A sorted reference of one value has no tail to measure: its
+    scale is 1."""
+    share = _conformal_above(reference, values)
+    top = max(2, int(np.ceil(TAIL_SHARE * len(reference))))
+    if len(reference) <= top:
+        scale = 1.0
+    else:
+        scale = float(np.mean(reference[-top:] - reference[-top - 1]))
+    largest = reference[-1] if len(reference) else -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = np.exp(-(values - largest) / max(scale, 1e-12)) / (1 + len(reference))
+    return np.where(values > largest, beyond, share)
+
+
 def _conformal_two_sided(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Twice the smaller tail share of a sorted reference (at or below, at or above), at most 1."""
-    above = (1 + len(reference) - np.searchsorted(reference, values, side="left")) / (1 + len(reference))
-    return np.minimum(1.0, 2 * np.minimum(_conformal(reference, values), above))
+    return np.minimum(1.0, 2 * np.minimum(_conformal(reference, values), _conformal_above(reference, values)))
 
 
 def ink_pixels(x: np.ndarray) -> np.ndarray:
@@ -115,10 +154,12 @@ def features(
     x: np.ndarray,
     shape: tuple[int, int],
     log_probs: np.ndarray,
+    critic: np.ndarray,
 ) -> np.ndarray:
-    """The numbers of FEATURES per image [N, 6] from an answer's log p(x) [N], ELBO [N], KL term of
-    z [N] and per-class log p(x|y) [N, C] (nats; -inf or nan where there is none) and the binary
-    images x [N, H*W] that were scored. A number that cannot be had is nan."""
+    """The numbers of FEATURES per image [N, 7] from an answer's log p(x) [N], ELBO [N], KL term of
+    z [N] and per-class log p(x|y) [N, C] (nats; -inf or nan where there is none), the binary
+    images x [N, H*W] that were scored and the critic's log-odds [N]. A number that cannot be had
+    is nan."""
     with np.errstate(invalid="ignore", divide="ignore"):
         score = log_px - background_log_prob(x, shape, log_probs)
         if log_px_y.shape[1] >= 2:
@@ -128,13 +169,14 @@ def features(
             margin = np.zeros(len(log_px))
         gap = np.maximum(log_px - elbo, SMALLEST_GAP)
         values = np.stack(
-            [score, log_px, np.log1p(ink_pixels(x)), np.log(gap), np.log1p(np.maximum(margin, 0.0)), kl_z], axis=1
+            [score, log_px, np.log1p(ink_pixels(x)), np.log(gap), np.log1p(np.maximum(margin, 0.0)), kl_z, critic],
+            axis=1,
         )
     return np.where(np.isfinite(values), values, np.nan)
 
 
 def features_of_answers(
-    answers: list[dict], x: np.ndarray, shape: tuple[int, int], log_probs: np.ndarray
+    answers: list[dict], x: np.ndarray, shape: tuple[int, int], log_probs: np.ndarray, critic: np.ndarray
 ) -> np.ndarray:
     """features() of /v1/log-likelihood's results (JSON numbers, null where not finite)."""
 
@@ -149,6 +191,7 @@ def features_of_answers(
         x,
         shape,
         log_probs,
+        critic,
     )
 
 
@@ -158,23 +201,27 @@ class Calibration:
 
     log_probs: np.ndarray  # [2, NUM_CONTEXTS] background model
     reference: np.ndarray  # [n, len(FEATURES)] the validation digits' numbers, in the order they were drawn
-    center: np.ndarray  # [len(FEATURES)] mean of the first half's numbers
-    precision: np.ndarray  # [len(FEATURES), len(FEATURES)] inverse of their covariance
-    reference_distance: np.ndarray  # sorted distances of the second half [n - n // 2]
-    marginals: tuple[np.ndarray, ...]  # sorted columns score, log_px, log1p_ink of all n
+    center: np.ndarray  # [len(DISTANCE_FEATURES)] mean of the first half's numbers
+    precision: np.ndarray  # [len(DISTANCE_FEATURES)] * 2 inverse of their covariance
+    first_distance: np.ndarray  # sorted distances of the first half
+    first_critic: np.ndarray  # sorted critic log-odds of the first half
+    reference_statistic: np.ndarray  # sorted statistics of the second half [n - n // 2]
+    marginals: tuple[np.ndarray, ...]  # sorted columns score, log_px, log1p_ink, critic of all n
 
     @classmethod
     def fit(cls, log_probs: np.ndarray, reference: np.ndarray) -> Calibration:
-        """Centre and covariance from the first half of `reference`, distances of the second half."""
+        """Centre, covariance and ranks from the first half of `reference`, statistics of the second."""
         first, second = reference[: len(reference) // 2], reference[len(reference) // 2 :]
-        usable = first[np.isfinite(first).all(axis=1)]
+        usable = first[np.isfinite(first).all(axis=1)][:, : len(DISTANCE_FEATURES)]
         if len(usable) < 2:
             raise ValueError(f"the first half of the reference has {len(usable)} finite rows (at least 2 needed)")
         center = usable.mean(axis=0)
         precision = np.linalg.pinv(np.cov(usable, rowvar=False))
-        marginals = tuple(np.sort(np.nan_to_num(reference[:, j], nan=-np.inf)) for j in range(3))
-        distances = np.sort(_mahalanobis(second, center, precision))
-        return cls(log_probs, reference, center, precision, distances, marginals)
+        marginals = tuple(np.sort(np.nan_to_num(reference[:, j], nan=-np.inf)) for j in (0, 1, 2, CRITIC))
+        first_distance = np.sort(_mahalanobis(first[:, : len(DISTANCE_FEATURES)], center, precision))
+        first_critic = np.sort(np.nan_to_num(first[:, CRITIC], nan=-np.inf))
+        ranked = cls(log_probs, reference, center, precision, first_distance, first_critic, np.empty(0), marginals)
+        return replace(ranked, reference_statistic=np.sort(ranked.statistic(second)))
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
@@ -189,8 +236,16 @@ class Calibration:
         return cls.fit(log_probs, reference)
 
     def distance(self, values: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance [N] of numbers [N, len(FEATURES)] from the centre; inf where one is nan."""
-        return _mahalanobis(values, self.center, self.precision)
+        """Mahalanobis distance [N] of numbers [N, len(FEATURES)] from the centre over DISTANCE_FEATURES;
+        inf where one of them is nan."""
+        return _mahalanobis(values[:, : len(DISTANCE_FEATURES)], self.center, self.precision)
+
+    def statistic(self, values: np.ndarray) -> np.ndarray:
+        """-log p_d - log p_c [N]: the distance's and the critic's p-values against the first half."""
+        p_distance = _tail_share(self.first_distance, self.distance(values))
+        p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(values[:, CRITIC], nan=-np.inf))
+        with np.errstate(divide="ignore"):
+            return -np.log(p_distance) - np.log(p_critic)
 
 
 def _mahalanobis(values: np.ndarray, center: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -201,24 +256,26 @@ def _mahalanobis(values: np.ndarray, center: np.ndarray, precision: np.ndarray) 
 
 def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: float) -> list[dict]:
     """Per image, from its numbers [N, len(FEATURES)] (features()) and ink pixels [N]: the score (nats),
-    the distance, the p-values against validation digits and whether the image is flagged at
-    false-positive rate `fpr`."""
+    the distance, the critic, the p-values against validation digits and whether the image is flagged
+    at false-positive rate `fpr`."""
     distance = calibration.distance(values)
-    reference = calibration.reference_distance
-    p = (1 + len(reference) - np.searchsorted(reference, distance, side="left")) / (1 + len(reference))
+    p = _conformal_above(calibration.reference_statistic, calibration.statistic(values))
     lowest = np.nan_to_num(values, nan=-np.inf)
     p_score = _conformal(calibration.marginals[0], lowest[:, 0])
     p_log_px = _conformal(calibration.marginals[1], lowest[:, 1])
     p_ink = _conformal_two_sided(calibration.marginals[2], lowest[:, 2])
+    p_critic = _conformal(calibration.marginals[3], lowest[:, CRITIC])
     nearly_empty = ink < MIN_INK_PIXELS
     return [
         {
             "score": _finite(values[i, 0]),
             "distance": _finite(distance[i]),
+            "critic": _finite(values[i, CRITIC]),
             "p_value": float(p[i]),
             "p_value_score": float(p_score[i]),
             "p_value_log_px": float(p_log_px[i]),
             "p_value_ink": float(p_ink[i]),
+            "p_value_critic": float(p_critic[i]),
             "fpr": fpr,
             "nearly_empty": bool(nearly_empty[i]),
             "flagged": bool(p[i] <= fpr or nearly_empty[i]),

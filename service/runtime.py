@@ -18,7 +18,8 @@ from service.settings import Settings
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 GRAPHS = ("encoder", "decoder", "scorer")
-OPTIONAL_FILES = ("ood",)  # checked like the graphs when the manifest lists them
+OPTIONAL_FILES = ("ood", "ood_critic")  # checked like the graphs when the manifest lists them
+CRITIC = "ood_critic"  # the graph of the out-of-distribution assessment's critic
 OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -48,7 +49,7 @@ def requested_providers(setting: str) -> list[str]:
 @dataclass
 class Model:
     """The three ONNX graphs of a model directory, its manifest, and its out-of-distribution
-    calibration when it has one."""
+    calibration (with the critic's graph among the sessions) when it has one."""
 
     manifest: dict
     sessions: dict[str, ort.InferenceSession]
@@ -92,6 +93,11 @@ class Model:
         """z [N, D], y class indices [N] -> logits [N, 784]."""
         (logits,) = self.sessions["decoder"].run(None, {"z": z.astype(np.float32), "y": self.one_hot(y)})
         return logits
+
+    def critic(self, x: np.ndarray) -> np.ndarray:
+        """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N]."""
+        (log_odds,) = self.sessions[CRITIC].run(None, {"x": x.astype(np.float32)})
+        return log_odds.astype(np.float64)
 
     def log_weights(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         """x [N, 784], y [N], eps [K, N, D] -> log_w, log_px_z [K, N] and KL [N]."""
@@ -161,7 +167,7 @@ def load_model(settings: Settings) -> Model:
     options.log_severity_level = 3
     providers = requested_providers(settings.providers)
     sessions = {}
-    for name in GRAPHS:
+    for name in (*GRAPHS, *([CRITIC] if CRITIC in manifest["files"] else [])):
         entry = manifest["files"][name]
         path = model_dir / entry["file"]
         try:
@@ -193,6 +199,11 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
         raise ModelLoadError(
             f"{model_dir / entry['file']} holds the numbers {entry.get('features')}, not the {list(ood.FEATURES)} "
             "this service measures: recalibrate it with `cvae calibrate`."
+        )
+    if CRITIC not in manifest["files"]:
+        raise ModelLoadError(
+            f"The manifest in {model_dir} lists an out-of-distribution calibration but not its critic graph "
+            f"({CRITIC!r}): recalibrate it with `cvae calibrate`."
         )
     try:
         return ood.Calibration.load(model_dir / entry["file"])

@@ -151,10 +151,17 @@ class OutOfDistribution(BaseModel):
         "classes) and KL(q(z|x,y) || p(z)). Validation digits lie at a median of 2.2; null when a number is "
         "not finite (the image is then as far as it gets)."
     )
+    critic: float | None = Field(
+        description="The critic's log-odds that the image is a handwritten digit rather than anything else: a small "
+        "network trained on the training digits against printed characters and reshaped digits. Validation digits "
+        "lie at a median of about +4; printed letters and symbols mostly below 0. Null when not finite."
+    )
     p_value: float = Field(
-        description="Chance that a genuine digit lies at least this far: the share of held-out validation digits "
-        "(the half not used for the centre and covariance) whose distance is at least this one's, counting this "
-        "image. The flag uses this p-value."
+        description="Chance that a genuine digit is at least this unusual. The distance and the critic are each "
+        "ranked against the first half of the held-out validation digits (p_d: distances at least this large, "
+        "p_c: critics at most this low; past the most extreme, an exponential tail), combined as "
+        "-log p_d - log p_c, and the p-value is the share of the second half's combined numbers at least as "
+        "large, counting this image. The flag uses this p-value."
     )
     p_value_score: float = Field(
         description="Share of all validation digits whose score is at most this one's: says whether the ratio "
@@ -166,6 +173,10 @@ class OutOfDistribution(BaseModel):
     p_value_ink: float = Field(
         description="Twice the share of validation digits with at most (or at least, whichever is smaller) this "
         "image's number of ink pixels: too little or too much ink for a digit (explanation only)."
+    )
+    p_value_critic: float = Field(
+        description="Share of all validation digits whose critic is at most this one's: says whether the critic "
+        "is what finds the image unusual (explanation only)."
     )
     fpr: float = Field(description="The false-positive rate the flag was set at.")
     nearly_empty: bool = Field(

@@ -166,6 +166,18 @@ def _halves(reference: dict) -> str:
     return f"; {reference['halves']}" if reference.get("halves") else ""
 
 
+def _critic(manifest: dict) -> str:
+    entry = manifest["files"].get("ood_critic")
+    if not entry:
+        return ""
+    t, c = entry["training"], entry["training"]["config"]
+    return (
+        f"\n\nThe critic, `{entry['file']}`, was trained on {t['digits']} (split seed {t['split']['seed']}, "
+        f"{t['split']['val_size']} held out) against {c['num_outliers']} made-up non-digits ({t['outliers']}), "
+        f"{c['epochs']} epochs, seed {c['seed']}, in {t['seconds']:.0f} s."
+    )
+
+
 def _ood_section(manifest: dict) -> str:
     entry = manifest["files"].get("ood")
     if not entry:
@@ -180,7 +192,7 @@ def _ood_section(manifest: dict) -> str:
 was counted on the {b["split"]} split ({b["binary_images_counted"]} binary images, {b["binarization"]}); the
 reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_halves(r)}. At the default
 false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these
-validation digits are flagged.
+validation digits are flagged.{_critic(manifest)}
 
 Abstention of /v1/classify on the same validation digits (flagged, or p(predicted|x) below the threshold),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
@@ -279,8 +291,9 @@ Rows alternate test images (binarized) and the means of p(x|z = mu(x, y), y) for
 ## Limits
 - Trained on MNIST digits only; p(y|x) on anything else is not meaningful. log p(x) alone does not
   tell digits from other things (a blank page scores higher than any digit); the out-of-distribution
-  assessment does, for the kinds of input measured by `python -m bench.ood`, and misses printed letters
-  and symbols that are shaped like a digit (o, S, Z, I, Θ).
+  assessment does, for the kinds of input measured by `python -m bench.ood`. Its critic learned what
+  is not a digit from printed characters and reshaped digits; handwriting that is not a digit
+  (letters, other scripts) was never shown to it and is not measured.
 - log p(x) is an importance-sampling estimate: a stochastic lower bound in expectation, tighter as K grows.
   Each answer carries its standard error and the Pareto k-hat of its weights; where k-hat is above its
   threshold (`log_px_reliable` false), the weights are heavy-tailed and both the estimate and its

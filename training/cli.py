@@ -44,6 +44,7 @@ def _config_from(args: argparse.Namespace, config_class):
 
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.ais import AisConfig
+    from training.critic import CriticConfig
     from training.model import ModelConfig
     from training.refit import RefitConfig
     from training.train import TrainConfig
@@ -86,13 +87,24 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser(
         "calibrate",
-        help="fit the out-of-distribution background model on the training split and score the validation split "
-        "through the service's code, into ood.npz and the manifest",
+        help="train the out-of-distribution critic and fit the background model on the training split, score the "
+        "validation split through the service's code, into ood_critic.onnx, ood.npz and the manifest",
     )
     calibrate.add_argument("model_dir", help="model directory made by `export`")
     calibrate.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
     calibrate.add_argument("--limit", type=int, default=0, help="only the first N validation images (default: all)")
     calibrate.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+    calibrate.add_argument(
+        "--critic-from",
+        metavar="MODEL_DIR",
+        help="copy the critic of this model directory (trained on the same split) instead of training one",
+    )
+    calibrate.add_argument(
+        "--critic-epochs", type=int, default=CriticConfig.epochs, help="epochs of the critic (default %(default)s)"
+    )
+    calibrate.add_argument(
+        "--critic-limit", type=int, default=0, help="train the critic on the first N training digits (default: all)"
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="score the test set, write metrics into the manifest and a MODEL_CARD.md"
@@ -171,9 +183,11 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
 
                 calibrate(out, args.data_dir)
         elif args.command == "calibrate":
+            from training.critic import CriticConfig
             from training.ood import run as calibrate
 
-            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed)
+            critic = CriticConfig(epochs=args.critic_epochs, train_limit=args.critic_limit)
+            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed, critic, args.critic_from)
         elif args.command == "evaluate":
             from training.evaluate import run as evaluate
 

@@ -65,7 +65,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: dict, outputs: list[str]) -> None:
+def export_graph(module: nn.Module, args: tuple, path: Path, inputs: dict, outputs: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -94,9 +94,11 @@ def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0", 
     z = torch.randn(n, d)
     eps = torch.randn(k, n, d)
     with torch.no_grad():
-        _export(EncoderGraph(model), (x, y), out / "encoder.onnx", {"x": {0: "N"}, "y": {0: "N"}}, ["mu", "logvar"])
-        _export(DecoderGraph(model), (z, y), out / "decoder.onnx", {"z": {0: "N"}, "y": {0: "N"}}, ["logits"])
-        _export(
+        export_graph(
+            EncoderGraph(model), (x, y), out / "encoder.onnx", {"x": {0: "N"}, "y": {0: "N"}}, ["mu", "logvar"]
+        )
+        export_graph(DecoderGraph(model), (z, y), out / "decoder.onnx", {"z": {0: "N"}, "y": {0: "N"}}, ["logits"])
+        export_graph(
             ScorerGraph(model),
             (x, y, eps),
             out / "scorer.onnx",

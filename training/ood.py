@@ -1,11 +1,15 @@
-"""The out-of-distribution calibration stored with a model: `ood.npz` and its manifest entry.
+"""The out-of-distribution calibration stored with a model: `ood_critic.onnx`, `ood.npz` and their
+manifest entries.
 
+0. The critic (training.critic) is trained on the training split's digits against made-up
+   non-digits, or copied from another model directory trained on the same split.
 1. The background model of service.ood (a causal context model of local texture) is counted on
    the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
 2. The validation split (never the test set) is binarized once and scored by the service's own
    code at its default settings; each image's numbers (service.ood.FEATURES) are the reference:
-   the first half gives the centre and covariance of the distance, the second half the distances
-   that answers' p-values are counted against (service.ood.Calibration.fit).
+   the first half gives the centre and covariance of the distance and the ranks of distance and
+   critic, the second half the statistics that answers' p-values are counted against
+   (service.ood.Calibration.fit).
 3. The same answers give the classifier's accuracy and abstention on validation digits for a
    range of `min_probability`, and the default that keeps abstention within `ABSTENTION_BUDGET`.
 """
@@ -19,7 +23,10 @@ import numpy as np
 import torch
 
 from service import ood
+from service.runtime import CRITIC
+from training import critic as critics
 from training.card import refresh_card
+from training.critic import CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import read_manifest, sha256, write_manifest
 from training.gold_standard import service_answers
@@ -67,11 +74,21 @@ def abstention_curve(probs: np.ndarray, labels: np.ndarray, flagged: np.ndarray)
     return rows
 
 
-def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0) -> dict:
-    """Write ood.npz into `model_dir` and its entry into the manifest; return the entry."""
+def calibrate(
+    model_dir: str | Path,
+    data: Mnist,
+    limit: int = 0,
+    seed: int = 0,
+    critic: CriticConfig | None = None,
+    critic_from: str | Path | None = None,
+) -> dict:
+    """Write the critic and ood.npz into `model_dir` and their entries into the manifest; return the
+    ood entry. The critic is trained with `critic` (default CriticConfig()), or copied from the model
+    directory `critic_from` when that one was trained on the same split."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     split = TrainConfig(**{**vars(TrainConfig()), **_split_fields(manifest)})
+    split_record = {"seed": split.seed, "val_size": split.val_size}
     train, val = split_train_val(data, split)
     if limit:
         val = val[:limit]
@@ -80,14 +97,22 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
             f"calibration needs at least {MIN_REFERENCE} validation images, half for the distance's centre and "
             f"covariance and half for its reference (got {len(val)}); raise --limit."
         )
+    reused = critics.reusable(Path(critic_from), split_record) if critic_from is not None else None
     if manifest["files"].pop("ood", None) is not None:  # the service scores below without the old calibration
         write_manifest(model_dir, manifest)
     shape = tuple(manifest["image_shape"])
     started = time.time()
+    if reused is not None:
+        manifest["files"][CRITIC] = critics.copy(model_dir, Path(critic_from), reused)
+    else:
+        manifest["files"][CRITIC] = critics.fit(
+            model_dir, data.train_x[train], data.train_y[train], critic or CriticConfig(), split_record
+        )
+    write_manifest(model_dir, manifest)
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     answers = service_answers(model_dir, x, seed)
-    reference = ood.features_of_answers(answers, x, shape, log_probs)
+    reference = ood.features_of_answers(answers, x, shape, log_probs, _critic_of(model_dir, x))
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE)
@@ -116,8 +141,8 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed),
-            "halves": f"the first {len(val) // 2} give the centre and covariance, the other {len(val) - len(val) // 2} "
-            "the distances p-values are counted against",
+            "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
+            f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },
         "default_fpr": DEFAULT_FPR,
         "validation_flagged_at_default": float(flagged.mean()),
@@ -133,6 +158,14 @@ def calibrate(model_dir: str | Path, data: Mnist, limit: int = 0, seed: int = 0)
     if manifest.get("metrics", {}).get("nll") is not None:  # evaluated: the card has a section for this
         refresh_card(model_dir, manifest)
     return entry
+
+
+def _critic_of(model_dir: Path, x: np.ndarray) -> np.ndarray:
+    """The critic's log-odds [N] of binary images x [N, 784], through the service's own graph."""
+    from service.runtime import load_model
+    from service.settings import Settings
+
+    return load_model(Settings(model_dir=model_dir, batching=False)).critic(x)
 
 
 def _settings_used(seed: int) -> str:
@@ -151,8 +184,15 @@ def _split_fields(manifest: dict) -> dict:
     return {key: config[key] for key in ("seed", "val_size") if key in config}
 
 
-def run(model_dir: str | Path, data_dir: str | Path, limit: int = 0, seed: int = 0) -> dict:
-    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed)
+def run(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    limit: int = 0,
+    seed: int = 0,
+    critic: CriticConfig | None = None,
+    critic_from: str | Path | None = None,
+) -> dict:
+    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed, critic, critic_from)
     print(
         f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
         f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "

@@ -42,7 +42,7 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
         pytest.skip("no fonts for the letter and glyph sets")
     report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)
     assert len(report["flagged"]) == 8
-    service = report["auroc"]["the service: Mahalanobis distance over six numbers"]
+    service = report["auroc"]["the service: distance and critic, 1 - p"]
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
-    assert "| blank |" in markdown(report) and "Mahalanobis" in markdown(report)  # names the method it measured
+    assert "| blank |" in markdown(report) and "critic" in markdown(report)  # names the method it measured

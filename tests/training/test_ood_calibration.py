@@ -10,6 +10,7 @@ from synthetic import synthetic_mnist  # noqa: E402
 from service import ood  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training.critic import CriticConfig  # noqa: E402
 from training.export import export, read_manifest  # noqa: E402
 from training.gold_standard import service_answers  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
@@ -23,7 +24,10 @@ def calibrated(tmp_path_factory):
     config = TrainConfig(epochs=2, batch_size=50, num_samples=2, val_size=40, seed=3)
     checkpoint = train(ModelConfig(latent_dim=4, hidden_dims=(32, 32)), config, data)
     out = export(checkpoint, tmp_path_factory.mktemp("model"))
-    return data, config, out, calibrate(out, data)
+    return data, config, out, calibrate(out, data, critic=TINY_CRITIC)
+
+
+TINY_CRITIC = CriticConfig(epochs=1, num_outliers=64, batch_size=32)
 
 
 def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated):
@@ -37,15 +41,23 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
         assert stored["reference"].shape == (40, len(ood.FEATURES))
         np.testing.assert_allclose(stored["reference"][:, ood.FEATURES.index("log_px")], log_px, rtol=0, atol=1e-9)
     assert read_manifest(out)["files"]["ood"] == entry
+    critic = read_manifest(out)["files"]["ood_critic"]
+    assert critic["training"]["split"] == {"seed": 3, "val_size": 40}
+    assert critic["training"]["digits"] == f"the first {len(train_idx)} of the training split"
 
 
 def test_the_service_loads_the_calibration_and_checks_it(calibrated):
     _, _, out, entry = calibrated
     model = load_model(Settings(model_dir=out))
     assert model.ood is not None and len(model.ood.reference) == 40
-    # the first 20 give the centre and covariance, the other 20 the distances counted against
-    assert len(model.ood.reference_distance) == 20
-    assert list(model.ood.reference_distance) == sorted(model.ood.reference_distance)
+    # the first 20 give the centre, covariance and ranks, the other 20 the statistics counted against
+    assert len(model.ood.first_distance) == len(model.ood.first_critic) == 20
+    assert len(model.ood.reference_statistic) == 20
+    assert list(model.ood.reference_statistic) == sorted(model.ood.reference_statistic)
+    x = (np.random.default_rng(0).random((3, 784)) < 0.2).astype(np.float32)
+    with np.load(out / "ood.npz") as stored:
+        critic = stored["reference"][:, ood.CRITIC]
+    assert model.critic(x).shape == (3,) and np.isfinite(critic).all()
     assert entry["template"] == [list(t) for t in ood.TEMPLATE] and entry["features"] == list(ood.FEATURES)
 
 
@@ -65,19 +77,38 @@ def _p_values(calibration, values):
     return np.array([v["p_value"] for v in ood.assess(values, ink, calibration, 0.01)])
 
 
-def test_the_distance_p_value_counts_the_second_half():
+def test_the_p_value_combines_distance_and_critic_ranked_in_the_first_half_counted_in_the_second():
     rng = np.random.default_rng(0)
     reference = _skewed(rng, 2000)
     calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference)
     first, second = reference[:1000], reference[1000:]
-    offset = second - first.mean(axis=0)
-    expected = np.sqrt(np.einsum("ij,ij->i", offset, np.linalg.solve(np.cov(first, rowvar=False), offset.T).T))
-    np.testing.assert_allclose(calibration.reference_distance, np.sort(expected), rtol=1e-9)
-    queries = np.stack([calibration.center, calibration.center + 1e6, *_skewed(rng, 5)])
-    d = calibration.distance(queries)
-    counted = [(1 + np.sum(expected >= di)) / 1001 for di in d]
+    six = len(ood.DISTANCE_FEATURES)
+    covariance = np.cov(first[:, :six], rowvar=False)
+
+    def distance(values):
+        offset = values[:, :six] - first[:, :six].mean(axis=0)
+        return np.sqrt(np.einsum("ij,ij->i", offset, np.linalg.solve(covariance, offset.T).T))
+
+    def share(reference, v):  # at or above v, counting v; past the largest an exponential tail
+        top = np.sort(reference)[-11:]  # the top 1 % of 1,000 is 10, over the 11th largest
+        if v > top[-1]:
+            return np.exp(-(v - top[-1]) / np.mean(top[1:] - top[0])) / 1001
+        return (1 + np.sum(reference >= v)) / 1001
+
+    def statistic(values):
+        p_d = np.array([share(distance(first), d) for d in distance(values)])
+        p_c = np.array([share(-first[:, ood.CRITIC], -c) for c in values[:, ood.CRITIC]])
+        with np.errstate(divide="ignore"):  # a share of 0 (far past the tail): an infinite statistic
+            return -np.log(p_d) - np.log(p_c)
+
+    np.testing.assert_allclose(calibration.reference_statistic, np.sort(statistic(second)), rtol=1e-9)
+    typical = np.median(first, axis=0)
+    queries = np.stack([typical, typical + 1e6, *_skewed(rng, 5)])
+    queries[1, ood.CRITIC] = -1e6  # far in the distance and the critic both
+    counted = [(1 + np.sum(statistic(second) >= t)) / 1001 for t in statistic(queries)]
     np.testing.assert_allclose(_p_values(calibration, queries), counted)
-    assert counted[0] == 1.0 and counted[1] == 1 / 1001
+    np.testing.assert_allclose(calibration.distance(queries), distance(queries), rtol=1e-9)
+    assert counted[0] > 0.5 and counted[1] == 1 / 1001
 
 
 def test_the_false_positive_rate_holds_for_numbers_of_any_law():
@@ -94,11 +125,20 @@ def test_one_number_far_off_is_enough_and_a_missing_one_is_as_far_as_it_gets():
     rng = np.random.default_rng(2)
     calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 2000))
     typical = np.median(calibration.reference, axis=0)
-    far, missing = typical.copy(), typical.copy()
+    far, missing, unlike = typical.copy(), typical.copy(), typical.copy()
     far[0] -= 50 * calibration.reference[:, 0].std()  # a likelihood ratio off the scale, the rest typical
     missing[1] = np.nan
-    p = _p_values(calibration, np.stack([typical, far, missing]))
-    assert p[0] > 0.5 and p[1] == p[2] == 1 / 1001
+    unlike[ood.CRITIC] -= 50 * calibration.reference[:, ood.CRITIC].std()  # only the critic finds it unusual
+    p = _p_values(calibration, np.stack([typical, far, missing, unlike]))
+    assert p[0] > 0.5 and p[1] == p[2] == p[3] == 1 / 1001
+
+
+def test_beyond_the_first_half_the_share_falls_with_an_exponential_tail():
+    reference = np.arange(1.0, 201.0)  # 200 values; the top 2 exceed the value below them by 1 and 2: scale 1.5
+    inside = np.array([0.0, 100.0, 200.0])
+    np.testing.assert_allclose(ood._tail_share(reference, inside), ood._conformal_above(reference, inside))
+    beyond = ood._tail_share(reference, np.array([200.5, 203.0, 1e6]))
+    np.testing.assert_allclose(beyond, np.exp(-np.array([0.5, 3.0, 1e6 - 200]) / 1.5) / 201)
 
 
 def test_the_ink_test_is_two_sided():
@@ -118,15 +158,32 @@ def test_the_abstention_curve_counts_flags_and_low_probabilities():
 def test_too_few_validation_images_are_refused_and_the_calibration_kept(calibrated):
     data, _, out, entry = calibrated
     with pytest.raises(ValueError, match="raise --limit"):
-        calibrate(out, data, limit=3)
+        calibrate(out, data, limit=3, critic=TINY_CRITIC)
     assert read_manifest(out)["files"]["ood"] == entry
+
+
+def test_a_critic_is_reused_only_from_a_model_trained_on_the_same_split(calibrated, tmp_path):
+    data, config, out, entry = calibrated
+    checkpoint = train(
+        ModelConfig(latent_dim=4, hidden_dims=(32, 32)), TrainConfig(**{**vars(config), "seed": 4}), data
+    )
+    other = export(checkpoint, tmp_path / "other")
+    with pytest.raises(ValueError, match="train one here"):  # other split: out's training digits are other's
+        calibrate(other, data, critic_from=out)  # validation digits, or the reverse
+    with pytest.raises(ValueError, match="no critic to reuse"):
+        calibrate(out, data, critic_from=other)
+    assert read_manifest(out)["files"]["ood"] == entry  # a refused calibration keeps the one there was
+    same = export(train(ModelConfig(latent_dim=4, hidden_dims=(32, 32)), config, data), tmp_path / "same")
+    calibrate(same, data, critic_from=out)
+    assert (same / "ood_critic.onnx").read_bytes() == (out / "ood_critic.onnx").read_bytes()
+    assert read_manifest(same)["files"]["ood_critic"] == read_manifest(out)["files"]["ood_critic"]
 
 
 def test_calibrating_again_replaces_the_calibration_with_the_same_one(calibrated):
     data, _, out, entry = calibrated
     with np.load(out / "ood.npz") as before:
         reference = before["reference"].copy()
-    again = calibrate(out, data)
+    again = calibrate(out, data, critic=TINY_CRITIC)
     with np.load(out / "ood.npz") as after:
         np.testing.assert_array_equal(after["reference"], reference)
     assert {k: v for k, v in again.items() if k not in ("seconds", "sha256")} == {

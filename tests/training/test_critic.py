@@ -1,0 +1,55 @@
+"""The critic's made-up non-digits, its training and its exported graph."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+import onnxruntime as ort  # noqa: E402
+from synthetic import synthetic_mnist  # noqa: E402
+
+from training import outliers  # noqa: E402
+from training.critic import CRITIC_FILE, CriticConfig, critic_logits, fit, train_critic  # noqa: E402
+
+
+def _centre_of_mass(images):
+    grid = images.reshape(-1, 28, 28)
+    rows = (grid.sum(axis=2) * np.arange(28)).sum(axis=1) / grid.sum(axis=(1, 2))
+    cols = (grid.sum(axis=1) * np.arange(28)).sum(axis=1) / grid.sum(axis=(1, 2))
+    return rows, cols
+
+
+def test_outliers_are_prepared_as_mnist_digits_were_and_reproducible():
+    data = synthetic_mnist()
+    images = outliers.outliers(data.train_x, data.train_y, 40, seed=0)
+    assert images.shape == (40, 784) and images.min() >= 0 and images.max() <= 1
+    assert ((images > 0.5).sum(axis=1) >= outliers.MIN_INK).all()
+    rows, cols = _centre_of_mass(images)
+    assert np.all(np.abs(rows - 13.5) < 1.5) and np.all(np.abs(cols - 13.5) < 1.5)
+    np.testing.assert_array_equal(images, outliers.outliers(data.train_x, data.train_y, 40, seed=0))
+    assert not np.array_equal(images, outliers.outliers(data.train_x, data.train_y, 40, seed=1))
+
+
+def test_printed_characters_leave_out_the_benchmark_typefaces():
+    names = [path.name for path in outliers.typefaces()]
+    assert names and not any(name.startswith(("DejaVu", "Liberation")) for name in names)
+    assert not set("0123456789") & set(outliers.CHARACTERS)  # a typed 7 is a 7
+
+
+def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were():
+    data = synthetic_mnist()
+    made = outliers.reshaped_digits(data.train_x, data.train_y, 30, np.random.default_rng(0))
+    prepared = {outliers.prepare_mnist(row / 255.0, (28, 28)).round(6).tobytes() for row in data.train_x}
+    assert not any(image.round(6).tobytes() in prepared for image in made)
+
+
+def test_the_exported_graph_gives_the_modules_log_odds(tmp_path):
+    data = synthetic_mnist()
+    config = CriticConfig(epochs=1, num_outliers=64, batch_size=32)
+    entry = fit(tmp_path, data.train_x, data.train_y, config, {"seed": 0, "val_size": 0})
+    critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)  # the same seed: the same net
+    x = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.float32)
+    (graph,) = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
+    np.testing.assert_allclose(graph, critic_logits(critic, x), rtol=1e-4, atol=1e-4)
+    assert entry["outputs"] == {"critic": ["N"]} and entry["training"]["config"]["epochs"] == 1

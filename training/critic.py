@@ -1,0 +1,169 @@
+"""The critic: a small convolutional network that tells handwritten digits from everything else.
+
+A model of digits sees a printed "S" or "o" as a fair 5 or 0: its likelihood, posterior and margin
+are those of a digit. The critic is trained the other way round (outlier exposure, Hendrycks et al.
+2019): eleven classes, the ten digits of the training split and one "not a digit" class made by
+training.outliers. Its number for an image is
+
+    critic(x) = log sum_y exp(logit_y(x)) - logit_other(x)     (y over the ten digits)
+
+the log-odds that x is some digit rather than something else. It is exported as `ood_critic.onnx`
+(binary images x [N, 784] -> critic [N]) and used by service.ood as one more number per image.
+Inputs are binary, as the service scores them: each batch's digits and outliers are binarized half
+by x ~ Bernoulli(pixel) and half by thresholding at 0.5, the service's two ways.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.export import export_graph, sha256
+from training.outliers import outliers
+
+CRITIC_FILE = "ood_critic.onnx"
+NUM_DIGITS = 10
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    epochs: int = 6
+    num_outliers: int = 60000  # made once; each epoch pairs every training digit with one of them
+    train_limit: int = 0  # only the first N training digits (0: all)
+    batch_size: int = 128  # digits per step, with as many outliers
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+class Critic(nn.Module):
+    """x [N, 784] binary -> logits [N, 11]: the ten digits, then "not a digit"."""
+
+    def __init__(self, shape: tuple[int, int] = (28, 28)):
+        super().__init__()
+        self.shape = shape
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = 64 * (shape[0] // 4) * (shape[1] // 4)
+        self.head = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, NUM_DIGITS + 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.view(-1, 1, *self.shape)))  # [N, 1, H, W] -> [N, 11]
+
+
+class CriticGraph(nn.Module):
+    """What is exported: x [N, 784] -> critic [N], the log-odds of "a digit" against "not a digit"."""
+
+    def __init__(self, critic: Critic):
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.critic(x)  # [N, 11]
+        return torch.logsumexp(logits[:, :NUM_DIGITS], dim=1) - logits[:, NUM_DIGITS]
+
+
+def _binary(grey: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Half the rows x ~ Bernoulli(grey), the other half grey > 0.5."""
+    half = len(grey) // 2
+    return torch.cat([torch.bernoulli(grey[:half], generator=generator), (grey[half:] > 0.5).float()])
+
+
+def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, log=print) -> Critic:
+    """Train on grey training digits [N, 784] (uint8) of classes `labels` [N] against outliers."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.train_limit:
+        pixels, labels = pixels[: config.train_limit], labels[: config.train_limit]
+    digits = torch.from_numpy(pixels).float() / 255.0
+    classes = torch.from_numpy(labels).long()
+    others = torch.from_numpy(outliers(pixels, labels, config.num_outliers, config.seed)).float()
+    critic = Critic()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
+    steps = config.epochs * -(-len(digits) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    other = torch.full((config.batch_size,), NUM_DIGITS)
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(digits), generator=generator)
+        picks = torch.randint(len(others), (len(digits),), generator=generator)
+        total = 0.0
+        for start in range(0, len(digits), config.batch_size):
+            index = order[start : start + config.batch_size]
+            x = torch.cat([_binary(digits[index], generator), _binary(others[picks[index]], generator)])
+            y = torch.cat([classes[index], other[: len(index)]])
+            loss = F.cross_entropy(critic(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(index)
+        log(f"critic epoch {epoch + 1}/{config.epochs}: cross-entropy {total / len(digits):.4f}")
+    return critic.eval()
+
+
+def fit(model_dir: Path, pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, split: dict) -> dict:
+    """Train the critic on the training split's digits, write CRITIC_FILE into `model_dir` and return
+    its manifest entry; `split` is the seed and validation size that chose the training split."""
+    started = time.time()
+    critic = train_critic(pixels, labels, config)
+    path = model_dir / CRITIC_FILE
+    example = torch.zeros(2, pixels.shape[1])
+    export_graph(CriticGraph(critic), (example,), path, {"x": {0: "N"}}, ["critic"])
+    return {
+        "file": CRITIC_FILE,
+        "sha256": sha256(path),
+        "inputs": {"x": ["N", int(pixels.shape[1])]},
+        "outputs": {"critic": ["N"]},
+        "training": {
+            "split": split,
+            "digits": f"the first {min(len(pixels), config.train_limit or len(pixels))} of the training split",
+            "outliers": "training.outliers: half printed characters (STIX, Computer Modern, Aileron), "
+            "half reshaped training digits",
+            "config": asdict(config),
+            "seconds": round(time.time() - started, 1),
+        },
+    }
+
+
+def reusable(source: Path, split: dict) -> dict:
+    """The manifest entry of the critic of the model directory `source`, once it is known to be
+    trained on `split` and intact."""
+    from training.export import read_manifest
+
+    entry = read_manifest(source)["files"].get("ood_critic")
+    if entry is None:
+        raise ValueError(f"{source} has no critic to reuse: calibrate it first, or train one here.")
+    if entry["training"].get("split") != split:
+        raise ValueError(
+            f"the critic of {source} was trained on the split {entry['training'].get('split')}, not this model's "
+            f"{split}: its training digits may be this model's validation digits; train one here."
+        )
+    if sha256(source / entry["file"]) != entry["sha256"]:
+        raise ValueError(f"{source / entry['file']} does not match the sha256 in its manifest.")
+    return entry
+
+
+def copy(model_dir: Path, source: Path, entry: dict) -> dict:
+    """Copy the critic `entry` of `source` into `model_dir`; return its entry there."""
+    if source.resolve() != model_dir.resolve():
+        shutil.copyfile(source / entry["file"], model_dir / CRITIC_FILE)
+    return {**entry, "file": CRITIC_FILE}
+
+
+def critic_logits(critic: Critic, x: np.ndarray) -> np.ndarray:
+    """critic(x) [N] of binary images x [N, 784] with the torch module (the graph's reference)."""
+    with torch.no_grad():
+        return CriticGraph(critic)(torch.from_numpy(np.asarray(x, np.float32))).numpy()
