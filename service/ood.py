@@ -122,8 +122,8 @@ def _tail_share(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     (peaks over a threshold): beyond the largest, 1 / (n + 1) * exp(-(value - largest) / scale),
     the scale being the mean excess of the top TAIL_SHARE of the reference over the value below
     them. So an image far beyond every reference value gets a share far below 1 / (n + 1), not
-    the same as one just beyond it. A sorted reference of one value has no tail to measure: its
-    scale is 1."""
+    the same as one just beyond it. A reference too short to have a value below its top share
+    has no tail to measure: its scale is 1."""
     share = _conformal_above(reference, values)
     top = max(2, int(np.ceil(TAIL_SHARE * len(reference))))
     if len(reference) <= top:
