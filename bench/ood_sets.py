@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from service.images import prepare_mnist
+from service.images import prepare_mnist, shrink_to_field
 
 SHAPE = (28, 28)
 SIZE = SHAPE[0] * SHAPE[1]
@@ -101,16 +101,8 @@ def _glyph(text: str, font_path: Path, rng: np.random.Generator) -> np.ndarray |
         return None
     canvas = Image.new("L", (128, 128))
     ImageDraw.Draw(canvas).text((64, 64), text, fill=255, font=font, anchor="mm")
-    image = np.asarray(canvas, dtype=np.float64) / 255.0
-    rows, cols = np.nonzero(image.any(axis=1))[0], np.nonzero(image.any(axis=0))[0]
-    if not len(rows):
-        return None
-    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    side = max(crop.shape)
-    square = np.zeros((side, side))  # pad to a square so that prepare_mnist sees the whole glyph at 28x28
-    square[(side - crop.shape[0]) // 2 :][: crop.shape[0], (side - crop.shape[1]) // 2 :][:, : crop.shape[1]] = crop
-    small = Image.fromarray(np.uint8(255 * square), mode="L").resize((28, 28), Image.LANCZOS)
-    return prepare_mnist(np.asarray(small, dtype=np.float64).reshape(-1) / 255.0, SHAPE)
+    small = shrink_to_field(np.asarray(canvas, dtype=np.float64) / 255.0, SHAPE)
+    return None if small is None else prepare_mnist(small.reshape(-1), SHAPE)
 
 
 def _rendered(alphabet: str, family: str, n: int, seed: int) -> np.ndarray:

@@ -159,6 +159,22 @@ def prepare_mnist(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return field.reshape(-1)
 
 
+def shrink_to_field(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """A large grey drawing [H, W] in [0, 1] (a rendered glyph) as a field of `shape`: cropped to
+    its ink, padded to a square about it and shrunk with anti-aliasing, ready for prepare_mnist.
+    None when it has no ink."""
+    rows, cols = np.nonzero(image.any(axis=1))[0], np.nonzero(image.any(axis=0))[0]
+    if not len(rows):
+        return None
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(crop.shape)
+    square = np.zeros((side, side))
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+    small = Image.fromarray(np.uint8(np.round(255 * square)), mode="L").resize(shape[::-1], Image.LANCZOS)
+    return np.asarray(small, dtype=np.float64) / 255.0
+
+
 def binarize(pixels: np.ndarray, method: str, threshold: float, rng: np.random.Generator) -> np.ndarray:
     """Grey pixels [N, 784] in [0, 1] -> what the likelihood scores.
 

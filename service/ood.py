@@ -56,7 +56,7 @@ whose estimated log p(x) is noisy enough to reach the digits' range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -205,13 +205,17 @@ class Calibration:
     precision: np.ndarray  # [len(DISTANCE_FEATURES)] * 2 inverse of their covariance
     first_distance: np.ndarray  # sorted distances of the first half
     first_critic: np.ndarray  # sorted critic log-odds of the first half
-    reference_statistic: np.ndarray  # sorted statistics of the second half [n - n // 2]
     marginals: tuple[np.ndarray, ...]  # sorted columns score, log_px, log1p_ink, critic of all n
+    reference_statistic: np.ndarray = field(init=False)  # sorted statistics of the second half [n - n // 2]
+
+    def __post_init__(self) -> None:
+        second = self.reference[len(self.reference) // 2 :]
+        object.__setattr__(self, "reference_statistic", np.sort(self.statistic(second)))
 
     @classmethod
     def fit(cls, log_probs: np.ndarray, reference: np.ndarray) -> Calibration:
         """Centre, covariance and ranks from the first half of `reference`, statistics of the second."""
-        first, second = reference[: len(reference) // 2], reference[len(reference) // 2 :]
+        first = reference[: len(reference) // 2]
         usable = first[np.isfinite(first).all(axis=1)][:, : len(DISTANCE_FEATURES)]
         if len(usable) < 2:
             raise ValueError(f"the first half of the reference has {len(usable)} finite rows (at least 2 needed)")
@@ -220,8 +224,7 @@ class Calibration:
         marginals = tuple(np.sort(np.nan_to_num(reference[:, j], nan=-np.inf)) for j in (0, 1, 2, CRITIC))
         first_distance = np.sort(_mahalanobis(first[:, : len(DISTANCE_FEATURES)], center, precision))
         first_critic = np.sort(np.nan_to_num(first[:, CRITIC], nan=-np.inf))
-        ranked = cls(log_probs, reference, center, precision, first_distance, first_critic, np.empty(0), marginals)
-        return replace(ranked, reference_statistic=np.sort(ranked.statistic(second)))
+        return cls(log_probs, reference, center, precision, first_distance, first_critic, marginals)
 
     @classmethod
     def load(cls, path: Path) -> Calibration:

@@ -119,21 +119,28 @@ def fit(model_dir: Path, pixels: np.ndarray, labels: np.ndarray, config: CriticC
     its manifest entry; `split` is the seed and validation size that chose the training split."""
     started = time.time()
     critic = train_critic(pixels, labels, config)
+    return export(model_dir, critic, len(pixels), config, split, time.time() - started)
+
+
+def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfig, split: dict, seconds: float) -> dict:
+    """Write `critic`, trained on `num_digits` training digits with `config` in `seconds`, as
+    CRITIC_FILE into `model_dir`; return its manifest entry."""
+    x_dim = critic.shape[0] * critic.shape[1]
     path = model_dir / CRITIC_FILE
-    example = torch.zeros(2, pixels.shape[1])
-    export_graph(CriticGraph(critic), (example,), path, {"x": {0: "N"}}, ["critic"])
+    export_graph(CriticGraph(critic), (torch.zeros(2, x_dim),), path, {"x": {0: "N"}}, ["critic"])
     return {
         "file": CRITIC_FILE,
         "sha256": sha256(path),
-        "inputs": {"x": ["N", int(pixels.shape[1])]},
+        "inputs": {"x": ["N", x_dim]},
         "outputs": {"critic": ["N"]},
         "training": {
             "split": split,
-            "digits": f"the first {min(len(pixels), config.train_limit or len(pixels))} of the training split",
-            "outliers": "training.outliers: half printed characters (STIX, Computer Modern, Aileron), "
-            "half reshaped training digits",
+            "digits": f"the first {min(num_digits, config.train_limit or num_digits)} of the training split",
+            "outliers": "training.outliers: half printed characters (nine typeface families: STIX, Computer "
+            "Modern, Roboto, Lato, Source Sans, Source Serif, Fredoka One, Amatic SC, Aileron), half reshaped "
+            "training digits (polarity reversed among them)",
             "config": asdict(config),
-            "seconds": round(time.time() - started, 1),
+            "seconds": round(seconds, 1),
         },
     }
 

@@ -29,15 +29,16 @@ from training.train import binarize
 RELEVANT = 1e-3
 
 
-def service_answers(model_dir: Path, x: np.ndarray, seed: int) -> list[dict]:
-    """/v1/log-likelihood's results for binary images x [N, 784] at the service's default settings."""
+def service_answers(model_dir: Path, x: np.ndarray, seed: int, model=None) -> list[dict]:
+    """/v1/log-likelihood's results for binary images x [N, 784] at the service's default settings;
+    `model` is the service's model of `model_dir` when the caller has loaded it already."""
     from service.calls import ModelCalls
     from service.inference import Inference, score_images
     from service.runtime import load_model
     from service.settings import Settings
 
     settings = Settings(model_dir=model_dir, batching=False)
-    model = load_model(settings)
+    model = model or load_model(settings)
     return score_images(Inference(model, settings, ModelCalls(model, settings)), x, seed)
 
 

@@ -10,7 +10,7 @@ import onnxruntime as ort  # noqa: E402
 from synthetic import synthetic_mnist  # noqa: E402
 
 from training import outliers  # noqa: E402
-from training.critic import CRITIC_FILE, CriticConfig, critic_logits, fit, train_critic  # noqa: E402
+from training.critic import CRITIC_FILE, CriticConfig, critic_logits, export, train_critic  # noqa: E402
 
 
 def _centre_of_mass(images):
@@ -32,7 +32,9 @@ def test_outliers_are_prepared_as_mnist_digits_were_and_reproducible():
 
 
 def test_printed_characters_leave_out_the_benchmark_typefaces():
-    names = [path.name for path in outliers.typefaces()]
+    families = outliers.typefaces()
+    assert len(families) == len(outliers.MATPLOTLIB_FAMILIES) + len(outliers.PACKAGED_FAMILIES) + 1
+    names = [face.name for faces in families.values() for face in faces if face is not None]
     assert names and not any(name.startswith(("DejaVu", "Liberation")) for name in names)
     assert not set("0123456789") & set(outliers.CHARACTERS)  # a typed 7 is a 7
 
@@ -47,9 +49,24 @@ def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were()
 def test_the_exported_graph_gives_the_modules_log_odds(tmp_path):
     data = synthetic_mnist()
     config = CriticConfig(epochs=1, num_outliers=64, batch_size=32)
-    entry = fit(tmp_path, data.train_x, data.train_y, config, {"seed": 0, "val_size": 0})
-    critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)  # the same seed: the same net
+    critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
+    entry = export(tmp_path, critic, len(data.train_x), config, {"seed": 0, "val_size": 0}, seconds=1.0)
     x = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.float32)
     (graph,) = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
     np.testing.assert_allclose(graph, critic_logits(critic, x), rtol=1e-4, atol=1e-4)
     assert entry["outputs"] == {"critic": ["N"]} and entry["training"]["config"]["epochs"] == 1
+
+
+def test_printed_characters_come_only_from_glyphs_the_typeface_has():
+    from PIL import ImageFont
+
+    default = outliers._alphabet(ImageFont.load_default(size=60))  # Pillow's Aileron has no Greek
+    assert "a" in default and "Z" in default and "α" not in default
+    stix = outliers.typefaces()["STIX"][0]
+    assert "α" in outliers._alphabet(ImageFont.truetype(str(stix), 60))
+
+
+def test_reshaped_digits_include_reversed_polarity():
+    data = synthetic_mnist()
+    made = outliers.reshaped_digits(data.train_x, data.train_y, 60, np.random.default_rng(0))
+    assert (made.mean(axis=1) > 0.5).any() and (made.mean(axis=1) < 0.5).any()
