@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from service import ood
-from service.runtime import CRITIC
+from service.runtime import CRITIC, load_model
+from service.settings import Settings
 from training import critic as critics
 from training.card import refresh_card
 from training.critic import CriticConfig
@@ -37,7 +38,8 @@ BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
 MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
-MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85)  # and in finer steps where the default falls:
+MIN_PROBABILITIES += (0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999)
 
 
 def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, int]:
@@ -111,8 +113,9 @@ def calibrate(
     write_manifest(model_dir, manifest)
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
-    answers = service_answers(model_dir, x, seed)
-    reference = ood.features_of_answers(answers, x, shape, log_probs, _critic_of(model_dir, x))
+    served = load_model(Settings(model_dir=model_dir, batching=False))
+    answers = service_answers(model_dir, x, seed, served)
+    reference = ood.features_of_answers(answers, x, shape, log_probs, served.critic(x))
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE)
@@ -160,17 +163,7 @@ def calibrate(
     return entry
 
 
-def _critic_of(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    """The critic's log-odds [N] of binary images x [N, 784], through the service's own graph."""
-    from service.runtime import load_model
-    from service.settings import Settings
-
-    return load_model(Settings(model_dir=model_dir, batching=False)).critic(x)
-
-
 def _settings_used(seed: int) -> str:
-    from service.settings import Settings
-
     s = Settings()
     return (
         f"the service's settings (K = {s.default_num_samples}, screening {s.adaptive_screen_samples} samples, "
