@@ -42,6 +42,13 @@ def _config_from(args: argparse.Namespace, config_class):
     return config_class(**values)
 
 
+def critic_config(args: argparse.Namespace):
+    """The CriticConfig of `calibrate`'s --critic-* flags."""
+    from training.critic import CriticConfig
+
+    return CriticConfig(epochs=args.critic_epochs, num_outliers=args.critic_outliers, train_limit=args.critic_limit)
+
+
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.ais import AisConfig
     from training.critic import CriticConfig
@@ -101,6 +108,12 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--critic-epochs", type=int, default=CriticConfig.epochs, help="epochs of the critic (default %(default)s)"
+    )
+    calibrate.add_argument(
+        "--critic-outliers",
+        type=int,
+        default=CriticConfig.num_outliers,
+        help="made-up non-digits the critic learns from (default %(default)s)",
     )
     calibrate.add_argument(
         "--critic-limit", type=int, default=0, help="train the critic on the first N training digits (default: all)"
@@ -183,11 +196,9 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
 
                 calibrate(out, args.data_dir)
         elif args.command == "calibrate":
-            from training.critic import CriticConfig
             from training.ood import run as calibrate
 
-            critic = CriticConfig(epochs=args.critic_epochs, train_limit=args.critic_limit)
-            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed, critic, args.critic_from)
+            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed, critic_config(args), args.critic_from)
         elif args.command == "evaluate":
             from training.evaluate import run as evaluate
 

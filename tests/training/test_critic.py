@@ -70,3 +70,12 @@ def test_reshaped_digits_include_reversed_polarity():
     data = synthetic_mnist()
     made = outliers.reshaped_digits(data.train_x, data.train_y, 60, np.random.default_rng(0))
     assert (made.mean(axis=1) > 0.5).any() and (made.mean(axis=1) < 0.5).any()
+
+
+def test_calibrate_flags_set_the_critics_training():
+    from training.cli import build_parser, critic_config
+
+    flags = ["calibrate", "models/x", "--critic-epochs", "10", "--critic-outliers", "120000", "--critic-limit", "9"]
+    expected = CriticConfig(epochs=10, num_outliers=120000, train_limit=9)
+    assert critic_config(build_parser().parse_args(flags)) == expected
+    assert critic_config(build_parser().parse_args(["calibrate", "models/x"])) == CriticConfig()
