@@ -40,7 +40,6 @@ import numpy as np
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets
 from bench.precision import mnist_test
 from bench.report import save
-from service import ood
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
 from service.runtime import load_model
@@ -105,17 +104,16 @@ def methods(median_log_px: float) -> dict:
 
 
 def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) -> float:
-    """Seconds per image of the assessment alone (critic, background model, the numbers, distance,
-    p-values), on threshold-binarized images with a digit's log p(x), ELBO and per-class log p(x|y)."""
+    """Seconds per image of the assessment alone (Inference.assess: critic, background model, the
+    numbers, distance, p-values), on threshold-binarized images with a digit's log p(x), ELBO and
+    per-class log p(x|y)."""
     x = (grey > 0.5).astype(np.float32)
-    n, calibration = len(x), inference.model.ood
+    n = len(x)
     log_px, elbo, kl_z = np.full(n, -90.0), np.full(n, -95.0), np.full(n, 25.0)
     log_px_y = np.tile(np.linspace(-90.0, -150.0, inference.model.num_classes), (n, 1))
     started = time.perf_counter()
     for _ in range(repeats):
-        critic = inference.model.critic(x)
-        values = ood.features(log_px, elbo, kl_z, log_px_y, x, (28, 28), calibration.log_probs, critic)
-        ood.assess(values, ood.ink_pixels(x), calibration, inference.settings.ood_fpr)
+        inference.assess(log_px, elbo, kl_z, log_px_y, x, inference.settings.ood_fpr)
     return (time.perf_counter() - started) / (repeats * len(x))
 
 

@@ -181,26 +181,25 @@ class Inference:
             "ood_fpr": self._ood_fpr(request),
         }
         post = estimator.bayes_rule(estimates.classes, self.model.log_prior)
-        verdicts = self._assess(estimates.classes, post, x, echo["ood_fpr"])
+        verdicts = self.assess(post.log_px, post.elbo, post.kl_z, estimates.classes.log_px_y, x, echo["ood_fpr"])
         return Scored(estimates, post, echo, warnings, verdicts, x)
 
-    def _assess(
-        self, classes: estimator.ClassEstimates, post: estimator.Posterior, x: np.ndarray, fpr: float
+    def assess(
+        self,
+        log_px: np.ndarray,
+        elbo: np.ndarray,
+        kl_z: np.ndarray,
+        log_px_y: np.ndarray,
+        x: np.ndarray,
+        fpr: float,
     ) -> list[dict | None]:
-        """The out-of-distribution verdict per image; None each when the model has no calibration."""
+        """The out-of-distribution verdict per binary image x [N, H*W], from its estimates (ood.features);
+        None each when the model has no calibration."""
         calibration = self.model.ood
         if calibration is None:
             return [None] * len(x)
-        values = ood.features(
-            post.log_px,
-            post.elbo,
-            post.kl_z,
-            classes.log_px_y,
-            x,
-            self._shape(),
-            calibration.log_probs,
-            self.model.critic(x),
-        )
+        critic = self.model.critic(x)
+        values = ood.features(log_px, elbo, kl_z, log_px_y, x, self._shape(), calibration.log_probs, critic)
         return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 
     @staticmethod

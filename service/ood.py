@@ -210,7 +210,8 @@ class Calibration:
 
     def __post_init__(self) -> None:
         second = self.reference[len(self.reference) // 2 :]
-        object.__setattr__(self, "reference_statistic", np.sort(self.statistic(second)))
+        statistic = self.statistic(self.distance(second), second[:, CRITIC])
+        object.__setattr__(self, "reference_statistic", np.sort(statistic))
 
     @classmethod
     def fit(cls, log_probs: np.ndarray, reference: np.ndarray) -> Calibration:
@@ -243,10 +244,11 @@ class Calibration:
         inf where one of them is nan."""
         return _mahalanobis(values[:, : len(DISTANCE_FEATURES)], self.center, self.precision)
 
-    def statistic(self, values: np.ndarray) -> np.ndarray:
-        """-log p_d - log p_c [N]: the distance's and the critic's p-values against the first half."""
-        p_distance = _tail_share(self.first_distance, self.distance(values))
-        p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(values[:, CRITIC], nan=-np.inf))
+    def statistic(self, distance: np.ndarray, critic: np.ndarray) -> np.ndarray:
+        """-log p_d - log p_c [N] of distances [N] (distance()) and critic log-odds [N]: their
+        p-values against the first half."""
+        p_distance = _tail_share(self.first_distance, distance)
+        p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(critic, nan=-np.inf))
         with np.errstate(divide="ignore"):
             return -np.log(p_distance) - np.log(p_critic)
 
@@ -262,7 +264,7 @@ def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: f
     the distance, the critic, the p-values against validation digits and whether the image is flagged
     at false-positive rate `fpr`."""
     distance = calibration.distance(values)
-    p = _conformal_above(calibration.reference_statistic, calibration.statistic(values))
+    p = _conformal_above(calibration.reference_statistic, calibration.statistic(distance, values[:, CRITIC]))
     lowest = np.nan_to_num(values, nan=-np.inf)
     p_score = _conformal(calibration.marginals[0], lowest[:, 0])
     p_log_px = _conformal(calibration.marginals[1], lowest[:, 1])
