@@ -46,7 +46,13 @@ def critic_config(args: argparse.Namespace):
     """The CriticConfig of `calibrate`'s --critic-* flags."""
     from training.critic import CriticConfig
 
-    return CriticConfig(epochs=args.critic_epochs, num_outliers=args.critic_outliers, train_limit=args.critic_limit)
+    return CriticConfig(
+        epochs=args.critic_epochs,
+        num_outliers=args.critic_outliers,
+        train_limit=args.critic_limit,
+        width=args.critic_width,
+        device=args.critic_device,
+    )
 
 
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
@@ -117,6 +123,17 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--critic-limit", type=int, default=0, help="train the critic on the first N training digits (default: all)"
+    )
+    calibrate.add_argument(
+        "--critic-width",
+        type=int,
+        default=CriticConfig.width,
+        help="the critic's channels and hidden units, as multiples of 32, 64 and 128 (default %(default)s)",
+    )
+    calibrate.add_argument(
+        "--critic-device",
+        default=CriticConfig.device,
+        help="where the critic trains: cpu, cuda, or auto for a GPU when PyTorch sees one (default %(default)s)",
     )
 
     evaluate = commands.add_parser(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +34,33 @@ NUM_DIGITS = 10
 
 @dataclass(frozen=True)
 class CriticConfig:
-    epochs: int = 6
-    num_outliers: int = 60000  # made once; each epoch pairs every training digit with one of them
+    epochs: int = 20
+    num_outliers: int = 240000  # made once; each epoch pairs every training digit with one of them
     train_limit: int = 0  # only the first N training digits (0: all)
     batch_size: int = 128  # digits per step, with as many outliers
     learning_rate: float = 1e-3
+    width: int = 2  # channels and hidden units, as multiples of 32, 64 and 128
     seed: int = 0
+    device: str = "auto"  # where the network trains: cpu, cuda, or auto (cuda when PyTorch sees a GPU)
 
 
 class Critic(nn.Module):
     """x [N, 784] binary -> logits [N, 11]: the ten digits, then "not a digit"."""
 
-    def __init__(self, shape: tuple[int, int] = (28, 28)):
+    def __init__(self, shape: tuple[int, int] = (28, 28), width: int = 1):
         super().__init__()
         self.shape = shape
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2),
+            nn.Conv2d(1, 32 * width, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2),
+            nn.Conv2d(32 * width, 64 * width, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        flat = 64 * (shape[0] // 4) * (shape[1] // 4)
-        self.head = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, NUM_DIGITS + 1))
+        flat = 64 * width * (shape[0] // 4) * (shape[1] // 4)
+        self.head = nn.Sequential(nn.Linear(flat, 128 * width), nn.ReLU(), nn.Linear(128 * width, NUM_DIGITS + 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x.view(-1, 1, *self.shape)))  # [N, 1, H, W] -> [N, 11]
@@ -82,8 +84,18 @@ def _binary(grey: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([torch.bernoulli(grey[:half], generator=generator), (grey[half:] > 0.5).float()])
 
 
+def resolved_device(name: str) -> str:
+    """A torch device name from CriticConfig.device: "auto" is "cuda" when PyTorch sees a GPU, else "cpu"."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, log=print) -> Critic:
-    """Train on grey training digits [N, 784] (uint8) of classes `labels` [N] against outliers."""
+    """Train on grey training digits [N, 784] (uint8) of classes `labels` [N] against outliers, on
+    config.device; the random draws are made on the CPU either way, so a GPU sees the same batches.
+    Returns the critic on the CPU."""
+    device = torch.device(resolved_device(config.device))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     if config.train_limit:
@@ -91,7 +103,7 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
     digits = torch.from_numpy(pixels).float() / 255.0
     classes = torch.from_numpy(labels).long()
     others = torch.from_numpy(outliers(pixels, labels, config.num_outliers, config.seed)).float()
-    critic = Critic()
+    critic = Critic(width=config.width).to(device)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
     steps = config.epochs * -(-len(digits) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -104,20 +116,21 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
             index = order[start : start + config.batch_size]
             x = torch.cat([_binary(digits[index], generator), _binary(others[picks[index]], generator)])
             y = torch.cat([classes[index], other[: len(index)]])
-            loss = F.cross_entropy(critic(x), y)
+            loss = F.cross_entropy(critic(x.to(device)), y.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += loss.item() * len(index)
         log(f"critic epoch {epoch + 1}/{config.epochs}: cross-entropy {total / len(digits):.4f}")
-    return critic.eval()
+    return critic.cpu().eval()
 
 
 def fit(model_dir: Path, pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, split: dict) -> dict:
     """Train the critic on the training split's digits, write CRITIC_FILE into `model_dir` and return
     its manifest entry; `split` is the seed and validation size that chose the training split."""
     started = time.time()
+    config = replace(config, device=resolved_device(config.device))  # the manifest says where it trained
     critic = train_critic(pixels, labels, config)
     return export(model_dir, critic, len(pixels), config, split, time.time() - started)
 

@@ -10,7 +10,14 @@ import onnxruntime as ort  # noqa: E402
 from synthetic import synthetic_mnist  # noqa: E402
 
 from training import outliers  # noqa: E402
-from training.critic import CRITIC_FILE, CriticConfig, critic_logits, export, train_critic  # noqa: E402
+from training.critic import (  # noqa: E402
+    CRITIC_FILE,
+    CriticConfig,
+    critic_logits,
+    export,
+    resolved_device,
+    train_critic,
+)
 
 
 def _centre_of_mass(images):
@@ -48,13 +55,21 @@ def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were()
 
 def test_the_exported_graph_gives_the_modules_log_odds(tmp_path):
     data = synthetic_mnist()
-    config = CriticConfig(epochs=1, num_outliers=64, batch_size=32)
+    config = CriticConfig(epochs=1, num_outliers=64, batch_size=32, width=2, device="cpu")
     critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
     entry = export(tmp_path, critic, len(data.train_x), config, {"seed": 0, "val_size": 0}, seconds=1.0)
     x = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.float32)
     (graph,) = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
     np.testing.assert_allclose(graph, critic_logits(critic, x), rtol=1e-4, atol=1e-4)
     assert entry["outputs"] == {"critic": ["N"]} and entry["training"]["config"]["epochs"] == 1
+    assert entry["training"]["config"]["width"] == 2 and critic.head[0].out_features == 2 * 128
+
+
+def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolved_device("auto") == "cpu" and resolved_device("cuda") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolved_device("auto") == "cuda" and resolved_device("cpu") == "cpu"
 
 
 def test_printed_characters_come_only_from_glyphs_the_typeface_has():
@@ -76,6 +91,7 @@ def test_calibrate_flags_set_the_critics_training():
     from training.cli import build_parser, critic_config
 
     flags = ["calibrate", "models/x", "--critic-epochs", "10", "--critic-outliers", "120000", "--critic-limit", "9"]
-    expected = CriticConfig(epochs=10, num_outliers=120000, train_limit=9)
+    flags += ["--critic-width", "3", "--critic-device", "cpu"]
+    expected = CriticConfig(epochs=10, num_outliers=120000, train_limit=9, width=3, device="cpu")
     assert critic_config(build_parser().parse_args(flags)) == expected
     assert critic_config(build_parser().parse_args(["calibrate", "models/x"])) == CriticConfig()
