@@ -154,7 +154,7 @@ class OutOfDistribution(BaseModel):
     critic: float | None = Field(
         description="The critic's log-odds that the image is a handwritten digit rather than anything else: a small "
         "network trained on the training digits against printed characters and reshaped digits. Validation digits "
-        "lie at a median of about +4; printed letters and symbols mostly below 0. Null when not finite."
+        "lie at a median of about +6; printed letters and symbols mostly below 0. Null when not finite."
     )
     p_value: float = Field(
         description="Chance that a genuine digit is at least this unusual. The distance and the critic are each "

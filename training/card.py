@@ -174,7 +174,8 @@ def _critic(manifest: dict) -> str:
     return (
         f"\n\nThe critic, `{entry['file']}`, was trained on {t['digits']} (split seed {t['split']['seed']}, "
         f"{t['split']['val_size']} held out) against {c['num_outliers']} made-up non-digits ({t['outliers']}), "
-        f"{c['epochs']} epochs, seed {c['seed']}, in {t['seconds']:.0f} s."
+        f"{c['epochs']} epochs, width {c.get('width', 1)}, seed {c['seed']}, in {t['seconds']:.0f} s"
+        f" on {'a GPU' if str(c.get('device', 'cpu')).startswith('cuda') else 'the CPU'}."
     )
 
 

@@ -8,7 +8,8 @@ training.outliers. Its number for an image is
     critic(x) = log sum_y exp(logit_y(x)) - logit_other(x)     (y over the ten digits)
 
 the log-odds that x is some digit rather than something else. It is exported as `ood_critic.onnx`
-(binary images x [N, 784] -> critic [N]) and used by service.ood as one more number per image.
+(binary images x [N, 784] -> critic [N]), its larger weights stored as float16 (halve_weights), and
+used by service.ood as one more number per image.
 Inputs are binary, as the service scores them: each batch's digits and outliers are binarized half
 by x ~ Bernoulli(pixel) and half by thresholding at 0.5, the service's two ways.
 """
@@ -30,6 +31,8 @@ from training.outliers import outliers
 
 CRITIC_FILE = "ood_critic.onnx"
 NUM_DIGITS = 10
+HALVED_MIN_SIZE = 1024  # weights of at least this many numbers are stored as float16
+WEIGHTS = f"weights of {HALVED_MIN_SIZE} numbers or more stored as float16, computed in float32"
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,13 @@ def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfi
     x_dim = critic.shape[0] * critic.shape[1]
     path = model_dir / CRITIC_FILE
     export_graph(CriticGraph(critic), (torch.zeros(2, x_dim),), path, {"x": {0: "N"}}, ["critic"])
+    halve_weights(path)
     return {
         "file": CRITIC_FILE,
         "sha256": sha256(path),
         "inputs": {"x": ["N", x_dim]},
         "outputs": {"critic": ["N"]},
+        "weights": WEIGHTS,
         "training": {
             "split": split,
             "digits": f"the first {min(num_digits, config.train_limit or num_digits)} of the training split",
@@ -156,6 +161,36 @@ def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfi
             "seconds": round(seconds, 1),
         },
     }
+
+
+def halve_weights(path: Path) -> None:
+    """Store the graph's float32 weights of at least HALVED_MIN_SIZE numbers as float16, each cast
+    back to float32 where the graph starts: half the file (what every replica carries), the same
+    float32 arithmetic, weights rounded to float16's 11 significant bits. Weights already halved
+    are left as they are, so halving twice changes nothing."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights, casts = [], []
+    for weight in graph.initializer:
+        values = numpy_helper.to_array(weight)
+        if weight.data_type != TensorProto.FLOAT or values.size < HALVED_MIN_SIZE:
+            weights.append(weight)
+            continue
+        stored = f"{weight.name}_float16"
+        weights.append(numpy_helper.from_array(values.astype(np.float16), stored))
+        casts.append(helper.make_node("Cast", [stored], [weight.name], to=TensorProto.FLOAT))
+    if not casts:
+        return
+    nodes = casts + list(graph.node)
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
 
 
 def reusable(source: Path, split: dict) -> dict:
@@ -177,10 +212,13 @@ def reusable(source: Path, split: dict) -> dict:
 
 
 def copy(model_dir: Path, source: Path, entry: dict) -> dict:
-    """Copy the critic `entry` of `source` into `model_dir`; return its entry there."""
+    """Copy the critic `entry` of `source` into `model_dir`, its weights halved (halve_weights) if
+    they were not; return its entry there."""
+    path = model_dir / CRITIC_FILE
     if source.resolve() != model_dir.resolve():
-        shutil.copyfile(source / entry["file"], model_dir / CRITIC_FILE)
-    return {**entry, "file": CRITIC_FILE}
+        shutil.copyfile(source / entry["file"], path)
+    halve_weights(path)
+    return {**entry, "file": CRITIC_FILE, "sha256": sha256(path), "weights": WEIGHTS}
 
 
 def critic_logits(critic: Critic, x: np.ndarray) -> np.ndarray:

@@ -12,12 +12,17 @@ from synthetic import synthetic_mnist  # noqa: E402
 from training import outliers  # noqa: E402
 from training.critic import (  # noqa: E402
     CRITIC_FILE,
+    HALVED_MIN_SIZE,
+    WEIGHTS,
     CriticConfig,
+    CriticGraph,
+    copy,
     critic_logits,
     export,
     resolved_device,
     train_critic,
 )
+from training.export import export_graph, sha256  # noqa: E402
 
 
 def _centre_of_mass(images):
@@ -60,9 +65,39 @@ def test_the_exported_graph_gives_the_modules_log_odds(tmp_path):
     entry = export(tmp_path, critic, len(data.train_x), config, {"seed": 0, "val_size": 0}, seconds=1.0)
     x = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.float32)
     (graph,) = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
-    np.testing.assert_allclose(graph, critic_logits(critic, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(graph, critic_logits(_halved(critic), x), rtol=1e-4, atol=1e-4)
+    assert entry["weights"] == WEIGHTS
     assert entry["outputs"] == {"critic": ["N"]} and entry["training"]["config"]["epochs"] == 1
     assert entry["training"]["config"]["width"] == 2 and critic.head[0].out_features == 2 * 128
+
+
+def _halved(critic):
+    """The critic with its large weights rounded to float16, as the exported graph stores them."""
+    from copy import deepcopy
+
+    rounded = deepcopy(critic)
+    with torch.no_grad():
+        for weight in rounded.parameters():
+            if weight.numel() >= HALVED_MIN_SIZE:
+                weight.copy_(weight.half().float())
+    return rounded
+
+
+def test_copying_a_critic_halves_its_weights_once(tmp_path):
+    data = synthetic_mnist()
+    config = CriticConfig(epochs=1, num_outliers=64, batch_size=32, device="cpu")
+    critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir(), target.mkdir()
+    export_graph(CriticGraph(critic), (torch.zeros(2, 784),), source / CRITIC_FILE, {"x": {0: "N"}}, ["critic"])
+    full = (source / CRITIC_FILE).stat().st_size
+    entry = copy(target, source, {"file": CRITIC_FILE, "sha256": "of the float32 graph"})
+    assert (target / CRITIC_FILE).stat().st_size < 0.6 * full
+    assert entry["sha256"] == sha256(target / CRITIC_FILE) and entry["weights"] == WEIGHTS
+    assert copy(target, target, entry) == entry  # halving again changes nothing
+    x = (np.random.default_rng(1).random((5, 784)) < 0.3).astype(np.float32)
+    (graph,) = ort.InferenceSession(str(target / CRITIC_FILE)).run(None, {"x": x})
+    np.testing.assert_allclose(graph, critic_logits(_halved(critic), x), rtol=1e-4, atol=1e-4)
 
 
 def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):
