@@ -88,7 +88,8 @@ def test_copying_a_critic_halves_its_weights_once(tmp_path):
     config = CriticConfig(epochs=1, num_outliers=64, batch_size=32, device="cpu")
     critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
     source, target = tmp_path / "source", tmp_path / "target"
-    source.mkdir(), target.mkdir()
+    source.mkdir()
+    target.mkdir()
     export_graph(CriticGraph(critic), (torch.zeros(2, 784),), source / CRITIC_FILE, {"x": {0: "N"}}, ["critic"])
     full = (source / CRITIC_FILE).stat().st_size
     entry = copy(target, source, {"file": CRITIC_FILE, "sha256": "of the float32 graph"})
