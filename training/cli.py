@@ -11,6 +11,8 @@ from pathlib import Path
 
 from training.data import MnistDataError
 
+CRITIC_PREFIX = "critic-"
+
 
 def _data_dir(args: argparse.Namespace) -> str:
     data_dir = args.data_dir or os.environ.get("MNIST_DIR")
@@ -22,20 +24,24 @@ def _data_dir(args: argparse.Namespace) -> str:
     return data_dir
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+def _add_config_flags(parser, config_class, prefix: str = "", aliases: dict[str, str] | None = None) -> None:
+    """A flag --PREFIXFIELD-NAME for each field of the dataclass `config_class`, defaulting to the
+    field's default; `aliases` adds a second, shorter flag for some fields (field name -> flag)."""
+    aliases = aliases or {}
     for f in fields(config_class):
         default = f.default
-        flag = "--" + f.name.replace("_", "-")
+        names = ["--" + prefix + f.name.replace("_", "-")] + (["--" + aliases[f.name]] if f.name in aliases else [])
+        options = {"dest": (prefix + f.name).replace("-", "_"), "default": default, "help": f"default {default}"}
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"default {default}")
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **options)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, type=type(default[0]), nargs="+", default=default, help=f"default {default}")
+            parser.add_argument(*names, type=type(default[0]), nargs="+", **options)
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"default {default}")
+            parser.add_argument(*names, type=type(default), **options)
 
 
-def _config_from(args: argparse.Namespace, config_class):
-    values = {f.name: getattr(args, f.name) for f in fields(config_class)}
+def _config_from(args: argparse.Namespace, config_class, prefix: str = ""):
+    values = {f.name: getattr(args, (prefix + f.name).replace("-", "_")) for f in fields(config_class)}
     for name, value in values.items():
         if isinstance(value, list):
             values[name] = tuple(value)
@@ -46,13 +52,7 @@ def critic_config(args: argparse.Namespace):
     """The CriticConfig of `calibrate`'s --critic-* flags."""
     from training.critic import CriticConfig
 
-    return CriticConfig(
-        epochs=args.critic_epochs,
-        num_outliers=args.critic_outliers,
-        train_limit=args.critic_limit,
-        width=args.critic_width,
-        device=args.critic_device,
-    )
+    return _config_from(args, CriticConfig, CRITIC_PREFIX)
 
 
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
@@ -110,30 +110,17 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--critic-from",
         metavar="MODEL_DIR",
-        help="copy the critic of this model directory (trained on the same split) instead of training one",
+        help="copy the critic of this model directory (trained on the same split) instead of training one; its "
+        "larger weights are stored as float16 if they are not already",
     )
-    calibrate.add_argument(
-        "--critic-epochs", type=int, default=CriticConfig.epochs, help="epochs of the critic (default %(default)s)"
+    critic = calibrate.add_argument_group(
+        "the critic, when not --critic-from",
+        "CriticConfig's fields: width is the channels and hidden units as multiples of 32, 64 and 128; "
+        "num-outliers the made-up non-digits it learns from; train-limit the first N training digits (0: all); "
+        "device cpu, cuda, or auto for a GPU when PyTorch sees one",
     )
-    calibrate.add_argument(
-        "--critic-outliers",
-        type=int,
-        default=CriticConfig.num_outliers,
-        help="made-up non-digits the critic learns from (default %(default)s)",
-    )
-    calibrate.add_argument(
-        "--critic-limit", type=int, default=0, help="train the critic on the first N training digits (default: all)"
-    )
-    calibrate.add_argument(
-        "--critic-width",
-        type=int,
-        default=CriticConfig.width,
-        help="the critic's channels and hidden units, as multiples of 32, 64 and 128 (default %(default)s)",
-    )
-    calibrate.add_argument(
-        "--critic-device",
-        default=CriticConfig.device,
-        help="where the critic trains: cpu, cuda, or auto for a GPU when PyTorch sees one (default %(default)s)",
+    _add_config_flags(
+        critic, CriticConfig, CRITIC_PREFIX, {"num_outliers": "critic-outliers", "train_limit": "critic-limit"}
     )
 
     evaluate = commands.add_parser(

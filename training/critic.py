@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from training.export import export_graph, sha256
@@ -168,17 +170,14 @@ def halve_weights(path: Path) -> None:
     back to float32 where the graph starts: half the file (what every replica carries), the same
     float32 arithmetic, weights rounded to float16's 11 significant bits. Weights already halved
     are left as they are, so halving twice changes nothing."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     model = onnx.load(str(path))
     graph = model.graph
     weights, casts = [], []
     for weight in graph.initializer:
-        values = numpy_helper.to_array(weight)
-        if weight.data_type != TensorProto.FLOAT or values.size < HALVED_MIN_SIZE:
+        if weight.data_type != TensorProto.FLOAT or np.prod(weight.dims) < HALVED_MIN_SIZE:
             weights.append(weight)
             continue
+        values = numpy_helper.to_array(weight)
         stored = f"{weight.name}_float16"
         weights.append(numpy_helper.from_array(values.astype(np.float16), stored))
         casts.append(helper.make_node("Cast", [stored], [weight.name], to=TensorProto.FLOAT))

@@ -131,3 +131,10 @@ def test_calibrate_flags_set_the_critics_training():
     expected = CriticConfig(epochs=10, num_outliers=120000, train_limit=9, width=3, device="cpu")
     assert critic_config(build_parser().parse_args(flags)) == expected
     assert critic_config(build_parser().parse_args(["calibrate", "models/x"])) == CriticConfig()
+    # every field has its flag under its own name too, and --seed stays the binarization seed
+    flags = ["calibrate", "models/x", "--critic-num-outliers", "7", "--critic-train-limit", "5", "--seed", "4"]
+    flags += ["--critic-batch-size", "16", "--critic-learning-rate", "0.01", "--critic-seed", "3"]
+    args = build_parser().parse_args(flags)
+    assert args.seed == 4
+    expected = CriticConfig(num_outliers=7, train_limit=5, batch_size=16, learning_rate=0.01, seed=3)
+    assert critic_config(args) == expected
