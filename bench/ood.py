@@ -21,8 +21,9 @@ Reported, side by side for each method (higher = more out of distribution):
 - the service: the distance and the critic combined, ranked by 1 - its p-value, and its flag at the
   default rate.
 AUROC against the test digits for each set, the share of each set flagged and of digits flagged
-(the false-positive rate; digits also binarized x ~ Bernoulli(pixel)), abstention and the
-accuracy kept on test digits, and the cost of the assessment next to the whole classify call.
+(the false-positive rate; digits also binarized x ~ Bernoulli(pixel)), abstention (by reason) and
+the accuracy kept on test digits at the defaults and along the min_probability curve, and the cost
+of the assessment next to the whole classify call.
 
 Writes bench/results/ood.json and OOD.md, and prints the markdown.
 """
@@ -40,6 +41,7 @@ import numpy as np
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets
 from bench.precision import mnist_test
 from bench.report import save
+from service import abstention
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
 from service.runtime import load_model
@@ -84,8 +86,11 @@ def features(inference: Inference, grey: np.ndarray, binarize: str, noise_seed: 
         "flagged": np.array([v["flagged"] for v in verdicts]),
         "zlib_nats": np.array([len(zlib.compress(np.packbits(row).tobytes(), 9)) * 8 * np.log(2) for row in x]),
         "probs": np.array([a["probs"] for a in answers]),
+        "critic_probs": None if answers[0]["critic_probs"] is None else np.array([a["critic_probs"] for a in answers]),
         "abstained": np.array([a["abstained"] for a in answers]),
-        "low_probability": np.array(["low_probability" in a["abstain_reasons"] for a in answers]),
+        "reasons": {
+            reason: np.array([reason in a["abstain_reasons"] for a in answers]) for reason in abstention.REASONS
+        },
         "seconds": seconds,
     }
 
@@ -160,8 +165,11 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
         "fpr_digits_bernoulli": float(inliers_bernoulli["flagged"].mean()),
         "accuracy_all": float(correct.mean()),
         "abstained": float(inliers["abstained"].mean()),
-        "abstained_low_probability": float(inliers["low_probability"].mean()),
+        "abstained_by_reason": {reason: float(held.mean()) for reason, held in inliers["reasons"].items()},
         "accuracy_kept": float(correct[kept].mean()),
+        "abstention_curve": abstention.curve(
+            inliers["probs"], inliers["critic_probs"], labels, inliers["flagged"], abstention.THRESHOLDS
+        ),
         "ms_per_image_classify": 1000 * per_image_classify,
         "ms_per_image_assessment": 1000 * per_image_assess,
         "assessment_share_of_classify": per_image_assess / per_image_classify,
@@ -196,8 +204,20 @@ def markdown(report: dict) -> str:
         f"| MNIST test digits, binarize='bernoulli' (false positives) | {report['fpr_digits_bernoulli']:.2%} |",
         "",
         f"Abstention on the test digits at the defaults (min_probability {report['min_probability']}): "
-        f"{report['abstained']:.2%} abstained ({report['abstained_low_probability']:.2%} for low probability); "
-        f"accuracy of the rest {report['accuracy_kept']:.2%} (of all, {report['accuracy_all']:.2%}).",
+        f"{report['abstained']:.2%} abstained ("
+        + ", ".join(f"{share:.2%} {reason}" for reason, share in report["abstained_by_reason"].items())
+        + f"; an image may have several reasons); accuracy of the rest {report['accuracy_kept']:.2%} "
+        f"(of all, {report['accuracy_all']:.2%}). Along the curve (min_probability chosen by the caller; the "
+        "default is chosen on validation digits, not these):",
+        "",
+        "| min_probability | abstained | accuracy kept |",
+        "|---|---|---|",
+        *[
+            f"| {row['min_probability']} | {row['abstained']:.2%} | "
+            + ("-" if row["accuracy_kept"] is None else f"{row['accuracy_kept']:.2%}")
+            + " |"
+            for row in report["abstention_curve"]
+        ],
         "",
         f"Cost: the assessment takes {report['ms_per_image_assessment']:.3f} ms per image, "
         f"{report['assessment_share_of_classify']:.2%} of a /v1/classify answer at the defaults "

@@ -104,7 +104,8 @@ class Classes:
     out_of_distribution: np.ndarray  # [N] bool
     ood_p_value: np.ndarray  # [N]
     abstained: np.ndarray  # [N] bool: do not rely on `predicted`
-    abstain_reasons: list[list[str]]  # per image: out_of_distribution, low_probability
+    abstain_reasons: list[list[str]]  # per image: out_of_distribution, low_probability, critic_disagrees
+    critic_probs: np.ndarray | None  # [N, C] the critic's second opinion; None when the model gives none
 
 
 @dataclass
@@ -188,7 +189,15 @@ def _classes(body: dict, shape: Shape) -> Classes:
         **_ood(r),
         abstained=np.asarray([i["abstained"] for i in r]),
         abstain_reasons=[i["abstain_reasons"] for i in r],
+        critic_probs=_critic_probs(r),
     )
+
+
+def _critic_probs(results: list[dict]) -> np.ndarray | None:
+    """The critic's digit probabilities [N, C], or None when any answer lacks them (no calibration,
+    an older critic, or an older service)."""
+    rows = [i.get("critic_probs") for i in results]
+    return None if any(row is None for row in rows) else np.asarray(rows)
 
 
 def _posteriors(body: dict) -> Posteriors:

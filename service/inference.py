@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service import estimator, ood, rounds, schemas
+from service import abstention, estimator, ood, rounds, schemas
 from service.calls import ModelCalls
 from service.images import (
     InputError,
@@ -51,6 +51,7 @@ class Scored(NamedTuple):
     warnings: list[list[dict]]  # per image
     verdicts: list[dict | None]  # per image, the out-of-distribution assessment
     x: np.ndarray  # [N, 784] what was scored
+    critic_probs: np.ndarray | None  # [N, 10] the critic's probabilities of the digits; None without them
 
 
 class Inference:
@@ -181,8 +182,11 @@ class Inference:
             "ood_fpr": self._ood_fpr(request),
         }
         post = estimator.bayes_rule(estimates.classes, self.model.log_prior)
-        verdicts = self.assess(post.log_px, post.elbo, post.kl_z, estimates.classes.log_px_y, x, echo["ood_fpr"])
-        return Scored(estimates, post, echo, warnings, verdicts, x)
+        log_odds, critic_probs = self.model.critic_answers(x) if self.model.ood is not None else (None, None)
+        verdicts = self.assess(
+            post.log_px, post.elbo, post.kl_z, estimates.classes.log_px_y, x, echo["ood_fpr"], log_odds
+        )
+        return Scored(estimates, post, echo, warnings, verdicts, x, critic_probs)
 
     def assess(
         self,
@@ -192,13 +196,16 @@ class Inference:
         log_px_y: np.ndarray,
         x: np.ndarray,
         fpr: float,
+        critic: np.ndarray | None = None,
     ) -> list[dict | None]:
-        """The out-of-distribution verdict per binary image x [N, H*W], from its estimates (ood.features);
-        None each when the model has no calibration."""
+        """The out-of-distribution verdict per binary image x [N, H*W], from its estimates (ood.features)
+        and the critic's log-odds (computed here when not given); None each when the model has no
+        calibration."""
         calibration = self.model.ood
         if calibration is None:
             return [None] * len(x)
-        critic = self.model.critic(x)
+        if critic is None:
+            critic = self.model.critic(x)
         values = ood.features(log_px, elbo, kl_z, log_px_y, x, self._shape(), calibration.log_probs, critic)
         return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 
@@ -251,12 +258,12 @@ class Inference:
         min_probability = self.min_probability(request.min_probability)
         probs = np.exp(post.log_py_x)
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
+        flagged = np.array([verdict is not None and verdict["flagged"] for verdict in scored.verdicts])
+        second = scored.critic_probs
+        holds = abstention.reasons(probs, second, flagged, min_probability)
         results = []
         for i in range(len(probs)):
-            verdict = scored.verdicts[i]
-            reasons = ["out_of_distribution"] if verdict is not None and verdict["flagged"] else []
-            if probs[i].max() < min_probability:
-                reasons.append("low_probability")
+            reasons = abstention.names(holds[i])
             results.append(
                 {
                     "probs": probs[i].tolist(),
@@ -267,7 +274,8 @@ class Inference:
                     "log_px_std_error": _finite(post.log_px_std_error[i]),
                     "log_px_reliable": bool(post.reliable[i]),
                     "precision": self._precision_of(found, echo, i),
-                    "out_of_distribution": verdict,
+                    "out_of_distribution": scored.verdicts[i],
+                    "critic_probs": second[i].tolist() if second is not None else None,
                     "abstained": bool(reasons),
                     "abstain_reasons": reasons,
                     "warnings": scored.warnings[i],

@@ -129,8 +129,8 @@ class ClassifyRequest(ScoreRequest):
         None,
         ge=0,
         le=1,
-        description="Abstain when p(predicted|x) is below this (default: see GET /v1/model; 0 never abstains for "
-        "this reason). The answer keeps p(y|x) either way.",
+        description="Abstain when p(predicted|x), or the critic's probability of the predicted class, is below this "
+        "(default: see GET /v1/model; 0 never abstains for these reasons). The answer keeps p(y|x) either way.",
     )
 
     model_config = ConfigDict(
@@ -269,10 +269,19 @@ class ImageClass(BaseModel):
         description="Whether the image looks like the digits the model was trained on (null: the model has no "
         "calibration for it)."
     )
+    critic_probs: list[float] | None = Field(
+        None,
+        description="A second opinion: the critic's probabilities of the ten digits (a convolutional classifier "
+        "trained on the same digits, the out-of-distribution assessment's network), used only to decide abstention; "
+        "`probs` stays Bayes' rule. Null when the model has no calibration or its critic gives no digit "
+        "probabilities.",
+    )
     abstained: bool = Field(description="True when `predicted` should not be relied on; `abstain_reasons` says why.")
-    abstain_reasons: list[Literal["out_of_distribution", "low_probability"]] = Field(
+    abstain_reasons: list[Literal["out_of_distribution", "low_probability", "critic_disagrees"]] = Field(
         description="out_of_distribution: the image was flagged as unlike the training digits; low_probability: "
-        "p(predicted|x) is below min_probability."
+        "p(predicted|x) is below min_probability; critic_disagrees: the critic gives `predicted` a probability "
+        "below min_probability (the two models disagree, and on validation digits most of Bayes' rule's errors "
+        "are among such images)."
     )
     warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
     x: list[float] | None = Field(
@@ -289,7 +298,10 @@ class ClassifyResponse(BaseModel):
     binarization: Binarization
     preparation: Preparation
     ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
-    min_probability: float = Field(description="The probability below which an answer abstains.")
+    min_probability: float = Field(
+        description="The probability below which an answer abstains: p(predicted|x) by Bayes' rule and the "
+        "critic's probability of `predicted` must both reach it."
+    )
     results: list[ImageClass]
 
 

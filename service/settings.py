@@ -100,7 +100,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=1,
-        description="/v1/classify abstains below this p(predicted|x) when a request does not say (unset: the "
+        description="/v1/classify abstains below this p(predicted|x), or the critic's probability of the predicted "
+        "class, when a request does not say (unset: the "
         "model's calibrated default, the largest that abstains on at most 2 % of validation digits; 0 without one)",
     )
 

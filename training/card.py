@@ -179,6 +179,9 @@ def _critic(manifest: dict) -> str:
     )
 
 
+RULE_BEFORE_THE_CRITIC = "abstain when flagged or when p(predicted|x) < min_probability"  # calibrations without a rule
+
+
 def _ood_section(manifest: dict) -> str:
     entry = manifest["files"].get("ood")
     if not entry:
@@ -195,7 +198,7 @@ reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_hal
 false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these
 validation digits are flagged.{_critic(manifest)}
 
-Abstention of /v1/classify on the same validation digits (flagged, or p(predicted|x) below the threshold),
+Abstention of /v1/classify on the same validation digits ({a.get("rule", RULE_BEFORE_THE_CRITIC)}),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
 abstention: {a["default_min_probability"]}.
 

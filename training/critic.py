@@ -7,16 +7,21 @@ training.outliers. Its number for an image is
 
     critic(x) = log sum_y exp(logit_y(x)) - logit_other(x)     (y over the ten digits)
 
-the log-odds that x is some digit rather than something else. It is exported as `ood_critic.onnx`
-(binary images x [N, 784] -> critic [N]), its larger weights stored as float16 (halve_weights), and
-used by service.ood as one more number per image.
+the log-odds that x is some digit rather than something else. Its second answer is its own
+posterior over the ten digits, given that x is one,
+
+    digit_log_probs(x)_y = logit_y(x) - log sum_y' exp(logit_y'(x))
+
+a discriminative second opinion that /v1/classify abstains on when it gives the class chosen by
+Bayes' rule too little probability. It is exported as `ood_critic.onnx` (binary images x [N, 784]
+-> critic [N], digit_log_probs [N, 10]), its larger weights stored as float16 (halve_weights);
+service.ood uses the log-odds as one more number per image.
 Inputs are binary, as the service scores them: each batch's digits and outliers are binarized half
 by x ~ Bernoulli(pixel) and half by thresholding at 0.5, the service's two ways.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +39,7 @@ from training.outliers import outliers
 CRITIC_FILE = "ood_critic.onnx"
 NUM_DIGITS = 10
 HALVED_MIN_SIZE = 1024  # weights of at least this many numbers are stored as float16
+OUTPUTS = {"critic": ["N"], "digit_log_probs": ["N", NUM_DIGITS]}
 WEIGHTS = f"weights of {HALVED_MIN_SIZE} numbers or more stored as float16, computed in float32"
 
 
@@ -72,15 +78,17 @@ class Critic(nn.Module):
 
 
 class CriticGraph(nn.Module):
-    """What is exported: x [N, 784] -> critic [N], the log-odds of "a digit" against "not a digit"."""
+    """What is exported: x [N, 784] -> critic [N], the log-odds of "a digit" against "not a digit",
+    and digit_log_probs [N, 10], the critic's log-probabilities of the ten digits."""
 
     def __init__(self, critic: Critic):
         super().__init__()
         self.critic = critic
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.critic(x)  # [N, 11]
-        return torch.logsumexp(logits[:, :NUM_DIGITS], dim=1) - logits[:, NUM_DIGITS]
+        digits = torch.logsumexp(logits[:, :NUM_DIGITS], dim=1)
+        return digits - logits[:, NUM_DIGITS], logits[:, :NUM_DIGITS] - digits[:, None]
 
 
 def _binary(grey: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -140,19 +148,42 @@ def fit(model_dir: Path, pixels: np.ndarray, labels: np.ndarray, config: CriticC
     return export(model_dir, critic, len(pixels), config, split, time.time() - started)
 
 
-def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfig, split: dict, seconds: float) -> dict:
-    """Write `critic`, trained on `num_digits` training digits with `config` in `seconds`, as
-    CRITIC_FILE into `model_dir`; return its manifest entry."""
+def write_graph(model_dir: Path, critic: Critic) -> dict:
+    """Write `critic` as CRITIC_FILE into `model_dir`, its larger weights halved; return the
+    manifest entry's description of the file."""
     x_dim = critic.shape[0] * critic.shape[1]
     path = model_dir / CRITIC_FILE
-    export_graph(CriticGraph(critic), (torch.zeros(2, x_dim),), path, {"x": {0: "N"}}, ["critic"])
+    export_graph(CriticGraph(critic), (torch.zeros(2, x_dim),), path, {"x": {0: "N"}}, list(OUTPUTS))
     halve_weights(path)
     return {
         "file": CRITIC_FILE,
         "sha256": sha256(path),
         "inputs": {"x": ["N", x_dim]},
-        "outputs": {"critic": ["N"]},
+        "outputs": OUTPUTS,
         "weights": WEIGHTS,
+    }
+
+
+def read_graph(path: Path) -> Critic:
+    """The Critic whose weights CRITIC_FILE at `path` holds (halved or not), its width read from
+    the first layer's channels."""
+    weights = {}
+    for initializer in onnx.load(str(path)).graph.initializer:
+        name = initializer.name.removesuffix("_float16")
+        if name.startswith("critic."):
+            weights[name.removeprefix("critic.")] = torch.from_numpy(
+                numpy_helper.to_array(initializer).astype(np.float32)
+            )
+    critic = Critic(width=weights["features.0.weight"].shape[0] // 32)
+    critic.load_state_dict(weights)
+    return critic.eval()
+
+
+def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfig, split: dict, seconds: float) -> dict:
+    """Write `critic`, trained on `num_digits` training digits with `config` in `seconds`, as
+    CRITIC_FILE into `model_dir`; return its manifest entry."""
+    return {
+        **write_graph(model_dir, critic),
         "training": {
             "split": split,
             "digits": f"the first {min(num_digits, config.train_limit or num_digits)} of the training split",
@@ -211,16 +242,14 @@ def reusable(source: Path, split: dict) -> dict:
 
 
 def copy(model_dir: Path, source: Path, entry: dict) -> dict:
-    """Copy the critic `entry` of `source` into `model_dir`, its weights halved (halve_weights) if
-    they were not; return its entry there."""
-    path = model_dir / CRITIC_FILE
-    if source.resolve() != model_dir.resolve():
-        shutil.copyfile(source / entry["file"], path)
-    halve_weights(path)
-    return {**entry, "file": CRITIC_FILE, "sha256": sha256(path), "weights": WEIGHTS}
+    """Write the critic `entry` of `source` into `model_dir` as this version's graph makes it (its
+    weights read back, halved if they were not, both outputs); return its entry there."""
+    return {**entry, **write_graph(model_dir, read_graph(source / entry["file"]))}
 
 
-def critic_logits(critic: Critic, x: np.ndarray) -> np.ndarray:
-    """critic(x) [N] of binary images x [N, 784] with the torch module (the graph's reference)."""
+def graph_outputs(critic: Critic, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """critic(x) [N] and digit_log_probs(x) [N, 10] of binary images x [N, 784] with the torch
+    module (the graph's reference)."""
     with torch.no_grad():
-        return CriticGraph(critic)(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+        log_odds, digit_log_probs = CriticGraph(critic)(torch.from_numpy(np.asarray(x, np.float32)))
+    return log_odds.numpy(), digit_log_probs.numpy()

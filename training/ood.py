@@ -10,8 +10,10 @@ manifest entries.
    the first half gives the centre and covariance of the distance and the ranks of distance and
    critic, the second half the statistics that answers' p-values are counted against
    (service.ood.Calibration.fit).
-3. The same answers give the classifier's accuracy and abstention on validation digits for a
-   range of `min_probability`, and the default that keeps abstention within `ABSTENTION_BUDGET`.
+3. The same answers, with the critic's probabilities of the digits, give the classifier's accuracy
+   and abstention (service.abstention, every reason) on validation digits for a range of
+   `min_probability`, and the default: the largest that keeps abstention within
+   `ABSTENTION_BUDGET`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import ood
+from service import abstention, ood
 from service.runtime import CRITIC, load_model
 from service.settings import Settings
 from training import critic as critics
@@ -38,8 +40,6 @@ BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
 MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
-MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85)  # and in finer steps where the default falls:
-MIN_PROBABILITIES += (0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999)
 
 
 def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, int]:
@@ -56,24 +56,6 @@ def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tup
             totals += np.bincount(ctx, minlength=ood.NUM_CONTEXTS)
             ink_counts += np.bincount(ctx, weights=x.ravel().astype(np.float64), minlength=ood.NUM_CONTEXTS)
     return ood.context_log_probs(ink_counts, totals), BACKGROUND_DRAWS * len(pixels)
-
-
-def abstention_curve(probs: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> list[dict]:
-    """Per min_probability: the share abstained (flagged or top probability below it) and the
-    accuracy of the rest."""
-    rows = []
-    for threshold in MIN_PROBABILITIES:
-        abstain = flagged | (probs.max(axis=1) < threshold)
-        kept = ~abstain
-        correct = probs.argmax(axis=1) == labels
-        rows.append(
-            {
-                "min_probability": threshold,
-                "abstained": float(abstain.mean()),
-                "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
-            }
-        )
-    return rows
 
 
 def calibrate(
@@ -115,7 +97,8 @@ def calibrate(
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     served = load_model(Settings(model_dir=model_dir, batching=False))
     answers = service_answers(model_dir, x, seed, served)
-    reference = ood.features_of_answers(answers, x, shape, log_probs, served.critic(x))
+    log_odds, critic_probs = served.critic_answers(x)
+    reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE)
@@ -124,7 +107,7 @@ def calibrate(
     log_prior = np.log(np.asarray(manifest["class_prior"]))
     joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
     probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
-    curve = abstention_curve(probs, data.train_y[val], flagged)
+    curve = abstention.curve(probs, critic_probs, data.train_y[val], flagged, abstention.THRESHOLDS)
     within = [row for row in curve if row["abstained"] <= ABSTENTION_BUDGET]
     entry = {
         "file": OOD_FILE,
@@ -150,6 +133,8 @@ def calibrate(
         "default_fpr": DEFAULT_FPR,
         "validation_flagged_at_default": float(flagged.mean()),
         "abstention": {
+            "rule": "abstain when flagged, when p(predicted|x) < min_probability, or when the critic's probability "
+            "of the predicted class < min_probability",
             "curve": curve,
             "budget": ABSTENTION_BUDGET,
             "default_min_probability": max(row["min_probability"] for row in within) if within else 0.0,

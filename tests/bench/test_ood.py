@@ -46,3 +46,9 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
     assert "| blank |" in markdown(report) and "critic" in markdown(report)  # names the method it measured
+    assert set(report["abstained_by_reason"]) == {"out_of_distribution", "low_probability", "critic_disagrees"}
+    at_default = [row for row in report["abstention_curve"] if row["min_probability"] == report["min_probability"]]
+    if at_default:  # the curve at the default is the default's answer
+        assert at_default[0]["abstained"] == pytest.approx(report["abstained"])
+    shares = [row["abstained"] for row in report["abstention_curve"]]
+    assert shares == sorted(shares)  # a stricter threshold never abstains on fewer

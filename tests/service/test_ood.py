@@ -96,7 +96,7 @@ def test_abstention_and_the_flag_follow_the_callers_thresholds(client, mnist_dir
 
     above = _classify(client, [digit], pixel_scale="byte", min_probability=probability + 1e-12)
     assert above["min_probability"] == probability + 1e-12
-    assert above["results"][0]["abstain_reasons"] == ["low_probability"]
+    assert "low_probability" in above["results"][0]["abstain_reasons"]
     below = _classify(client, [digit], pixel_scale="byte", min_probability=probability - 1e-6)["results"][0]
     assert not below["abstained"]
 
@@ -104,6 +104,21 @@ def test_abstention_and_the_flag_follow_the_callers_thresholds(client, mnist_dir
     assert strict["out_of_distribution"]["flagged"] and "out_of_distribution" in strict["abstain_reasons"]
     lenient = _classify(client, [digit], pixel_scale="byte", ood_fpr=p_value * 0.999)["results"][0]
     assert not lenient["out_of_distribution"]["flagged"]
+
+
+def test_the_critics_disagreement_follows_the_callers_threshold(client, mnist_dir):
+    digits = _test_digits(mnist_dir, 16)
+    answers = _classify(client, [d.tolist() for d in digits], pixel_scale="byte", min_probability=0)["results"]
+    for answer in answers:
+        assert len(answer["critic_probs"]) == 10 and sum(answer["critic_probs"]) == pytest.approx(1.0, abs=1e-5)
+    bayes = np.array([a["probability"] for a in answers])
+    critic = np.array([a["critic_probs"][a["predicted"]] for a in answers])
+    i = int(np.argmax(np.abs(bayes - critic)))  # where the two models' confidence differs most
+    assert not answers[i]["abstained"] and abs(bayes[i] - critic[i]) > 1e-6
+    between = _classify(client, [digits[i].tolist()], pixel_scale="byte", min_probability=(bayes[i] + critic[i]) / 2)
+    less_sure = "critic_disagrees" if critic[i] < bayes[i] else "low_probability"
+    assert between["results"][0]["abstain_reasons"] == [less_sure]
+    assert between["results"][0]["critic_probs"] == answers[i]["critic_probs"]
 
 
 def test_bad_thresholds_name_the_field(client):

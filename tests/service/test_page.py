@@ -83,6 +83,31 @@ def test_a_drawing_shows_the_scored_image_and_a_verdict_in_words(page):
     assert not errors and tab.inner_text("#error") == ""
 
 
+def test_the_critics_disagreement_is_said_in_words(page):
+    import json
+
+    tab, errors = page
+
+    def disagreeing(route):  # the service's own answer, as if the critic gave the class p = 0.2
+        body = route.fetch().json()
+        result = body["results"][0]
+        result["critic_probs"] = [0.8 / 9] * 10
+        result["critic_probs"][result["predicted"]] = 0.2
+        result["abstained"], result["abstain_reasons"] = True, ["critic_disagrees"]
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    tab.route("**/v1/classify", disagreeing)
+    try:
+        tab.click("#clear")
+        tab.fill("#k", "100")
+        _draw(tab, [(140, 40), (140, 120), (140, 220)])
+        tab.wait_for_function("document.getElementById('verdict').textContent.includes('critic')", timeout=30000)
+    finally:
+        tab.unroute("**/v1/classify", disagreeing)
+    assert "gives" in tab.inner_text("#verdict") and "p = 0.200" in tab.inner_text("#verdict")
+    assert not errors and tab.inner_text("#error") == ""
+
+
 def test_a_scribble_is_called_out_of_distribution(page):
     tab, errors = page
     tab.click("#clear")

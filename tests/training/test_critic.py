@@ -14,13 +14,16 @@ from training.critic import (  # noqa: E402
     CRITIC_FILE,
     HALVED_MIN_SIZE,
     WEIGHTS,
+    Critic,
     CriticConfig,
     CriticGraph,
     copy,
-    critic_logits,
     export,
+    graph_outputs,
+    read_graph,
     resolved_device,
     train_critic,
+    write_graph,
 )
 from training.export import export_graph, sha256  # noqa: E402
 
@@ -58,16 +61,20 @@ def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were()
     assert not any(image.round(6).tobytes() in prepared for image in made)
 
 
-def test_the_exported_graph_gives_the_modules_log_odds(tmp_path):
+def test_the_exported_graph_gives_the_modules_log_odds_and_digit_probabilities(tmp_path):
     data = synthetic_mnist()
     config = CriticConfig(epochs=1, num_outliers=64, batch_size=32, width=2, device="cpu")
     critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
     entry = export(tmp_path, critic, len(data.train_x), config, {"seed": 0, "val_size": 0}, seconds=1.0)
     x = (np.random.default_rng(0).random((5, 784)) < 0.3).astype(np.float32)
-    (graph,) = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
-    np.testing.assert_allclose(graph, critic_logits(_halved(critic), x), rtol=1e-4, atol=1e-4)
-    assert entry["weights"] == WEIGHTS
-    assert entry["outputs"] == {"critic": ["N"]} and entry["training"]["config"]["epochs"] == 1
+    log_odds, digit_log_probs = ort.InferenceSession(str(tmp_path / CRITIC_FILE)).run(None, {"x": x})
+    expected_log_odds, expected_digits = graph_outputs(_halved(critic), x)
+    np.testing.assert_allclose(log_odds, expected_log_odds, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(digit_log_probs, expected_digits, rtol=1e-4, atol=1e-4)
+    assert digit_log_probs.shape == (5, 10)
+    np.testing.assert_allclose(np.exp(digit_log_probs).sum(axis=1), 1.0, rtol=1e-5)
+    assert entry["weights"] == WEIGHTS and entry["training"]["config"]["epochs"] == 1
+    assert entry["outputs"] == {"critic": ["N"], "digit_log_probs": ["N", 10]}
     assert entry["training"]["config"]["width"] == 2 and critic.head[0].out_features == 2 * 128
 
 
@@ -83,7 +90,7 @@ def _halved(critic):
     return rounded
 
 
-def test_copying_a_critic_halves_its_weights_once(tmp_path):
+def test_copying_a_critic_halves_its_weights_once_and_adds_the_digit_output(tmp_path):
     data = synthetic_mnist()
     config = CriticConfig(epochs=1, num_outliers=64, batch_size=32, device="cpu")
     critic = train_critic(data.train_x, data.train_y, config, log=lambda _: None)
@@ -92,13 +99,29 @@ def test_copying_a_critic_halves_its_weights_once(tmp_path):
     target.mkdir()
     export_graph(CriticGraph(critic), (torch.zeros(2, 784),), source / CRITIC_FILE, {"x": {0: "N"}}, ["critic"])
     full = (source / CRITIC_FILE).stat().st_size
-    entry = copy(target, source, {"file": CRITIC_FILE, "sha256": "of the float32 graph"})
+    old = {"file": CRITIC_FILE, "sha256": "of the float32 graph", "outputs": {"critic": ["N"]}, "training": {}}
+    entry = copy(target, source, old)  # a float32 graph of one output, as graphs were once made
     assert (target / CRITIC_FILE).stat().st_size < 0.6 * full
     assert entry["sha256"] == sha256(target / CRITIC_FILE) and entry["weights"] == WEIGHTS
-    assert copy(target, target, entry) == entry  # halving again changes nothing
+    assert entry["outputs"] == {"critic": ["N"], "digit_log_probs": ["N", 10]} and entry["training"] == {}
+    assert copy(target, target, entry) == entry  # copying again changes nothing
     x = (np.random.default_rng(1).random((5, 784)) < 0.3).astype(np.float32)
-    (graph,) = ort.InferenceSession(str(target / CRITIC_FILE)).run(None, {"x": x})
-    np.testing.assert_allclose(graph, critic_logits(_halved(critic), x), rtol=1e-4, atol=1e-4)
+    log_odds, digit_log_probs = ort.InferenceSession(str(target / CRITIC_FILE)).run(None, {"x": x})
+    expected_log_odds, expected_digits = graph_outputs(_halved(critic), x)
+    np.testing.assert_allclose(log_odds, expected_log_odds, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(digit_log_probs, expected_digits, rtol=1e-4, atol=1e-4)
+
+
+def test_reading_a_graph_back_gives_the_critic_it_was_made_from(tmp_path):
+    torch.manual_seed(0)
+    critic = Critic(width=2).eval()
+    write_graph(tmp_path, critic)
+    back = read_graph(tmp_path / CRITIC_FILE)
+    assert back.head[0].out_features == 2 * 128
+    expected = _halved(critic).state_dict()
+    assert back.state_dict().keys() == expected.keys()
+    for name, weight in back.state_dict().items():
+        torch.testing.assert_close(weight, expected[name], rtol=0, atol=0)
 
 
 def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):

@@ -7,14 +7,14 @@ torch = pytest.importorskip("torch")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service import ood  # noqa: E402
+from service import abstention, ood  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
 from training.export import export, read_manifest  # noqa: E402
 from training.gold_standard import service_answers  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
-from training.ood import BACKGROUND_DRAWS, abstention_curve, calibrate  # noqa: E402
+from training.ood import BACKGROUND_DRAWS, calibrate  # noqa: E402
 from training.train import TrainConfig, binarize, split_train_val, train  # noqa: E402
 
 
@@ -36,11 +36,29 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
-    log_px = np.array([a["log_px"] for a in service_answers(out, x, 0)])
+    answers = service_answers(out, x, 0)
+    log_px = np.array([a["log_px"] for a in answers])
     with np.load(out / "ood.npz") as stored:
         assert stored["reference"].shape == (40, len(ood.FEATURES))
         np.testing.assert_allclose(stored["reference"][:, ood.FEATURES.index("log_px")], log_px, rtol=0, atol=1e-9)
+        flagged = np.array(
+            [
+                v["flagged"]
+                for v in ood.assess(stored["reference"], ood.ink_pixels(x), ood.Calibration.load(out / "ood.npz"), 0.01)
+            ]
+        )
     assert read_manifest(out)["files"]["ood"] == entry
+    # the abstention curve counts every reason, the critic's among them, on these validation digits
+    joint = np.array([a["log_px_y"] for a in answers]) + np.log(read_manifest(out)["class_prior"])
+    probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
+    critic_probs = load_model(Settings(model_dir=out)).critic_answers(x)[1]
+    thresholds = tuple(row["min_probability"] for row in entry["abstention"]["curve"])
+    labels = data.train_y[val_idx]
+    assert entry["abstention"]["curve"] == abstention.curve(probs, critic_probs, labels, flagged, thresholds)
+    without_critic = abstention.curve(probs, None, labels, flagged, thresholds)
+    assert all(a["abstained"] >= b["abstained"] for a, b in zip(entry["abstention"]["curve"], without_critic))
+    within = [row["min_probability"] for row in entry["abstention"]["curve"] if row["abstained"] <= 0.02]
+    assert entry["abstention"]["default_min_probability"] == max(within, default=0.0)
     critic = read_manifest(out)["files"]["ood_critic"]
     assert critic["training"]["split"] == {"seed": 3, "val_size": 40}
     assert critic["training"]["digits"] == f"the first {len(train_idx)} of the training split"
@@ -58,6 +76,10 @@ def test_the_service_loads_the_calibration_and_checks_it(calibrated):
     with np.load(out / "ood.npz") as stored:
         critic = stored["reference"][:, ood.CRITIC]
     assert model.critic(x).shape == (3,) and np.isfinite(critic).all()
+    log_odds, digit_probs = model.critic_answers(x)
+    np.testing.assert_array_equal(log_odds, model.critic(x))
+    assert digit_probs.shape == (3, 10)
+    np.testing.assert_allclose(digit_probs.sum(axis=1), 1.0, rtol=1e-5)
     assert entry["template"] == [list(t) for t in ood.TEMPLATE] and entry["features"] == list(ood.FEATURES)
 
 
@@ -144,15 +166,6 @@ def test_beyond_the_first_half_the_share_falls_with_an_exponential_tail():
 def test_the_ink_test_is_two_sided():
     reference = np.arange(99.0)
     np.testing.assert_allclose(ood._conformal_two_sided(reference, np.array([-1.0, 49.0, 200.0])), [0.02, 1.0, 0.02])
-
-
-def test_the_abstention_curve_counts_flags_and_low_probabilities():
-    probs = np.array([[0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
-    labels = np.array([0, 1, 1, 0])
-    flagged = np.array([False, False, True, False])
-    by_threshold = {row["min_probability"]: row for row in abstention_curve(probs, labels, flagged)}
-    assert by_threshold[0.0]["abstained"] == 0.25 and by_threshold[0.0]["accuracy_kept"] == pytest.approx(2 / 3)
-    assert by_threshold[0.7]["abstained"] == 0.75 and by_threshold[0.7]["accuracy_kept"] == 1.0
 
 
 def test_too_few_validation_images_are_refused_and_the_calibration_kept(calibrated):
