@@ -101,9 +101,11 @@ class Model:
     def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N] and its
         probabilities of the ten digits [N, 10] (None from a graph made before it gave them)."""
-        outputs = self.sessions[CRITIC].run(None, {"x": x.astype(np.float32)})
-        digits = np.exp(outputs[1].astype(np.float64)) if len(outputs) > 1 else None
-        return outputs[0].astype(np.float64), digits
+        session = self.sessions[CRITIC]
+        wanted = [o.name for o in session.get_outputs() if o.name in ("critic", "digit_log_probs")]
+        outputs = dict(zip(wanted, session.run(wanted, {"x": x.astype(np.float32)})))
+        digits = np.exp(outputs["digit_log_probs"].astype(np.float64)) if "digit_log_probs" in outputs else None
+        return outputs["critic"].astype(np.float64), digits
 
     def log_weights(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         """x [N, 784], y [N], eps [K, N, D] -> log_w, log_px_z [K, N] and KL [N]."""

@@ -213,3 +213,38 @@ def test_the_background_model_reads_only_pixels_above_and_to_the_left():
     assert len(differs) and all(
         (r, c) > (20, 10) and r - 20 <= 2 and abs(c - 10) <= 2 for r, c in (divmod(int(i), 28) for i in differs)
     )
+
+
+def test_a_critic_without_digit_probabilities_abstains_on_flags_and_low_probability_only(shipped_model, tmp_path):
+    import hashlib
+    import json
+
+    import onnx
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
+    graph = onnx.load(str(copy / "ood_critic.onnx"))  # as critics were made before they gave the digits
+    kept = [output for output in graph.graph.output if output.name == "critic"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, str(copy / "ood_critic.onnx"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["ood_critic"]["sha256"] = hashlib.sha256((copy / "ood_critic.onnx").read_bytes()).hexdigest()
+    del manifest["files"]["ood_critic"]["outputs"]["digit_log_probs"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    model = load_model(Settings(model_dir=copy))
+    x = (np.random.default_rng(0).random((2, 784)) < 0.2).astype(np.float32)
+    log_odds, digits = model.critic_answers(x)
+    assert digits is None
+    np.testing.assert_array_equal(log_odds, load_model(Settings(model_dir=shipped_model)).critic(x))
+    from fastapi.testclient import TestClient
+    from servers import wait_ready
+
+    from service.app import create_app
+
+    with TestClient(create_app(Settings(model_dir=copy, max_work=400_000))) as client:
+        wait_ready(client)
+        result = _classify(client, [[0.0] * 784], min_probability=1.0)["results"][0]
+    assert result["critic_probs"] is None
+    assert set(result["abstain_reasons"]) <= {"out_of_distribution", "low_probability"}
+    assert "out_of_distribution" in result["abstain_reasons"]
