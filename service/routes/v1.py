@@ -137,7 +137,9 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
 async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, request: Request):
     """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
     probable class and the entropy of p(y|x). Each answer says whether the image looks like a digit
-    at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons)."""
+    at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons: flagged,
+    p(predicted|x) below min_probability, or the critic's second opinion, critic_probs, giving the
+    predicted class less than min_probability)."""
     result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result
