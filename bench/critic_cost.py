@@ -3,11 +3,13 @@
     python -m bench.critic_cost [--digits 2000] [--outliers 2000] [--width 2] [--device cpu]
 
 Times the two parts of `cvae calibrate`'s critic training (training.critic) on small inputs:
-drawing `--outliers` made-up non-digits (training.outliers.outliers) and one epoch of
-train_critic over the first `--digits` training digits (each batch as many digits as non-digits,
-picked from a few drawn for it, whose drawing is taken out). Both grow linearly with their count, so the full
-training's time is extrapolated from them: CriticConfig's non-digits drawn once, and its epochs over
-the training split's 55,000 digits. Writes bench/results/critic_cost.json and CRITIC_COST.md.
+drawing made-up non-digits (training.outliers.outliers) and one epoch of train_critic over the
+first training digits (each batch as many digits as non-digits, picked from a few drawn for it).
+Each is timed at two sizes, N and 2N (`--outliers`, `--digits`), and the difference over N is the
+cost of one more, so fixed costs (building the typefaces' alphabets, the network) drop out. Both
+grow linearly with their count, so the full training's time is extrapolated from them:
+CriticConfig's non-digits drawn once, and its epochs over the training split's 55,000 digits.
+Writes bench/results/critic_cost.json and CRITIC_COST.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from training.outliers import outliers
 from training.train import TrainConfig, split_train_val
 
 RESULTS = Path(__file__).resolve().parent / "results"
-EPOCH_OUTLIERS = 16  # the timed epoch pairs its digits with these few, drawn in a negligible time
+EPOCH_OUTLIERS = 16  # the timed epochs pair their digits with these few
+WARM_UP = 32  # digits and non-digits of the untimed first calls
 
 
 def _seconds(run) -> float:
@@ -41,11 +44,17 @@ def run(mnist_dir: str, num_digits: int, num_outliers: int, width: int, device: 
     train, _ = split_train_val(data, TrainConfig())
     pixels, labels = data.train_x[train], data.train_y[train]
     full = replace(CriticConfig(), width=width, device=device)
-    drawing = _seconds(lambda: outliers(pixels, labels, num_outliers, full.seed))
-    per_outlier = drawing / num_outliers
-    short = replace(full, epochs=1, num_outliers=EPOCH_OUTLIERS, train_limit=num_digits)  # the same arithmetic
-    epoch = _seconds(lambda: train_critic(pixels, labels, short, log=lambda _: None)) - per_outlier * EPOCH_OUTLIERS
-    per_digit = epoch / num_digits
+
+    def drawing(n: int) -> float:
+        return _seconds(lambda: outliers(pixels, labels, n, full.seed))
+
+    def epoch(n: int) -> float:  # the same arithmetic as an epoch of the full training, over n digits
+        short = replace(full, epochs=1, num_outliers=EPOCH_OUTLIERS, train_limit=n)
+        return _seconds(lambda: train_critic(pixels, labels, short, log=lambda _: None))
+
+    drawing(WARM_UP), epoch(WARM_UP)  # fonts and files read once, the first calls' costs paid
+    per_outlier = (drawing(2 * num_outliers) - drawing(num_outliers)) / num_outliers
+    per_digit = (epoch(2 * num_digits) - epoch(num_digits)) / num_digits
     drawing_full = per_outlier * full.num_outliers
     training_full = per_digit * len(pixels) * full.epochs
     return {
@@ -68,9 +77,10 @@ def markdown(report: dict) -> str:
     f = report["full"]
     return (
         f"Machine: {report['cpu_count']} CPUs ({report['torch_threads']} torch threads), device "
-        f"{report['device']}; critic width {report['width']}. Timed: drawing {report['outliers_timed']} non-digits "
-        f"({report['ms_per_outlier_drawn']:.2f} ms each) and one epoch over {report['digits_timed']} training digits "
-        f"({report['ms_per_digit_epoch']:.2f} ms each, with as many non-digits).\n\n"
+        f"{report['device']}; critic width {report['width']}. Timed at N and 2N: drawing "
+        f"N = {report['outliers_timed']} non-digits ({report['ms_per_outlier_drawn']:.2f} ms each) and one epoch "
+        f"over N = {report['digits_timed']} training digits ({report['ms_per_digit_epoch']:.2f} ms each, with as "
+        "many non-digits).\n\n"
         f"Extrapolated to the default training ({f['outliers']} non-digits, {f['epochs']} epochs over {f['digits']} "
         f"digits): drawing {report['seconds_drawing_full'] / 60:.1f} min, an epoch "
         f"{report['seconds_per_epoch_full'] / 60:.1f} min, all of it {report['seconds_full'] / 3600:.2f} hours.\n"

@@ -110,8 +110,8 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--critic-from",
         metavar="MODEL_DIR",
-        help="copy the critic of this model directory (trained on the same split) instead of training one; its "
-        "larger weights are stored as float16 if they are not already",
+        help="copy the critic of this model directory (trained on the same split) instead of training one: its "
+        "weights are read back and written with this version's graph (both outputs, the larger weights as float16)",
     )
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",

@@ -164,9 +164,9 @@ def write_graph(model_dir: Path, critic: Critic) -> dict:
     }
 
 
-def read_graph(path: Path) -> Critic:
-    """The Critic whose weights CRITIC_FILE at `path` holds (halved or not), its width read from
-    the first layer's channels."""
+def read_graph(path: Path, shape: tuple[int, int] = (28, 28)) -> Critic:
+    """The Critic of images of `shape` whose weights CRITIC_FILE at `path` holds (halved or not),
+    its width read from the first layer's channels."""
     weights = {}
     for initializer in onnx.load(str(path)).graph.initializer:
         name = initializer.name.removesuffix("_float16")
@@ -174,7 +174,7 @@ def read_graph(path: Path) -> Critic:
             weights[name.removeprefix("critic.")] = torch.from_numpy(
                 numpy_helper.to_array(initializer).astype(np.float32)
             )
-    critic = Critic(width=weights["features.0.weight"].shape[0] // 32)
+    critic = Critic(shape, width=weights["features.0.weight"].shape[0] // 32)
     critic.load_state_dict(weights)
     return critic.eval()
 
@@ -241,10 +241,11 @@ def reusable(source: Path, split: dict) -> dict:
     return entry
 
 
-def copy(model_dir: Path, source: Path, entry: dict) -> dict:
-    """Write the critic `entry` of `source` into `model_dir` as this version's graph makes it (its
-    weights read back, halved if they were not, both outputs); return its entry there."""
-    return {**entry, **write_graph(model_dir, read_graph(source / entry["file"]))}
+def copy(model_dir: Path, source: Path, entry: dict, shape: tuple[int, int] = (28, 28)) -> dict:
+    """Write the critic `entry` of `source`, of images of `shape`, into `model_dir` as this version's
+    graph makes it (its weights read back, halved if they were not, both outputs); return its entry
+    there."""
+    return {**entry, **write_graph(model_dir, read_graph(source / entry["file"], shape))}
 
 
 def graph_outputs(critic: Critic, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

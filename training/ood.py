@@ -87,7 +87,7 @@ def calibrate(
     shape = tuple(manifest["image_shape"])
     started = time.time()
     if reused is not None:
-        manifest["files"][CRITIC] = critics.copy(model_dir, Path(critic_from), reused)
+        manifest["files"][CRITIC] = critics.copy(model_dir, Path(critic_from), reused, shape)
     else:
         manifest["files"][CRITIC] = critics.fit(
             model_dir, data.train_x[train], data.train_y[train], critic or CriticConfig(), split_record
@@ -133,8 +133,7 @@ def calibrate(
         "default_fpr": DEFAULT_FPR,
         "validation_flagged_at_default": float(flagged.mean()),
         "abstention": {
-            "rule": "abstain when flagged, when p(predicted|x) < min_probability, or when the critic's probability "
-            "of the predicted class < min_probability",
+            "rule": abstention.RULE,
             "curve": curve,
             "budget": ABSTENTION_BUDGET,
             "default_min_probability": max(row["min_probability"] for row in within) if within else 0.0,
