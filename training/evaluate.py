@@ -19,6 +19,8 @@ from training.model import CVAE, Checkpoint
 from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
 from training.train import binarize, one_hot
 
+OTHER_METRICS = ("ais", "proposals")  # recorded by `cvae ais` and `python -m bench.proposals`
+
 
 @torch.no_grad()
 def score(
@@ -107,6 +109,13 @@ def summarize(scores: dict[str, torch.Tensor], labels: torch.Tensor, x_dim: int)
     }
 
 
+def merged_metrics(manifest: dict, metrics: dict) -> dict:
+    """This evaluation's `metrics` for the manifest, with what other commands recorded beside them
+    (OTHER_METRICS) kept: a new evaluation replaces the old one's figures, not theirs."""
+    recorded = manifest.get("metrics") or {}
+    return metrics | {key: recorded[key] for key in OTHER_METRICS if key in recorded}
+
+
 def run(
     model_dir: str | Path,
     data_dir: str | Path,
@@ -166,7 +175,7 @@ def run(
         print(f"{name:>30}: {value}")
     if card:
         manifest = read_manifest(model_dir)
-        manifest["metrics"] = metrics
+        manifest["metrics"] = merged_metrics(manifest, metrics)
         write_manifest(model_dir, manifest)
         write_card(model, checkpoint, manifest, model_dir, x, labels, seed)
     return metrics
