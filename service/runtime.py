@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 GRAPHS = ("encoder", "decoder", "scorer")
 OPTIONAL_FILES = ("ood", "ood_critic")  # checked like the graphs when the manifest lists them
 CRITIC = "ood_critic"  # the graph of the out-of-distribution assessment's critic
+CRITIC_OUTPUTS = ("critic", "digit_log_probs")  # its log-odds; its digits' log-probabilities (newer graphs only)
 OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -94,6 +96,11 @@ class Model:
         (logits,) = self.sessions["decoder"].run(None, {"z": z.astype(np.float32), "y": self.one_hot(y)})
         return logits
 
+    @cached_property
+    def critic_outputs(self) -> list[str]:
+        """The critic graph's outputs the service reads (CRITIC_OUTPUTS that it has), looked up once."""
+        return [o.name for o in self.sessions[CRITIC].get_outputs() if o.name in CRITIC_OUTPUTS]
+
     def critic(self, x: np.ndarray) -> np.ndarray:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N]."""
         return self.critic_answers(x)[0]
@@ -101,9 +108,8 @@ class Model:
     def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N] and its
         probabilities of the ten digits [N, 10] (None from a graph made before it gave them)."""
-        session = self.sessions[CRITIC]
-        wanted = [o.name for o in session.get_outputs() if o.name in ("critic", "digit_log_probs")]
-        outputs = dict(zip(wanted, session.run(wanted, {"x": x.astype(np.float32)})))
+        wanted = self.critic_outputs
+        outputs = dict(zip(wanted, self.sessions[CRITIC].run(wanted, {"x": x.astype(np.float32)})))
         digits = np.exp(outputs["digit_log_probs"].astype(np.float64)) if "digit_log_probs" in outputs else None
         return outputs["critic"].astype(np.float64), digits
 

@@ -280,7 +280,7 @@ class ImageClass(BaseModel):
     abstain_reasons: list[Literal["out_of_distribution", "low_probability", "critic_disagrees"]] = Field(
         description="out_of_distribution: the image was flagged as unlike the training digits; low_probability: "
         "p(predicted|x) is below min_probability; critic_disagrees: the critic gives `predicted` a probability "
-        "below min_probability (the two models disagree, and on validation digits most of Bayes' rule's errors "
+        "below min_probability (the critic doubts the class, and on validation digits most of Bayes' rule's errors "
         "are among such images)."
     )
     warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")

@@ -24,6 +24,11 @@ def _data_dir(args: argparse.Namespace) -> str:
     return data_dir
 
 
+def _dest(prefix: str, name: str) -> str:
+    """The argparse attribute of the flag --PREFIX-NAME for a config field `name`."""
+    return (prefix + name).replace("-", "_")
+
+
 def _add_config_flags(parser, config_class, prefix: str = "", aliases: dict[str, str] | None = None) -> None:
     """A flag --PREFIXFIELD-NAME for each field of the dataclass `config_class`, defaulting to the
     field's default; `aliases` adds a second, shorter flag for some fields (field name -> flag)."""
@@ -31,7 +36,7 @@ def _add_config_flags(parser, config_class, prefix: str = "", aliases: dict[str,
     for f in fields(config_class):
         default = f.default
         names = ["--" + prefix + f.name.replace("_", "-")] + (["--" + aliases[f.name]] if f.name in aliases else [])
-        options = {"dest": (prefix + f.name).replace("-", "_"), "default": default, "help": f"default {default}"}
+        options = {"dest": _dest(prefix, f.name), "default": default, "help": f"default {default}"}
         if isinstance(default, bool):
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **options)
         elif isinstance(default, tuple):
@@ -41,7 +46,7 @@ def _add_config_flags(parser, config_class, prefix: str = "", aliases: dict[str,
 
 
 def _config_from(args: argparse.Namespace, config_class, prefix: str = ""):
-    values = {f.name: getattr(args, (prefix + f.name).replace("-", "_")) for f in fields(config_class)}
+    values = {f.name: getattr(args, _dest(prefix, f.name)) for f in fields(config_class)}
     for name, value in values.items():
         if isinstance(value, list):
             values[name] = tuple(value)
