@@ -48,6 +48,7 @@ RESULTS = pa.schema(
         ("ood_flagged", pa.bool_()),
         ("abstained", pa.bool_()),
         ("abstain_reasons", pa.list_(pa.string())),
+        ("critic_probs", pa.list_(pa.float64())),  # null when the model has no critic's digit output
         ("warnings", pa.list_(pa.string())),
         ("num_samples_used", pa.int64()),
     ]
@@ -126,6 +127,7 @@ def _record(image_id: str, row: int, seed: int, answer: dict) -> dict:
         "ood_flagged": verdict.get("flagged"),
         "abstained": answer["abstained"],
         "abstain_reasons": answer["abstain_reasons"],
+        "critic_probs": answer.get("critic_probs"),
         "warnings": [w["code"] for w in answer["warnings"]],
         "num_samples_used": answer["precision"]["num_samples_used"],
     }
@@ -326,7 +328,8 @@ def _progress(total: int, enabled: bool):
 
 
 def read_results(out: str | Path, errors: bool = False) -> pa.Table:
-    """Every part of a job's output (or its errors) as one table, in row order."""
+    """Every part of a job's output (or its errors) as one table, in row order; a column that a part
+    written by an earlier release lacks (critic_probs) reads as null."""
     folder = Path(out) / ("errors" if errors else "")
     parts = sorted(folder.glob("part-*.parquet"))
     schema = ERRORS if errors else RESULTS

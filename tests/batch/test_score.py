@@ -115,6 +115,8 @@ def test_answers_equal_the_services_for_the_same_image_and_seed(local_ray, digit
             answer = client.post("/v1/classify", json=body).json()["results"][0]
             assert answer["log_px"] == row["log_px"] and answer["probs"] == row["probs"]
             assert answer["out_of_distribution"]["p_value"] == row["ood_p_value"]
+            assert answer["critic_probs"] == row["critic_probs"] and len(row["critic_probs"]) == 10
+            assert answer["abstain_reasons"] == row["abstain_reasons"]
 
 
 def test_bad_rows_land_in_the_errors_file_and_the_job_goes_on(local_ray, digits, shipped_model, tmp_path):
@@ -189,6 +191,19 @@ def test_a_killed_run_resumes_to_the_same_output(digits, tmp_path):
     skipped = int(re.search(r'"skipped_blocks": (\d+)', output).group(1))
     assert done_before <= skipped < 18  # the finished blocks were not scored again (one more may land as Ray stops)
     assert read_results(tmp_path / "resumed").to_pydict() == read_results(tmp_path / "whole").to_pydict()
+
+
+def test_parts_written_before_critic_probs_read_with_it_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch.score import RESULTS
+
+    older = pa.schema([f for f in RESULTS if f.name != "critic_probs"])
+    row = {f.name: None for f in older} | {"id": "0", "row": 0, "abstain_reasons": [], "warnings": []}
+    pq.write_table(pa.Table.from_pylist([row], schema=older), tmp_path / "part-000000.parquet")
+    table = read_results(tmp_path)
+    assert table.schema == RESULTS and table.column("critic_probs").to_pylist() == [None]
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
