@@ -6,7 +6,10 @@ Two kinds, half each:
   them the benchmark's: STIX and Computer Modern (matplotlib's copies), Roboto, Lato, Source Sans,
   Source Serif, Fredoka One and Amatic SC (font packages of the `train` extra) and Aileron
   (Pillow's own), in random sizes, weights and slants, then prepared as MNIST digits were
-  (service.images.prepare_mnist), so that only their shape differs from a digit's;
+  (service.images.prepare_mnist), so that only their shape differs from a digit's. A share of
+  them (`stroked`, none by default) are instead letters drawn with a round pen along the strokes
+  of the Hershey vector fonts (the Hershey-Fonts package): script, cursive, gothic, Greek and
+  plain faces, written rather than printed, as a digit is;
 - reshaped digits: training digits turned into shapes that are no digit: mirrored, upside down,
   on their side, halves of two different digits joined, two digits overlaid, reversed polarity.
 
@@ -43,6 +46,12 @@ MIRRORED = frozenset({2, 3, 4, 5, 6, 7, 9})  # classes that are no digit when mi
 UPSIDE_DOWN = frozenset({2, 4, 5, 6, 7, 9})  # ... when flipped top to bottom
 TURNED = frozenset({2, 3, 4, 5, 7})  # ... when turned half round (6 and 9 become each other)
 MIN_INK = 5  # pixels above 0.5: fewer is a speck, not a glyph
+STROKE_FONTS = (  # Hershey fonts whose letters are drawn (its Times imitations are left out)
+    "cursive", "futural", "futuram", "gothgbt", "gothgrt", "gothiceng", "gothicger", "gothicita",
+    "gothitt", "greek", "greekc", "greeks", "rowmand", "rowmans", "rowmant", "scriptc", "scripts",
+)  # fmt: skip
+STROKE_CHARACTERS = "".join(c for c in string.ascii_letters if c not in "IlOo")  # written, these are a 1 or a 0
+STROKE_CANVAS = 200  # pixels a side; the letter's larger side is drawn half that
 
 
 def typefaces() -> dict[str, list[Path | None]]:
@@ -94,7 +103,52 @@ def printed(n: int, rng: np.random.Generator) -> np.ndarray:
         image = shrink_to_field(np.asarray(canvas, dtype=np.float64) / 255.0, SHAPE)
         if image is not None and (image > 0.5).sum() >= MIN_INK:
             images.append(prepare_mnist(image.reshape(-1), SHAPE))
-    return np.stack(images)
+    return _stacked(images)
+
+
+def stroke_glyphs() -> list[list[np.ndarray]]:
+    """Every STROKE_CHARACTERS glyph of the STROKE_FONTS, each a list of strokes [P, 2] (x, y down)."""
+    from HersheyFonts import HersheyFonts
+
+    glyphs = []
+    for name in STROKE_FONTS:
+        font = HersheyFonts(load_default_font=name)
+        for character, glyph in sorted(font.all_glyphs.items()):
+            strokes = [np.asarray(stroke, dtype=np.float64) for stroke in glyph.strokes if len(stroke)]
+            if character in STROKE_CHARACTERS and strokes:
+                glyphs.append(strokes)
+    return glyphs
+
+
+def stroked(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n letters [n, 784] in [0, 1] drawn with a round pen along Hershey strokes, slanted, turned and
+    with pens of random width, prepared as MNIST digits were."""
+    glyphs = stroke_glyphs() if n else []
+    images = []
+    while len(images) < n:
+        strokes = glyphs[rng.integers(len(glyphs))]
+        points = np.concatenate(strokes)
+        low, high = points.min(axis=0), points.max(axis=0)
+        scale = STROKE_CANVAS / 2 / max(float((high - low).max()), 1.0)
+        slant, pen = float(rng.uniform(-0.3, 0.3)), int(rng.integers(8, 19))
+        canvas = Image.new("L", (STROKE_CANVAS, STROKE_CANVAS))
+        draw = ImageDraw.Draw(canvas)
+        for stroke in strokes:
+            xy = (stroke - (low + high) / 2) * scale
+            xy[:, 0] -= slant * xy[:, 1]
+            xy += STROKE_CANVAS / 2
+            draw.line([tuple(p) for p in xy], fill=255, width=pen, joint="curve")
+            for x, y in xy:  # round ends and corners, as a pen leaves them
+                draw.ellipse([x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2], fill=255)
+        canvas = canvas.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
+        image = shrink_to_field(np.asarray(canvas, dtype=np.float64) / 255.0, SHAPE)
+        if image is not None and (image > 0.5).sum() >= MIN_INK:
+            images.append(prepare_mnist(image.reshape(-1), SHAPE))
+    return _stacked(images)
+
+
+def _stacked(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack(images) if images else np.zeros((0, SHAPE[0] * SHAPE[1]))
 
 
 def _alphabet(font: ImageFont.FreeTypeFont) -> str:
@@ -137,7 +191,11 @@ def reshaped_digits(pixels: np.ndarray, labels: np.ndarray, n: int, rng: np.rand
     return np.stack(images)
 
 
-def outliers(pixels: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n non-digits [n, 784] in [0, 1]: half printed characters, half reshaped digits."""
+def outliers(pixels: np.ndarray, labels: np.ndarray, n: int, seed: int, stroked_share: float = 0.0) -> np.ndarray:
+    """n non-digits [n, 784] in [0, 1]: half characters (`stroked_share` of them written along
+    stroke fonts, the rest printed), half reshaped digits."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([printed(n // 2, rng), reshaped_digits(pixels, labels, n - n // 2, rng)])
+    written = round(n // 2 * stroked_share)
+    return np.concatenate(
+        [printed(n // 2 - written, rng), stroked(written, rng), reshaped_digits(pixels, labels, n - n // 2, rng)]
+    )

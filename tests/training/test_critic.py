@@ -54,6 +54,28 @@ def test_printed_characters_leave_out_the_benchmark_typefaces():
     assert not set("0123456789") & set(outliers.CHARACTERS)  # a typed 7 is a 7
 
 
+def test_written_letters_are_prepared_as_mnist_digits_were_and_are_no_digit():
+    images = outliers.stroked(12, np.random.default_rng(0))
+    assert images.shape == (12, 784) and images.min() >= 0 and images.max() <= 1
+    assert ((images > 0.5).sum(axis=1) >= outliers.MIN_INK).all()
+    rows, cols = _centre_of_mass(images)
+    assert np.all(np.abs(rows - 13.5) < 1.5) and np.all(np.abs(cols - 13.5) < 1.5)
+    np.testing.assert_array_equal(images, outliers.stroked(12, np.random.default_rng(0)))
+    assert not set("0123456789IlOo") & set(outliers.STROKE_CHARACTERS)  # written, these are digits
+    assert not any(name.startswith("times") for name in outliers.STROKE_FONTS)  # Liberation Serif's model
+    assert len(outliers.stroke_glyphs()) > 40 * len(outliers.STROKE_FONTS)
+
+
+def test_the_stroked_share_replaces_that_much_of_the_printed_half():
+    data = synthetic_mnist()
+    written = outliers.outliers(data.train_x, data.train_y, 40, seed=0, stroked_share=1.0)
+    np.testing.assert_array_equal(written[:20], outliers.stroked(20, np.random.default_rng(0)))
+    half = outliers.outliers(data.train_x, data.train_y, 40, seed=0, stroked_share=0.5)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(half[:10], outliers.printed(10, rng))
+    np.testing.assert_array_equal(half[10:20], outliers.stroked(10, rng))
+
+
 def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were():
     data = synthetic_mnist()
     made = outliers.reshaped_digits(data.train_x, data.train_y, 30, np.random.default_rng(0))
