@@ -48,6 +48,7 @@ class ScoringOptions(TypedDict, total=False):
     preprocess: str
     ood_fpr: float
     min_probability: float  # classify only
+    critic_vote: bool  # classify only
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,13 @@ class ClassifyRequest(ScoreRequest):
         description="Abstain when p(predicted|x), or the critic's probability of the predicted class, is below this "
         "(default: see GET /v1/model; 0 never abstains for these reasons). The answer keeps p(y|x) either way.",
     )
+    critic_vote: bool = Field(
+        True,
+        description="Whether the critic's second opinion counts (abstain reason critic_disagrees). false: abstain on "
+        "the out-of-distribution flag and p(predicted|x) < min_probability alone, as Bayes' rule decides; "
+        "critic_probs is returned either way. The default min_probability was chosen with the critic's vote: "
+        "without it, see the validation curve in the model card for a threshold.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -300,8 +307,9 @@ class ClassifyResponse(BaseModel):
     ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
     min_probability: float = Field(
         description="The probability below which an answer abstains: p(predicted|x) by Bayes' rule and the "
-        "critic's probability of `predicted` must both reach it."
+        "critic's probability of `predicted` (when critic_vote) must both reach it."
     )
+    critic_vote: bool = Field(description="Whether the critic's probability of `predicted` counted.")
     results: list[ImageClass]
 
 

@@ -122,6 +122,23 @@ def test_the_critics_disagreement_follows_the_callers_threshold(client, mnist_di
     assert between["results"][i]["critic_probs"] == answers[i]["critic_probs"]
 
 
+def test_without_the_critics_vote_only_bayes_rule_and_the_flag_abstain(client, mnist_dir):
+    digits = [d.tolist() for d in _test_digits(mnist_dir, 16)]
+    answers = _classify(client, digits, pixel_scale="byte", min_probability=0)["results"]
+    critic = np.array([a["critic_probs"][a["predicted"]] for a in answers])
+    bayes = np.array([a["probability"] for a in answers])
+    i = int(np.argmin(critic - bayes))  # where the critic doubts Bayes' rule's class most
+    assert critic[i] < bayes[i]
+    threshold = (bayes[i] + critic[i]) / 2
+    voted = _classify(client, digits, pixel_scale="byte", min_probability=threshold)
+    unvoted = _classify(client, digits, pixel_scale="byte", min_probability=threshold, critic_vote=False)
+    assert voted["critic_vote"] is True and unvoted["critic_vote"] is False
+    assert "critic_disagrees" in voted["results"][i]["abstain_reasons"]
+    for with_vote, without in zip(voted["results"], unvoted["results"]):
+        assert without["abstain_reasons"] == [r for r in with_vote["abstain_reasons"] if r != "critic_disagrees"]
+        assert without["critic_probs"] == with_vote["critic_probs"] and without["probs"] == with_vote["probs"]
+
+
 def test_bad_thresholds_name_the_field(client):
     for field, value in (("ood_fpr", 0), ("ood_fpr", 1.5), ("min_probability", 2)):
         response = client.post("/v1/classify", json={"images": [[0.0] * 784], field: value})
