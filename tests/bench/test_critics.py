@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")  # the validation split comes from the training package
 
-from bench.critics import compare, markdown, validation_digits  # noqa: E402
+from bench.critics import aurocs, compare, differences, markdown, markdown_differences, validation_digits  # noqa: E402
 from service.runtime import CRITIC  # noqa: E402
 
 
@@ -20,3 +20,20 @@ def test_the_shipped_critic_ranks_reversed_digits_and_blank_pages_below_validati
     assert results[graph]["inverted"] > 0.95 and results[graph]["shuffled"] > 0.95
     table = markdown(results).splitlines()
     assert table[0] == "| critic | inverted | shuffled |" and len(table) == 3 and graph in table[2]
+
+
+def test_differences_are_paired_and_their_error_shrinks_with_the_gap():
+    rng = np.random.default_rng(0)
+    digits, letters = rng.normal(size=400), rng.normal(1.0, size=300)
+    first = {"digits": digits, "letters": letters}
+    same = {"digits": digits.copy(), "letters": letters.copy()}
+    better = {"digits": digits, "letters": letters + 1.0}  # every letter more unusual than before
+    scores = {"a": first, "same": same, "better": better}
+    found = differences(scores, resamples=100)
+    assert found["same"]["letters"] == (0.0, 0.0)  # paired draws: a copy never differs
+    gap, error = found["better"]["letters"]
+    table = aurocs(scores)
+    assert gap == pytest.approx(table["better"]["letters"] - table["a"]["letters"]) and gap > 0.1
+    assert 0.0 < error < gap / 5
+    text = markdown_differences("a", found).splitlines()
+    assert text[0] == "| critic - a | letters |" and text[3].startswith("| better | +")
