@@ -46,7 +46,7 @@ def run(mnist_dir: str, num_digits: int, num_outliers: int, width: int, device: 
     full = replace(CriticConfig(), width=width, device=device)
 
     def drawing(n: int) -> float:
-        return _seconds(lambda: outliers(pixels, labels, n, full.seed, full.stroked))
+        return _seconds(lambda: outliers(pixels, labels, n, full.seed, full.written_share))
 
     def epoch(n: int) -> float:  # the same arithmetic as an epoch of the full training, over n digits
         short = replace(full, epochs=1, num_outliers=EPOCH_OUTLIERS, train_limit=n)
