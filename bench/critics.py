@@ -78,8 +78,9 @@ def differences(scores: dict[str, dict], resamples: int, seed: int = 0) -> dict[
             continue
         n_in, n_out = len(scores[first]["digits"]), len(scores[first][name])
         draws = [(rng.integers(n_in, size=n_in), rng.integers(n_out, size=n_out)) for _ in range(resamples)]
+        baseline = np.array([_auroc(scores[first], name, i, o) for i, o in draws])
         for graph in others:
-            boot = [_auroc(scores[graph], name, i, o) - _auroc(scores[first], name, i, o) for i, o in draws]
+            boot = np.array([_auroc(scores[graph], name, i, o) for i, o in draws]) - baseline
             results[graph][name] = (
                 _auroc(scores[graph], name) - _auroc(scores[first], name),
                 float(np.std(boot, ddof=1)),
@@ -95,6 +96,7 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
 
 
 def markdown_differences(first: str, results: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """differences() as a table: one row per critic, "difference ± standard error" per set."""
     names = list(next(iter(results.values())))
     lines = [f"| critic - {first} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for graph, row in results.items():
@@ -111,6 +113,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100, help="the sets' seed (bench.ood uses 0)")
     parser.add_argument("--resamples", type=int, default=200, help="paired bootstrap draws (default 200)")
     args = parser.parse_args()
+    if len(set(args.graphs)) < len(args.graphs):
+        parser.error("name each GRAPH once")
+    if args.resamples < 2:
+        parser.error("--resamples must be at least 2 (the standard error needs two draws)")
     digits = validation_digits(args.mnist_dir, args.digits)
     sets = ood_sets(args.per_set, args.seed, FONT_FAMILIES["design"], digits[::-1])
     scores = unusualness(args.graphs, digits, sets)

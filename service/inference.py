@@ -260,7 +260,8 @@ class Inference:
         entropy = -np.where(probs > 0, probs * post.log_py_x, 0.0).sum(-1)  # 0 log 0 = 0
         flagged = np.array([verdict is not None and verdict["flagged"] for verdict in scored.verdicts])
         second = scored.critic_probs
-        holds = abstention.reasons(probs, second if request.critic_vote else None, flagged, min_probability)
+        voted = request.critic_vote and second is not None
+        holds = abstention.reasons(probs, second if voted else None, flagged, min_probability)
         results = []
         for i in range(len(probs)):
             reasons = abstention.names(holds[i])
@@ -282,7 +283,7 @@ class Inference:
                     "x": self._scored_x(scored, request, i),
                 }
             )
-        return {**echo, "min_probability": min_probability, "critic_vote": request.critic_vote, "results": results}
+        return {**echo, "min_probability": min_probability, "critic_vote": voted, "results": results}
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
         return await asyncio.to_thread(self._encode, request)

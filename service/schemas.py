@@ -129,15 +129,17 @@ class ClassifyRequest(ScoreRequest):
         None,
         ge=0,
         le=1,
-        description="Abstain when p(predicted|x), or the critic's probability of the predicted class, is below this "
-        "(default: see GET /v1/model; 0 never abstains for these reasons). The answer keeps p(y|x) either way.",
+        description="Abstain when p(predicted|x), or the critic's probability of the predicted class (when "
+        "critic_vote), is below this (default: see GET /v1/model; 0 never abstains for these reasons). The answer "
+        "keeps p(y|x) either way.",
     )
     critic_vote: bool = Field(
         True,
-        description="Whether the critic's second opinion counts (abstain reason critic_disagrees). false: abstain on "
-        "the out-of-distribution flag and p(predicted|x) < min_probability alone, as Bayes' rule decides; "
-        "critic_probs is returned either way. The default min_probability was chosen with the critic's vote: "
-        "without it, see the validation curve in the model card for a threshold.",
+        description="Whether the critic's vote on the class counts (abstain reason critic_disagrees). false: abstain "
+        "only when flagged out of distribution (a flag that still weighs the critic's log-odds) or when "
+        "p(predicted|x) < min_probability; critic_probs is returned either way. The default min_probability was "
+        "chosen with the vote: the model card's validation curve without it suggests a threshold for Bayes' rule "
+        "alone.",
     )
 
     model_config = ConfigDict(
@@ -286,9 +288,9 @@ class ImageClass(BaseModel):
     abstained: bool = Field(description="True when `predicted` should not be relied on; `abstain_reasons` says why.")
     abstain_reasons: list[Literal["out_of_distribution", "low_probability", "critic_disagrees"]] = Field(
         description="out_of_distribution: the image was flagged as unlike the training digits; low_probability: "
-        "p(predicted|x) is below min_probability; critic_disagrees: the critic gives `predicted` a probability "
-        "below min_probability (the critic doubts the class, and on validation digits most of Bayes' rule's errors "
-        "are among such images)."
+        "p(predicted|x) is below min_probability; critic_disagrees (when critic_vote): the critic gives `predicted` "
+        "a probability below min_probability (the critic doubts the class, and on validation digits most of Bayes' "
+        "rule's errors are among such images)."
     )
     warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
     x: list[float] | None = Field(
@@ -309,7 +311,10 @@ class ClassifyResponse(BaseModel):
         description="The probability below which an answer abstains: p(predicted|x) by Bayes' rule and the "
         "critic's probability of `predicted` (when critic_vote) must both reach it."
     )
-    critic_vote: bool = Field(description="Whether the critic's probability of `predicted` counted.")
+    critic_vote: bool = Field(
+        description="Whether the critic's probability of `predicted` counted: false when the request said so or "
+        "when the model's critic gives no digit probabilities."
+    )
     results: list[ImageClass]
 
 

@@ -158,6 +158,19 @@ p(y|x) >= 0.001. Per image in `ais.json`.
 """
 
 
+def _without_vote(row: dict) -> str:
+    return f" {100 * row['abstained']:.2f} % | {_percent(row['accuracy_kept'])} |"
+
+
+def _without_vote_note(unvoted: dict) -> str:
+    if not unvoted:
+        return ""
+    return (
+        " The last two columns are for requests with `critic_vote` false (flagged, or p(predicted|x) below "
+        "the threshold): pick a threshold there when turning the vote off."
+    )
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
@@ -187,9 +200,14 @@ def _ood_section(manifest: dict) -> str:
     if not entry:
         return ""
     r, b, a = entry["reference"], entry["background"], entry["abstention"]
+    unvoted = {row["min_probability"]: row for row in a.get("curve_without_vote", [])}
     rows = "\n".join(
         f"| {row['min_probability']} | {100 * row['abstained']:.2f} % | {_percent(row['accuracy_kept'])} |"
+        + (_without_vote(unvoted[row["min_probability"]]) if unvoted else "")
         for row in a["curve"]
+    )
+    header = "| min_probability | abstained | accuracy kept |" + (
+        " without the critic's vote: abstained | accuracy kept |" if unvoted else ""
     )
     return f"""## Out-of-distribution assessment
 `ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}. The background model
@@ -200,10 +218,10 @@ validation digits are flagged.{_critic(manifest)}
 
 Abstention of /v1/classify on the same validation digits ({a.get("rule", RULE_BEFORE_THE_CRITIC)}),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
-abstention: {a["default_min_probability"]}.
+abstention: {a["default_min_probability"]}.{_without_vote_note(unvoted)}
 
-| min_probability | abstained | accuracy kept |
-|---|---|---|
+{header}
+|---|---|---|{"---|---|" if unvoted else ""}
 {rows}
 
 """

@@ -108,6 +108,7 @@ def calibrate(
     joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
     probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
     curve = abstention.curve(probs, critic_probs, data.train_y[val], flagged, abstention.THRESHOLDS)
+    without_vote = abstention.curve(probs, None, data.train_y[val], flagged, abstention.THRESHOLDS)
     within = [row for row in curve if row["abstained"] <= ABSTENTION_BUDGET]
     entry = {
         "file": OOD_FILE,
@@ -135,6 +136,7 @@ def calibrate(
         "abstention": {
             "rule": abstention.RULE,
             "curve": curve,
+            "curve_without_vote": without_vote,  # requests with critic_vote false
             "budget": ABSTENTION_BUDGET,
             "default_min_probability": max(row["min_probability"] for row in within) if within else 0.0,
         },

@@ -138,8 +138,8 @@ async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, reque
     """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
     probable class and the entropy of p(y|x). Each answer says whether the image looks like a digit
     at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons: flagged,
-    p(predicted|x) below min_probability, or the critic's second opinion, critic_probs, giving the
-    predicted class less than min_probability)."""
+    p(predicted|x) below min_probability, or, unless critic_vote is false, the critic's second
+    opinion, critic_probs, giving the predicted class less than min_probability)."""
     result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result

@@ -22,7 +22,7 @@ def test_the_shipped_critic_ranks_reversed_digits_and_blank_pages_below_validati
     assert table[0] == "| critic | inverted | shuffled |" and len(table) == 3 and graph in table[2]
 
 
-def test_differences_are_paired_and_their_error_shrinks_with_the_gap():
+def test_differences_are_paired_a_copy_never_differs_and_a_clear_gap_stands_out():
     rng = np.random.default_rng(0)
     digits, letters = rng.normal(size=400), rng.normal(1.0, size=300)
     first = {"digits": digits, "letters": letters}

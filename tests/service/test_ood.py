@@ -140,7 +140,7 @@ def test_without_the_critics_vote_only_bayes_rule_and_the_flag_abstain(client, m
 
 
 def test_bad_thresholds_name_the_field(client):
-    for field, value in (("ood_fpr", 0), ("ood_fpr", 1.5), ("min_probability", 2)):
+    for field, value in (("ood_fpr", 0), ("ood_fpr", 1.5), ("min_probability", 2), ("critic_vote", "maybe")):
         response = client.post("/v1/classify", json={"images": [[0.0] * 784], field: value})
         assert response.status_code == 422
         assert field in response.text
@@ -171,6 +171,7 @@ def test_a_model_without_calibration_answers_without_a_verdict(shipped_model, tm
         answer = _classify(client, [[0.0] * 784])
     assert answer["ood_fpr"] is None and answer["min_probability"] == 0.0
     assert answer["results"][0]["out_of_distribution"] is None
+    assert answer["critic_vote"] is False and answer["results"][0]["critic_probs"] is None  # nothing voted
 
 
 def test_a_corrupt_calibration_stops_the_model_from_loading(shipped_model, tmp_path):

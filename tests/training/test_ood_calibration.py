@@ -55,11 +55,28 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     thresholds = tuple(row["min_probability"] for row in entry["abstention"]["curve"])
     labels = data.train_y[val_idx]
     assert entry["abstention"]["curve"] == abstention.curve(probs, critic_probs, labels, flagged, thresholds)
+    assert entry["abstention"]["curve_without_vote"] == abstention.curve(probs, None, labels, flagged, thresholds)
     within = [row["min_probability"] for row in entry["abstention"]["curve"] if row["abstained"] <= 0.02]
     assert entry["abstention"]["default_min_probability"] == max(within, default=0.0)
     critic = read_manifest(out)["files"]["ood_critic"]
     assert critic["training"]["split"] == {"seed": 3, "val_size": 40}
     assert critic["training"]["digits"] == f"the first {len(train_idx)} of the training split"
+
+
+def test_the_card_gives_both_abstention_curves(calibrated):
+    from training.card import _ood_section
+
+    _, _, out, entry = calibrated
+    manifest = read_manifest(out)
+    section = _ood_section(manifest)
+    rows = [line for line in section.splitlines() if line.startswith("| 0")]
+    assert len(rows) == len(abstention.THRESHOLDS) and "critic_vote" in section
+    for line, voted, unvoted in zip(rows, entry["abstention"]["curve"], entry["abstention"]["curve_without_vote"]):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1] == f"{100 * voted['abstained']:.2f} %" and cells[3] == f"{100 * unvoted['abstained']:.2f} %"
+    del manifest["files"]["ood"]["abstention"]["curve_without_vote"]  # a calibration made before it was recorded
+    older = _ood_section(manifest)
+    assert "critic_vote" not in older and "| min_probability | abstained | accuracy kept |\n|---|---|---|\n" in older
 
 
 def test_the_service_loads_the_calibration_and_checks_it(calibrated):
