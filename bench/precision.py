@@ -40,7 +40,9 @@ from service.settings import SHIPPED_MODEL, Settings
 
 CONFIGS = {
     "defaults: K = 1000, screening 64, one round": {},
+    "K = 1000, screening 16, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
     "K = 400, screening 64, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400"},
+    "K = 400, screening 16, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
     "tolerance 0.3 nats, up to 8000 samples per class": {
         "CVAE_DEFAULT_TOLERANCE": "0.3",
         "CVAE_MAX_NUM_SAMPLES": "8000",
