@@ -138,7 +138,7 @@ class ClassifyRequest(ScoreRequest):
         description="Whether the critic's vote on the class counts (abstain reason critic_disagrees). false: abstain "
         "only when flagged out of distribution (a flag that still weighs the critic's log-odds) or when "
         "p(predicted|x) < min_probability; critic_probs is returned either way. The default min_probability was "
-        "chosen with the vote: the model card's validation curve without it suggests a threshold for Bayes' rule "
+        "chosen with the vote: the model card's validation curve without it suggests a threshold on p(predicted|x) "
         "alone.",
     )
 
@@ -281,7 +281,8 @@ class ImageClass(BaseModel):
     critic_probs: list[float] | None = Field(
         None,
         description="A second opinion: the critic's probabilities of the ten digits (a convolutional classifier "
-        "trained on the same digits, the out-of-distribution assessment's network), used only to decide abstention; "
+        "trained on the same digits, the out-of-distribution assessment's network), used only to decide abstention "
+        "(when critic_vote); "
         "`probs` stays Bayes' rule. Null when the model has no calibration or its critic gives no digit "
         "probabilities.",
     )
@@ -312,8 +313,8 @@ class ClassifyResponse(BaseModel):
         "critic's probability of `predicted` (when critic_vote) must both reach it."
     )
     critic_vote: bool = Field(
-        description="Whether the critic's probability of `predicted` counted: false when the request said so or "
-        "when the model's critic gives no digit probabilities."
+        description="Whether the critic's probability of `predicted` counted: false when the request said so, or "
+        "when the model has no critic digit probabilities (no calibration, or a critic without them)."
     )
     results: list[ImageClass]
 

@@ -158,16 +158,19 @@ p(y|x) >= 0.001. Per image in `ais.json`.
 """
 
 
-def _without_vote(row: dict) -> str:
+def _cells(row: dict) -> str:
+    """One abstention curve's cells of a row: the share abstained and the accuracy of the rest."""
     return f" {100 * row['abstained']:.2f} % | {_percent(row['accuracy_kept'])} |"
 
 
-def _without_vote_note(unvoted: dict) -> str:
+def _without_vote_note(unvoted: list[dict], budget: float) -> str:
     if not unvoted:
         return ""
+    within = [row["min_probability"] for row in unvoted if row["abstained"] <= budget]
     return (
-        " The last two columns are for requests with `critic_vote` false (flagged, or p(predicted|x) below "
-        "the threshold): pick a threshold there when turning the vote off."
+        " The last two columns are for requests with `critic_vote` false, which abstain only when flagged or "
+        "when p(predicted|x) < min_probability: pick a threshold there when turning the vote off (the largest "
+        f"within {100 * budget:.0f} % there: {max(within, default=0.0)})."
     )
 
 
@@ -202,12 +205,14 @@ def _ood_section(manifest: dict) -> str:
     r, b, a = entry["reference"], entry["background"], entry["abstention"]
     unvoted = {row["min_probability"]: row for row in a.get("curve_without_vote", [])}
     rows = "\n".join(
-        f"| {row['min_probability']} | {100 * row['abstained']:.2f} % | {_percent(row['accuracy_kept'])} |"
-        + (_without_vote(unvoted[row["min_probability"]]) if unvoted else "")
+        f"| {row['min_probability']} |" + _cells(row) + (_cells(unvoted[row["min_probability"]]) if unvoted else "")
         for row in a["curve"]
     )
-    header = "| min_probability | abstained | accuracy kept |" + (
-        " without the critic's vote: abstained | accuracy kept |" if unvoted else ""
+    header = (
+        "| min_probability | with the critic's vote: abstained | accuracy kept | critic_vote false: abstained | "
+        "accuracy kept |"
+        if unvoted
+        else "| min_probability | abstained | accuracy kept |"
     )
     return f"""## Out-of-distribution assessment
 `ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}. The background model
@@ -218,7 +223,7 @@ validation digits are flagged.{_critic(manifest)}
 
 Abstention of /v1/classify on the same validation digits ({a.get("rule", RULE_BEFORE_THE_CRITIC)}),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
-abstention: {a["default_min_probability"]}.{_without_vote_note(unvoted)}
+abstention: {a["default_min_probability"]}.{_without_vote_note(a.get("curve_without_vote", []), a["budget"])}
 
 {header}
 |---|---|---|{"---|---|" if unvoted else ""}
