@@ -62,11 +62,6 @@ def aurocs(scores: dict[str, dict]) -> dict[str, dict[str, float]]:
     return {graph: {name: _auroc(s, name) for name in s if name != "digits"} for graph, s in scores.items()}
 
 
-def compare(graphs: list[str], digits: np.ndarray, sets: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """AUROC of each graph's log-odds (low = unusual) per set, against the digits."""
-    return aurocs(unusualness(graphs, digits, sets))
-
-
 def differences(scores: dict[str, dict], resamples: int, seed: int = 0) -> dict[str, dict[str, tuple[float, float]]]:
     """(AUROC difference, its paired-bootstrap standard error) per set of every graph after the first,
     against the first, from unusualness()'s scores."""

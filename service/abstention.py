@@ -44,6 +44,11 @@ def reasons(
     return np.stack([np.asarray(flagged, dtype=bool), low, disagrees], axis=1)
 
 
+def largest_within(curve: list[dict], budget: float) -> float:
+    """The largest min_probability of a curve() that abstains on at most `budget` (0.0 when none does)."""
+    return max((row["min_probability"] for row in curve if row["abstained"] <= budget), default=0.0)
+
+
 def names(row: np.ndarray) -> list[str]:
     """The reasons that hold in one row of reasons()."""
     return [name for name, holds in zip(REASONS, row) if holds]

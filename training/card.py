@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service import abstention
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
 
@@ -166,11 +167,10 @@ def _cells(row: dict) -> str:
 def _without_vote_note(unvoted: list[dict], budget: float) -> str:
     if not unvoted:
         return ""
-    within = [row["min_probability"] for row in unvoted if row["abstained"] <= budget]
     return (
         " The last two columns are for requests with `critic_vote` false, which abstain only when flagged or "
         "when p(predicted|x) < min_probability: pick a threshold there when turning the vote off (the largest "
-        f"within {100 * budget:.0f} % there: {max(within, default=0.0)})."
+        f"within {100 * budget:.0f} % there: {abstention.largest_within(unvoted, budget)})."
     )
 
 
@@ -223,7 +223,7 @@ validation digits are flagged.{_critic(manifest)}
 
 Abstention of /v1/classify on the same validation digits ({a.get("rule", RULE_BEFORE_THE_CRITIC)}),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
-abstention: {a["default_min_probability"]}.{_without_vote_note(a.get("curve_without_vote", []), a["budget"])}
+abstention: {a["default_min_probability"]}.{_without_vote_note(list(unvoted.values()), a["budget"])}
 
 {header}
 |---|---|---|{"---|---|" if unvoted else ""}

@@ -109,7 +109,6 @@ def calibrate(
     probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
     curve = abstention.curve(probs, critic_probs, data.train_y[val], flagged, abstention.THRESHOLDS)
     without_vote = abstention.curve(probs, None, data.train_y[val], flagged, abstention.THRESHOLDS)
-    within = [row for row in curve if row["abstained"] <= ABSTENTION_BUDGET]
     entry = {
         "file": OOD_FILE,
         "sha256": sha256(model_dir / OOD_FILE),
@@ -138,7 +137,7 @@ def calibrate(
             "curve": curve,
             "curve_without_vote": without_vote,  # requests with critic_vote false
             "budget": ABSTENTION_BUDGET,
-            "default_min_probability": max(row["min_probability"] for row in within) if within else 0.0,
+            "default_min_probability": abstention.largest_within(curve, ABSTENTION_BUDGET),
         },
         "seconds": time.time() - started,
     }

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")  # the validation split comes from the training package
 
-from bench.critics import aurocs, compare, differences, markdown, markdown_differences, validation_digits  # noqa: E402
+from bench.critics import aurocs, differences, markdown, markdown_differences, unusualness, validation_digits  # noqa: E402
 from service.runtime import CRITIC  # noqa: E402
 
 
@@ -16,7 +16,7 @@ def test_the_shipped_critic_ranks_reversed_digits_and_blank_pages_below_validati
     assert digits.shape == (200, 784) and 0.0 <= digits.min() and digits.max() <= 1.0
     graph = str(shipped_model / f"{CRITIC}.onnx")
     sets = {"inverted": 1.0 - digits[:50], "shuffled": digits[:50, np.random.default_rng(0).permutation(784)]}
-    results = compare([graph], digits, sets)
+    results = aurocs(unusualness([graph], digits, sets))
     assert results[graph]["inverted"] > 0.95 and results[graph]["shuffled"] > 0.95
     table = markdown(results).splitlines()
     assert table[0] == "| critic | inverted | shuffled |" and len(table) == 3 and graph in table[2]

@@ -49,3 +49,5 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     assert set(report["abstained_by_reason"]) == {"out_of_distribution", "low_probability", "critic_disagrees"}
     (at_default,) = [r for r in report["abstention_curve"] if r["min_probability"] == report["min_probability"]]
     assert at_default["abstained"] == pytest.approx(report["abstained"])  # the curve agrees with the answers
+    shares = [row["abstained"] for row in report["abstention_curve"]]
+    assert shares == sorted(shares)  # a stricter threshold never abstains on fewer
