@@ -2,9 +2,8 @@
 
     python -m bench.precision [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
 
-For each configuration of the service's settings (its defaults, which answer as it did before
-tolerances existed: K = 1000 with 64-sample screening and a single round; and rounds to a
-tolerance), on binarized MNIST test images:
+For each configuration of the service's settings (its defaults; K and the screening named
+explicitly, with a single round; and rounds to a tolerance), on binarized MNIST test images:
 
 - precision, through the service's own code in process (service.inference at those settings):
   the seed-to-seed standard deviation of log p(x) over `--seeds` seeds (median and 95th
@@ -24,6 +23,7 @@ import argparse
 import gzip
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,10 +39,13 @@ from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 
 CONFIGS = {
-    "defaults: K = 1000, screening 64, one round": {},
+    "defaults": {},
+    "K = 1000, screening 64, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "64"},
     "K = 1000, screening 16, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
-    "K = 400, screening 64, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400"},
+    "K = 1000, screening 8, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "8"},
+    "K = 400, screening 64, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "64"},
     "K = 400, screening 16, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
+    "K = 400, screening 8, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "8"},
     "tolerance 0.3 nats, up to 8000 samples per class": {
         "CVAE_DEFAULT_TOLERANCE": "0.3",
         "CVAE_MAX_NUM_SAMPLES": "8000",
@@ -61,8 +64,12 @@ def mnist_test(mnist_dir: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     labels = np.frombuffer(
         gzip.decompress((Path(mnist_dir) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, -1, 8
     )
-    x = (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
-    return x, labels[:limit].astype(np.int64)
+    return binarized(pixels), labels[:limit].astype(np.int64)
+
+
+def binarized(pixels: np.ndarray) -> np.ndarray:
+    """x ~ Bernoulli(pixel/255) for uint8 images [N, 784], numpy seed 0."""
+    return (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
 
 
 def settings_for(env: dict, model_dir: str) -> Settings:
@@ -119,6 +126,8 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["configs"].items():
+        if name == "defaults":
+            name = f"defaults (K = {r['num_samples']}, screening {r['screen_samples']})"
         lines.append(
             f"| {name} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} | {r['reported_over_spread_median']:.2f} "
             f"| {r['ess_median']:.1f} | {100 * r['reliable_share']:.0f} % | {100 * r['met_share']:.0f} % "
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_images": args.accuracy_images,
         "duration": args.duration,
         "concurrency": args.concurrency,
-        "command": "python -m bench.precision " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "bench.precision", *(argv if argv is not None else sys.argv[1:])]),
         "configs": {},
     }
     for name in args.configs:
@@ -159,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(settings)
         inference = Inference(model, settings, ModelCalls(model, settings))
         started = time.perf_counter()
-        row = precision(inference, x[: args.images], args.seeds)
+        row = {"num_samples": settings.default_num_samples, "screen_samples": settings.adaptive_screen_samples}
+        row |= precision(inference, x[: args.images], args.seeds)
         row["accuracy"] = accuracy(inference, x[: args.accuracy_images], labels[: args.accuracy_images])
         row["classify_images_per_s"] = classify_throughput(
             env, args.model_dir, x[: args.images], args.duration, args.concurrency

@@ -30,8 +30,8 @@ class Screening:
     """Every class first gets `samples` draws; only classes whose screened log p(x, y) lies
     within `margin` nats of the image's best get more."""
 
-    samples: int = 16
-    margin: float = 20.0
+    samples: int
+    margin: float
 
 
 @dataclass(frozen=True)
