@@ -38,14 +38,22 @@ from service.inference import Inference, score_images
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 
+
+def _explicit(k: int, screen: int, margin: int) -> dict:
+    return {
+        "CVAE_DEFAULT_NUM_SAMPLES": str(k),
+        "CVAE_ADAPTIVE_SCREEN_SAMPLES": str(screen),
+        "CVAE_ADAPTIVE_MARGIN": str(margin),
+    }
+
+
 CONFIGS = {
     "defaults": {},
-    "K = 1000, screening 64, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "64"},
-    "K = 1000, screening 16, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
-    "K = 1000, screening 8, one round": {"CVAE_ADAPTIVE_SCREEN_SAMPLES": "8"},
-    "K = 400, screening 64, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "64"},
-    "K = 400, screening 16, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "16"},
-    "K = 400, screening 8, one round": {"CVAE_DEFAULT_NUM_SAMPLES": "400", "CVAE_ADAPTIVE_SCREEN_SAMPLES": "8"},
+    **{
+        f"K = {k}, screening {screen}, margin {margin}, one round": _explicit(k, screen, margin)
+        for k in (1000, 400)
+        for screen, margin in ((64, 20), (16, 20), (8, 15))
+    },
     "tolerance 0.3 nats, up to 8000 samples per class": {
         "CVAE_DEFAULT_TOLERANCE": "0.3",
         "CVAE_MAX_NUM_SAMPLES": "8000",
@@ -64,12 +72,8 @@ def mnist_test(mnist_dir: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     labels = np.frombuffer(
         gzip.decompress((Path(mnist_dir) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, -1, 8
     )
-    return binarized(pixels), labels[:limit].astype(np.int64)
-
-
-def binarized(pixels: np.ndarray) -> np.ndarray:
-    """x ~ Bernoulli(pixel/255) for uint8 images [N, 784], numpy seed 0."""
-    return (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+    x = (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+    return x, labels[:limit].astype(np.int64)
 
 
 def settings_for(env: dict, model_dir: str) -> Settings:

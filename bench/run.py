@@ -18,7 +18,6 @@ the markdown.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -36,6 +35,7 @@ from bench.load import CONCURRENCY, LoadResult, run_load
 from service import estimator, rounds
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
+from training.screening import score as in_process_scoring
 
 
 def free_port() -> int:
@@ -107,23 +107,6 @@ def scoring_flops_per_image(manifest: dict, k: int) -> float:
     decoder = list(zip([d, *reversed(hidden)], [*reversed(hidden), x_dim]))
     macs = lambda layers: sum((i + c) * o for i, o in layers)  # noqa: E731 (+ c: the one-hot class input)
     return 2.0 * c * (macs(encoder) + k * macs(decoder))
-
-
-def in_process_scoring(model, x: np.ndarray, k: int, screening=None, seed: int = 0, chunk_rows: int | None = None):
-    """Score x in this process as the service does (its chunking unless `chunk_rows`): estimates, seconds."""
-
-    async def score(rows_x, rows_y, eps):
-        return model.log_weights(rows_x, rows_y, eps)
-
-    chunk_rows = chunk_rows or Settings().score_chunk_rows
-
-    started = time.perf_counter()
-    estimates = asyncio.run(
-        rounds.estimate_classes(
-            score, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
-        )
-    )
-    return estimates.classes, time.perf_counter() - started
 
 
 def test_images(limit: int, model) -> np.ndarray:
@@ -214,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
     defaults = Settings()
-    screening = rounds.Screening(defaults.adaptive_screen_samples, defaults.adaptive_margin)
+    screening = rounds.screening_for(model.manifest, defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
 
     def service(batching: str):

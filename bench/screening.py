@@ -31,44 +31,13 @@ import sys
 
 import numpy as np
 
-from bench.precision import binarized, mnist_test
+from bench.precision import mnist_test
 from bench.report import save
-from bench.run import in_process_scoring
-from service import estimator, rounds
+from service import rounds
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
-
-
-def validation(mnist_dir: str, manifest: dict, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` digits of the split the model held out from training, binarized as the test set is."""
-    from training.data import load_mnist
-    from training.train import TrainConfig, split_train_val
-
-    config = (manifest.get("training") or {}).get("config") or {}
-    data = load_mnist(mnist_dir)
-    _, val = split_train_val(data, TrainConfig(**{key: config[key] for key in ("seed", "val_size") if key in config}))
-    return binarized(data.train_x[val[:limit]]), data.train_y[val[:limit]].astype(np.int64)
-
-
-def answers(model, x: np.ndarray, k: int, screening: rounds.Screening, seed: int = 0) -> tuple[dict, float]:
-    """The posterior, the samples spent per image and the seconds taken."""
-    estimates, seconds = in_process_scoring(model, x, k, screening, seed)
-    posterior = estimator.bayes_rule(estimates, model.log_prior)
-    return {"posterior": posterior, "samples": estimates.num_samples.sum(-1)}, seconds
-
-
-def compare(reference: dict, other: dict, labels: np.ndarray) -> dict:
-    """Accuracy and samples of `other`, and how far its answers lie from `reference`'s."""
-    ref, new = reference["posterior"], other["posterior"]
-    gap = np.abs(new.log_px - ref.log_px)
-    return {
-        "samples_per_image": float(other["samples"].mean()),
-        "accuracy": float((new.log_py_x.argmax(-1) == labels).mean()),
-        "mean_abs_diff_log_px": float(gap.mean()),
-        "max_abs_diff_log_px": float(gap.max()),
-        "max_abs_diff_py_x": float(np.abs(np.exp(new.log_py_x) - np.exp(ref.log_py_x)).max()),
-        "changed_predictions": int((new.log_py_x.argmax(-1) != ref.log_py_x.argmax(-1)).sum()),
-    }
+from training.data import load_mnist
+from training.screening import answers, compare, validation
 
 
 def markdown(report: dict) -> str:
@@ -117,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "test":
         x, labels = mnist_test(mnist_dir, args.images)
     else:
-        x, labels = validation(mnist_dir, model.manifest, args.images)
+        x, labels = validation(load_mnist(mnist_dir), model.manifest, args.images)
     # the first margin and the first size are the reference; the reference again with another
     # seed shows how far the answers move by their own noise
     screenings = {

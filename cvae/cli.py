@@ -1,4 +1,4 @@
-"""cvae serve | score | train | refit | export | calibrate | evaluate | ais | download
+"""cvae serve | score | train | refit | export | screening | calibrate | evaluate | ais | download
 
 Each command's own --help lists its options and their defaults. `serve` needs only the base
 install; the others need the `train` extra (pip install -e '.[train]').
@@ -14,6 +14,7 @@ COMMANDS = {
     "train": "train a class-conditional VAE on MNIST and save a checkpoint",
     "refit": "give a checkpoint's q(z|x,y) a coupling flow and train it (doubly reparameterized IWAE)",
     "export": "export a checkpoint to ONNX with its manifest",
+    "screening": "choose the model's screening for adaptive scoring on the validation split",
     "calibrate": "train the out-of-distribution critic and calibrate the assessment on the validation split",
     "evaluate": "score the test set; write metrics into the manifest and MODEL_CARD.md",
     "ais": "compare the service's default answers on test images with annealed importance sampling",

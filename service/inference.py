@@ -59,7 +59,9 @@ class Inference:
         self.model = model
         self.settings = settings
         self.calls = calls
-        self.screening = rounds.Screening(settings.adaptive_screen_samples, settings.adaptive_margin)
+        self.screening = rounds.screening_for(
+            model.manifest, settings.adaptive_screen_samples, settings.adaptive_margin
+        )
 
     # ---- inputs -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:

@@ -34,6 +34,19 @@ class Screening:
     margin: float
 
 
+DEFAULT_SCREENING = Screening(64, 20.0)  # for a model whose manifest names none
+
+
+def screening_for(manifest: dict, samples: int | None = None, margin: float | None = None) -> Screening:
+    """`samples` and `margin` where given (the settings), else the model's own (its manifest's
+    `screening`, chosen on validation digits by `cvae screening`), else DEFAULT_SCREENING."""
+    own = manifest.get("screening") or {}
+    return Screening(
+        samples if samples is not None else int(own.get("samples", DEFAULT_SCREENING.samples)),
+        margin if margin is not None else float(own.get("margin", DEFAULT_SCREENING.margin)),
+    )
+
+
 @dataclass(frozen=True)
 class Precision:
     """Rounds until log p(x) has a standard error of at most `tolerance` nats and reliable

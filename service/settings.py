@@ -88,9 +88,14 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (none by default)")
     log_format: str = Field("json", pattern="^(json|text)$", description="log lines as JSON objects or plain text")
 
-    adaptive_screen_samples: int = Field(64, ge=1, description="samples per class in the adaptive screening pass")
-    adaptive_margin: float = Field(
-        20.0, gt=0, description="classes screened more than this many nats below the best get no more samples"
+    adaptive_screen_samples: int | None = Field(
+        None, ge=1, description="samples per class in the adaptive screening pass (unset: the model's own, else 64)"
+    )
+    adaptive_margin: float | None = Field(
+        None,
+        gt=0,
+        description="classes screened more than this many nats below the best get no more samples "
+        "(unset: the model's own, else 20)",
     )
 
     ood_fpr: float = Field(

@@ -100,6 +100,28 @@ def _proposal_section(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _screening_section(manifest: dict) -> str:
+    own = manifest.get("screening")
+    if not own:
+        return ""
+    rows = [
+        f"| {r['samples']}, {r['margin']:g} | {r['samples_per_image']:.0f} | {r['max_abs_diff_py_x']:.2g} "
+        f"| {r['max_abs_diff_log_px']:.4f} | {r['changed_predictions']} |"
+        for r in own["candidates"]
+    ]
+    return f"""
+## Screening
+The service's adaptive scoring gives every class {own["samples"]} samples first and all K only to the classes
+within {own["margin"]:g} nats of the image's best (unless `CVAE_ADAPTIVE_SCREEN_SAMPLES` or `CVAE_ADAPTIVE_MARGIN`
+is set). Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}.
+
+| screening samples, margin (nats) | samples per image | largest \\|Δ p(y\\|x)\\| | largest \\|Δ log p(x)\\| (nats) \
+| predictions changed |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def _refit_lines(refit: dict) -> list[str]:
     rc, val = refit.get("config") or {}, refit.get("validation") or {}
     return [
@@ -273,7 +295,7 @@ frequencies of the training labels, an encoder q(z|x,y) (see "Proposal"), and a
 - Files: `encoder.onnx`, `decoder.onnx`, `scorer.onnx` (importance log-weights in one graph),
   `checkpoint.pt` (PyTorch weights for `cvae evaluate`), `manifest.json` (sizes, checksums, metrics).
 
-{_proposal_section(manifest)}
+{_proposal_section(manifest)}{_screening_section(manifest)}
 ## Training
 - Data: the MNIST training set, {t.get("num_train_images")} images for training and
   {t.get("num_val_images")} held out for validation (chosen by seed {tc.get("seed")}); the test set

@@ -1,4 +1,4 @@
-"""`cvae download | train | refit | export | calibrate | evaluate | ais` (or `cvae-train ...`): the training
+"""`cvae download | train | refit | export | screening | calibrate | evaluate | ais` (or `cvae-train ...`): the training
 commands."""
 
 from __future__ import annotations
@@ -103,6 +103,16 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         "assessment (as `calibrate` does); without it, the model has none until `cvae calibrate`",
     )
 
+    screening = commands.add_parser(
+        "screening",
+        help="choose the model's screening for adaptive scoring on validation digits, through the service's code, "
+        "into the manifest (run it before `calibrate`, whose reference is scored with it)",
+    )
+    screening.add_argument("model_dir", help="model directory made by `export`")
+    screening.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    screening.add_argument("--images", type=int, default=5000, help="validation digits (default %(default)s)")
+    screening.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+
     calibrate = commands.add_parser(
         "calibrate",
         help="train the out-of-distribution critic and fit the background model on the training split, score the "
@@ -205,6 +215,12 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 from training.ood import run as calibrate
 
                 calibrate(out, args.data_dir)
+        elif args.command == "screening":
+            from training.data import load_mnist
+            from training.screening import run as choose_screening
+
+            entry = choose_screening(args.model_dir, load_mnist(_data_dir(args)), args.images, args.seed)
+            print(f"screening {entry['samples']} samples, margin {entry['margin']:g} nats, written to the manifest")
         elif args.command == "calibrate":
             from training.ood import run as calibrate
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import abstention, ood
+from service import abstention, ood, rounds
 from service.runtime import CRITIC, load_model
 from service.settings import Settings
 from training import critic as critics
@@ -126,7 +126,7 @@ def calibrate(
             "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
-            "settings": _settings_used(seed),
+            "settings": _settings_used(seed, served.manifest),
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
             f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },
@@ -148,11 +148,12 @@ def calibrate(
     return entry
 
 
-def _settings_used(seed: int) -> str:
+def _settings_used(seed: int, manifest: dict) -> str:
     s = Settings()
+    screening = rounds.screening_for(manifest, s.adaptive_screen_samples, s.adaptive_margin)
     return (
-        f"the service's settings (K = {s.default_num_samples}, screening {s.adaptive_screen_samples} samples, "
-        f"margin {s.adaptive_margin} nats, tolerance {s.default_tolerance}), noise seed {seed}"
+        f"the service's settings (K = {s.default_num_samples}, screening {screening.samples} samples, "
+        f"margin {screening.margin} nats, tolerance {s.default_tolerance}), noise seed {seed}"
     )
 
 

@@ -1,9 +1,12 @@
 """Adaptive screening and batching change the cost, never the answer beyond noise."""
 
 import asyncio
+import json
+import shutil
 
 import numpy as np
 from fastapi.testclient import TestClient
+from servers import wait_ready
 
 from service import estimator, rounds
 from service.app import create_app
@@ -82,3 +85,31 @@ def test_route_echoes_adaptive_and_the_samples_used(shipped_model, images):
     assert full["results"][0]["num_samples_used"] == [300] * 10
     assert min(fast["results"][0]["num_samples_used"]) == 64
     assert abs(fast["results"][0]["log_px"] - full["results"][0]["log_px"]) < 0.05
+
+
+def test_the_screening_is_the_settings_then_the_models_own_then_the_default():
+    own = {"screening": {"samples": 8, "margin": 15.0}}
+    assert rounds.screening_for({}) == rounds.DEFAULT_SCREENING == rounds.Screening(64, 20.0)
+    assert rounds.screening_for(own) == rounds.Screening(8, 15.0)
+    assert rounds.screening_for(own, 32) == rounds.Screening(32, 15.0)
+    assert rounds.screening_for(own, None, 12.5) == rounds.Screening(8, 12.5)
+    assert rounds.screening_for({}, 16, None) == rounds.Screening(16, 20.0)
+
+
+def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped_model, tmp_path, images):
+    own = tmp_path / "model"
+    shutil.copytree(shipped_model, own)
+    manifest = json.loads((own / "manifest.json").read_text())
+    manifest["screening"] = {"samples": 4, "margin": 12.0}
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    body = {"images": images[:2].tolist(), "num_samples": 64}
+    with TestClient(create_app(Settings(model_dir=own))) as client:
+        wait_ready(client)
+        limits = client.get("/v1/model").json()["limits"]
+        assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (4, 12.0)
+        used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
+        assert min(min(u) for u in used) == 4 and max(max(u) for u in used) == 64
+    with TestClient(create_app(Settings(model_dir=own, adaptive_screen_samples=16))) as client:
+        wait_ready(client)
+        limits = client.get("/v1/model").json()["limits"]
+        assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (16, 12.0)
