@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
     ]
     for name, r in report["configs"].items():
         if name == "defaults":
-            name = f"defaults (K = {r['num_samples']}, screening {r['screen_samples']})"
+            name = f"defaults (K = {r['num_samples']}, screening {r['screen_samples']}, margin {r['margin']:g})"
         lines.append(
             f"| {name} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} | {r['reported_over_spread_median']:.2f} "
             f"| {r['ess_median']:.1f} | {100 * r['reliable_share']:.0f} % | {100 * r['met_share']:.0f} % "
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-images", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="names from CONFIGS (default: all)")
+    parser.add_argument(
+        "--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="names from CONFIGS (default: all)"
+    )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     mnist_dir = os.environ.get("MNIST_DIR")
@@ -172,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(settings)
         inference = Inference(model, settings, ModelCalls(model, settings))
         started = time.perf_counter()
-        row = {"num_samples": settings.default_num_samples, "screen_samples": settings.adaptive_screen_samples}
+        row = {
+            "num_samples": settings.default_num_samples,
+            "screen_samples": inference.screening.samples,
+            "margin": inference.screening.margin,
+        }
         row |= precision(inference, x[: args.images], args.seeds)
         row["accuracy"] = accuracy(inference, x[: args.accuracy_images], labels[: args.accuracy_images])
         row["classify_images_per_s"] = classify_throughput(

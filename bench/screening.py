@@ -1,7 +1,7 @@
 """How many screening samples adaptive scoring needs: the answers and the cost at each.
 
     MNIST_DIR=... python -m bench.screening [--model-dir DIR] [--split validation] [--images 5000] \
-        [--screen 64 16 8] [--margins 20 10]
+        [--screen 64 16 8] [--margins 20 15 10]
 
 Adaptive scoring first gives every class a few samples (the screening) and all K only to the
 classes whose screened log p(x, y) lies within the margin of the image's best. Each (image,
@@ -37,7 +37,7 @@ from service import rounds
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 from training.data import load_mnist
-from training.screening import answers, compare, validation
+from training.screening import CANDIDATES, answers, compare, validation
 
 
 def markdown(report: dict) -> str:
@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--screen", type=int, nargs="+", default=[64, 16, 8], help="screening sizes")
-    parser.add_argument("--margins", type=float, nargs="+", default=[20.0], help="margins in nats")
+    sizes = list(dict.fromkeys(c.samples for c in CANDIDATES))
+    margins = list(dict.fromkeys(c.margin for c in CANDIDATES))
+    parser.add_argument("--screen", type=int, nargs="+", default=sizes, help="screening sizes (default %(default)s)")
+    parser.add_argument(
+        "--margins", type=float, nargs="+", default=margins, help="margins in nats (default %(default)s)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="default: bench/results/screening/<version>/<split>")
     args = parser.parse_args(argv)
@@ -76,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--screen takes distinct sizes of at least 1")
     if len(set(args.margins)) != len(args.margins) or min(args.margins) <= 0:
         parser.error("--margins takes distinct positive margins")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.images < 1:
+        parser.error("--rounds and --images must be at least 1")
     settings = Settings(model_dir=args.model_dir)
     model = load_model(settings)
     k = settings.default_num_samples

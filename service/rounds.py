@@ -41,9 +41,17 @@ def screening_for(manifest: dict, samples: int | None = None, margin: float | No
     """`samples` and `margin` where given (the settings), else the model's own (its manifest's
     `screening`, chosen on validation digits by `cvae screening`), else DEFAULT_SCREENING."""
     own = manifest.get("screening") or {}
+    own_samples, own_margin = own.get("samples", DEFAULT_SCREENING.samples), own.get("margin", DEFAULT_SCREENING.margin)
+    if not (
+        isinstance(own_samples, int) and own_samples >= 1 and isinstance(own_margin, int | float) and own_margin > 0
+    ):
+        raise ValueError(
+            f"manifest.json: screening.samples must be an integer >= 1 and screening.margin a number > 0 (got "
+            f"{own_samples!r} and {own_margin!r}); run `cvae screening MODEL_DIR` again or remove the entry"
+        )
     return Screening(
-        samples if samples is not None else int(own.get("samples", DEFAULT_SCREENING.samples)),
-        margin if margin is not None else float(own.get("margin", DEFAULT_SCREENING.margin)),
+        samples if samples is not None else own_samples,
+        margin if margin is not None else float(own_margin),
     )
 
 
@@ -101,6 +109,36 @@ async def _draw_and_score(
             eps = await asyncio.to_thread(estimator.draw_noise, gens[r0:r1], k1 - k0, latent_dim)  # [k, rows, D]
             log_w[k0:k1, r0:r1], lpx_z[k0:k1, r0:r1], _ = await score(rows_x[r0:r1], rows_y[r0:r1], eps)
     return log_w, lpx_z
+
+
+def estimate_now(
+    model,
+    x: np.ndarray,
+    num_samples: int,
+    seed: int,
+    chunk_rows: int,
+    screening: Screening | None = None,
+    precision: Precision | None = None,
+) -> Estimates:
+    """estimate_classes for a loaded model (service.runtime.Model) in this process, outside the service's loop."""
+
+    async def score(rows_x, rows_y, eps):
+        return model.log_weights(rows_x, rows_y, eps)
+
+    return asyncio.run(
+        estimate_classes(
+            score,
+            x,
+            model.num_classes,
+            model.latent_dim,
+            num_samples,
+            seed,
+            chunk_rows,
+            model.log_prior,
+            screening,
+            precision,
+        )
+    )
 
 
 async def estimate_classes(

@@ -33,7 +33,7 @@ from training.critic import CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import read_manifest, sha256, write_manifest
 from training.gold_standard import service_answers
-from training.train import TrainConfig, binarize, split_train_val
+from training.train import binarize, split_config, split_train_val
 
 OOD_FILE = "ood.npz"
 BACKGROUND_DRAWS = 2
@@ -71,7 +71,7 @@ def calibrate(
     directory `critic_from` when that one was trained on the same split."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    split = TrainConfig(**{**vars(TrainConfig()), **_split_fields(manifest)})
+    split = split_config(manifest)
     split_record = {"seed": split.seed, "val_size": split.val_size}
     train, val = split_train_val(data, split)
     if limit:
@@ -155,12 +155,6 @@ def _settings_used(seed: int, manifest: dict) -> str:
         f"the service's settings (K = {s.default_num_samples}, screening {screening.samples} samples, "
         f"margin {screening.margin} nats, tolerance {s.default_tolerance}), noise seed {seed}"
     )
-
-
-def _split_fields(manifest: dict) -> dict:
-    """The seed and validation size the model was trained with, as its manifest records them."""
-    config = (manifest.get("training") or {}).get("config") or {}
-    return {key: config[key] for key in ("seed", "val_size") if key in config}
 
 
 def run(

@@ -16,7 +16,6 @@ or CVAE_ADAPTIVE_MARGIN is set.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -32,18 +31,11 @@ CANDIDATES = tuple(rounds.Screening(s, m) for m in (20.0, 15.0, 10.0) for s in (
 
 
 def score(model, x: np.ndarray, k: int, screening: rounds.Screening | None = None, seed: int = 0, chunk_rows: int = 0):
-    """The service's estimates for x [N, 784] at K = k, in this process: (ClassEstimates, seconds)."""
-
-    async def log_weights(rows_x, rows_y, eps):
-        return model.log_weights(rows_x, rows_y, eps)
-
+    """The service's estimates for x [N, 784] at K = k, in this process (the service's chunking unless
+    `chunk_rows`): (ClassEstimates, seconds)."""
     chunk_rows = chunk_rows or Settings().score_chunk_rows
     started = time.perf_counter()
-    estimates = asyncio.run(
-        rounds.estimate_classes(
-            log_weights, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
-        )
-    )
+    estimates = rounds.estimate_now(model, x, k, seed, chunk_rows, screening)
     return estimates.classes, time.perf_counter() - started
 
 
@@ -70,10 +62,9 @@ def compare(reference: dict, other: dict, labels: np.ndarray) -> dict:
 
 def validation(data: Mnist, manifest: dict, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The first `limit` digits of the split the model held out, x ~ Bernoulli(pixel/255) (numpy `seed`), labels."""
-    from training.train import TrainConfig, split_train_val
+    from training.train import split_config, split_train_val
 
-    config = (manifest.get("training") or {}).get("config") or {}
-    _, val = split_train_val(data, TrainConfig(**{key: config[key] for key in ("seed", "val_size") if key in config}))
+    _, val = split_train_val(data, split_config(manifest))
     pixels = data.train_x[val[:limit]]
     x = (np.random.default_rng(seed).random(pixels.shape) < pixels / 255.0).astype(np.float32)
     return x, data.train_y[val[:limit]].astype(np.int64)
@@ -92,8 +83,9 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    model = load_model(Settings(model_dir=model_dir, batching=False))
-    k = Settings().default_num_samples
+    settings = Settings(model_dir=model_dir, batching=False)
+    model = load_model(settings)
+    k = settings.default_num_samples
     x, labels = validation(data, manifest, images, seed)
     started = time.time()
     reference, _ = answers(model, x, k, REFERENCE, seed)
@@ -113,8 +105,15 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
         "candidates": rows,
         "seconds": time.time() - started,
     }
+    calibrated = (manifest["files"].get("ood") or {}).get("reference", {}).get("settings", "")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
+    if calibrated and f"screening {chosen['samples']} samples, margin {chosen['margin']} nats" not in calibrated:
+        print(
+            f"warning: the out-of-distribution reference was scored at {calibrated}; run "
+            f"`cvae calibrate {model_dir}` again (with --critic-from {model_dir} to keep its critic)",
+            flush=True,
+        )
     if manifest.get("metrics", {}).get("nll") is not None:
         refresh_card(model_dir, manifest)
     return entry

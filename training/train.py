@@ -54,6 +54,12 @@ def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(y, num_classes).float()
 
 
+def split_config(manifest: dict) -> TrainConfig:
+    """A TrainConfig with the seed and validation size the model was trained with, as its manifest records them."""
+    config = (manifest.get("training") or {}).get("config") or {}
+    return TrainConfig(**{key: config[key] for key in ("seed", "val_size") if key in config})
+
+
 def split_train_val(data: Mnist, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation images, fixed by the seed."""
     order = np.random.default_rng(config.seed).permutation(len(data.train_y))

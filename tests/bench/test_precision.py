@@ -34,7 +34,14 @@ def test_precision_rows_match_the_answers(shipped_model):
         "duration": 1.0,
         "command": "python -m bench.precision",
         "configs": {
-            "defaults": {**row, "num_samples": 100, "screen_samples": 8, "accuracy": 1.0, "classify_images_per_s": 12.5}
+            "defaults": {
+                **row,
+                "num_samples": 100,
+                "screen_samples": 8,
+                "margin": 15.0,
+                "accuracy": 1.0,
+                "classify_images_per_s": 12.5,
+            }
         },
     }
-    assert "| defaults (K = 100, screening 8) | " in markdown(report) and "12.5" in markdown(report)
+    assert "| defaults (K = 100, screening 8, margin 15) | " in markdown(report) and "12.5" in markdown(report)

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
@@ -14,14 +15,7 @@ from service.settings import Settings
 
 
 def estimate(model, x, k, screening=None, seed=0, chunk_rows=20000):
-    async def score(rows_x, rows_y, eps):
-        return model.log_weights(rows_x, rows_y, eps)
-
-    return asyncio.run(
-        rounds.estimate_classes(
-            score, x, model.num_classes, model.latent_dim, k, seed, chunk_rows, model.log_prior, screening
-        )
-    ).classes
+    return rounds.estimate_now(model, x, k, seed, chunk_rows, screening).classes
 
 
 def test_chunking_does_not_change_the_answer(model, images):
@@ -78,12 +72,13 @@ def test_route_echoes_adaptive_and_the_samples_used(shipped_model, images):
     with TestClient(create_app(Settings(model_dir=shipped_model))) as client:
         while client.get("/readyz").status_code != 200:
             pass
+        limits = client.get("/v1/model").json()["limits"]
         body = {"images": [images[0].tolist()], "num_samples": 300, "seed": 0}
         fast = client.post("/v1/log-likelihood", json=body).json()
         full = client.post("/v1/log-likelihood", json={**body, "adaptive": False}).json()
     assert fast["adaptive"] is True and full["adaptive"] is False
     assert full["results"][0]["num_samples_used"] == [300] * 10
-    assert min(fast["results"][0]["num_samples_used"]) == 64
+    assert min(fast["results"][0]["num_samples_used"]) == limits["adaptive_screen_samples"]
     assert abs(fast["results"][0]["log_px"] - full["results"][0]["log_px"]) < 0.05
 
 
@@ -113,3 +108,11 @@ def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]
         assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (16, 12.0)
+        used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
+        assert min(min(u) for u in used) == 16 and max(max(u) for u in used) == 64
+
+
+def test_a_model_with_a_broken_screening_is_refused_with_the_field_named():
+    for bad in ({"samples": 0, "margin": 15.0}, {"samples": 8, "margin": -1}, {"samples": "8", "margin": 15.0}):
+        with pytest.raises(ValueError, match="screening.samples must be an integer >= 1"):
+            rounds.screening_for({"screening": bad})

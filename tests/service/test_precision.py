@@ -1,7 +1,5 @@
 """Error bars, the reliability diagnostic, rounds to a requested precision, and the noise streams."""
 
-import asyncio
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -65,14 +63,7 @@ SCREENING = rounds.Screening(16, 20.0)
 
 
 def estimate(model, x, k, precision=None, chunk_rows=20000, screening=SCREENING):
-    async def score(rows_x, rows_y, eps):
-        return model.log_weights(rows_x, rows_y, eps)
-
-    return asyncio.run(
-        rounds.estimate_classes(
-            score, x, model.num_classes, model.latent_dim, k, 7, chunk_rows, model.log_prior, screening, precision
-        )
-    )
+    return rounds.estimate_now(model, x, k, 7, chunk_rows, screening, precision)
 
 
 def test_rounds_reach_the_tolerance_and_do_not_depend_on_chunking(model, images):
