@@ -99,8 +99,9 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--data-dir",
-        help="folder with the MNIST IDX files: with it, export also calibrates the out-of-distribution "
-        "assessment (as `calibrate` does); without it, the model has none until `cvae calibrate`",
+        help="folder with the MNIST IDX files: with it, export also chooses the model's screening and calibrates "
+        "the out-of-distribution assessment (as `screening` and then `calibrate` do); without it, the model has "
+        "neither until those commands run",
     )
 
     screening = commands.add_parser(
@@ -211,9 +212,12 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             if args.copy_checkpoint:
                 shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
             print(f"exported {out}")
-            if args.data_dir:  # only when asked: the calibration scores 5,000 images (minutes)
+            if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
+                from training.data import load_mnist
                 from training.ood import run as calibrate
+                from training.screening import run as choose_screening
 
+                choose_screening(out, load_mnist(args.data_dir))
                 calibrate(out, args.data_dir)
         elif args.command == "screening":
             from training.data import load_mnist
