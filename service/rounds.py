@@ -33,6 +33,10 @@ class Screening:
     samples: int
     margin: float
 
+    def text(self) -> str:
+        """How records name it (a calibration's settings, the check against them)."""
+        return f"screening {self.samples} samples, margin {float(self.margin)} nats"
+
 
 DEFAULT_SCREENING = Screening(64, 20.0)  # for a model whose manifest names none
 

@@ -152,8 +152,8 @@ def _settings_used(seed: int, manifest: dict) -> str:
     s = Settings()
     screening = rounds.screening_for(manifest, s.adaptive_screen_samples, s.adaptive_margin)
     return (
-        f"the service's settings (K = {s.default_num_samples}, screening {screening.samples} samples, "
-        f"margin {screening.margin} nats, tolerance {s.default_tolerance}), noise seed {seed}"
+        f"the service's settings (K = {s.default_num_samples}, {screening.text()}, "
+        f"tolerance {s.default_tolerance}), noise seed {seed}"
     )
 
 

@@ -108,7 +108,7 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
     calibrated = (manifest["files"].get("ood") or {}).get("reference", {}).get("settings", "")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
-    if calibrated and f"screening {chosen['samples']} samples, margin {chosen['margin']} nats" not in calibrated:
+    if calibrated and rounds.Screening(chosen["samples"], chosen["margin"]).text() not in calibrated:
         print(
             f"warning: the out-of-distribution reference was scored at {calibrated}; run "
             f"`cvae calibrate {model_dir}` again (with --critic-from {model_dir} to keep its critic)",

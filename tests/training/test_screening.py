@@ -50,10 +50,13 @@ def test_choose_takes_the_cheapest_row_within_the_relevant_probability():
     assert rounds.Screening(64, 20.0) == screening.REFERENCE and screening.REFERENCE in screening.CANDIDATES
 
 
-def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir, tmp_path):
+def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
     shutil.copytree(shipped_model, model_dir)
     entry = screening.run(model_dir, load_mnist(mnist_dir), images=12)
+    # the copy's calibration was scored at 64 samples and 20 nats: another choice asks for a new one
+    warned = "run `cvae calibrate" in capsys.readouterr().out
+    assert warned == ((entry["samples"], entry["margin"]) != (64, 20.0))
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["screening"] == json.loads(json.dumps(entry))
     assert len(entry["candidates"]) == len(screening.CANDIDATES) and "12 validation digits" in entry["chosen_on"]
