@@ -10,7 +10,10 @@ The sets the detection benchmark reports:
 - letters: printed Latin letters, rendered from a font and prepared as MNIST digits were
   (20x20 box, centre of mass in the middle), so that only their shape differs;
 - glyphs: punctuation, symbols, Greek letters and geometric shapes (outlined or filled), prepared
-  the same way.
+  the same way;
+- reshaped: test digits made into no digit (mirrored, upside down, on their side, turned half
+  round, halved with another, overlaid on another, reversed in polarity), prepared the same way:
+  the kinds of shape the critic learns to reject, made from digits it never saw.
 
 Letters and glyphs come in two font families (`FONT_FAMILIES`): the first was used while choosing
 the method, the second was not looked at until the report.
@@ -80,6 +83,14 @@ def strokes(n: int, seed: int) -> np.ndarray:
 def inverted(digits: np.ndarray) -> np.ndarray:
     """Grey digits [N, 784] in [0, 1] with their polarity reversed."""
     return 1.0 - digits
+
+
+def reshaped(digits: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n non-digits [n, 784] in [0, 1] made from grey digits [N, 784] in [0, 1] of classes `labels` [N] by
+    the critic's own reshapings (training.outliers.reshaped_digits)."""
+    from training.outliers import reshaped_digits
+
+    return reshaped_digits(digits * 255.0, labels, n, np.random.default_rng(seed))
 
 
 def noise(n: int, seed: int) -> np.ndarray:

@@ -52,7 +52,7 @@ CONFIGS = {
     **{
         f"K = {k}, screening {screen}, margin {margin}, one round": _explicit(k, screen, margin)
         for k in (1000, 400)
-        for screen, margin in ((64, 20), (16, 20), (8, 15))
+        for screen, margin in ((64, 20), (16, 20), (8, 20), (8, 15))
     },
     "tolerance 0.3 nats, up to 8000 samples per class": {
         "CVAE_DEFAULT_TOLERANCE": "0.3",

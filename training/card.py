@@ -100,13 +100,18 @@ def _proposal_section(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _needed(row: dict) -> str:
+    """The margin a candidate's screening size needs, or – where the record predates the rule."""
+    return f"{row['needed_margin']:.1f}" if "needed_margin" in row else "–"
+
+
 def _screening_section(manifest: dict) -> str:
     own = manifest.get("screening")
     if not own:
         return ""
     rows = [
         f"| {r['samples']}, {r['margin']:g} | {r['samples_per_image']:.0f} | {r['max_abs_diff_py_x']:.2g} "
-        f"| {r['max_abs_diff_log_px']:.4f} | {r['changed_predictions']} |"
+        f"| {r['max_abs_diff_log_px']:.4f} | {r['changed_predictions']} | {_needed(r)} |"
         for r in own["candidates"]
     ]
     return f"""
@@ -116,8 +121,8 @@ within {own["margin"]:g} nats of the image's best (unless `CVAE_ADAPTIVE_SCREEN_
 is set). Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}.
 
 | screening samples, margin (nats) | samples per image | largest \\|Δ p(y\\|x)\\| | largest \\|Δ log p(x)\\| (nats) \
-| predictions changed |
-|---|---|---|---|---|
+| predictions changed | margin needed (nats) |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
 

@@ -37,11 +37,21 @@ def test_the_sets_are_images_with_bright_ink():
     assert np.all(np.abs(rows - 14) < 2)
 
 
+def test_reshaped_digits_are_no_digits_of_the_given_ones(mnist_dir):
+    from bench.ood import grey_test_digits
+
+    digits, labels = grey_test_digits(str(mnist_dir), 40)
+    images = ood_sets.reshaped(digits, labels, 30, seed=0)
+    assert images.shape == (30, 784) and images.min() >= 0 and images.max() <= 1
+    assert not any(np.allclose(image, digit) for image in images for digit in digits)  # none left as it was
+    assert np.array_equal(images, ood_sets.reshaped(digits, labels, 30, seed=0))  # a seed gives the same set
+
+
 def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
         pytest.skip("no fonts for the letter and glyph sets")
     report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)
-    assert len(report["flagged"]) == 8
+    assert len(report["flagged"]) == 9 and "reshaped digits" in report["flagged"]
     service = report["auroc"]["the service: distance and critic, 1 - p"]
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
