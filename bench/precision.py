@@ -49,6 +49,7 @@ def _explicit(k: int, screen: int, margin: int) -> dict:
 
 CONFIGS = {
     "defaults": {},
+    "K = 400, the model's own screening": {"CVAE_DEFAULT_NUM_SAMPLES": "400"},
     **{
         f"K = {k}, screening {screen}, margin {margin}, one round": _explicit(k, screen, margin)
         for k in (1000, 400)
@@ -131,7 +132,7 @@ def markdown(report: dict) -> str:
     ]
     for name, r in report["configs"].items():
         if name == "defaults":
-            name = f"defaults (K = {r['num_samples']}, screening {r['screen_samples']}, margin {r['margin']:g})"
+            name = f"defaults (K = {r['num_samples']}, {r['screening']})"
         lines.append(
             f"| {name} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} | {r['reported_over_spread_median']:.2f} "
             f"| {r['ess_median']:.1f} | {100 * r['reliable_share']:.0f} % | {100 * r['met_share']:.0f} % "
@@ -176,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         row = {
             "num_samples": settings.default_num_samples,
-            "screen_samples": inference.screening.samples,
-            "margin": inference.screening.margin,
+            "screening": inference.screening.text(),
         }
         row |= precision(inference, x[: args.images], args.seeds)
         row["accuracy"] = accuracy(inference, x[: args.accuracy_images], labels[: args.accuracy_images])

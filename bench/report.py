@@ -70,7 +70,7 @@ def write_report(report: dict, http: dict, torch_peer: dict, litserve: dict, out
     lines += [
         "",
         f"Adaptive against exhaustive scoring, in process, {a['images']} test images, K = {a['num_samples']}"
-        + (f" (screening {a['screen_samples']}, margin {a['margin']:g} nats)" if "screen_samples" in a else "")
+        + (f" ({a['screening']})" if "screening" in a else "")
         + ": "
         f"{a['speedup']:.2f}x faster ({a['sample_ratio']:.2f}x fewer decoder passes), "
         f"|difference in log p(x)| mean {a['mean_abs_diff_nats']:.4f} nats, max {a['max_abs_diff_nats']:.4f}, "

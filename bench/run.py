@@ -298,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     report["adaptive"] = {
         "images": len(x),
         "num_samples": args.adaptive_samples,
-        "screen_samples": screening.samples,
-        "margin": screening.margin,
+        "screening": screening.text(),
         "speedup": full_s / fast_s,
         "sample_ratio": float(full.num_samples.sum() / fast.num_samples.sum()),
         "mean_abs_diff_nats": float(np.abs(full_post.log_px - fast_post.log_px).mean()),

@@ -1,7 +1,7 @@
 """How many screening samples adaptive scoring needs: the answers and the cost at each.
 
     MNIST_DIR=... python -m bench.screening [--model-dir DIR] [--split validation] [--images 5000] \
-        [--screen 64 16 8] [--margins 20 15 10]
+        [--screen 64 16 8] [--margins 20 15 10] [--own]
 
 Adaptive scoring first gives every class a few samples (the screening) and all K only to the
 classes whose screened log p(x, y) lies within the margin of the image's best. Each (image,
@@ -15,8 +15,9 @@ scoring (service.rounds at the settings' K), for each screening
 size and margin (every pair of `--screen` and `--margins`): samples per image, images per
 second, accuracy of argmax p(y|x), and against the first pair (the first size and margin) the
 mean and largest |difference| in log p(x), the largest |difference| in any p(y|x), and the
-images whose predicted class changed. The last row is the first pair again with noise seed 1:
-how far the answers move between seeds, against which the other rows' differences are read.
+images whose predicted class changed. With `--own`, a row for the model's own screening (one
+look or two). The last row is the first pair again with noise seed 1: how far the answers move
+between seeds, against which the other rows' differences are read.
 The pairs run one after the other, in `--rounds` rounds, and each speed is the median round.
 
 Writes bench/results/screening/<version>/<split>/screening.json and SCREENING.md, and prints the markdown.
@@ -37,7 +38,7 @@ from service import rounds
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 from training.data import load_mnist
-from training.screening import CANDIDATES, answers, compare, validation
+from training.screening import SIZES, answers, compare, validation
 
 
 def markdown(report: dict) -> str:
@@ -64,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--images", type=int, default=5000)
-    sizes = list(dict.fromkeys(c.samples for c in CANDIDATES))
-    margins = list(dict.fromkeys(c.margin for c in CANDIDATES))
-    parser.add_argument("--screen", type=int, nargs="+", default=sizes, help="screening sizes (default %(default)s)")
     parser.add_argument(
-        "--margins", type=float, nargs="+", default=margins, help="margins in nats (default %(default)s)"
+        "--screen", type=int, nargs="+", default=list(SIZES), help="screening sizes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--margins", type=float, nargs="+", default=[20.0, 15.0, 10.0], help="margins in nats (default %(default)s)"
+    )
+    parser.add_argument(
+        "--own", action="store_true", help="also the model's own screening (its manifest's, chosen by cvae screening)"
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="default: bench/results/screening/<version>/<split>")
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{size}, {margin:g}": (rounds.Screening(size, margin), 0) for margin in args.margins for size in args.screen
     }
     reference = next(iter(screenings))
+    if args.own:
+        own = rounds.screening_for(model.manifest)
+        screenings[f"the model's own: {own.text()}"] = (own, 0)
     screenings[f"{reference}, seed 1"] = (screenings[reference][0], 1)
     seconds: dict[str, list[float]] = {name: [] for name in screenings}
     results: dict[str, dict] = {}
@@ -117,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "bench.screening", *(argv if argv is not None else sys.argv[1:])]),
         "screenings": {
             name: {
-                "samples": screening.samples,
-                "margin": screening.margin,
+                "looks": [list(look) for look in screening.looks()],
                 "seed": seed,
                 **compare(results[reference], results[name], labels),
                 "images_per_s": len(x) / median[name],

@@ -1,7 +1,8 @@
 """How many importance samples each image and class gets: screening, then rounds to a precision.
 
 1. Screening (optional): every class gets a few samples; only the classes whose screened
-   log p(x, y) lies within a margin of the image's best take part further.
+   log p(x, y) lies within a margin of the image's best take part further (optionally after a
+   second look with more samples, among themselves).
 2. The classes taking part get `num_samples` in all.
 3. Rounds (optional): while an image's log p(x) has a standard error above the tolerance,
    or a class that carries p(y|x) >= estimator.RELEVANT has weights whose Pareto k-hat is
@@ -28,34 +29,57 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Awaitable[tuple[np.ndar
 @dataclass(frozen=True)
 class Screening:
     """Every class first gets `samples` draws; only classes whose screened log p(x, y) lies
-    within `margin` nats of the image's best get more."""
+    within `margin` nats of the image's best get more. With `recheck` = (samples, margin), those
+    classes first get that many draws in all and are screened again, among themselves, at that
+    margin; the classes left get all K."""
 
     samples: int
     margin: float
+    recheck: tuple[int, float] | None = None
+
+    def looks(self) -> tuple[tuple[int, float], ...]:
+        """(samples, margin) of each look in turn."""
+        return ((self.samples, self.margin),) + ((self.recheck,) if self.recheck else ())
 
     def text(self) -> str:
         """How records name it (a calibration's settings, the check against them)."""
-        return f"screening {self.samples} samples, margin {float(self.margin)} nats"
+        return "screening " + ", then ".join(f"{s} samples, margin {float(m)} nats" for s, m in self.looks())
 
 
 DEFAULT_SCREENING = Screening(64, 20.0)  # for a model whose manifest names none
 
 
-def screening_for(manifest: dict, samples: int | None = None, margin: float | None = None) -> Screening:
-    """`samples` and `margin` where given (the settings), else the model's own (its manifest's
-    `screening`, chosen on validation digits by `cvae screening`), else DEFAULT_SCREENING."""
-    own = manifest.get("screening") or {}
-    own_samples, own_margin = own.get("samples", DEFAULT_SCREENING.samples), own.get("margin", DEFAULT_SCREENING.margin)
-    if not (
-        isinstance(own_samples, int) and own_samples >= 1 and isinstance(own_margin, int | float) and own_margin > 0
-    ):
+def _look(entry: dict, name: str) -> tuple[int, float]:
+    samples, margin = entry.get("samples"), entry.get("margin")
+    if not (isinstance(samples, int) and samples >= 1 and isinstance(margin, int | float) and margin > 0):
         raise ValueError(
-            f"manifest.json: screening.samples must be an integer >= 1 and screening.margin a number > 0 (got "
-            f"{own_samples!r} and {own_margin!r}); run `cvae screening MODEL_DIR` again or remove the entry"
+            f"manifest.json: {name}.samples must be an integer >= 1 and {name}.margin a number > 0 (got "
+            f"{samples!r} and {margin!r}); run `cvae screening MODEL_DIR` again or remove the entry"
         )
+    return samples, float(margin)
+
+
+def screening_for(manifest: dict, samples: int | None = None, margin: float | None = None) -> Screening:
+    """The model's own screening (its manifest's `screening`, chosen on validation digits by
+    `cvae screening`), else DEFAULT_SCREENING; `samples` or `margin` where given (the settings)
+    replace its first look, and it is then that look alone."""
+    own = manifest.get("screening")
+    if own is None:
+        own_screening = DEFAULT_SCREENING
+    else:
+        first = _look(own, "screening")
+        recheck = _look(own["recheck"], "screening.recheck") if own.get("recheck") is not None else None
+        if recheck is not None and recheck[0] <= first[0]:
+            raise ValueError(
+                f"manifest.json: screening.recheck.samples ({recheck[0]}) must exceed screening.samples ({first[0]}); "
+                "run `cvae screening MODEL_DIR` again or remove the entry"
+            )
+        own_screening = Screening(*first, recheck)
+    if samples is None and margin is None:
+        return own_screening
     return Screening(
-        samples if samples is not None else own_samples,
-        margin if margin is not None else float(own_margin),
+        samples if samples is not None else own_screening.samples,
+        margin if margin is not None else own_screening.margin,
     )
 
 
@@ -178,17 +202,21 @@ async def estimate_classes(
             )
             drawn.add(group, log_w, lpx_z)
 
-    everything = np.arange(n * c)
-    adaptive = screening is not None and num_samples > screening.samples
-    first = screening.samples if adaptive else num_samples
-    await extend(everything, np.full(n * c, first))
     in_play = np.ones(n * c, dtype=bool)
-    if adaptive:
-        first_w = np.stack([drawn.weights(r)[0] for r in everything], axis=1).astype(np.float64)  # [first, N*C]
-        screened = estimator.log_mean_exp(first_w, axis=0).reshape(n, c) + log_prior
-        in_play = (screened >= screened.max(axis=1, keepdims=True) - screening.margin).ravel()
-        keep = np.nonzero(in_play)[0]
-        await extend(keep, np.full(len(keep), num_samples - first))
+    looks = [look for look in screening.looks() if look[0] < num_samples] if screening is not None else []
+    drawn_each = 0  # samples every row in play has so far
+    for samples, margin in looks:
+        await extend(np.nonzero(in_play)[0], np.full(int(in_play.sum()), samples - drawn_each))
+        drawn_each = samples
+        screened = np.full(n * c, -np.inf)
+        rows = np.nonzero(in_play)[0]
+        screened[rows] = estimator.log_mean_exp(
+            np.stack([drawn.weights(r)[0] for r in rows], axis=1).astype(np.float64), axis=0
+        )
+        screened = screened.reshape(n, c) + log_prior
+        in_play &= (screened >= screened.max(axis=1, keepdims=True) - margin).ravel()
+    keep = np.nonzero(in_play)[0]
+    await extend(keep, np.full(len(keep), num_samples - drawn_each))
     classes = await asyncio.to_thread(_reduce, drawn, n, c)
     met = np.ones(n, dtype=bool)
     if precision is not None:

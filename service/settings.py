@@ -89,7 +89,10 @@ class Settings(BaseSettings):
     log_format: str = Field("json", pattern="^(json|text)$", description="log lines as JSON objects or plain text")
 
     adaptive_screen_samples: int | None = Field(
-        None, ge=1, description="samples per class in the adaptive screening pass (unset: the model's own, else 64)"
+        None,
+        ge=1,
+        description="samples per class in the adaptive screening pass (unset: the model's own, else 64; set, "
+        "this or adaptive_margin replaces the model's first look and drops its recheck)",
     )
     adaptive_margin: float | None = Field(
         None,

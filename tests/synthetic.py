@@ -1,4 +1,4 @@
-"""Synthetic digits that a tiny model learns in seconds."""
+"""Synthetic digits: ones that a tiny model learns in seconds, and ones a loaded model draws itself."""
 
 import numpy as np
 
@@ -19,3 +19,12 @@ def synthetic_mnist(n_train=300, n_test=50):
     train_x, train_y = make(n_train)
     test_x, test_y = make(n_test)
     return Mnist(train_x, train_y, test_x, test_y)
+
+
+def model_digits(model, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n binary images [n, 784] drawn from a loaded model (service.runtime.Model) itself, and their
+    classes 0, 1, 2, ... in turn."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % model.num_classes
+    logits = model.decode(rng.standard_normal((n, model.latent_dim)), y)
+    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32), y

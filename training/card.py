@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service import abstention
+from service import abstention, rounds
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
 
@@ -100,9 +100,8 @@ def _proposal_section(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _needed(row: dict) -> str:
-    """The margin a candidate's screening size needs, or – where the record predates the rule."""
-    return f"{row['needed_margin']:.1f}" if "needed_margin" in row else "–"
+def _looks(looks: list) -> str:
+    return ", then ".join(f"{samples} @ {margin:.1f}" for samples, margin in looks)
 
 
 def _screening_section(manifest: dict) -> str:
@@ -110,18 +109,22 @@ def _screening_section(manifest: dict) -> str:
     if not own:
         return ""
     rows = [
-        f"| {r['samples']}, {r['margin']:g} | {r['samples_per_image']:.0f} | {r['max_abs_diff_py_x']:.2g} "
-        f"| {r['max_abs_diff_log_px']:.4f} | {r['changed_predictions']} | {_needed(r)} |"
+        f"| {_looks(r['looks'])} | {_looks([[s, n] for (s, _), n in zip(r['looks'], r['needed_margins'])])} "
+        f"| {r['samples_per_image']:.0f} | {r['max_abs_diff_py_x']:.2g} | {r['max_abs_diff_log_px']:.4f} "
+        f"| {r['changed_predictions']} |"
         for r in own["candidates"]
     ]
+    errors = ", ".join(f"{size} draws {value:.1f} nats" for size, value in own["underestimates"].items())
     return f"""
 ## Screening
-The service's adaptive scoring gives every class {own["samples"]} samples first and all K only to the classes
-within {own["margin"]:g} nats of the image's best (unless `CVAE_ADAPTIVE_SCREEN_SAMPLES` or `CVAE_ADAPTIVE_MARGIN`
-is set). Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}.
+The service's adaptive scoring uses {rounds.screening_for(manifest).text()} (each look gives the classes
+still in play that many samples in all and keeps those within the margin of the image's best; the
+classes left get all K), unless `CVAE_ADAPTIVE_SCREEN_SAMPLES` or `CVAE_ADAPTIVE_MARGIN` is set.
+Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}. Largest underestimates of a near
+class's distance from the best: {errors}.
 
-| screening samples, margin (nats) | samples per image | largest \\|Δ p(y\\|x)\\| | largest \\|Δ log p(x)\\| (nats) \
-| predictions changed | margin needed (nats) |
+| screening (samples @ margin in nats, each look) | margins needed | samples per image | largest \\|Δ p(y\\|x)\\| \
+| largest \\|Δ log p(x)\\| (nats) | predictions changed |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 """

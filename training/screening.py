@@ -1,29 +1,30 @@
 """A model's own screening for adaptive scoring, chosen on validation digits: `cvae screening MODEL_DIR`.
 
-Adaptive scoring gives every class `samples` draws first, then all K only to the classes whose
-screened log p(x, y) lies within `margin` nats of the image's best. Each (image, class) draws
-from its own noise stream, so the classes that get all K get the same samples whatever the
-screening; a smaller screening only leaves more classes at their screening estimate. That is
-cheaper, but a few draws from a heavy-tailed proposal can put a class that matters many nats
-too low, and then it is screened out.
+Adaptive scoring gives every class a few draws first, then more only to the classes whose
+screened log p(x, y) lies within a margin of the image's best: either all K at once, or first
+a second look with more draws and a narrower margin (rounds.Screening's recheck). Each (image,
+class) draws from its own noise stream, so the classes that get all K get the same samples
+whatever the screening; a smaller screening only leaves more classes at their screening
+estimate. That is cheaper, but a few draws from a heavy-tailed proposal can put a class that
+matters many nats too low, and then it is screened out.
 
-Every candidate is scored at the service's K, through the service's own code, on validation
-digits. A candidate passes when
-- its answers move no p(y|x) by more than estimator.RELEVANT against REFERENCE (the screening
-  every model had before it had its own), and
-- its margin covers the errors its screening size was seen to make: a class that matters
-  (p(y|x) >= RELEVANT) lies within log(1 / RELEVANT) = 6.9 nats of the best, so the margin must
-  be at least that plus the largest amount by which that many draws put a class further below
-  the image's best than the reference does, among the classes within NEAR nats of the best.
-The first test counts the few images where a class that matters was screened out; the second
-looks at every near class's error, so it sees a heavy tail that 5,000 images may not show in
-the answers. The cheapest passing candidate (fewest samples per image) is written to the
-manifest as `screening`. The service uses it unless CVAE_ADAPTIVE_SCREEN_SAMPLES
-or CVAE_ADAPTIVE_MARGIN is set.
+So each look's margin comes from the errors its number of draws was seen to make on validation
+digits: a class that matters (p(y|x) >= estimator.RELEVANT) lies within log(1 / RELEVANT) =
+6.9 nats of the image's best, and the margin is that plus the largest amount by which that many
+draws put a class within NEAR nats of the best further below the best than REFERENCE (the
+screening every model had before it had its own) does, rounded up to a whole nat. These errors
+come from every class near its image's best, most of which matter to no answer, so they show
+the heavy tail that the answers of 5,000 images may not.
+
+Each candidate of LOOKS, with those margins, is then scored at the service's K through the
+service's own code; the cheapest (fewest samples per image) whose answers move no p(y|x) by
+more than RELEVANT against REFERENCE is written to the manifest as `screening`. The service
+uses it unless CVAE_ADAPTIVE_SCREEN_SAMPLES or CVAE_ADAPTIVE_MARGIN is set.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -36,7 +37,17 @@ from training.data import Mnist
 
 REFERENCE = rounds.DEFAULT_SCREENING
 NEAR = 10.0  # nats below the image's best at the reference: the classes whose screening errors are measured
-CANDIDATES = tuple(rounds.Screening(s, m) for m in (20.0, 15.0, 10.0) for s in (64, 16, 8))
+LOOKS = ((64,), (16,), (8,), (16, 64), (8, 64))  # each candidate's screening sizes: one look, or a look and a recheck
+SIZES = tuple(sorted({size for looks in LOOKS for size in looks}, reverse=True))
+
+
+def candidates(errors: dict[int, float]) -> list[rounds.Screening]:
+    """Each of LOOKS with the margin each look's size needs, rounded up to a whole nat."""
+
+    def look(size: int) -> tuple[int, float]:
+        return size, float(math.ceil(needed_margin(errors[size])))
+
+    return [rounds.Screening(*look(first), look(then[0]) if then else None) for first, *then in LOOKS]
 
 
 def score(model, x: np.ndarray, k: int, screening: rounds.Screening | None = None, seed: int = 0, chunk_rows: int = 0):
@@ -99,16 +110,24 @@ def validation(data: Mnist, manifest: dict, limit: int, seed: int = 0) -> tuple[
 
 
 def passes(row: dict) -> bool:
-    """Whether a candidate's answers stay within RELEVANT of the reference's and its margin covers its errors."""
-    return row["max_abs_diff_py_x"] <= estimator.RELEVANT and row["margin"] >= row["needed_margin"]
+    """Whether a candidate's answers stay within RELEVANT of the reference's and each look's margin covers
+    the errors of its size."""
+    covered = all(margin >= need for (_, margin), need in zip(row["looks"], row["needed_margins"]))
+    return row["max_abs_diff_py_x"] <= estimator.RELEVANT and covered
 
 
 def choose(rows: list[dict]) -> dict:
-    """The cheapest passing row; when none passes, the one with the widest margin and the most samples."""
+    """The cheapest passing row; when none passes, the first (the reference)."""
     passing = [r for r in rows if passes(r)]
-    if passing:
-        return min(passing, key=lambda r: r["samples_per_image"])
-    return max(rows, key=lambda r: (r["margin"] - r["needed_margin"], r["samples_per_image"]))
+    return min(passing, key=lambda r: r["samples_per_image"]) if passing else rows[0]
+
+
+def entry_of(row: dict) -> dict:
+    """The manifest's `screening` fields of a candidate's row (as rounds.screening_for reads them)."""
+    (samples, margin), *then = row["looks"]
+    return {"samples": samples, "margin": margin} | (
+        {"recheck": {"samples": then[0][0], "margin": then[0][1]}} if then else {}
+    )
 
 
 def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -> dict:
@@ -124,33 +143,26 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
     x, labels = validation(data, manifest, images, seed)
     started = time.time()
     reference, _ = answers(model, x, k, REFERENCE, seed)
-    errors = underestimates(model, x, reference, [c.samples for c in CANDIDATES], seed)
+    errors = underestimates(model, x, reference, SIZES, seed)
     print(f"largest underestimates of a near class's distance from the best, by screening size: {errors}", flush=True)
     rows = []
-    for candidate in CANDIDATES:
+    for candidate in [REFERENCE, *candidates(errors)]:
         result = reference if candidate == REFERENCE else answers(model, x, k, candidate, seed)[0]
-        rows.append(
-            {
-                "samples": candidate.samples,
-                "margin": candidate.margin,
-                "needed_margin": needed_margin(errors[candidate.samples]),
-                **compare(reference, result, labels),
-            }
-        )
-        print(f"screening {candidate.samples}, {candidate.margin:g} nats: {rows[-1]}", flush=True)
+        looks = [list(look) for look in candidate.looks()]
+        needed = [needed_margin(errors[size]) for size, _ in looks]
+        rows.append({"looks": looks, "needed_margins": needed, **compare(reference, result, labels)})
+        print(f"{candidate.text()}: {rows[-1]}", flush=True)
     chosen = choose(rows)
     if not passes(chosen):
-        print(f"warning: no candidate passes; keeping the widest margin for its errors, {chosen}", flush=True)
-    entry = {
-        "samples": chosen["samples"],
-        "margin": chosen["margin"],
+        print(f"warning: no candidate passes; keeping the reference, {chosen}", flush=True)
+    entry = entry_of(chosen) | {
         "chosen_on": f"the first {len(x)} validation digits, x ~ Bernoulli(pixel/255) (numpy seed {seed}), "
         f"K = {k}, noise seed {seed}",
-        "rule": f"the fewest samples per image among the candidates that move no p(y|x) by more than "
-        f"{estimator.RELEVANT:g} against {REFERENCE.samples} samples and {REFERENCE.margin:g} nats, and whose "
-        f"margin is at least log(1/{estimator.RELEVANT:g}) = {needed_margin(0):.1f} nats plus the largest amount by "
-        f"which that many screening samples put a class within {NEAR:g} nats of the image's best (at "
-        f"{REFERENCE.samples} samples and {REFERENCE.margin:g} nats) further below it",
+        "rule": f"each look's margin is log(1/{estimator.RELEVANT:g}) = {needed_margin(0):.1f} nats plus the "
+        f"largest amount by which its number of draws put a class within {NEAR:g} nats of the image's best "
+        f"(at {REFERENCE.samples} samples and {REFERENCE.margin:g} nats) further below it, rounded up to a whole "
+        f"nat; chosen: the fewest samples per image among the candidates that move no p(y|x) by more than "
+        f"{estimator.RELEVANT:g} against {REFERENCE.samples} samples and {REFERENCE.margin:g} nats",
         "underestimates": {str(size): value for size, value in errors.items()},
         "candidates": rows,
         "seconds": time.time() - started,
@@ -158,7 +170,7 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
     calibrated = (manifest["files"].get("ood") or {}).get("reference", {}).get("settings", "")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
-    if calibrated and rounds.Screening(chosen["samples"], chosen["margin"]).text() not in calibrated:
+    if calibrated and f"{rounds.screening_for(manifest).text()}, tolerance" not in calibrated:
         print(
             f"warning: the out-of-distribution reference was scored at {calibrated}; run "
             f"`cvae calibrate {model_dir}` again (with --critic-from {model_dir} to keep its critic)",

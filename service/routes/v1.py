@@ -202,6 +202,9 @@ async def model_info(inference: InferenceDep):
             "max_body_bytes": s.max_body_bytes,
             "adaptive_screen_samples": inference.screening.samples,
             "adaptive_margin": inference.screening.margin,
+            "adaptive_recheck": (
+                dict(zip(("samples", "margin"), inference.screening.recheck)) if inference.screening.recheck else None
+            ),
             "ood_fpr": s.ood_fpr if inference.model.ood is not None else None,
             "min_probability": inference.min_probability(),
         },

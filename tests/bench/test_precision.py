@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.precision import accuracy, markdown, precision
+from service import rounds
 from service.calls import ModelCalls
 from service.inference import Inference
 from service.runtime import load_model
@@ -37,11 +38,11 @@ def test_precision_rows_match_the_answers(shipped_model):
             "defaults": {
                 **row,
                 "num_samples": 100,
-                "screen_samples": 8,
-                "margin": 15.0,
+                "screening": rounds.Screening(8, 18.0, (64, 16.0)).text(),
                 "accuracy": 1.0,
                 "classify_images_per_s": 12.5,
             }
         },
     }
-    assert "| defaults (K = 100, screening 8, margin 15) | " in markdown(report) and "12.5" in markdown(report)
+    named = "| defaults (K = 100, screening 8 samples, margin 18.0 nats, then 64 samples, margin 16.0 nats) | "
+    assert named in markdown(report) and "12.5" in markdown(report)

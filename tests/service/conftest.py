@@ -1,8 +1,8 @@
-import numpy as np
 import pytest
 from browser import chromium
 from fastapi.testclient import TestClient
 from servers import running_server, wait_ready
+from synthetic import model_digits
 
 from service.app import create_app
 from service.runtime import load_model
@@ -30,10 +30,7 @@ def model(shipped_model):
 @pytest.fixture(scope="module")
 def images(model):
     """Eight binary images drawn from the model itself, classes 0 to 7."""
-    rng = np.random.default_rng(0)
-    y = np.arange(8) % model.num_classes
-    logits = model.decode(rng.standard_normal((8, model.latent_dim)), y)
-    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    return model_digits(model, 8)[0]
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,41 @@ def test_the_screening_is_the_settings_then_the_models_own_then_the_default():
     assert rounds.screening_for(own, 32) == rounds.Screening(32, 15.0)
     assert rounds.screening_for(own, None, 12.5) == rounds.Screening(8, 12.5)
     assert rounds.screening_for({}, 16, None) == rounds.Screening(16, 20.0)
+    rechecked = {"screening": {"samples": 8, "margin": 18.0, "recheck": {"samples": 64, "margin": 16}}}
+    assert rounds.screening_for(rechecked) == rounds.Screening(8, 18.0, (64, 16.0))
+    assert rounds.screening_for(rechecked, 32) == rounds.Screening(32, 18.0)  # a setting: that one look alone
+    assert rounds.Screening(8, 18.0, (64, 16.0)).text() == (
+        "screening 8 samples, margin 18.0 nats, then 64 samples, margin 16.0 nats"
+    )
+    for bad, field in (
+        ({"samples": 8, "margin": 18.0, "recheck": {"samples": 8, "margin": 16}}, "screening.recheck.samples"),
+        ({"samples": 8, "margin": 18.0, "recheck": {"samples": 64}}, "screening.recheck.samples"),
+        ({"samples": 0, "margin": 18.0}, "screening.samples"),
+    ):
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            rounds.screening_for({"screening": bad})
+
+
+def test_a_recheck_looks_again_with_more_samples_and_leaves_the_rest_exact(model, images):
+    x = np.repeat(images[:4], 2, axis=0)  # eight rows
+    full = rounds.estimate_now(model, x, 200, 3, 4096).classes
+    once = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0)).classes
+    twice = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0, (32, 10.0))).classes
+    used_once, used_twice = once.num_samples, twice.num_samples
+    assert set(np.unique(used_once)) <= {4, 200} and set(np.unique(used_twice)) <= {4, 32, 200}
+    assert (used_twice == 32).any()  # the second look screened out some of the first look's classes
+    assert ((used_twice == 4) == (used_once == 4)).all()  # the first look is the same look
+    kept = used_twice == 200
+    assert kept.sum() >= len(x)  # every image keeps at least its best class
+    # classes that get all K draw the same samples as without screening
+    np.testing.assert_array_equal(twice.log_px_y[kept], full.log_px_y[kept])
+    joint = twice.log_px_y + model.log_prior
+    best = joint.max(axis=1, keepdims=True)
+    images_of, classes_of = np.nonzero(used_twice == 32)
+    assert (joint[images_of, classes_of] < best[images_of, 0]).all()  # only classes below the best were left there
+    # a recheck that keeps everything in play changes nothing
+    wide = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0, (32, 1e6))).classes
+    np.testing.assert_array_equal(wide.log_px_y, once.log_px_y)
 
 
 def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped_model, tmp_path, images):
@@ -110,6 +145,15 @@ def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped
         assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (16, 12.0)
         used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
         assert min(min(u) for u in used) == 16 and max(max(u) for u in used) == 64
+        assert limits["adaptive_recheck"] is None
+    manifest["screening"] = {"samples": 4, "margin": 30.0, "recheck": {"samples": 16, "margin": 5.0}}
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_dir=own))) as client:
+        wait_ready(client)
+        limits = client.get("/v1/model").json()["limits"]
+        assert limits["adaptive_recheck"] == {"samples": 16, "margin": 5.0}
+        used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
+        assert {n for u in used for n in u} <= {4, 16, 64} and max(max(u) for u in used) == 64
 
 
 def test_a_model_with_a_broken_screening_is_refused_with_the_field_named():

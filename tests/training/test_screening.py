@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from synthetic import model_digits
 
 from service import estimator, rounds
 from service.calls import ModelCalls
@@ -18,18 +19,11 @@ from training.card import card_text
 from training.data import load_mnist
 
 
-def _own_digits(model, n: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    y = np.arange(n) % model.num_classes
-    logits = model.decode(rng.standard_normal((n, model.latent_dim)), y)
-    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32), y
-
-
 def test_compare_against_itself_is_zero_and_counts_changed_classes(shipped_model):
     from dataclasses import replace
 
     model = load_model(Settings(model_dir=shipped_model))
-    x, y = _own_digits(model, 6)
+    x, y = model_digits(model, 6)
     reference, _ = screening.answers(model, x, 100, rounds.Screening(16, 20.0))
     same = screening.compare(reference, reference, y)
     assert same["max_abs_diff_log_px"] == 0 and same["changed_predictions"] == 0 and same["max_abs_diff_py_x"] == 0
@@ -39,27 +33,38 @@ def test_compare_against_itself_is_zero_and_counts_changed_classes(shipped_model
     assert moved["changed_predictions"] == 6 and moved["max_abs_diff_py_x"] > 0.5
 
 
-def test_choose_takes_the_cheapest_row_within_the_relevant_probability_and_its_needed_margin():
-    rows = [
-        {"samples": 64, "margin": 20.0, "needed_margin": 15.0, "samples_per_image": 2000, "max_abs_diff_py_x": 0.0},
-        {"samples": 8, "margin": 10.0, "needed_margin": 9.0, "samples_per_image": 1100, "max_abs_diff_py_x": 0.002},
-        {"samples": 16, "margin": 15.0, "needed_margin": 14.0, "samples_per_image": 1400, "max_abs_diff_py_x": 0.001},
-        {"samples": 8, "margin": 15.0, "needed_margin": 17.6, "samples_per_image": 1300, "max_abs_diff_py_x": 0.0},
-        {"samples": 8, "margin": 20.0, "needed_margin": 17.6, "samples_per_image": 1700, "max_abs_diff_py_x": 0.0},
+def test_margins_come_from_the_errors_and_the_cheapest_candidate_that_moves_no_answer_is_chosen():
+    errors = {64: 8.2, 16: 9.8, 8: 10.7}
+    made = screening.candidates(errors)
+    assert [c.looks() for c in made] == [
+        ((64, 16.0),),  # 6.9 + 8.2 = 15.1, rounded up
+        ((16, 17.0),),
+        ((8, 18.0),),
+        ((16, 17.0), (64, 16.0)),
+        ((8, 18.0), (64, 16.0)),
     ]
-    # 8, 10 moves an answer too far; 8, 15 moves none here, but 8 draws were seen to err by more than it allows
-    assert [screening.passes(r) for r in rows] == [True, False, True, False, True]
-    assert (screening.choose(rows)["samples"], screening.choose(rows)["margin"]) == (16, 15.0)
-    assert screening.choose([rows[0], rows[3]])["margin"] == 20.0  # the reference when it alone passes
-    failing = [{**r, "needed_margin": 30.0} for r in rows]  # none passes: the widest margin, then the most samples
-    assert (screening.choose(failing)["samples"], screening.choose(failing)["margin"]) == (64, 20.0)
     assert screening.needed_margin(0.0) == pytest.approx(np.log(1 / estimator.RELEVANT))
-    assert rounds.Screening(64, 20.0) == screening.REFERENCE and screening.REFERENCE in screening.CANDIDATES
+
+    def row(looks, needed, cost, moved):
+        return {"looks": looks, "needed_margins": needed, "samples_per_image": cost, "max_abs_diff_py_x": moved}
+
+    rows = [
+        row([[64, 20.0]], [15.1], 2300, 0.0),  # the reference
+        row([[8, 18.0]], [17.6], 1500, 0.002),  # moves an answer too far
+        row([[8, 18.0], [64, 16.0]], [17.6, 15.1], 1450, 0.0004),
+        row([[8, 15.0]], [17.6], 1300, 0.0),  # moves none here, but 8 draws were seen to err by more
+    ]
+    assert [screening.passes(r) for r in rows] == [True, False, True, False]
+    assert screening.choose(rows)["looks"] == [[8, 18.0], [64, 16.0]]
+    assert screening.entry_of(rows[2]) == {"samples": 8, "margin": 18.0, "recheck": {"samples": 64, "margin": 16.0}}
+    assert screening.entry_of(rows[0]) == {"samples": 64, "margin": 20.0}
+    assert screening.choose([{**rows[0], "needed_margins": [21.0]}, rows[1]]) == {**rows[0], "needed_margins": [21.0]}
+    assert screening.REFERENCE == rounds.Screening(64, 20.0) and screening.SIZES == (64, 16, 8)
 
 
 def test_underestimates_measure_how_far_a_few_draws_put_near_classes_below_the_best(shipped_model):
     model = load_model(Settings(model_dir=shipped_model))
-    x, _ = _own_digits(model, 8)
+    x, _ = model_digits(model, 8)
     reference, _ = screening.answers(model, x, 100, rounds.Screening(16, 20.0))
     errors = screening.underestimates(model, x, reference, [4, 100, 4])
     assert sorted(errors) == [4, 100]
@@ -72,27 +77,26 @@ def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir
     model_dir = tmp_path / "model"
     shutil.copytree(shipped_model, model_dir)
     entry = screening.run(model_dir, load_mnist(mnist_dir), images=12)
-    # the copy's calibration was scored at 64 samples and 20 nats: another choice asks for a new one
+    # another choice than the screening the copy's calibration was scored at asks for a new calibration
+    calibrated = json.loads((shipped_model / "manifest.json").read_text())["files"]["ood"]["reference"]["settings"]
     warned = "run `cvae calibrate" in capsys.readouterr().out
-    assert warned == ((entry["samples"], entry["margin"]) != (64, 20.0))
     manifest = json.loads((model_dir / "manifest.json").read_text())
+    chosen_screening = rounds.screening_for(manifest)
+    assert warned == (f"{chosen_screening.text()}, tolerance" not in calibrated)
     assert manifest["screening"] == json.loads(json.dumps(entry))
-    assert len(entry["candidates"]) == len(screening.CANDIDATES) and "12 validation digits" in entry["chosen_on"]
+    assert len(entry["candidates"]) == 1 + len(screening.LOOKS) and "12 validation digits" in entry["chosen_on"]
     chosen = screening.choose(entry["candidates"])
-    assert (entry["samples"], entry["margin"]) == (chosen["samples"], chosen["margin"])
-    assert screening.passes(chosen) and chosen["margin"] >= chosen["needed_margin"]
-    sizes = {str(c.samples) for c in screening.CANDIDATES}
-    assert set(entry["underestimates"]) == sizes
-    assert all(
-        r["needed_margin"] == screening.needed_margin(entry["underestimates"][str(r["samples"])])
-        for r in entry["candidates"]
-    )
+    assert screening.entry_of(chosen) == {k: entry[k] for k in ("samples", "margin", "recheck") if k in entry}
+    assert screening.passes(chosen)
+    assert set(entry["underestimates"]) == {str(size) for size in screening.SIZES}
+    for r in entry["candidates"]:
+        assert r["needed_margins"] == [screening.needed_margin(entry["underestimates"][str(s)]) for s, _ in r["looks"]]
     settings = Settings(model_dir=model_dir)
     model = load_model(settings)
     inference = Inference(model, settings, ModelCalls(model, settings))
-    assert inference.screening == rounds.Screening(entry["samples"], entry["margin"])
+    assert inference.screening == chosen_screening and chosen_screening.looks() == tuple(map(tuple, chosen["looks"]))
     card = (model_dir / "MODEL_CARD.md").read_text()
-    assert f"gives every class {entry['samples']} samples first" in card and card.count("\n| 64, 20 | ") == 1
+    assert f"scoring uses {chosen_screening.text()}" in card and card.count("\n| 64 @ 20.0 | ") == 1
     del manifest["screening"]
     assert "## Screening" not in card_text(manifest)  # a model without its own screening
 
