@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.screening import run as choose_screening
 
             entry = choose_screening(args.model_dir, load_mnist(_data_dir(args)), args.images, args.seed)
-            print(f"screening {entry['samples']} samples, margin {entry['margin']:g} nats, written to the manifest")
+            from service.rounds import screening_for
+
+            print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
         elif args.command == "calibrate":
             from training.ood import run as calibrate
 
