@@ -206,10 +206,10 @@ async def estimate_classes(
     looks = [look for look in screening.looks() if look[0] < num_samples] if screening is not None else []
     drawn_each = 0  # samples every row in play has so far
     for samples, margin in looks:
-        await extend(np.nonzero(in_play)[0], np.full(int(in_play.sum()), samples - drawn_each))
+        rows = np.nonzero(in_play)[0]
+        await extend(rows, np.full(len(rows), samples - drawn_each))
         drawn_each = samples
         screened = np.full(n * c, -np.inf)
-        rows = np.nonzero(in_play)[0]
         screened[rows] = estimator.log_mean_exp(
             np.stack([drawn.weights(r)[0] for r in rows], axis=1).astype(np.float64), axis=0
         )

@@ -60,6 +60,16 @@ def critic_config(args: argparse.Namespace):
     return _config_from(args, CriticConfig, CRITIC_PREFIX)
 
 
+DATA_DIR_HELP = "folder with the MNIST IDX files (default: $MNIST_DIR)"
+SEED_HELP = "binarization and noise seed (default %(default)s)"
+
+
+def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The model directory and --data-dir, which every command on an exported model takes."""
+    parser.add_argument("model_dir", help=model_help)
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.ais import AisConfig
     from training.critic import CriticConfig
@@ -74,7 +84,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     download.add_argument("--data-dir", help="where to put them (default: $MNIST_DIR)")
 
     train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
-    train.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    train.add_argument("--data-dir", help=DATA_DIR_HELP)
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     _add_config_flags(train, ModelConfig)
     _add_config_flags(train, TrainConfig)
@@ -83,7 +93,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         "refit", help="give a checkpoint's q(z|x,y) a coupling flow and train it on the doubly reparameterized bound"
     )
     refit.add_argument("checkpoint", help="checkpoint written by `train`")
-    refit.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    refit.add_argument("--data-dir", help=DATA_DIR_HELP)
     refit.add_argument("--out", default="runs/refit/checkpoint.pt", help="checkpoint path (default %(default)s)")
     _add_config_flags(refit, RefitConfig)
 
@@ -109,20 +119,18 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         help="choose the model's screening for adaptive scoring on validation digits, through the service's code, "
         "into the manifest (run it before `calibrate`, whose reference is scored with it)",
     )
-    screening.add_argument("model_dir", help="model directory made by `export`")
-    screening.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    _on_model(screening, "model directory made by `export`")
     screening.add_argument("--images", type=int, default=5000, help="validation digits (default %(default)s)")
-    screening.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+    screening.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
     calibrate = commands.add_parser(
         "calibrate",
         help="train the out-of-distribution critic and fit the background model on the training split, score the "
         "validation split through the service's code, into ood_critic.onnx, ood.npz and the manifest",
     )
-    calibrate.add_argument("model_dir", help="model directory made by `export`")
-    calibrate.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    _on_model(calibrate, "model directory made by `export`")
     calibrate.add_argument("--limit", type=int, default=0, help="only the first N validation images (default: all)")
-    calibrate.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+    calibrate.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     calibrate.add_argument(
         "--critic-from",
         metavar="MODEL_DIR",
@@ -143,8 +151,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="score the test set, write metrics into the manifest and a MODEL_CARD.md"
     )
-    evaluate.add_argument("model_dir", help="model directory holding checkpoint.pt and manifest.json")
-    evaluate.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    _on_model(evaluate, "model directory holding checkpoint.pt and manifest.json")
     evaluate.add_argument(
         "--num-samples", type=int, default=5000, help="importance samples K per class (default %(default)s)"
     )
@@ -166,10 +173,9 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     ais = commands.add_parser(
         "ais", help="compare the service's default answers on test images with annealed importance sampling"
     )
-    ais.add_argument("model_dir", help="model directory holding checkpoint.pt and manifest.json")
-    ais.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNIST_DIR)")
+    _on_model(ais, "model directory holding checkpoint.pt and manifest.json")
     ais.add_argument("--limit", type=int, default=100, help="the first N test images (default %(default)s)")
-    ais.add_argument("--seed", type=int, default=0, help="binarization and noise seed (default %(default)s)")
+    ais.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     ais.add_argument("--chains", type=int, default=AisConfig.num_chains, help="default %(default)s")
     ais.add_argument("--temperatures", type=int, default=AisConfig.num_temperatures, help="default %(default)s")
     ais.add_argument("--leapfrog-steps", type=int, default=AisConfig.leapfrog_steps, help="default %(default)s")
@@ -220,12 +226,11 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 choose_screening(out, load_mnist(args.data_dir))
                 calibrate(out, args.data_dir)
         elif args.command == "screening":
+            from service.rounds import screening_for
             from training.data import load_mnist
             from training.screening import run as choose_screening
 
             entry = choose_screening(args.model_dir, load_mnist(_data_dir(args)), args.images, args.seed)
-            from service.rounds import screening_for
-
             print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
         elif args.command == "calibrate":
             from training.ood import run as calibrate
