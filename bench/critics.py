@@ -90,10 +90,10 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_differences(first: str, results: dict[str, dict[str, tuple[float, float]]]) -> str:
-    """differences() as a table: one row per critic, "difference ± standard error" per set."""
+def markdown_differences(first: str, results: dict[str, dict[str, tuple[float, float]]], kind: str = "critic") -> str:
+    """differences() as a table: one row per critic (or other `kind`), "difference ± standard error" per set."""
     names = list(next(iter(results.values())))
-    lines = [f"| critic - {first} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [f"| {kind} - {first} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for graph, row in results.items():
         lines.append(f"| {graph} | " + " | ".join(f"{row[n][0]:+.4f} ± {row[n][1]:.4f}" for n in names) + " |")
     return "\n".join(lines)

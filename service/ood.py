@@ -30,21 +30,29 @@ the critic's (training.critic): a small network trained to tell the training dig
 characters and reshaped digits (outlier exposure, Hendrycks et al. 2019), giving the log-odds that
 the image is a digit at all.
 
-The two pieces of evidence are combined as Fisher combined p-values, made valid by split conformal
-prediction. The held-out validation digits are split in two:
+The two pieces of evidence are combined as weighted Fisher combined p-values, made valid by split
+conformal prediction. The held-out validation digits are split in two:
 
     first half:   the centre and covariance of the distance; each image's distance and critic
                   are ranked against this half's: p_d (large distances unusual), p_c (low critic
                   unusual), continued past the half's extremes by an exponential tail (_tail_share),
-                  so that far beyond is told from just beyond; statistic = -log p_d - log p_c
+                  so that far beyond is told from just beyond;
+                  statistic = -2 [(1 - w) log p_d + w log p_c], w the critic's weight
     second half:  the statistics of these digits are the reference; the p-value is
 
     p = (1 + #{reference statistics >= statistic}) / (m + 1),
 
 so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the numbers' joint
-law, and flagging p <= alpha holds the false-positive rate at alpha. A non-finite number
-(log p(x) = -inf) puts the distance infinitely far. Either piece alone far enough off takes the
-p-value to its smallest, 1 / (m + 1).
+law and whatever the weight, and flagging p <= alpha holds the false-positive rate at alpha.
+
+The weight (the manifest's `ood.critic_weight`; EQUAL_WEIGHT, Fisher's own combination, where a
+calibration names none) sets which evidence counts more where they disagree. A printed letter or a
+mirrored digit looks like a digit in all six numbers and not to the critic; a scribble the other way
+round. bench.combination compares weights on validation digits against the design sets, never the
+second half or the reported sets; `cvae calibrate --critic-weight` records the one chosen.
+
+A non-finite number (log p(x) = -inf) puts the distance infinitely far. At any weight strictly
+between 0 and 1, either piece alone far enough off takes the p-value to its smallest, 1 / (m + 1).
 
 The answer also carries score, log p(x), ink and the critic's own p-values against all validation
 digits, to say which of them is unusual; the flag uses only the combined p-value.
@@ -69,13 +77,14 @@ NUM_CONTEXTS = 2 ** len(TEMPLATE)
 DISTANCE_FEATURES = ("score", "log_px", "log1p_ink", "log_gap", "log1p_margin", "kl_z")
 FEATURES = (*DISTANCE_FEATURES, "critic")
 CRITIC = FEATURES.index("critic")
+EQUAL_WEIGHT = 0.5  # the critic's weight where a calibration names none: Fisher's combination
 METHOD = (
-    "Fisher combination of two p-values against the first half of the validation reference: the Mahalanobis "
+    "weighted Fisher combination of two p-values against the first half of the validation reference: the Mahalanobis "
     "distance over six numbers per image (the likelihood ratio log p(x) - log p_background(x) against a 10-pixel "
     "causal context model, log p(x), log(1 + ink pixels), log(log p(x) - ELBO), log(1 + the margin of log p(x|y) "
     "between the two best classes), KL(q(z|x,y) || p(z))), and the critic's log-odds of a digit against anything "
-    "else (a CNN trained with outlier exposure); split-conformal p-value of -log p_d - log p_c against the "
-    "second half's"
+    "else (a CNN trained with outlier exposure); split-conformal p-value of -2 [(1 - w) log p_d + w log p_c], w the "
+    "critic's weight, against the second half's"
 )
 TAIL_SHARE = 0.01  # of the first half: the largest distances (lowest critics) whose excess sets the tail
 SMALLEST_GAP = 1e-3  # nats: log p(x) - ELBO below this (estimation noise) counts as this
@@ -206,15 +215,18 @@ class Calibration:
     first_distance: np.ndarray  # sorted distances of the first half
     first_critic: np.ndarray  # sorted critic log-odds of the first half
     marginals: tuple[np.ndarray, ...]  # sorted columns score, log_px, log1p_ink, critic of all n
+    critic_weight: float = EQUAL_WEIGHT  # w in the statistic, in [0, 1]
     reference_statistic: np.ndarray = field(init=False)  # sorted statistics of the second half [n - n // 2]
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.critic_weight <= 1.0:
+            raise ValueError(f"the critic's weight is {self.critic_weight}; it must lie in [0, 1]")
         second = self.reference[len(self.reference) // 2 :]
         statistic = self.statistic(self.distance(second), second[:, CRITIC])
         object.__setattr__(self, "reference_statistic", np.sort(statistic))
 
     @classmethod
-    def fit(cls, log_probs: np.ndarray, reference: np.ndarray) -> Calibration:
+    def fit(cls, log_probs: np.ndarray, reference: np.ndarray, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
         """Centre, covariance and ranks from the first half of `reference`, statistics of the second."""
         first = reference[: len(reference) // 2]
         usable = first[np.isfinite(first).all(axis=1)][:, : len(DISTANCE_FEATURES)]
@@ -225,10 +237,10 @@ class Calibration:
         marginals = tuple(np.sort(np.nan_to_num(reference[:, j], nan=-np.inf)) for j in (0, 1, 2, CRITIC))
         first_distance = np.sort(_mahalanobis(first[:, : len(DISTANCE_FEATURES)], center, precision))
         first_critic = np.sort(np.nan_to_num(first[:, CRITIC], nan=-np.inf))
-        return cls(log_probs, reference, center, precision, first_distance, first_critic, marginals)
+        return cls(log_probs, reference, center, precision, first_distance, first_critic, marginals, critic_weight)
 
     @classmethod
-    def load(cls, path: Path) -> Calibration:
+    def load(cls, path: Path, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
         with np.load(path) as data:
             log_probs = np.asarray(data["log_probs"], np.float64)
             reference = np.asarray(data["reference"], np.float64)
@@ -237,7 +249,7 @@ class Calibration:
                 f"{path} holds a background model of shape {list(log_probs.shape)} (expected [2, {NUM_CONTEXTS}]) "
                 f"and reference numbers of shape {list(reference.shape)} (expected [n, {len(FEATURES)}])"
             )
-        return cls.fit(log_probs, reference)
+        return cls.fit(log_probs, reference, critic_weight)
 
     def distance(self, values: np.ndarray) -> np.ndarray:
         """Mahalanobis distance [N] of numbers [N, len(FEATURES)] from the centre over DISTANCE_FEATURES;
@@ -245,12 +257,19 @@ class Calibration:
         return _mahalanobis(values[:, : len(DISTANCE_FEATURES)], self.center, self.precision)
 
     def statistic(self, distance: np.ndarray, critic: np.ndarray) -> np.ndarray:
-        """-log p_d - log p_c [N] of distances [N] (distance()) and critic log-odds [N]: their
-        p-values against the first half."""
+        """-2 [(1 - w) log p_d + w log p_c] [N] of distances [N] (distance()) and critic log-odds [N]:
+        their p-values against the first half, w the critic's weight (-log p_d - log p_c at equal weight)."""
         p_distance = _tail_share(self.first_distance, distance)
         p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(critic, nan=-np.inf))
+        w = self.critic_weight
         with np.errstate(divide="ignore"):
-            return -np.log(p_distance) - np.log(p_critic)
+            surprise_distance, surprise_critic = -np.log(p_distance), -np.log(p_critic)
+        statistic = np.zeros(len(surprise_distance))
+        if w < 1.0:  # a weight of 0 ignores its evidence even where it is infinite (0 * inf would be nan)
+            statistic += 2 * (1 - w) * surprise_distance
+        if w > 0.0:
+            statistic += 2 * w * surprise_critic
+        return statistic
 
 
 def _mahalanobis(values: np.ndarray, center: np.ndarray, precision: np.ndarray) -> np.ndarray:

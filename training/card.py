@@ -228,6 +228,15 @@ def _critic(manifest: dict) -> str:
 RULE_BEFORE_THE_CRITIC = "abstain when flagged or when p(predicted|x) < min_probability"  # calibrations without a rule
 
 
+def _weight(entry: dict) -> str:
+    if "critic_weight" not in entry:  # calibrations before the weight combine the two alike
+        return ""
+    return (
+        f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; chosen with "
+        "`python -m bench.combination` on validation digits against the design sets)."
+    )
+
+
 def _ood_section(manifest: dict) -> str:
     entry = manifest["files"].get("ood")
     if not entry:
@@ -245,7 +254,7 @@ def _ood_section(manifest: dict) -> str:
         else "| min_probability | abstained | accuracy kept |"
     )
     return f"""## Out-of-distribution assessment
-`ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}. The background model
+`ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}.{_weight(entry)} The background model
 was counted on the {b["split"]} split ({b["binary_images_counted"]} binary images, {b["binarization"]}); the
 reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_halves(r)}. At the default
 false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these

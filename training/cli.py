@@ -74,6 +74,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.ais import AisConfig
     from training.critic import CriticConfig
     from training.model import ModelConfig
+    from training.ood import CRITIC_WEIGHT
     from training.refit import RefitConfig
     from training.train import TrainConfig
 
@@ -136,6 +137,13 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         metavar="MODEL_DIR",
         help="copy the critic of this model directory (trained on the same split) instead of training one: its "
         "weights are read back and written with this version's graph (both outputs, the larger weights as float16)",
+    )
+    calibrate.add_argument(
+        "--critic-weight",
+        type=float,
+        default=CRITIC_WEIGHT,
+        help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
+        "(default %(default)s, chosen with bench.combination)",
     )
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",
@@ -235,7 +243,15 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
         elif args.command == "calibrate":
             from training.ood import run as calibrate
 
-            calibrate(args.model_dir, _data_dir(args), args.limit, args.seed, critic_config(args), args.critic_from)
+            calibrate(
+                args.model_dir,
+                _data_dir(args),
+                args.limit,
+                args.seed,
+                critic_config(args),
+                args.critic_from,
+                args.critic_weight,
+            )
         elif args.command == "evaluate":
             from training.evaluate import run as evaluate
 

@@ -9,7 +9,8 @@ manifest entries.
    code at its default settings; each image's numbers (service.ood.FEATURES) are the reference:
    the first half gives the centre and covariance of the distance and the ranks of distance and
    critic, the second half the statistics that answers' p-values are counted against
-   (service.ood.Calibration.fit).
+   (service.ood.Calibration.fit), the two pieces weighed by the critic's weight (CRITIC_WEIGHT
+   unless told).
 3. The same answers, with the critic's probabilities of the digits, give the classifier's accuracy
    and abstention (service.abstention, every reason) on validation digits for a range of
    `min_probability`, and the default: the largest that keeps abstention within
@@ -40,6 +41,10 @@ BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
 MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
+# The critic's weight in the combination, chosen with bench.combination on both shipped models: the weight
+# whose smallest AUROC over the design sets (validation digits against DejaVu letters and glyphs, strokes,
+# blank, noise, reversed and reshaped validation digits) is largest (bench/results/COMBINATION.md)
+CRITIC_WEIGHT = 0.85
 
 
 def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, int]:
@@ -65,10 +70,12 @@ def calibrate(
     seed: int = 0,
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
+    critic_weight: float = CRITIC_WEIGHT,
 ) -> dict:
     """Write the critic and ood.npz into `model_dir` and their entries into the manifest; return the
     ood entry. The critic is trained with `critic` (default CriticConfig()), or copied from the model
-    directory `critic_from` when that one was trained on the same split."""
+    directory `critic_from` when that one was trained on the same split; `critic_weight` weighs its
+    evidence against the distance's (service.ood)."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     split = split_config(manifest)
@@ -76,6 +83,8 @@ def calibrate(
     train, val = split_train_val(data, split)
     if limit:
         val = val[:limit]
+    if not 0.0 <= critic_weight <= 1.0:
+        raise ValueError(f"the critic's weight must lie in [0, 1] (got {critic_weight}); 0.5 weighs both alike")
     if len(val) < MIN_REFERENCE:  # checked before the old calibration is taken out
         raise ValueError(
             f"calibration needs at least {MIN_REFERENCE} validation images, half for the distance's centre and "
@@ -101,7 +110,7 @@ def calibrate(
     reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
-    calibration = ood.Calibration.load(model_dir / OOD_FILE)
+    calibration = ood.Calibration.load(model_dir / OOD_FILE, critic_weight)
     verdicts = ood.assess(reference, ood.ink_pixels(x), calibration, DEFAULT_FPR)
     flagged = np.array([v["flagged"] for v in verdicts])
     log_prior = np.log(np.asarray(manifest["class_prior"]))
@@ -115,6 +124,7 @@ def calibrate(
         "method": ood.METHOD,
         "template": [list(offset) for offset in ood.TEMPLATE],
         "features": list(ood.FEATURES),
+        "critic_weight": critic_weight,
         "background": {
             "split": "training",
             "binary_images_counted": counted,
@@ -164,8 +174,9 @@ def run(
     seed: int = 0,
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
+    critic_weight: float = CRITIC_WEIGHT,
 ) -> dict:
-    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed, critic, critic_from)
+    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed, critic, critic_from, critic_weight)
     print(
         f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
         f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "

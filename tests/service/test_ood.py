@@ -24,10 +24,12 @@ def _classify(client, images, **fields):
 
 
 def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
-    entry = load_model(Settings(model_dir=shipped_model)).manifest["files"]["ood"]
+    model = load_model(Settings(model_dir=shipped_model))
+    entry = model.manifest["files"]["ood"]
     assert entry["reference"]["split"] == "validation"
     assert entry["background"]["split"] == "training"
-    calibration = ood.Calibration.load(shipped_model / entry["file"])
+    calibration = model.ood
+    assert calibration.critic_weight == entry["critic_weight"] == 0.85  # what the README and the schema say
     assert len(calibration.reference) == entry["reference"]["num_images"] >= 1000
     assert entry["features"] == list(ood.FEATURES)
     second = calibration.reference[len(calibration.reference) // 2 :]
@@ -180,6 +182,31 @@ def test_a_corrupt_calibration_stops_the_model_from_loading(shipped_model, tmp_p
     (copy / "ood.npz").write_bytes(b"not what the manifest lists")
     with pytest.raises(ModelLoadError, match="sha256"):
         load_model(Settings(model_dir=copy))
+
+
+@pytest.mark.parametrize("weight", [1.5, -0.2, "high", True])
+def test_a_critic_weight_off_the_scale_stops_the_model_from_loading(shipped_model, tmp_path, weight):
+    import json
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["ood"]["critic_weight"] = weight
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=r"files.ood.critic_weight = .* a number in \[0, 1\]"):
+        load_model(Settings(model_dir=copy))
+
+
+def test_a_calibration_that_names_no_weight_weighs_both_alike(shipped_model, tmp_path):
+    """Calibrations written before the weight existed keep Fisher's combination."""
+    import json
+
+    copy = tmp_path / "model"
+    shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["ood"]["critic_weight"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model(Settings(model_dir=copy)).ood.critic_weight == ood.EQUAL_WEIGHT
 
 
 def test_a_calibration_without_its_critic_asks_for_a_new_one(shipped_model, tmp_path):

@@ -14,7 +14,7 @@ from training.critic import CriticConfig  # noqa: E402
 from training.export import export, read_manifest  # noqa: E402
 from training.gold_standard import service_answers  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
-from training.ood import BACKGROUND_DRAWS, calibrate  # noqa: E402
+from training.ood import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.train import TrainConfig, binarize, split_train_val, train  # noqa: E402
 
 
@@ -44,10 +44,12 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
         flagged = np.array(
             [
                 v["flagged"]
-                for v in ood.assess(stored["reference"], ood.ink_pixels(x), ood.Calibration.load(out / "ood.npz"), 0.01)
+                for v in ood.assess(
+                    stored["reference"], ood.ink_pixels(x), ood.Calibration.load(out / "ood.npz", CRITIC_WEIGHT), 0.01
+                )
             ]
         )
-    assert read_manifest(out)["files"]["ood"] == entry
+    assert read_manifest(out)["files"]["ood"] == entry and entry["critic_weight"] == CRITIC_WEIGHT
     # the abstention curve counts every reason, the critic's among them, on these validation digits
     joint = np.array([a["log_px_y"] for a in answers]) + np.log(read_manifest(out)["class_prior"])
     probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
@@ -148,14 +150,43 @@ def test_the_p_value_combines_distance_and_critic_ranked_in_the_first_half_count
     assert counted[0] > 0.5 and counted[1] == 1 / 1001
 
 
-def test_the_false_positive_rate_holds_for_numbers_of_any_law():
-    """Split conformal: fresh draws of the reference's law are flagged at most at the rate asked for."""
+@pytest.mark.parametrize("weight", [ood.EQUAL_WEIGHT, 0.0, 0.85, 1.0])
+def test_the_false_positive_rate_holds_for_numbers_of_any_law(weight):
+    """Split conformal: fresh draws of the reference's law are flagged at most at the rate asked for,
+    whatever the critic's weight."""
     rng = np.random.default_rng(1)
-    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 4000))
+    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 4000), weight)
     p = _p_values(calibration, _skewed(rng, 20000))
     for alpha in (0.01, 0.05, 0.2):
         # alpha, give or take the randomness of the 2,000 reference distances and of the 20,000 draws: 3 sd
         assert np.mean(p <= alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) * (1 / 2000 + 1 / 20000))
+
+
+def test_the_critic_s_weight_moves_the_statistic_from_the_distance_s_evidence_to_the_critic_s():
+    rng = np.random.default_rng(3)
+    reference = _skewed(rng, 2000)
+    weighed = {w: ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, w) for w in (0.0, 0.3, 0.5, 1.0)}
+    queries = _skewed(rng, 50)
+    distance, critic = weighed[0.5].distance(queries), queries[:, ood.CRITIC]
+    statistic = {w: calibration.statistic(distance, critic) for w, calibration in weighed.items()}
+    for w in (0.3, 0.5):  # a straight line between the distance's evidence alone and the critic's alone
+        np.testing.assert_allclose(statistic[w], (1 - w) * statistic[0.0] + w * statistic[1.0], rtol=1e-12)
+    # alone, each ranks the images as its own number does (ranks against the first half: ties allowed),
+    # the distance up, the critic down
+    assert np.all(np.diff(statistic[0.0][np.argsort(distance)]) >= 0)
+    assert np.all(np.diff(statistic[1.0][np.argsort(-critic)]) >= 0)
+    assert len(np.unique(statistic[0.0])) > 40 and len(np.unique(statistic[1.0])) > 40
+    # a weight of 0 ignores the critic even far off the scale, a weight of 1 the distance even where it is infinite
+    typical = np.median(reference, axis=0)
+    unlike, missing = typical.copy(), typical.copy()
+    unlike[ood.CRITIC] -= 1e6
+    missing[1] = np.nan
+    assert _p_values(weighed[0.0], np.stack([unlike]))[0] > 0.3
+    assert _p_values(weighed[1.0], np.stack([missing]))[0] > 0.3
+    assert _p_values(weighed[0.3], np.stack([unlike, missing])).tolist() == [1 / 1001] * 2
+    for wrong in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"critic's weight .* \[0, 1\]"):
+            ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, wrong)
 
 
 def test_one_number_far_off_is_enough_and_a_missing_one_is_as_far_as_it_gets():
@@ -183,10 +214,12 @@ def test_the_ink_test_is_two_sided():
     np.testing.assert_allclose(ood._conformal_two_sided(reference, np.array([-1.0, 49.0, 200.0])), [0.02, 1.0, 0.02])
 
 
-def test_too_few_validation_images_are_refused_and_the_calibration_kept(calibrated):
+def test_too_few_validation_images_or_a_weight_off_the_scale_are_refused_and_the_calibration_kept(calibrated):
     data, _, out, entry = calibrated
     with pytest.raises(ValueError, match="raise --limit"):
         calibrate(out, data, limit=3, critic=TINY_CRITIC)
+    with pytest.raises(ValueError, match=r"critic's weight must lie in \[0, 1\] \(got 1.5\)"):
+        calibrate(out, data, critic=TINY_CRITIC, critic_weight=1.5)
     assert read_manifest(out)["files"]["ood"] == entry
 
 
