@@ -137,6 +137,7 @@ def calibrate(
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed, served.manifest),
+            "screening": [list(look) for look in _screening_used(served.manifest).looks()],
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
             f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },
@@ -158,11 +159,16 @@ def calibrate(
     return entry
 
 
+def _screening_used(manifest: dict) -> rounds.Screening:
+    """The screening the service scores with: the manifest's, unless the settings replace it."""
+    s = Settings()
+    return rounds.screening_for(manifest, s.adaptive_screen_samples, s.adaptive_margin)
+
+
 def _settings_used(seed: int, manifest: dict) -> str:
     s = Settings()
-    screening = rounds.screening_for(manifest, s.adaptive_screen_samples, s.adaptive_margin)
     return (
-        f"the service's settings (K = {s.default_num_samples}, {screening.text()}, "
+        f"the service's settings (K = {s.default_num_samples}, {_screening_used(manifest).text()}, "
         f"tolerance {s.default_tolerance}), noise seed {seed}"
     )
 

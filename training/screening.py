@@ -167,12 +167,15 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
         "candidates": rows,
         "seconds": time.time() - started,
     }
-    calibrated = (manifest["files"].get("ood") or {}).get("reference", {}).get("settings", "")
+    reference = (manifest["files"].get("ood") or {}).get("reference")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
-    if calibrated and f"{rounds.screening_for(manifest).text()}, tolerance" not in calibrated:
+    # the reference's looks as recorded (a calibration that records none predates the record: its looks are unknown)
+    if reference is not None and reference.get("screening") != [
+        list(look) for look in rounds.screening_for(manifest).looks()
+    ]:
         print(
-            f"warning: the out-of-distribution reference was scored at {calibrated}; run "
+            f"warning: the out-of-distribution reference was scored at {reference.get('settings')}; run "
             f"`cvae calibrate {model_dir}` again (with --critic-from {model_dir} to keep its critic)",
             flush=True,
         )

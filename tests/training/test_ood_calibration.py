@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service import abstention, ood  # noqa: E402
+from service import abstention, ood, rounds  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
@@ -34,6 +34,8 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     data, config, out, entry = calibrated
     train_idx, val_idx = split_train_val(data, config)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
+    looks = rounds.screening_for(read_manifest(out)).looks()  # what the service scored the reference with
+    assert entry["reference"]["screening"] == [list(look) for look in looks]
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
     answers = service_answers(out, x, 0)
