@@ -6,7 +6,8 @@ Every image goes through the service's own /v1/classify code in process (service
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
 in-distribution images are the first `--digits` MNIST test digits; the others are the sets of
 bench.ood_sets, letters and glyphs in both font families (DejaVu, used while designing the
-method, and Liberation, held out from it), and test digits reshaped into no digit.
+method, and Liberation, held out from it), test digits reshaped into no digit, and letters written
+along Hershey strokes (held out too).
 
 Reported, side by side for each method (higher = more out of distribution):
 - -log p(x): the likelihood alone, the known failure (Nalisnick et al. 2019);
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped
+from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
 from bench.precision import mnist_test
 from bench.report import save
 from service import abstention
@@ -137,6 +138,7 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
     sets[f"letters ({held_out}, held out)"] = letters(per_set, seed + 13, held_out)
     sets[f"glyphs ({held_out}, held out)"] = glyphs(per_set, seed + 14, held_out)
     sets["reshaped digits"] = reshaped(digits[::-1], labels[::-1], per_set, seed + 15)
+    sets["written letters (Hershey, held out)"] = written(per_set, seed + 16)
 
     inliers = features(inference, digits, "threshold", noise_seed)
     inliers_bernoulli = features(inference, digits, "bernoulli", noise_seed)

@@ -13,7 +13,11 @@ The sets the detection benchmark reports:
   the same way;
 - reshaped: test digits made into no digit (mirrored, upside down, on their side, turned half
   round, halved with another, overlaid on another, reversed in polarity), prepared the same way:
-  the kinds of shape the critic learns to reject, made from digits it never saw.
+  the kinds of shape the critic learns to reject, made from digits it never saw;
+- written letters: Latin letters drawn with a round pen along the strokes of Hershey vector fonts
+  (script, cursive, gothic, Greek and plain faces; those that written look like a digit left out),
+  slanted, turned and prepared the same way (training.outliers.written_letters): the nearest to a
+  handwritten letter here, and nothing the shipped critics learned from.
 
 Letters and glyphs come in two font families (`FONT_FAMILIES`): the first was used while choosing
 the method, the second was not looked at until the report.
@@ -91,6 +95,13 @@ def reshaped(digits: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.nd
     from training.outliers import reshaped_digits
 
     return reshaped_digits(digits * 255.0, labels, n, np.random.default_rng(seed))
+
+
+def written(n: int, seed: int) -> np.ndarray:
+    """n letters [n, 784] in [0, 1] written with a pen along Hershey strokes (training.outliers.written_letters)."""
+    from training.outliers import written_letters
+
+    return written_letters(n, np.random.default_rng(seed))
 
 
 def noise(n: int, seed: int) -> np.ndarray:

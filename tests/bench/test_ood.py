@@ -47,11 +47,22 @@ def test_reshaped_digits_are_no_digits_of_the_given_ones(mnist_dir):
     assert np.array_equal(images, ood_sets.reshaped(digits, labels, 30, seed=0))  # a seed gives the same set
 
 
+def test_written_letters_are_inked_letters_prepared_as_digits():
+    pytest.importorskip("HersheyFonts")
+    images = ood_sets.written(6, seed=0)
+    assert images.shape == (6, 784) and images.min() >= 0 and images.max() <= 1
+    assert ((images > 0.5).sum(axis=1) >= 5).all()  # every one has ink
+    rows = (images.reshape(-1, 28, 28).sum(axis=2) * np.arange(28)).sum(axis=1) / images.sum(axis=1)
+    assert np.all(np.abs(rows - 14) < 2)  # centre of mass near the middle, as MNIST digits
+    assert np.array_equal(images, ood_sets.written(6, seed=0)) and not np.array_equal(images, ood_sets.written(6, 1))
+
+
 def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
         pytest.skip("no fonts for the letter and glyph sets")
     report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)
-    assert len(report["flagged"]) == 9 and "reshaped digits" in report["flagged"]
+    assert len(report["flagged"]) == 10 and "reshaped digits" in report["flagged"]
+    assert "written letters (Hershey, held out)" in report["flagged"]
     service = report["auroc"]["the service: distance and critic, 1 - p"]
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
