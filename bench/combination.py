@@ -39,38 +39,58 @@ from bench.report import save
 from service.calls import ModelCalls
 from service.inference import Inference
 from service.ood import EQUAL_WEIGHT, Calibration
-from service.runtime import load_model
+from service.runtime import load_model, read_manifest
 from service.settings import Settings
 from training.data import load_mnist
-from training.train import TrainConfig, split_train_val
+from training.train import TrainConfig, split_config, split_train_val
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
 
 
-def design_sets(mnist_dir: str, num_digits: int, per_set: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The first num_digits validation digits [num_digits, 784] and the design sets, grey in [0, 1]."""
+def design_sets(
+    mnist_dir: str, split: TrainConfig, num_digits: int, per_set: int, seed: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The first num_digits validation digits [num_digits, 784] of `split` and the design sets, grey in [0, 1]."""
     data = load_mnist(mnist_dir)
-    _, val = split_train_val(data, TrainConfig())  # the split every shipped model holds out
+    _, val = split_train_val(data, split)
     digits, labels = data.train_x[val[:num_digits]] / 255.0, data.train_y[val[:num_digits]]
     sets = ood_sets(per_set, seed, FONT_FAMILIES["design"], digits[::-1])
     sets["reshaped"] = reshaped(digits[::-1], labels[::-1], per_set, seed + 15)
     return digits, sets
 
 
-def evidence(model_dir: str, digits: np.ndarray, sets: dict[str, np.ndarray]) -> tuple[Calibration, dict]:
-    """The model's calibration and the answers' (distance, critic log-odds) of the digits ("digits")
-    and of each set's images."""
+def checked_inference(model_dir: str, split: TrainConfig, num_digits: int) -> Inference:
+    """/v1/classify's code on the calibrated model in `model_dir`, refused unless the model holds out
+    `split` and the first num_digits validation digits lie in the first half of its reference (the
+    half that takes no part in p-values)."""
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
     if model.ood is None:
         raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
-    inference = Inference(model, settings, ModelCalls(model, settings))
+    held_out = split_config(model.manifest)
+    if (held_out.seed, held_out.val_size) != (split.seed, split.val_size):
+        raise SystemExit(
+            f"{model_dir} holds out another validation split (seed {held_out.seed}, {held_out.val_size} images) than "
+            f"the first model named (seed {split.seed}, {split.val_size}): compare models of one split at a time."
+        )
+    half = len(model.ood.reference) // 2
+    if num_digits > half:
+        raise SystemExit(
+            f"--digits {num_digits} reaches into the second half of {model_dir}'s reference, which p-values are "
+            f"counted against; choose at most {half}."
+        )
+    return Inference(model, settings, ModelCalls(model, settings))
+
+
+def evidence(inference: Inference, digits: np.ndarray, sets: dict[str, np.ndarray]) -> tuple[Calibration, dict]:
+    """The model's calibration and the answers' (distance, critic log-odds) of the digits ("digits")
+    and of each set's images."""
     found = {}
     for name, images in {"digits": digits, **sets}.items():
         answers = features(inference, images, "threshold")
         found[name] = (answers["distance"], answers["critic"])
-    return model.ood, found
+    return inference.model.ood, found
 
 
 def statistics(calibration: Calibration, found: dict, weight: float) -> dict[str, np.ndarray]:
@@ -89,15 +109,17 @@ def aurocs(calibration: Calibration, found: dict) -> dict[float, dict[str, float
 
 
 def choose(tables: list[dict[float, dict[str, float]]]) -> float:
-    """The weight whose smallest AUROC over every set of every table is largest; between equals, the
-    one nearest EQUAL_WEIGHT."""
-    smallest = {w: min(min(table[w].values()) for table in tables) for w in WEIGHTS}
+    """The weight whose smallest AUROC over every set of every table is largest; between equals (to
+    the 4 decimals the table prints), the one nearest EQUAL_WEIGHT."""
+    smallest = {w: round(min(min(table[w].values()) for table in tables), 4) for w in WEIGHTS}
     return max(WEIGHTS, key=lambda w: (smallest[w], -abs(w - EQUAL_WEIGHT)))
 
 
 def run(model_dirs: list[str], mnist_dir: str, num_digits: int, per_set: int, seed: int, resamples: int) -> dict:
-    digits, sets = design_sets(mnist_dir, num_digits, per_set, seed)
-    found = {model_dir: evidence(model_dir, digits, sets) for model_dir in model_dirs}
+    split = split_config(read_manifest(Path(model_dirs[0])))
+    inferences = {model_dir: checked_inference(model_dir, split, num_digits) for model_dir in model_dirs}
+    digits, sets = design_sets(mnist_dir, split, num_digits, per_set, seed)
+    found = {model_dir: evidence(inference, digits, sets) for model_dir, inference in inferences.items()}
     tables = {model_dir: aurocs(*found[model_dir]) for model_dir in model_dirs}
     chosen = choose(list(tables.values()))
     gains = {}

@@ -15,7 +15,8 @@ The sets the detection benchmark reports:
   round, halved with another, overlaid on another, reversed in polarity), prepared the same way:
   the kinds of shape the critic learns to reject, made from digits it never saw;
 - written letters: Latin letters drawn with a round pen along the strokes of Hershey vector fonts
-  (script, cursive, gothic, Greek and plain faces; those that written look like a digit left out),
+  (script, cursive, gothic, Greek and plain faces; letters that look like a digit when written are
+  left out),
   slanted, turned and prepared the same way (training.outliers.written_letters): the nearest to a
   handwritten letter here, and nothing the shipped critics learned from.
 

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "bench.screening", *(argv if argv is not None else sys.argv[1:])]),
         "screenings": {
             name: {
-                "looks": [list(look) for look in screening.looks()],
+                "looks": screening.record(),
                 "seed": seed,
                 **compare(results[reference], results[name], labels),
                 "images_per_s": len(x) / median[name],

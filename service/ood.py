@@ -38,6 +38,7 @@ conformal prediction. The held-out validation digits are split in two:
                   unusual), continued past the half's extremes by an exponential tail (_tail_share),
                   so that far beyond is told from just beyond;
                   statistic = -2 [(1 - w) log p_d + w log p_c], w the critic's weight
+                  (at w = 0.5, -log p_d - log p_c: half Fisher's, so ranked alike)
     second half:  the statistics of these digits are the reference; the p-value is
 
     p = (1 + #{reference statistics >= statistic}) / (m + 1),
@@ -45,11 +46,12 @@ conformal prediction. The held-out validation digits are split in two:
 so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the numbers' joint
 law and whatever the weight, and flagging p <= alpha holds the false-positive rate at alpha.
 
-The weight (the manifest's `ood.critic_weight`; EQUAL_WEIGHT, Fisher's own combination, where a
-calibration names none) sets which evidence counts more where they disagree. A printed letter or a
-mirrored digit looks like a digit in all six numbers and not to the critic; a scribble the other way
-round. bench.combination compares weights on validation digits against the design sets, never the
-second half or the reported sets; `cvae calibrate --critic-weight` records the one chosen.
+The weight (the manifest's `files.ood.critic_weight`; EQUAL_WEIGHT where a calibration names none,
+which ranks images as Fisher's combination -2 (log p_d + log p_c) does) sets which evidence counts
+more where they disagree. A printed letter or a mirrored digit looks like a digit in all six numbers
+and not to the critic; a scribble the other way round. bench.combination compares weights on
+validation digits against the design sets, never the second half or the reported sets; `cvae
+calibrate --critic-weight` records the one chosen.
 
 A non-finite number (log p(x) = -inf) puts the distance infinitely far. At any weight strictly
 between 0 and 1, either piece alone far enough off takes the p-value to its smallest, 1 / (m + 1).
@@ -77,7 +79,7 @@ NUM_CONTEXTS = 2 ** len(TEMPLATE)
 DISTANCE_FEATURES = ("score", "log_px", "log1p_ink", "log_gap", "log1p_margin", "kl_z")
 FEATURES = (*DISTANCE_FEATURES, "critic")
 CRITIC = FEATURES.index("critic")
-EQUAL_WEIGHT = 0.5  # the critic's weight where a calibration names none: Fisher's combination
+EQUAL_WEIGHT = 0.5  # the critic's weight where a calibration names none: ranks as Fisher's combination does
 METHOD = (
     "weighted Fisher combination of two p-values against the first half of the validation reference: the Mahalanobis "
     "distance over six numbers per image (the likelihood ratio log p(x) - log p_background(x) against a 10-pixel "
@@ -215,18 +217,17 @@ class Calibration:
     first_distance: np.ndarray  # sorted distances of the first half
     first_critic: np.ndarray  # sorted critic log-odds of the first half
     marginals: tuple[np.ndarray, ...]  # sorted columns score, log_px, log1p_ink, critic of all n
-    critic_weight: float = EQUAL_WEIGHT  # w in the statistic, in [0, 1]
+    critic_weight: float = EQUAL_WEIGHT  # w in the statistic, in [0, 1] (critic_weight_of)
     reference_statistic: np.ndarray = field(init=False)  # sorted statistics of the second half [n - n // 2]
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.critic_weight <= 1.0:
-            raise ValueError(f"the critic's weight is {self.critic_weight}; it must lie in [0, 1]")
+        object.__setattr__(self, "critic_weight", critic_weight_of(self.critic_weight))
         second = self.reference[len(self.reference) // 2 :]
         statistic = self.statistic(self.distance(second), second[:, CRITIC])
         object.__setattr__(self, "reference_statistic", np.sort(statistic))
 
     @classmethod
-    def fit(cls, log_probs: np.ndarray, reference: np.ndarray, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
+    def fit(cls, log_probs: np.ndarray, reference: np.ndarray, *, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
         """Centre, covariance and ranks from the first half of `reference`, statistics of the second."""
         first = reference[: len(reference) // 2]
         usable = first[np.isfinite(first).all(axis=1)][:, : len(DISTANCE_FEATURES)]
@@ -240,7 +241,7 @@ class Calibration:
         return cls(log_probs, reference, center, precision, first_distance, first_critic, marginals, critic_weight)
 
     @classmethod
-    def load(cls, path: Path, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
+    def load(cls, path: Path, *, critic_weight: float) -> Calibration:
         with np.load(path) as data:
             log_probs = np.asarray(data["log_probs"], np.float64)
             reference = np.asarray(data["reference"], np.float64)
@@ -249,7 +250,7 @@ class Calibration:
                 f"{path} holds a background model of shape {list(log_probs.shape)} (expected [2, {NUM_CONTEXTS}]) "
                 f"and reference numbers of shape {list(reference.shape)} (expected [n, {len(FEATURES)}])"
             )
-        return cls.fit(log_probs, reference, critic_weight)
+        return cls.fit(log_probs, reference, critic_weight=critic_weight)
 
     def distance(self, values: np.ndarray) -> np.ndarray:
         """Mahalanobis distance [N] of numbers [N, len(FEATURES)] from the centre over DISTANCE_FEATURES;
@@ -270,6 +271,16 @@ class Calibration:
         if w > 0.0:
             statistic += 2 * w * surprise_critic
         return statistic
+
+
+def critic_weight_of(value: object) -> float:
+    """A critic's weight as a float; ValueError, saying what is wrong, unless it is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"the critic's weight must be a number in [0, 1] (got {value!r}); {EQUAL_WEIGHT} weighs the critic and "
+            "the distance alike"
+        )
+    return float(value)
 
 
 def _mahalanobis(values: np.ndarray, center: np.ndarray, precision: np.ndarray) -> np.ndarray:

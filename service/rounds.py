@@ -41,6 +41,10 @@ class Screening:
         """(samples, margin) of each look in turn."""
         return ((self.samples, self.margin),) + ((self.recheck,) if self.recheck else ())
 
+    def record(self) -> list[list]:
+        """Its looks as records hold them: [[samples, margin], ...]."""
+        return [list(look) for look in self.looks()]
+
     def text(self) -> str:
         """How records name it (a calibration's settings, the check against them)."""
         return "screening " + ", then ".join(f"{s} samples, margin {float(m)} nats" for s, m in self.looks())

@@ -219,14 +219,15 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
             f"The manifest in {model_dir} lists an out-of-distribution calibration but not its critic graph "
             f"({CRITIC!r}): recalibrate it with `cvae calibrate`."
         )
-    weight = entry.get("critic_weight", ood.EQUAL_WEIGHT)  # calibrations before the weight: Fisher's
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ModelLoadError(
-            f"The manifest in {model_dir} gives files.ood.critic_weight = {weight!r}; it must be a number in [0, 1] "
-            f"({ood.EQUAL_WEIGHT} weighs the critic and the distance alike): correct it or recalibrate with "
-            "`cvae calibrate --critic-weight`."
-        )
+    weight = entry.get("critic_weight", ood.EQUAL_WEIGHT)  # calibrations before the weight weigh both alike
     try:
-        return ood.Calibration.load(model_dir / entry["file"], float(weight))
+        weight = ood.critic_weight_of(weight)
+    except ValueError as error:
+        raise ModelLoadError(
+            f"The manifest in {model_dir} gives files.ood.critic_weight = {weight!r}, but {error}: correct it or "
+            "recalibrate with `cvae calibrate --critic-weight`."
+        ) from error
+    try:
+        return ood.Calibration.load(model_dir / entry["file"], critic_weight=weight)
     except (ValueError, KeyError, OSError) as error:
         raise ModelLoadError(f"{model_dir / entry['file']} cannot be read: {error}") from error

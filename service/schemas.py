@@ -169,9 +169,10 @@ class OutOfDistribution(BaseModel):
         description="Chance that a genuine digit is at least this unusual. The distance and the critic are each "
         "ranked against the first half of the held-out validation digits (p_d: distances at least this large, "
         "p_c: critics at most this low; past the most extreme, an exponential tail), combined as "
-        "-2 [(1 - w) log p_d + w log p_c] with the critic's weight w from the model's calibration (0.85 for the "
-        "shipped models; 0.5 weighs both alike), and the p-value is the share of the second half's combined "
-        "numbers at least as large, counting this image. The flag uses this p-value."
+        "-2 [(1 - w) log p_d + w log p_c] with the critic's weight w from the model's calibration (its manifest's "
+        "files.ood.critic_weight in GET /v1/model: 0.85 for the shipped models; 0.5 weighs both alike), and the "
+        "p-value is the share of the second half's combined numbers at least as large, counting this image. The "
+        "flag uses this p-value."
     )
     p_value_score: float = Field(
         description="Share of all validation digits whose score is at most this one's: says whether the ratio "

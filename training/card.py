@@ -232,8 +232,8 @@ def _weight(entry: dict) -> str:
     if "critic_weight" not in entry:  # calibrations before the weight combine the two alike
         return ""
     return (
-        f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; chosen with "
-        "`python -m bench.combination` on validation digits against the design sets)."
+        f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; `cvae calibrate` defaults to "
+        "the weight `python -m bench.combination` chose on validation digits against the design sets)."
     )
 
 

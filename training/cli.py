@@ -53,6 +53,20 @@ def _config_from(args: argparse.Namespace, config_class, prefix: str = ""):
     return config_class(**values)
 
 
+def _critic_weight(text: str) -> float:
+    """--critic-weight's value, refused by argparse (naming the flag) unless a number in [0, 1]."""
+    from service.ood import critic_weight_of
+
+    try:
+        value: object = float(text)
+    except ValueError:
+        value = text  # not a number: critic_weight_of says so
+    try:
+        return critic_weight_of(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+
 def critic_config(args: argparse.Namespace):
     """The CriticConfig of `calibrate`'s --critic-* flags."""
     from training.critic import CriticConfig
@@ -140,7 +154,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--critic-weight",
-        type=float,
+        type=_critic_weight,
         default=CRITIC_WEIGHT,
         help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
         "(default %(default)s, chosen with bench.combination)",

@@ -83,8 +83,7 @@ def calibrate(
     train, val = split_train_val(data, split)
     if limit:
         val = val[:limit]
-    if not 0.0 <= critic_weight <= 1.0:
-        raise ValueError(f"the critic's weight must lie in [0, 1] (got {critic_weight}); 0.5 weighs both alike")
+    critic_weight = ood.critic_weight_of(critic_weight)
     if len(val) < MIN_REFERENCE:  # checked before the old calibration is taken out
         raise ValueError(
             f"calibration needs at least {MIN_REFERENCE} validation images, half for the distance's centre and "
@@ -110,7 +109,7 @@ def calibrate(
     reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
-    calibration = ood.Calibration.load(model_dir / OOD_FILE, critic_weight)
+    calibration = ood.Calibration.load(model_dir / OOD_FILE, critic_weight=critic_weight)
     verdicts = ood.assess(reference, ood.ink_pixels(x), calibration, DEFAULT_FPR)
     flagged = np.array([v["flagged"] for v in verdicts])
     log_prior = np.log(np.asarray(manifest["class_prior"]))
@@ -137,7 +136,7 @@ def calibrate(
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed, served.manifest),
-            "screening": [list(look) for look in _screening_used(served.manifest).looks()],
+            "screening": _screening_used(served.manifest).record(),
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
             f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },

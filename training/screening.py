@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import estimator, rounds
+from service import estimator, ood, rounds
 from service.runtime import load_model
 from service.settings import Settings
 from training.data import Mnist
@@ -130,6 +130,14 @@ def entry_of(row: dict) -> dict:
     )
 
 
+def scored_at(reference: dict, screening: rounds.Screening) -> bool:
+    """Whether an out-of-distribution calibration's reference record was scored at `screening`: by the
+    looks it records, or, for a record made before it recorded them, by its settings text."""
+    if "screening" in reference:
+        return reference["screening"] == screening.record()
+    return f"{screening.text()}, tolerance" in reference.get("settings", "")
+
+
 def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -> dict:
     """Score the candidates, write the chosen screening into the manifest, and return its entry."""
     from training.card import refresh_card
@@ -148,7 +156,7 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
     rows = []
     for candidate in [REFERENCE, *candidates(errors)]:
         result = reference if candidate == REFERENCE else answers(model, x, k, candidate, seed)[0]
-        looks = [list(look) for look in candidate.looks()]
+        looks = candidate.record()
         needed = [needed_margin(errors[size]) for size, _ in looks]
         rows.append({"looks": looks, "needed_margins": needed, **compare(reference, result, labels)})
         print(f"{candidate.text()}: {rows[-1]}", flush=True)
@@ -167,16 +175,15 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
         "candidates": rows,
         "seconds": time.time() - started,
     }
-    reference = (manifest["files"].get("ood") or {}).get("reference")
+    calibration = manifest["files"].get("ood")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
-    # the reference's looks as recorded (a calibration that records none predates the record: its looks are unknown)
-    if reference is not None and reference.get("screening") != [
-        list(look) for look in rounds.screening_for(manifest).looks()
-    ]:
+    if calibration is not None and not scored_at(calibration["reference"], rounds.screening_for(manifest)):
+        weight = calibration.get("critic_weight", ood.EQUAL_WEIGHT)
         print(
-            f"warning: the out-of-distribution reference was scored at {reference.get('settings')}; run "
-            f"`cvae calibrate {model_dir}` again (with --critic-from {model_dir} to keep its critic)",
+            f"warning: the out-of-distribution reference was scored at {calibration['reference'].get('settings')}; "
+            f"run `cvae calibrate {model_dir} --critic-from {model_dir} --critic-weight {weight}` again (which keeps "
+            "its critic and weight)",
             flush=True,
         )
     if manifest.get("metrics", {}).get("nll") is not None:

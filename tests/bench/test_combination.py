@@ -44,3 +44,9 @@ def test_a_small_run_scores_every_design_set_at_every_weight(mnist_dir, shipped_
     assert all(row["inverted"] > 0.95 for row in table.values())
     text = markdown(report)
     assert f"Chosen: w = {report['chosen']}" in text and "| w | blank |" in text
+
+
+def test_digits_from_the_half_that_p_values_count_against_are_refused(mnist_dir, shipped_model):
+    """The weight may be chosen on the first half of the reference only: the false-positive rate rests on the second."""
+    with pytest.raises(SystemExit, match=r"--digits 2501 reaches into the second half .* at most 2500"):
+        run([str(shipped_model)], str(mnist_dir), num_digits=2501, per_set=2, seed=100, resamples=2)

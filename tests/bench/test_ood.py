@@ -58,6 +58,7 @@ def test_written_letters_are_inked_letters_prepared_as_digits():
 
 
 def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
+    pytest.importorskip("HersheyFonts")  # the written letters
     if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
         pytest.skip("no fonts for the letter and glyph sets")
     report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)

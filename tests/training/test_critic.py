@@ -201,3 +201,16 @@ def test_calibrate_flags_set_the_critics_training():
     assert args.seed == 4
     expected = CriticConfig(num_outliers=7, train_limit=5, batch_size=16, learning_rate=0.01, seed=3)
     assert critic_config(args) == expected
+
+
+def test_calibrate_takes_the_critic_s_weight_and_refuses_one_off_the_scale(capsys):
+    from training.cli import build_parser
+    from training.ood import CRITIC_WEIGHT
+
+    assert build_parser().parse_args(["calibrate", "models/x"]).critic_weight == CRITIC_WEIGHT
+    assert build_parser().parse_args(["calibrate", "models/x", "--critic-weight", "0.5"]).critic_weight == 0.5
+    for wrong in ("1.5", "nan", "half"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["calibrate", "models/x", "--critic-weight", wrong])
+        error = capsys.readouterr().err
+        assert f"argument --critic-weight: '{wrong}'" in error and "a number in [0, 1]" in error

@@ -34,8 +34,8 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     data, config, out, entry = calibrated
     train_idx, val_idx = split_train_val(data, config)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
-    looks = rounds.screening_for(read_manifest(out)).looks()  # what the service scored the reference with
-    assert entry["reference"]["screening"] == [list(look) for look in looks]
+    scored_with = rounds.screening_for(read_manifest(out))  # what the service scored the reference with
+    assert entry["reference"]["screening"] == scored_with.record() == [list(look) for look in scored_with.looks()]
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
     answers = service_answers(out, x, 0)
@@ -43,14 +43,9 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     with np.load(out / "ood.npz") as stored:
         assert stored["reference"].shape == (40, len(ood.FEATURES))
         np.testing.assert_allclose(stored["reference"][:, ood.FEATURES.index("log_px")], log_px, rtol=0, atol=1e-9)
-        flagged = np.array(
-            [
-                v["flagged"]
-                for v in ood.assess(
-                    stored["reference"], ood.ink_pixels(x), ood.Calibration.load(out / "ood.npz", CRITIC_WEIGHT), 0.01
-                )
-            ]
-        )
+        calibration = ood.Calibration.load(out / "ood.npz", critic_weight=CRITIC_WEIGHT)
+        verdicts = ood.assess(stored["reference"], ood.ink_pixels(x), calibration, 0.01)
+        flagged = np.array([v["flagged"] for v in verdicts])
     assert read_manifest(out)["files"]["ood"] == entry and entry["critic_weight"] == CRITIC_WEIGHT
     # the abstention curve counts every reason, the critic's among them, on these validation digits
     joint = np.array([a["log_px_y"] for a in answers]) + np.log(read_manifest(out)["class_prior"])
@@ -157,7 +152,7 @@ def test_the_false_positive_rate_holds_for_numbers_of_any_law(weight):
     """Split conformal: fresh draws of the reference's law are flagged at most at the rate asked for,
     whatever the critic's weight."""
     rng = np.random.default_rng(1)
-    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 4000), weight)
+    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 4000), critic_weight=weight)
     p = _p_values(calibration, _skewed(rng, 20000))
     for alpha in (0.01, 0.05, 0.2):
         # alpha, give or take the randomness of the 2,000 reference distances and of the 20,000 draws: 3 sd
@@ -167,7 +162,8 @@ def test_the_false_positive_rate_holds_for_numbers_of_any_law(weight):
 def test_the_critic_s_weight_moves_the_statistic_from_the_distance_s_evidence_to_the_critic_s():
     rng = np.random.default_rng(3)
     reference = _skewed(rng, 2000)
-    weighed = {w: ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, w) for w in (0.0, 0.3, 0.5, 1.0)}
+    background = np.zeros((2, ood.NUM_CONTEXTS))
+    weighed = {w: ood.Calibration.fit(background, reference, critic_weight=w) for w in (0.0, 0.3, 0.5, 1.0)}
     queries = _skewed(rng, 50)
     distance, critic = weighed[0.5].distance(queries), queries[:, ood.CRITIC]
     statistic = {w: calibration.statistic(distance, critic) for w, calibration in weighed.items()}
@@ -186,9 +182,10 @@ def test_the_critic_s_weight_moves_the_statistic_from_the_distance_s_evidence_to
     assert _p_values(weighed[0.0], np.stack([unlike]))[0] > 0.3
     assert _p_values(weighed[1.0], np.stack([missing]))[0] > 0.3
     assert _p_values(weighed[0.3], np.stack([unlike, missing])).tolist() == [1 / 1001] * 2
-    for wrong in (-0.1, 1.5):
-        with pytest.raises(ValueError, match=r"critic's weight .* \[0, 1\]"):
-            ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, wrong)
+    for wrong in (-0.1, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match=r"critic's weight must be a number in \[0, 1\] \(got "):
+            ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, critic_weight=wrong)
+    assert type(ood.critic_weight_of(np.float32(0.25))) is float and ood.critic_weight_of(1) == 1.0
 
 
 def test_one_number_far_off_is_enough_and_a_missing_one_is_as_far_as_it_gets():
@@ -220,7 +217,7 @@ def test_too_few_validation_images_or_a_weight_off_the_scale_are_refused_and_the
     data, _, out, entry = calibrated
     with pytest.raises(ValueError, match="raise --limit"):
         calibrate(out, data, limit=3, critic=TINY_CRITIC)
-    with pytest.raises(ValueError, match=r"critic's weight must lie in \[0, 1\] \(got 1.5\)"):
+    with pytest.raises(ValueError, match=r"critic's weight must be a number in \[0, 1\] \(got 1.5\)"):
         calibrate(out, data, critic=TINY_CRITIC, critic_weight=1.5)
     assert read_manifest(out)["files"]["ood"] == entry
 

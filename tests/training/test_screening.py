@@ -73,16 +73,28 @@ def test_underestimates_measure_how_far_a_few_draws_put_near_classes_below_the_b
     assert errors[4] >= 0.0  # the reference's best is never above itself
 
 
+def test_a_calibration_was_scored_at_the_looks_it_records_or_else_at_its_settings_text():
+    two_looks = rounds.Screening(8, 18.0, (64, 16.0))
+    recorded = {"settings": "anything", "screening": [[8, 18.0], [64, 16.0]]}
+    assert screening.scored_at(recorded, two_looks)
+    assert not screening.scored_at(recorded, rounds.Screening(8, 18.0))
+    assert not screening.scored_at(recorded, rounds.Screening(8, 20.0, (64, 16.0)))
+    older = {"settings": "the service's settings (K = 1000, screening 64 samples, margin 20.0 nats, tolerance 0.0)"}
+    assert screening.scored_at(older, rounds.Screening(64, 20.0))
+    assert not screening.scored_at(older, two_looks)
+    assert not screening.scored_at({}, two_looks)
+
+
 def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
     shutil.copytree(shipped_model, model_dir)
     entry = screening.run(model_dir, load_mnist(mnist_dir), images=12)
     # another choice than the screening the copy's calibration was scored at asks for a new calibration
-    calibrated = json.loads((shipped_model / "manifest.json").read_text())["files"]["ood"]["reference"]["screening"]
+    calibrated = json.loads((shipped_model / "manifest.json").read_text())["files"]["ood"]["reference"]
     warned = "run `cvae calibrate" in capsys.readouterr().out
     manifest = json.loads((model_dir / "manifest.json").read_text())
     chosen_screening = rounds.screening_for(manifest)
-    assert warned == (calibrated != [list(look) for look in chosen_screening.looks()])
+    assert warned == (not screening.scored_at(calibrated, chosen_screening))
     assert manifest["screening"] == json.loads(json.dumps(entry))
     assert len(entry["candidates"]) == 1 + len(screening.LOOKS) and "12 validation digits" in entry["chosen_on"]
     chosen = screening.choose(entry["candidates"])
