@@ -108,11 +108,16 @@ def aurocs(calibration: Calibration, found: dict) -> dict[float, dict[str, float
     return table
 
 
+def smallest(tables: list[dict[float, dict[str, float]]]) -> dict[float, float]:
+    """The smallest AUROC over every set of every table, per weight of WEIGHTS."""
+    return {w: min(min(table[w].values()) for table in tables) for w in WEIGHTS}
+
+
 def choose(tables: list[dict[float, dict[str, float]]]) -> float:
     """The weight whose smallest AUROC over every set of every table is largest; between equals (to
     the 4 decimals the table prints), the one nearest EQUAL_WEIGHT."""
-    smallest = {w: round(min(min(table[w].values()) for table in tables), 4) for w in WEIGHTS}
-    return max(WEIGHTS, key=lambda w: (smallest[w], -abs(w - EQUAL_WEIGHT)))
+    lowest = {w: round(value, 4) for w, value in smallest(tables).items()}
+    return max(WEIGHTS, key=lambda w: (lowest[w], -abs(w - EQUAL_WEIGHT)))
 
 
 def run(model_dirs: list[str], mnist_dir: str, num_digits: int, per_set: int, seed: int, resamples: int) -> dict:
@@ -138,7 +143,7 @@ def run(model_dirs: list[str], mnist_dir: str, num_digits: int, per_set: int, se
         "resamples": resamples,
         "weights": list(WEIGHTS),
         "auroc": {model_dir: {str(w): row for w, row in table.items()} for model_dir, table in tables.items()},
-        "smallest": {str(w): min(min(t[w].values()) for t in tables.values()) for w in WEIGHTS},
+        "smallest": {str(w): value for w, value in smallest(list(tables.values())).items()},
         "chosen": chosen,
         "differences": gains,
     }

@@ -104,6 +104,8 @@ def calibrate(
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     served = load_model(Settings(model_dir=model_dir, batching=False))
+    s = Settings()
+    screening = rounds.screening_for(served.manifest, s.adaptive_screen_samples, s.adaptive_margin)  # as it scores
     answers = service_answers(model_dir, x, seed, served)
     log_odds, critic_probs = served.critic_answers(x)
     reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
@@ -135,8 +137,8 @@ def calibrate(
             "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
-            "settings": _settings_used(seed, served.manifest),
-            "screening": _screening_used(served.manifest).record(),
+            "settings": _settings_used(seed, s, screening),
+            "screening": screening.record(),
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
             f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },
@@ -158,16 +160,9 @@ def calibrate(
     return entry
 
 
-def _screening_used(manifest: dict) -> rounds.Screening:
-    """The screening the service scores with: the manifest's, unless the settings replace it."""
-    s = Settings()
-    return rounds.screening_for(manifest, s.adaptive_screen_samples, s.adaptive_margin)
-
-
-def _settings_used(seed: int, manifest: dict) -> str:
-    s = Settings()
+def _settings_used(seed: int, s: Settings, screening: rounds.Screening) -> str:
     return (
-        f"the service's settings (K = {s.default_num_samples}, {_screening_used(manifest).text()}, "
+        f"the service's settings (K = {s.default_num_samples}, {screening.text()}, "
         f"tolerance {s.default_tolerance}), noise seed {seed}"
     )
 

@@ -93,6 +93,7 @@ def test_the_screening_is_the_settings_then_the_models_own_then_the_default():
     rechecked = {"screening": {"samples": 8, "margin": 18.0, "recheck": {"samples": 64, "margin": 16}}}
     assert rounds.screening_for(rechecked) == rounds.Screening(8, 18.0, (64, 16.0))
     assert rounds.screening_for(rechecked, 32) == rounds.Screening(32, 18.0)  # a setting: that one look alone
+    assert rounds.Screening(8, 18.0, (64, 16.0)).record() == [[8, 18.0], [64, 16.0]]  # as records hold it
     assert rounds.Screening(8, 18.0, (64, 16.0)).text() == (
         "screening 8 samples, margin 18.0 nats, then 64 samples, margin 16.0 nats"
     )

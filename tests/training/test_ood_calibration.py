@@ -35,7 +35,7 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     train_idx, val_idx = split_train_val(data, config)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
     scored_with = rounds.screening_for(read_manifest(out))  # what the service scored the reference with
-    assert entry["reference"]["screening"] == scored_with.record() == [list(look) for look in scored_with.looks()]
+    assert entry["reference"]["screening"] == scored_with.record()
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
     answers = service_answers(out, x, 0)
