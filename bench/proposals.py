@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from service import estimator
-from training.ais import AisConfig, anneal, cvae_log_joint
+from training.ais import AisConfig, anneal, cvae_log_joint, gaussian_start, proposal_start
 from training.card import refresh_card
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
@@ -105,7 +105,19 @@ def annealed(chains: int, temperatures: int, leapfrog_steps: int) -> Proposal:
     def log_w(model, x, y, k, generator):
         mu, logvar = model.encode(x, y)
         config = AisConfig(num_chains=chains, num_temperatures=temperatures, leapfrog_steps=leapfrog_steps)
-        return anneal(cvae_log_joint(model, x, y), mu, logvar + 2 * math.log(1.5), config, generator).log_w
+        start = gaussian_start(mu, logvar + 2 * math.log(1.5))
+        return anneal(cvae_log_joint(model, x, y), start, config, generator).log_w
+
+    return log_w
+
+
+def annealed_from_proposal(model_with_flow: CVAE, chains: int, temperatures: int, leapfrog_steps: int) -> Proposal:
+    """AIS from the served proposal, q with its coupling flow, with HMC moves."""
+
+    def log_w(model, x, y, k, generator):
+        config = AisConfig(num_chains=chains, num_temperatures=temperatures, leapfrog_steps=leapfrog_steps)
+        start = proposal_start(model_with_flow, x, y)
+        return anneal(cvae_log_joint(model_with_flow, x, y), start, config, generator).log_w
 
     return log_w
 
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per proposal (default %(default)s)")
     parser.add_argument("--num-samples", type=int, default=1000, help="K (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--only", nargs="+", help="only the proposals whose names contain one of these")
     parser.add_argument("--out", default="bench/results/proposals.json")
     parser.add_argument(
         "--record", action="store_true", help="also write the table into the model's manifest and MODEL_CARD.md"
@@ -184,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if model.flow is not None:
         trials.insert(1, ("q with its coupling flow (the served proposal)", flow(model), k))
+        model.requires_grad_(False)  # HMC takes gradients with respect to z only
+        for chains, temperatures, steps in ((16, 10, 1), (64, 5, 1), (16, 30, 1), (64, 20, 1)):
+            name = f"AIS from q with its flow: {chains} chains, {temperatures} temperatures, {steps} leapfrog step"
+            trials.append(
+                (
+                    name,
+                    annealed_from_proposal(model, chains, temperatures, steps),
+                    ais_cost(chains, temperatures, steps),
+                )
+            )
+    if args.only:
+        trials = [trial for trial in trials if any(part in trial[0] for part in args.only)]
     results = []
     for name, proposal, cost in trials:
         row = {"proposal": name, "decoder_passes": cost, **measure(base, proposal, x, y, k, args.seeds)}

@@ -2,12 +2,13 @@
 log p(x|y) are checked against (as in Wu et al., 2017, "On the Quantitative Analysis of
 Decoder-Based Generative Models").
 
-Each chain starts from a Gaussian f_0(z) (the encoder's q(z|x,y) without its flow, or the prior)
-and moves through the geometric path f_t(z) = f_0(z)^(1 - beta_t) p(x, z|y)^beta_t with
-Hamiltonian Monte Carlo transitions, beta rising from 0 to 1 on a sigmoid schedule. The log
-weight of a chain, sum_t (beta_t - beta_(t-1)) [log p(x, z_(t-1)|y) - log f_0(z_(t-1))], is an
-unbiased estimate (in the weight) of log p(x|y) whatever the number of temperatures; more
-temperatures shrink its variance and the downward bias of its log.
+Each chain starts from f_0(z): a Gaussian (the encoder's q(z|x,y) without its flow, or the
+prior) or q(z|x,y) with its coupling flow, and moves through the geometric path
+f_t(z) = f_0(z)^(1 - beta_t) p(x, z|y)^beta_t with Hamiltonian Monte Carlo transitions, beta
+rising from 0 to 1 on a sigmoid schedule. The log weight of a chain,
+sum_t (beta_t - beta_(t-1)) [log p(x, z_(t-1)|y) - log f_0(z_(t-1))], is an unbiased estimate
+(in the weight) of log p(x|y) whatever the number of temperatures; more temperatures shrink
+its variance and the downward bias of its log.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from training.model import CVAE
-from training.objectives import log_mean_exp, log_normal, log_px_z, log_standard_normal
+from training.objectives import log_mean_exp, log_normal, log_px_z, log_q_at, log_standard_normal
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z [chains, rows, D] -> [chains, rows]
 
@@ -45,6 +47,40 @@ class AisResult:
     log_w: torch.Tensor
 
 
+class Start(NamedTuple):
+    """The distribution f_0 chains start from: `sample(chains, generator)` -> z [chains, rows, D],
+    its log-density, and `scale` [rows, D], the first HMC step's unit in each dimension."""
+
+    sample: Callable[[int, torch.Generator], torch.Tensor]
+    log_density: LogDensity
+    scale: torch.Tensor
+
+
+def gaussian_start(mu: torch.Tensor, logvar: torch.Tensor) -> Start:
+    """f_0 = N(mu, diag exp(logvar)), mu and logvar [rows, D]."""
+    std = torch.exp(0.5 * logvar)
+
+    def sample(chains: int, generator: torch.Generator) -> torch.Tensor:
+        return mu + std * torch.randn((chains, *mu.shape), generator=generator)
+
+    return Start(sample, lambda z: log_normal(z, mu, logvar), std)
+
+
+def proposal_start(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> Start:
+    """f_0 = the model's own q(z|x,y), its coupling flow included, for rows x [R, 784], y one-hot [R, C]."""
+    with torch.no_grad():
+        mu, logvar, context = model.encode_with_context(x, y)
+    std = torch.exp(0.5 * logvar)
+
+    def sample(chains: int, generator: torch.Generator) -> torch.Tensor:
+        eps = torch.randn((chains, *mu.shape), generator=generator)
+        with torch.no_grad():
+            e = eps if model.flow is None else model.flow(eps, context)[0]
+        return mu + std * e
+
+    return Start(sample, lambda z: log_q_at(model, z, mu, logvar, context), std)
+
+
 def sigmoid_schedule(num_temperatures: int, spread: float = 4.0) -> torch.Tensor:
     """beta_0 = 0 < ... < beta_T = 1, dense near both ends (Grosse et al., 2015)."""
     s = torch.sigmoid(torch.linspace(-spread, spread, num_temperatures + 1, dtype=torch.float64))
@@ -59,25 +95,15 @@ def _value_and_grad(log_density: LogDensity, z: torch.Tensor) -> tuple[torch.Ten
     return value.detach(), grad
 
 
-def anneal(
-    log_joint: LogDensity,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    config: AisConfig,
-    generator: torch.Generator,
-) -> AisResult:
-    """AIS from f_0 = N(mu, diag exp(logvar)) [rows, D] to p(x, z) given as `log_joint`."""
-    chains = config.num_chains
-    std = torch.exp(0.5 * logvar)
-
-    def log_start(z):
-        return log_normal(z, mu, logvar)
-
-    z = mu + std * torch.randn((chains, *mu.shape), generator=generator)  # [chains, rows, D]
+def anneal(log_joint: LogDensity, start: Start, config: AisConfig, generator: torch.Generator) -> AisResult:
+    """AIS from `start`'s f_0 to p(x, z) given as `log_joint`."""
+    chains, rows = config.num_chains, start.scale.shape[0]
+    log_start = start.log_density
+    z = start.sample(chains, generator)  # [chains, rows, D]
     betas = sigmoid_schedule(config.num_temperatures)
-    step = torch.full(mu.shape[:1], config.initial_step_size)[None, :, None] * std  # per row and dimension
-    log_w = torch.zeros(chains, mu.shape[0])
-    accepted = torch.zeros(mu.shape[0])
+    step = config.initial_step_size * start.scale[None]  # per row and dimension
+    log_w = torch.zeros(chains, rows)
+    accepted = torch.zeros(rows)
     for t in range(1, len(betas)):
         beta_prev, beta = betas[t - 1].item(), betas[t].item()
         log_w += (beta - beta_prev) * (log_joint(z) - log_start(z)).detach()
@@ -135,4 +161,4 @@ def cvae_log_px_y(model: CVAE, x: torch.Tensor, y: torch.Tensor, config: AisConf
         with torch.no_grad():
             mu, logvar = model.encode(x, y)
         logvar = logvar + 2 * math.log(1.5)  # a wider start covers the posterior's tails
-    return anneal(cvae_log_joint(model, x, y), mu, logvar, config, generator)
+    return anneal(cvae_log_joint(model, x, y), gaussian_start(mu, logvar), config, generator)

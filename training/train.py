@@ -3,7 +3,6 @@ a validation split for model selection. The test set is never touched here."""
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -43,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     train_limit: int = 0  # use only the first N training images (0: all); for quick runs
     threads: int = 0  # torch threads (0: torch's default)
+    device: str = "cpu"  # where to train: "cpu" or a torch device such as "cuda"; the checkpoint is saved for the CPU
 
 
 def binarize(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -77,7 +77,7 @@ def classify_loss(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torc
     """
     num_classes = model.config.num_classes
     batch = x.shape[0]
-    eye = torch.eye(num_classes)
+    eye = torch.eye(num_classes, device=x.device)
     y_all = eye[:, None, :].expand(num_classes, batch, num_classes)  # [C, B, C]
     with torch.no_grad():
         rows_x = x.repeat(num_classes, 1)  # [C*B, 784]: class-major
@@ -93,14 +93,14 @@ def validate(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torch.Ten
     """k-sample bound of log p(x|y_true), of log p(x), and Bayes'-rule accuracy."""
     model.eval()
     num_classes = model.config.num_classes
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator(device=x.device).manual_seed(1)
     bounds = []
     for start in range(0, len(x), 500):
         xb = x[start : start + 500]
-        per_class = [
-            iwae_bound(log_weights(model, xb, one_hot(torch.full((len(xb),), c), num_classes), k, generator)[0])
-            for c in range(num_classes)
-        ]
+        per_class = []
+        for c in range(num_classes):
+            y_c = one_hot(torch.full((len(xb),), c, device=xb.device), num_classes)
+            per_class.append(iwae_bound(log_weights(model, xb, y_c, k, generator)[0]))
         bounds.append(torch.stack(per_class, dim=-1))  # [B, C]
     log_px_y = torch.cat(bounds)
     log_px, log_py_x = bayes_posterior(class_log_joint(log_px_y, log_prior))
@@ -120,19 +120,21 @@ def train(
         raise ValueError(f"objective must be 'iwae' or 'dreg', not {config.objective!r}")
     if config.threads:
         torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     train_idx, val_idx = split_train_val(data, config)
-    pixels = torch.from_numpy(data.train_x[train_idx])  # uint8 [N, 784]
-    labels = torch.from_numpy(data.train_y[train_idx])
-    val_x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(2))
-    val_y = torch.from_numpy(data.train_y[val_idx])
+    pixels = torch.from_numpy(data.train_x[train_idx]).to(device)  # uint8 [N, 784]
+    labels = torch.from_numpy(data.train_y[train_idx]).to(device)
+    val_pixels = torch.from_numpy(data.train_x[val_idx]).to(device)
+    val_x = binarize(val_pixels, torch.Generator(device=device).manual_seed(2))
+    val_y = torch.from_numpy(data.train_y[val_idx]).to(device)
 
     counts = np.bincount(data.train_y, minlength=model_config.num_classes)
     class_prior = (counts / counts.sum()).tolist()
-    log_prior = torch.tensor(class_prior).log()
+    log_prior = torch.tensor(class_prior, device=device).log()
 
-    model = CVAE(model_config)
+    model = CVAE(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(pixels) / config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -142,7 +144,7 @@ def train(
     started = time.time()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.time()
-        order = torch.randperm(len(pixels), generator=generator)
+        order = torch.randperm(len(pixels), generator=generator, device=device)
         total = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=5, file=sys.stderr)
         for step in bar:
@@ -174,7 +176,8 @@ def train(
             flush=True,
         )
         if best is None or record["val_bound_log_px"] > best["val_bound_log_px"]:
-            best, best_state = record, copy.deepcopy(model.state_dict())
+            best = record
+            best_state = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
     extra = {
         "train_config": asdict(config),
         "training_seconds": time.time() - started,

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.ais import AisConfig, anneal, sigmoid_schedule  # noqa: E402
+from training.ais import AisConfig, anneal, gaussian_start, sigmoid_schedule  # noqa: E402
 
 
 def linear_gaussian(seed=0, rows=6, latent=3, pixels=12, sigma=0.7):
@@ -40,7 +40,7 @@ def test_ais_matches_the_closed_form_within_its_error():
     start_mu = mean + 0.5  # a start that misses the posterior, as an encoder does
     start_logvar = torch.zeros(rows, latent)
     config = AisConfig(num_chains=64, num_temperatures=300, leapfrog_steps=5)  # standard errors near 0.05
-    result = anneal(log_joint, start_mu, start_logvar, config, torch.Generator().manual_seed(1))
+    result = anneal(log_joint, gaussian_start(start_mu, start_logvar), config, torch.Generator().manual_seed(1))
     error = (result.log_px_y - exact.double()).abs()
     print(f"|AIS - exact| {error.numpy().round(4)}, standard errors {result.std_error.numpy().round(4)}")
     assert (error <= 4 * result.std_error + 0.02).all()
@@ -54,7 +54,7 @@ def test_ais_from_the_posterior_itself_is_exact():
     log_joint, exact, mean, covariance = linear_gaussian(seed=1, latent=1)
     logvar = torch.log(covariance.diagonal()).expand_as(mean)
     config = AisConfig(num_chains=4, num_temperatures=20, leapfrog_steps=3)
-    result = anneal(log_joint, mean, logvar, config, torch.Generator().manual_seed(2))
+    result = anneal(log_joint, gaussian_start(mean, logvar), config, torch.Generator().manual_seed(2))
     assert torch.allclose(result.log_w, exact.double().expand_as(result.log_w), atol=1e-3)
 
 
@@ -78,3 +78,27 @@ def test_gold_standard_compares_the_service_with_ais_on_real_digits(shipped_mode
     from training.card import card_text
 
     assert "Against annealed importance sampling" in card_text(manifest)
+
+
+def test_one_temperature_from_the_proposal_is_importance_sampling_from_q():
+    """With a single temperature AIS weighs the start's draws by p(x, z|y) / f_0(z) and no more:
+    started from q with its coupling flow, that is the served importance sampler, draw for draw."""
+    from training.ais import cvae_log_joint, proposal_start
+    from training.model import CVAE, ModelConfig
+    from training.objectives import log_weights
+
+    torch.manual_seed(0)
+    model = CVAE(ModelConfig(latent_dim=4, hidden_dims=(16,), flow_layers=2, flow_hidden=8))
+    with torch.no_grad():
+        for parameter in model.flow.parameters():  # away from the identity it starts as
+            parameter.normal_(0.0, 0.3)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    x = (torch.rand(3, 784, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    y = torch.eye(10)[[0, 4, 7]]
+    config = AisConfig(num_chains=5, num_temperatures=1, leapfrog_steps=2)
+    result = anneal(cvae_log_joint(model, x, y), proposal_start(model, x, y), config, torch.Generator().manual_seed(3))
+    expected, _ = log_weights(model, x, y, 5, torch.Generator().manual_seed(3))
+    assert torch.allclose(result.log_w, expected.double(), atol=1e-4)
+    eps = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(model.flow(eps, model.encode_with_context(x, y)[2])[0], eps, atol=0.05)  # a real flow
