@@ -33,7 +33,14 @@ class AisConfig:
     leapfrog_steps: int = 10
     initial_step_size: float = 0.3  # times the start's standard deviation, then adapted per row
     target_acceptance: float = 0.65
-    start: str = "encoder"  # or "prior"
+    start: str = "encoder"  # one of STARTS
+
+
+STARTS = {
+    "encoder": "the encoder's Gaussian widened 1.5x",
+    "prior": "the prior N(0, I)",
+    "proposal": "q(z|x,y) with its coupling flow, as the service draws from it",
+}
 
 
 @dataclass
@@ -153,8 +160,12 @@ def cvae_log_joint(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> LogDensity:
 
 def cvae_log_px_y(model: CVAE, x: torch.Tensor, y: torch.Tensor, config: AisConfig, generator) -> AisResult:
     """AIS estimates of log p(x|y) for rows x [R, 784], y one-hot [R, C]."""
+    if config.start not in STARTS:
+        raise ValueError(f"AIS start must be one of {', '.join(STARTS)}, not {config.start!r}")
     for p in model.parameters():
         p.requires_grad_(False)
+    if config.start == "proposal":
+        return anneal(cvae_log_joint(model, x, y), proposal_start(model, x, y), config, generator)
     if config.start == "prior":
         mu, logvar = torch.zeros(len(x), model.config.latent_dim), torch.zeros(len(x), model.config.latent_dim)
     else:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from service import abstention, rounds
+from training.ais import STARTS
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
 
@@ -174,8 +175,8 @@ def _ais_section(manifest: dict) -> str:
     a = ais["ais"]
     return f"""## Against annealed importance sampling
 `{ais["command"]}`: the first {ais["images"]} test images ({ais["binarization"]}), scored by the
-service's own code at its default settings and by AIS ({a["num_chains"]} chains from the encoder's
-Gaussian widened 1.5x, {a["num_temperatures"]} temperatures on a sigmoid schedule, HMC with
+service's own code at its default settings and by AIS ({a["num_chains"]} chains from
+{STARTS[a.get("start", "encoder")]}, {a["num_temperatures"]} temperatures on a sigmoid schedule, HMC with
 {a["leapfrog_steps"]} leapfrog steps, acceptance {ais["ais_acceptance"]:.2f}) for every class with
 p(y|x) >= 0.001. Per image in `ais.json`.
 

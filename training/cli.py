@@ -85,7 +85,7 @@ def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
-    from training.ais import AisConfig
+    from training.ais import STARTS, AisConfig
     from training.critic import CriticConfig
     from training.model import ModelConfig
     from training.ood import CRITIC_WEIGHT
@@ -201,6 +201,12 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     ais.add_argument("--chains", type=int, default=AisConfig.num_chains, help="default %(default)s")
     ais.add_argument("--temperatures", type=int, default=AisConfig.num_temperatures, help="default %(default)s")
     ais.add_argument("--leapfrog-steps", type=int, default=AisConfig.leapfrog_steps, help="default %(default)s")
+    ais.add_argument(
+        "--start",
+        choices=list(STARTS),
+        default=AisConfig.start,
+        help="where the chains start: " + "; ".join(f"{name}: {text}" for name, text in STARTS.items()),
+    )
     return parser
 
 
@@ -226,7 +232,10 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.gold_standard import run as gold_standard
 
             config = AisConfig(
-                num_chains=args.chains, num_temperatures=args.temperatures, leapfrog_steps=args.leapfrog_steps
+                num_chains=args.chains,
+                num_temperatures=args.temperatures,
+                leapfrog_steps=args.leapfrog_steps,
+                start=args.start,
             )
             gold_standard(args.model_dir, _data_dir(args), args.limit, config, args.seed)
         elif args.command == "export":

@@ -107,7 +107,7 @@ def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConf
         "ais_seconds": ais_seconds,
         "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}; service seed {seed}",
         "command": f"cvae ais {model_dir} --limit {limit} --chains {config.num_chains} "
-        f"--temperatures {config.num_temperatures} --leapfrog-steps {config.leapfrog_steps}",
+        f"--temperatures {config.num_temperatures} --leapfrog-steps {config.leapfrog_steps} --start {config.start}",
     }
     (model_dir / "ais.json").write_text(json.dumps({"summary": summary, "images": images}, indent=1) + "\n")
     manifest = read_manifest(model_dir)

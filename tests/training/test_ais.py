@@ -102,3 +102,12 @@ def test_one_temperature_from_the_proposal_is_importance_sampling_from_q():
     assert torch.allclose(result.log_w, expected.double(), atol=1e-4)
     eps = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(4))
     assert not torch.allclose(model.flow(eps, model.encode_with_context(x, y)[2])[0], eps, atol=0.05)  # a real flow
+
+
+def test_an_unknown_start_is_refused_naming_the_choices():
+    from training.ais import cvae_log_px_y
+    from training.model import CVAE, ModelConfig
+
+    model = CVAE(ModelConfig(latent_dim=2, hidden_dims=(8,)))
+    with pytest.raises(ValueError, match="encoder, prior, proposal"):
+        cvae_log_px_y(model, torch.zeros(1, 784), torch.eye(10)[:1], AisConfig(start="posterior"), torch.Generator())
