@@ -152,7 +152,8 @@ def run_recipe(name: str, args: argparse.Namespace) -> dict:
         where = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu"
     folder = Path(args.out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(folder / "checkpoint.pt")
+    if not args.trained:
+        checkpoint.save(folder / "checkpoint.pt")
     device = torch.device(args.device)
     model = checkpoint.build_model().to(device)
     x, y = validation_digits(data, train_config, args.images, device)
@@ -319,6 +320,39 @@ def gather(out: Path, base: str | Path) -> tuple[dict, dict]:
     return results, json.loads(cpu_path.read_text()) if cpu_path.exists() else {}
 
 
+def train_in_parallel(args: argparse.Namespace, argv: list[str], out: Path) -> None:
+    """Each recipe in a worker process of its own (`--one NAME`), at most args.parallel at once,
+    its output in OUT/NAME.log; those still training at the deadline are stopped."""
+    forwarded = [a for a in argv if not a.startswith("--recipes") and a not in RECIPES]
+    pending, running, failed, stopped = list(args.recipes), [], [], []
+    started = time.time()
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name = pending.pop(0)
+            log = open(out / f"{name}.log", "w")
+            command = [sys.executable, "-m", "bench.recipes", *forwarded, "--one", name]
+            running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(2)
+        late = bool(args.deadline) and time.time() - started > 60 * args.deadline
+        if late:
+            pending = []
+        for entry in list(running):
+            name, process, log = entry
+            if late and process.poll() is None:
+                process.kill()
+                stopped.append(name)
+            returncode = process.wait() if late else process.poll()
+            if returncode is None:
+                continue
+            running.remove(entry)
+            log.close()
+            if returncode and name not in stopped:
+                failed.append(name)
+            print(f"{name}: exit {returncode}", flush=True)
+    if failed or stopped:
+        print(f"failed: {failed}, stopped at the deadline: {stopped} (see their logs in {out})", file=sys.stderr)
+
+
 def command_line(argv: list[str] | None) -> str:
     return "python -m bench.recipes " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -355,14 +389,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name MNIST's folder with --data-dir or MNIST_DIR")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.one or args.trained:
-        if args.trained and len(args.recipes) != 1:
+    if args.one:
+        run_recipe(args.one, args)
+        return 0
+    if not args.report:  # the report names every run that put results into OUT
+        with open(out / "command.txt", "a") as commands:
+            commands.write(command_line(argv) + "\n")
+    if args.trained:
+        if len(args.recipes) != 1:
             parser.error("--trained scores one checkpoint: name its recipe with --recipes NAME")
-        run_recipe(args.one or args.recipes[0], args)
-        if args.one:
-            return 0
-    elif args.report:
-        pass
+        run_recipe(args.recipes[0], args)
     elif args.cpu_steps:
         data = load_mnist(args.data_dir)
         cpu = gather(out, args.base)[1]
@@ -370,37 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu[name] = cpu_minutes(name, args, data)
             print(f"{name}: {cpu[name]['minutes']:.0f} CPU minutes", flush=True)
         (out / "cpu.json").write_text(json.dumps(cpu, indent=1))
-    else:
-        pending, running, failed, stopped = list(args.recipes), [], [], []
-        with open(out / "command.txt", "a") as commands:  # every run that trained recipes into OUT
-            commands.write(command_line(argv) + "\n")
-        started = time.time()
-        forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--recipes")]
-        forwarded = [a for a in forwarded if a not in RECIPES]
-        while pending or running:
-            while pending and len(running) < args.parallel:
-                name = pending.pop(0)
-                log = open(out / f"{name}.log", "w")
-                command = [sys.executable, "-m", "bench.recipes", *forwarded, "--one", name]
-                running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-            time.sleep(2)
-            if args.deadline and time.time() - started > 60 * args.deadline:
-                for name, process, log in running:
-                    process.kill()
-                    process.wait()
-                    log.close()
-                    stopped.append(name)
-                pending, running = [], []
-            for entry in list(running):
-                name, process, log = entry
-                if process.poll() is not None:
-                    running.remove(entry)
-                    log.close()
-                    if process.returncode:
-                        failed.append(name)
-                    print(f"{name}: exit {process.returncode}", flush=True)
-        if failed or stopped:
-            print(f"failed: {failed}, stopped at the deadline: {stopped} (see their logs in {out})", file=sys.stderr)
+    elif not args.report:
+        train_in_parallel(args, argv if argv is not None else sys.argv[1:], out)
     results, cpu = gather(out, args.base)
     commands = (
         (out / "command.txt").read_text().splitlines() if (out / "command.txt").exists() else [command_line(argv)]

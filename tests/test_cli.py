@@ -25,7 +25,7 @@ def test_each_command_has_help_with_defaults():
     refit = cvae("refit", "--help")
     assert refit.returncode == 0 and "--no-train-decoder" in refit.stdout and "--flow-layers" in refit.stdout
     ais = cvae("ais", "--help")
-    assert ais.returncode == 0 and "--temperatures" in ais.stdout and "--start" in ais.stdout and "proposal:" in ais.stdout
+    assert ais.returncode == 0 and all(word in ais.stdout for word in ("--temperatures", "--start", "proposal:"))
 
 
 def test_unknown_command_and_missing_data_say_what_to_do(tmp_path):

@@ -90,3 +90,11 @@ def test_a_small_run_trains_scores_and_times_a_recipe(mnist_dir, tmp_path):
     assert cpu["latent-16"]["minutes"] > 0 and cpu["latent-16"]["epochs"] == 1
     report = (tmp_path / "RECIPES.md").read_text()
     assert "| latent-16 | 16 latent dimensions | 1 of 1 |" in report
+
+
+def test_a_recipe_still_training_at_the_deadline_is_stopped_and_reported(mnist_dir, tmp_path, capsys):
+    args = ["--data-dir", str(mnist_dir), "--base", str(BASE), "--recipes", "latent-16", "--out", str(tmp_path)]
+    assert main([*args, "--deadline", "0.0001"]) == 0
+    assert "stopped at the deadline: ['latent-16']" in capsys.readouterr().err
+    assert not (tmp_path / "latent-16" / "result.json").exists()
+    assert "| latent-16 | 16 latent dimensions | not trained |" in (tmp_path / "RECIPES.md").read_text()
