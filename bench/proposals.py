@@ -214,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         row = {"proposal": name, "decoder_passes": cost, **measure(base, proposal, x, y, k, args.seeds)}
         results.append(row)
         print(json.dumps(row), flush=True)
+    only = " --only " + " ".join(f'"{part}"' for part in args.only) if args.only else ""
     report = {
         "model_dir": args.model_dir,
         "images": len(val),
         "seeds": args.seeds,
         "num_samples": k,
         "command": f"python -m bench.proposals --model-dir {args.model_dir} --images {args.images} "
-        f"--seeds {args.seeds} --num-samples {k}",
+        f"--seeds {args.seeds} --num-samples {k}{only}",
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
