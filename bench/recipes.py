@@ -38,8 +38,8 @@ import torch
 from training.data import load_mnist
 from training.export import read_manifest
 from training.model import CVAE, Checkpoint, ModelConfig
-from training.objectives import bayes_posterior, class_log_joint, dreg_loss, iwae_bound, log_weights
-from training.train import TrainConfig, binarize, classify_loss, one_hot, split_train_val, train, validate
+from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
+from training.train import TrainConfig, binarize, one_hot, split_train_val, step_loss, train, validate
 
 BASE = "models/mnist-cvae/2.0.0"
 
@@ -202,9 +202,7 @@ def cpu_minutes(name: str, args: argparse.Namespace, data) -> dict:
 
     def step(index: int) -> None:
         rows = torch.arange(index * batch, (index + 1) * batch) % len(pixels)
-        x, y = binarize(pixels[rows], generator), one_hot(labels[rows], model_config.num_classes)
-        loss, _ = dreg_loss(model, x, y, train_config.num_samples, train_config.elbo_weight)
-        loss = loss + train_config.classify_weight * classify_loss(model, x, labels[rows], log_prior)
+        loss, _ = step_loss(model, binarize(pixels[rows], generator), labels[rows], train_config, log_prior)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

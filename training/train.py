@@ -88,6 +88,22 @@ def classify_loss(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torc
     return F.cross_entropy(class_log_joint(elbo.T, log_prior), y)
 
 
+def step_loss(
+    model: CVAE, x: torch.Tensor, labels: torch.Tensor, config: TrainConfig, log_prior: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step's loss on binary images x with their labels, and the batch's mean k-sample bound."""
+    y = one_hot(labels, model.config.num_classes)
+    if config.objective == "dreg":
+        loss, bound = dreg_loss(model, x, y, config.num_samples, config.elbo_weight)
+        bound = bound.mean()
+    else:
+        bound = iwae_bound(log_weights(model, x, y, config.num_samples)[0]).mean()
+        loss = -bound
+    if config.classify_weight:
+        loss = loss + config.classify_weight * classify_loss(model, x, labels, log_prior)
+    return loss, bound
+
+
 @torch.no_grad()
 def validate(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torch.Tensor, k: int) -> dict:
     """k-sample bound of log p(x|y_true), of log p(x), and Bayes'-rule accuracy."""
@@ -149,16 +165,7 @@ def train(
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=5, file=sys.stderr)
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = binarize(pixels[batch], generator)
-            y = one_hot(labels[batch], model_config.num_classes)
-            if config.objective == "dreg":
-                loss, bound = dreg_loss(model, x, y, config.num_samples, config.elbo_weight)
-                bound = bound.mean()
-            else:
-                bound = iwae_bound(log_weights(model, x, y, config.num_samples)[0]).mean()
-                loss = -bound
-            if config.classify_weight:
-                loss = loss + config.classify_weight * classify_loss(model, x, labels[batch], log_prior)
+            loss, bound = step_loss(model, binarize(pixels[batch], generator), labels[batch], config, log_prior)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
