@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from service import estimator
-from training.ais import AisConfig, anneal, cvae_log_joint, gaussian_start, proposal_start
+from training.ais import AisConfig, cvae_log_joint, cvae_log_px_y
 from training.card import refresh_card
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
@@ -99,25 +99,15 @@ def flow(model_with_flow: CVAE) -> Proposal:
     return log_w
 
 
-def annealed(chains: int, temperatures: int, leapfrog_steps: int) -> Proposal:
-    """AIS from q's Gaussian base (widened 1.5x) with HMC moves; its `chains` stand for the K samples."""
+def annealed(
+    chains: int, temperatures: int, leapfrog_steps: int, start: str = "encoder", model_with_flow=None
+) -> Proposal:
+    """AIS with HMC moves (training.ais.cvae_log_px_y) from `start`, one of training.ais.STARTS; its
+    `chains` stand for the K samples. From "proposal", the chains start from `model_with_flow`'s q."""
 
     def log_w(model, x, y, k, generator):
-        mu, logvar = model.encode(x, y)
-        config = AisConfig(num_chains=chains, num_temperatures=temperatures, leapfrog_steps=leapfrog_steps)
-        start = gaussian_start(mu, logvar + 2 * math.log(1.5))
-        return anneal(cvae_log_joint(model, x, y), start, config, generator).log_w
-
-    return log_w
-
-
-def annealed_from_proposal(model_with_flow: CVAE, chains: int, temperatures: int, leapfrog_steps: int) -> Proposal:
-    """AIS from the served proposal, q with its coupling flow, with HMC moves."""
-
-    def log_w(model, x, y, k, generator):
-        config = AisConfig(num_chains=chains, num_temperatures=temperatures, leapfrog_steps=leapfrog_steps)
-        start = proposal_start(model_with_flow, x, y)
-        return anneal(cvae_log_joint(model_with_flow, x, y), start, config, generator).log_w
+        config = AisConfig(num_chains=chains, num_temperatures=temperatures, leapfrog_steps=leapfrog_steps, start=start)
+        return cvae_log_px_y(model_with_flow or model, x, y, config, generator).log_w
 
     return log_w
 
@@ -197,16 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if model.flow is not None:
         trials.insert(1, ("q with its coupling flow (the served proposal)", flow(model), k))
-        model.requires_grad_(False)  # HMC takes gradients with respect to z only
         for chains, temperatures, steps in ((16, 10, 1), (64, 5, 1), (16, 30, 1), (64, 20, 1)):
             name = f"AIS from q with its flow: {chains} chains, {temperatures} temperatures, {steps} leapfrog step"
-            trials.append(
-                (
-                    name,
-                    annealed_from_proposal(model, chains, temperatures, steps),
-                    ais_cost(chains, temperatures, steps),
-                )
-            )
+            proposal = annealed(chains, temperatures, steps, "proposal", model)
+            trials.append((name, proposal, ais_cost(chains, temperatures, steps)))
     if args.only:
         trials = [trial for trial in trials if any(part in trial[0] for part in args.only)]
     results = []

@@ -35,11 +35,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service import estimator
 from training.data import load_mnist
 from training.export import read_manifest
 from training.model import CVAE, Checkpoint, ModelConfig
-from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
-from training.train import TrainConfig, binarize, one_hot, split_train_val, step_loss, train, validate
+from training.objectives import log_weights
+from training.train import (
+    TrainConfig,
+    binarize,
+    class_frequencies,
+    one_hot,
+    split_train_val,
+    step_loss,
+    train,
+    validate,
+)
 
 BASE = "models/mnist-cvae/2.0.0"
 
@@ -88,40 +98,34 @@ def assess(
     num_classes = model.config.num_classes
     device = x.device
 
-    def estimates(xs: torch.Tensor, classes: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_w(xs: torch.Tensor, classes: torch.Tensor, seed: int) -> np.ndarray:
+        """Importance log-weights [K, N] of digits xs with their classes, drawn from one seed."""
         generator = torch.Generator(device=device).manual_seed(seed)
-        bounds, ess = [], []
-        for start in range(0, len(xs), chunk):
-            log_w, _ = log_weights(
-                model,
-                xs[start : start + chunk],
-                one_hot(classes[start : start + chunk], num_classes),
-                num_samples,
-                generator,
-            )
-            weights = torch.softmax(log_w.double(), dim=0)
-            bounds.append(iwae_bound(log_w.double()))
-            ess.append(1.0 / (weights**2).sum(0))
-        return torch.cat(bounds), torch.cat(ess)
+        parts = []
+        for i in range(0, len(xs), chunk):
+            y_i = one_hot(classes[i : i + chunk], num_classes)
+            parts.append(log_weights(model, xs[i : i + chunk], y_i, num_samples, generator)[0])
+        return torch.cat(parts, dim=1).double().cpu().numpy()
 
-    per_class = torch.stack(
-        [estimates(x, torch.full_like(y, c), 1000 + c)[0] for c in range(num_classes)], dim=-1
+    per_class = np.stack(
+        [estimator.log_mean_exp(log_w(x, torch.full_like(y, c), 1000 + c)) for c in range(num_classes)], axis=-1
     )  # [N, C]
-    log_px, log_py_x = bayes_posterior(class_log_joint(per_class, log_prior.double()))
+    joint = per_class + log_prior.double().cpu().numpy()
+    log_px = estimator.logsumexp(joint)
     xs, ys = x[:spread_images], y[:spread_images]
-    runs = [estimates(xs, ys, 2000 + seed) for seed in range(seeds)]
-    true_class = torch.stack([bound for bound, _ in runs]).cpu().numpy()  # [S, M]
+    runs = [estimator.reduce_log_weights(log_w(xs, ys, 2000 + seed)) for seed in range(seeds)]
+    true_class = np.stack([value for value, *_ in runs])  # [S, M]
     spread = true_class.std(axis=0, ddof=1)
     return {
         "images": len(x),
         "num_samples": num_samples,
-        "log_px": log_px.mean().item(),
-        "accuracy": (log_py_x.argmax(-1) == y).double().mean().item(),
+        "log_px": float(log_px.mean()),
+        "accuracy": float((joint.argmax(-1) == y.cpu().numpy()).mean()),
         "spread_images": len(xs),
         "seeds": seeds,
         "spread_median": float(np.median(spread)),
         "spread_p95": float(np.percentile(spread, 95)),
-        "median_ess": runs[0][1].median().item(),
+        "median_ess": float(np.median(runs[0][2])),
         "log_px_y_true": float(true_class.mean()),
     }
 
@@ -194,9 +198,7 @@ def cpu_minutes(name: str, args: argparse.Namespace, data) -> dict:
     train_idx, val_idx = split_train_val(data, train_config)
     model = CVAE(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
-    log_prior = (
-        torch.tensor(np.bincount(data.train_y, minlength=model_config.num_classes) / len(data.train_y)).float().log()
-    )
+    log_prior = torch.tensor(class_frequencies(data, model_config.num_classes)).log()
     pixels, labels = torch.from_numpy(data.train_x[train_idx]), torch.from_numpy(data.train_y[train_idx]).long()
     batch = train_config.batch_size
 

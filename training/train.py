@@ -60,6 +60,12 @@ def split_config(manifest: dict) -> TrainConfig:
     return TrainConfig(**{key: config[key] for key in ("seed", "val_size") if key in config})
 
 
+def class_frequencies(data: Mnist, num_classes: int) -> list[float]:
+    """p(y): the class frequencies of all training labels."""
+    counts = np.bincount(data.train_y, minlength=num_classes)
+    return (counts / counts.sum()).tolist()
+
+
 def split_train_val(data: Mnist, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation images, fixed by the seed."""
     order = np.random.default_rng(config.seed).permutation(len(data.train_y))
@@ -146,8 +152,7 @@ def train(
     val_x = binarize(val_pixels, torch.Generator(device=device).manual_seed(2))
     val_y = torch.from_numpy(data.train_y[val_idx]).to(device)
 
-    counts = np.bincount(data.train_y, minlength=model_config.num_classes)
-    class_prior = (counts / counts.sum()).tolist()
+    class_prior = class_frequencies(data, model_config.num_classes)
     log_prior = torch.tensor(class_prior, device=device).log()
 
     model = CVAE(model_config).to(device)

@@ -47,7 +47,7 @@ def test_the_history_is_read_back_from_what_training_prints(mnist_dir, tmp_path,
             assert read[key] == pytest.approx(recorded[key], abs=1e-3)
 
 
-def test_assessment_figures_are_in_their_ranges():
+def test_assessment_figures_are_in_their_ranges_and_sharpen_with_more_samples():
     from training.model import CVAE, ModelConfig
 
     torch.manual_seed(0)
@@ -55,11 +55,13 @@ def test_assessment_figures_are_in_their_ranges():
     x = (torch.rand(12, 784, generator=torch.Generator().manual_seed(1)) < 0.2).float()
     y = torch.arange(12) % 10
     log_prior = torch.full((10,), 0.1).log()
-    figures = assess(model, x, y, log_prior, num_samples=50, spread_images=6, seeds=3, chunk=5)
-    assert 1 <= figures["median_ess"] <= 50
-    assert 0 < figures["spread_median"] <= figures["spread_p95"] < math.inf
-    assert 0 <= figures["accuracy"] <= 1 and math.isfinite(figures["log_px"])
-    assert figures["log_px"] > figures["log_px_y_true"]  # log p(x) sums p(x, y) over classes: above p(x|y) p(y)
+    few, many = (assess(model, x, y, log_prior, num_samples=k, spread_images=6, seeds=3, chunk=5) for k in (20, 500))
+    for figures, k in ((few, 20), (many, 500)):
+        assert 1 <= figures["median_ess"] <= k
+        assert 0 < figures["spread_median"] <= figures["spread_p95"] < math.inf
+        assert 0 <= figures["accuracy"] <= 1 and math.isfinite(figures["log_px"])
+    # seeds that really differ: the spread between them shrinks as the samples grow, the ESS grows
+    assert many["spread_median"] < few["spread_median"] and many["median_ess"] > few["median_ess"]
 
 
 def test_a_stopped_recipe_stands_beside_the_base_at_the_epoch_it_reached():
