@@ -109,27 +109,31 @@ def _write(table: pa.Table, path: Path) -> None:
     os.replace(partial, path)
 
 
-def _record(image_id: str, row: int, seed: int, answer: dict) -> dict:
-    verdict = answer["out_of_distribution"] or {}
+def _record(image_id: str, row: int, seed: int, scores, warnings: list[dict]) -> dict:
+    """One row of the results from the scores (service.scoring.Scores) of one image."""
+    from service.abstention import REASONS
+    from service.answers import number
+
+    verdicts, bayes = scores.verdicts, scores.bayes
     return {
         "id": image_id,
         "row": row,
         "seed": seed,
-        "predicted": answer["predicted"],
-        "probability": answer["probability"],
-        "entropy": answer["entropy"],
-        "probs": answer["probs"],
-        "log_px": answer["log_px"],
-        "log_px_std_error": answer["log_px_std_error"],
-        "log_px_reliable": answer["log_px_reliable"],
-        "ood_score": verdict.get("score"),
-        "ood_p_value": verdict.get("p_value"),
-        "ood_flagged": verdict.get("flagged"),
-        "abstained": answer["abstained"],
-        "abstain_reasons": answer["abstain_reasons"],
-        "critic_probs": answer.get("critic_probs"),
-        "warnings": [w["code"] for w in answer["warnings"]],
-        "num_samples_used": answer["precision"]["num_samples_used"],
+        "predicted": int(scores.predicted[0]),
+        "probability": float(scores.probs[0].max()),
+        "entropy": float(scores.entropy[0]),
+        "probs": scores.probs[0].tolist(),
+        "log_px": number(bayes.log_px[0]),
+        "log_px_std_error": number(bayes.log_px_std_error[0]),
+        "log_px_reliable": bool(bayes.reliable[0]),
+        "ood_score": number(verdicts.score[0]) if verdicts else None,
+        "ood_p_value": float(verdicts.p_value[0]) if verdicts else None,
+        "ood_flagged": bool(verdicts.flagged[0]) if verdicts else None,
+        "abstained": bool(scores.abstained[0]),
+        "abstain_reasons": [name for name, holds in zip(REASONS, scores.abstain[0]) if holds],
+        "critic_probs": scores.critic_probs[0].tolist() if scores.critic_probs is not None else None,
+        "warnings": [w["code"] for w in warnings],
+        "num_samples_used": int(scores.samples_used[0]),
     }
 
 
@@ -142,21 +146,19 @@ class Scorer:
     """Answers rows as the service does, in process: one model, one ONNX Runtime session."""
 
     def __init__(self, model_dir: str, threads: int = 1):
-        from service.calls import ModelCalls
         from service.inference import Inference
-        from service.runtime import load_model
-        from service.settings import Settings
+        from service.scoring import Scorer
 
-        settings = Settings(model_dir=model_dir, batching=False, intra_op_threads=threads, inter_op_threads=1)
-        model = load_model(settings)
-        self.inference = Inference(model, settings, ModelCalls(model, settings))
+        self.inference = Inference(Scorer.open(model_dir, intra_op_threads=threads, inter_op_threads=1))
 
-    def answer(self, image, seed: int, request: dict) -> dict:
-        """/v1/classify's result for one image sent alone with `seed` (InputError, ValidationError: not an image)."""
+    def answer(self, image, seed: int, request: dict) -> tuple:
+        """The scores (service.scoring.Scores) and warnings of one image sent alone to /v1/classify with
+        `seed` (InputError, ValidationError: not an image)."""
         from service import schemas
 
         body = schemas.ClassifyRequest(images=[_as_field(image)], seed=seed, **request)
-        return asyncio.run(self.inference.classify(body))["results"][0]
+        scores, _, warnings = asyncio.run(self.inference.scores(body, classify=True))
+        return scores, warnings[0]
 
     def score(self, ids: list[str], images: list, first_row: int, job: Job) -> tuple[list[dict], list[dict]]:
         """Results and errors of consecutive rows starting at `first_row`."""
@@ -167,7 +169,7 @@ class Scorer:
             row = first_row + offset
             seed = image_seed(job.seed, row)
             try:
-                results.append(_record(image_id, row, seed, self.answer(image, seed, job.request)))
+                results.append(_record(image_id, row, seed, *self.answer(image, seed, job.request)))
             except InputError as error:
                 errors.append({"id": image_id, "row": row, "field": error.field, "reason": error.message})
             except (ValidationError, ValueError, TypeError) as error:  # job fields were checked: it is the image

@@ -29,7 +29,7 @@ MIX = [
     ("POST", "/v1/log-likelihood", lambda i: {"images": [ONE], "num_samples": 16, "seed": i}),
     ("POST", "/v1/classify", lambda i: {"images": [ZERO, ONE], "num_samples": 16, "seed": i}),
     ("GET", "/v1/model", None),
-    ("GET", "/v1/samples.png?n=4&class=3", None),
+    ("GET", "/v1/samples.png?n=4&y=3", None),
     ("GET", "/healthz", None),
     ("GET", "/metrics", None),
 ]

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.load import CONCURRENCY, LoadResult, run_load
-from service import estimator, rounds
+from service import adaptive, estimator
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
 from training.screening import score as in_process_scoring
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
     defaults = Settings()
-    screening = rounds.screening_for(model.manifest, defaults.adaptive_screen_samples, defaults.adaptive_margin)
+    screening = adaptive.screening_for(model.manifest, defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
 
     def service(batching: str):

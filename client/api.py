@@ -47,6 +47,7 @@ class ScoringOptions(TypedDict, total=False):
     invert: bool
     preprocess: str
     ood_fpr: float
+    include: list[str]  # diagnostics: estimates, elbo, ood, critic, x, settings
     min_probability: float  # classify only
     critic_vote: bool  # classify only
 
@@ -74,39 +75,40 @@ class Samples:
 
 @dataclass
 class Scores:
+    """/v1/log-likelihood's answer as columns. The diagnostics are None unless `include` asked for them."""
+
+    model: str  # the model and version that answered
+    version: str
     seed: int  # the seed the service used: send it again to reproduce the answer
     log_px: np.ndarray  # [N] nats (NaN where the service sent null)
     log_px_std_error: np.ndarray  # [N]
     log_px_reliable: np.ndarray  # [N] bool: Pareto k-hat allows trusting log_px and its error
-    met: np.ndarray  # [N] bool: the tolerance was met (True when none was asked for)
-    bits_per_dim: np.ndarray  # [N]
-    log_px_y: np.ndarray  # [N, C]
-    log_px_y_std_error: np.ndarray  # [N, C]
-    pareto_k: np.ndarray  # [N, C]
-    elbo: np.ndarray  # [N]
-    num_samples_used: np.ndarray  # [N, C]
-    warnings: list[list[dict]]  # per image: {code, message} of what looks unlike an MNIST digit
+    tolerance_met: np.ndarray | None  # [N] bool, when a tolerance applied
     out_of_distribution: np.ndarray  # [N] bool: flagged as unlike the training digits
     ood_p_value: np.ndarray  # [N] chance that a real digit looks at least this unusual (NaN: no calibration)
+    warnings: list[list[dict]]  # per image: {code, message} of what looks unlike an MNIST digit
+    bits_per_dim: np.ndarray | None = None  # [N]
+    entropy: np.ndarray | None = None  # [N] nats (include "estimates")
+    log_px_y: np.ndarray | None = None  # [N, C] (include "estimates")
+    log_px_y_std_error: np.ndarray | None = None  # [N, C]
+    effective_sample_size: np.ndarray | None = None  # [N, C]
+    pareto_k: np.ndarray | None = None  # [N, C]
+    num_samples_used: np.ndarray | None = None  # [N, C]
+    elbo: np.ndarray | None = None  # [N] (include "elbo")
+    critic_probs: np.ndarray | None = None  # [N, C] the critic's second opinion (include "critic")
+    x: np.ndarray | None = None  # [N, H, W] the pixels scored (include "x")
 
 
 @dataclass
-class Classes:
-    seed: int
-    probs: np.ndarray  # [N, C] p(y|x)
-    predicted: np.ndarray  # [N]
-    predicted_names: list[str]  # [N] the model's name of each predicted class
-    entropy: np.ndarray  # [N] nats
-    log_px: np.ndarray  # [N]
-    log_px_std_error: np.ndarray  # [N]
-    log_px_reliable: np.ndarray  # [N] bool
-    met: np.ndarray  # [N] bool
-    warnings: list[list[dict]]  # per image
-    out_of_distribution: np.ndarray  # [N] bool
-    ood_p_value: np.ndarray  # [N]
-    abstained: np.ndarray  # [N] bool: do not rely on `predicted`
-    abstain_reasons: list[list[str]]  # per image: out_of_distribution, low_probability, critic_disagrees
-    critic_probs: np.ndarray | None  # [N, C] the critic's second opinion; None when the model gives none
+class Classes(Scores):
+    """/v1/classify's answer as columns."""
+
+    probs: np.ndarray | None = None  # [N, C] p(y|x)
+    predicted: np.ndarray | None = None  # [N]
+    predicted_names: list[str] | None = None  # [N] the model's name of each predicted class
+    probability: np.ndarray | None = None  # [N] p(predicted|x)
+    abstained: np.ndarray | None = None  # [N] bool: do not rely on `predicted`
+    abstain_reasons: list[list[str]] | None = None  # per image: out_of_distribution, low_probability, critic_disagrees
 
 
 @dataclass
@@ -147,58 +149,58 @@ def _floats(values) -> np.ndarray:
     return np.asarray(values, dtype=object).astype(float)
 
 
-def _ood(results: list[dict]) -> dict:
-    verdicts = [i["out_of_distribution"] or {} for i in results]
+def _column(results: list[dict], key: str, kind=None):
+    """One field of every image's answer as an array, None when the answers do not carry it."""
+    if not results or key not in results[0] or any(r.get(key) is None for r in results):
+        return None
+    return _floats([r[key] for r in results]) if kind is None else np.asarray([r[key] for r in results], dtype=kind)
+
+
+def _common(body: dict, shape: Shape) -> dict:
+    """The fields /v1/log-likelihood and /v1/classify share, as columns."""
+    r = body["results"]
+    verdicts = [i["out_of_distribution"] or {} for i in r]
+    x = _column(r, "x")
     return {
+        "model": body["model"],
+        "version": body["version"],
+        "seed": body["seed"],
+        "log_px": _floats([i["log_px"] for i in r]),
+        "log_px_std_error": _floats([i["log_px_std_error"] for i in r]),
+        "log_px_reliable": np.asarray([i["log_px_reliable"] for i in r]),
+        "tolerance_met": _column(r, "tolerance_met", bool),
         "out_of_distribution": np.asarray([v.get("flagged", False) for v in verdicts]),
         "ood_p_value": _floats([v.get("p_value") for v in verdicts]),
+        "warnings": [i["warnings"] for i in r],
+        "bits_per_dim": _column(r, "bits_per_dim"),
+        "entropy": _column(r, "entropy"),
+        "log_px_y": _column(r, "log_px_y"),
+        "log_px_y_std_error": _column(r, "log_px_y_std_error"),
+        "effective_sample_size": _column(r, "effective_sample_size"),
+        "pareto_k": _column(r, "pareto_k"),
+        "num_samples_used": _column(r, "num_samples_used", np.int64),
+        "elbo": _floats([i["elbo"]["value"] for i in r]) if r and "elbo" in r[0] else None,
+        "critic_probs": _column(r, "critic_probs"),
+        "x": None if x is None else x.reshape(-1, *shape.image_shape),
     }
 
 
-def _scores(body: dict) -> Scores:
-    r = body["results"]
-    return Scores(
-        seed=body["seed"],
-        log_px=_floats([i["log_px"] for i in r]),
-        log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
-        log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
-        met=np.asarray([i["precision"]["met"] for i in r]),
-        bits_per_dim=_floats([i["bits_per_dim"] for i in r]),
-        log_px_y=_floats([i["log_px_y"] for i in r]),
-        log_px_y_std_error=_floats([i["log_px_y_std_error"] for i in r]),
-        pareto_k=_floats([i["pareto_k"] for i in r]),
-        elbo=_floats([i["elbo"]["value"] for i in r]),
-        num_samples_used=np.asarray([i["num_samples_used"] for i in r]),
-        warnings=[i["warnings"] for i in r],
-        **_ood(r),
-    )
+def _scores(body: dict, shape: Shape) -> Scores:
+    return Scores(**_common(body, shape))
 
 
 def _classes(body: dict, shape: Shape) -> Classes:
     r = body["results"]
+    names = body.get("class_names") or shape.class_names
     return Classes(
-        seed=body["seed"],
+        **_common(body, shape),
         probs=np.asarray([i["probs"] for i in r]),
         predicted=np.asarray([i["predicted"] for i in r]),
-        predicted_names=[shape.class_names[i["predicted"]] for i in r],
-        entropy=np.asarray([i["entropy"] for i in r]),
-        log_px=_floats([i["log_px"] for i in r]),
-        log_px_std_error=_floats([i["log_px_std_error"] for i in r]),
-        log_px_reliable=np.asarray([i["log_px_reliable"] for i in r]),
-        met=np.asarray([i["precision"]["met"] for i in r]),
-        warnings=[i["warnings"] for i in r],
-        **_ood(r),
+        predicted_names=[names[i["predicted"]] for i in r],
+        probability=np.asarray([i["probability"] for i in r]),
         abstained=np.asarray([i["abstained"] for i in r]),
         abstain_reasons=[i["abstain_reasons"] for i in r],
-        critic_probs=_critic_probs(r),
     )
-
-
-def _critic_probs(results: list[dict]) -> np.ndarray | None:
-    """The critic's digit probabilities [N, C], or None when any answer lacks them (no calibration,
-    an older critic, or an older service)."""
-    rows = [i.get("critic_probs") for i in results]
-    return None if any(row is None for row in rows) else np.asarray(rows)
 
 
 def _posteriors(body: dict) -> Posteriors:
@@ -241,7 +243,8 @@ class _Calls:
         return "POST", "/v1/encode", payload, _posteriors
 
     def log_likelihood(self, images, **options):
-        return "POST", "/v1/log-likelihood", _drop_none({"images": _images(images, self.shape), **options}), _scores
+        payload = _drop_none({"images": _images(images, self.shape), **options})
+        return "POST", "/v1/log-likelihood", payload, partial(_scores, shape=self.shape)
 
     def classify(self, images, **options):
         payload = _drop_none({"images": _images(images, self.shape), **options})

@@ -95,6 +95,15 @@ def install(app: FastAPI) -> None:
                 status_code=422,
                 content=error_body(f"Invalid request: body {message}", [{"field": "body", "message": message}]),
             )
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no route: name the path
+            message = "is not an endpoint of this service; /docs lists them"
+            problems = [{"field": "path", "message": message}]
+            return JSONResponse(status_code=404, content=error_body(f"{request.url.path} {message}", problems))
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
+            problems = [{"field": "method", "message": message}]
+            return JSONResponse(status_code=405, content=error_body(message, problems), headers=exc.headers)
         return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)), headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -51,7 +51,7 @@ class ClassEstimates:
 
 
 @dataclass
-class Posterior:
+class BayesRule:
     """Bayes' rule over classes, all per image: log p(x) [N], its standard error [N],
     log p(y|x) [N, C], whether every class that carries p(y|x) >= RELEVANT has reliable
     weights [N], and the ELBO of log p(x) with q(y|x) = p(y|x) and its parts [N]."""
@@ -115,7 +115,7 @@ def draw_noise(gens: list[np.random.Generator], k: int, latent_dim: int) -> np.n
     return np.stack([g.standard_normal((k, latent_dim), dtype=np.float32) for g in gens], axis=1)
 
 
-def bayes_rule(estimates: ClassEstimates, log_prior: np.ndarray) -> Posterior:
+def bayes_rule(estimates: ClassEstimates, log_prior: np.ndarray) -> BayesRule:
     """Combine per-class estimates: p(y|x) = p(x|y) p(y) / p(x), p(x) = sum_y p(x|y) p(y)."""
     log_joint = estimates.log_px_y + log_prior  # [N, C]
     log_px = logsumexp(log_joint, axis=-1)
@@ -129,7 +129,7 @@ def bayes_rule(estimates: ClassEstimates, log_prior: np.ndarray) -> Posterior:
     reconstruction = (q * estimates.reconstruction).sum(-1)
     kl_z = (q * estimates.kl).sum(-1)
     kl_y = np.where(q > 0, q * (log_py_x - log_prior), 0.0).sum(-1)  # 0 log 0 = 0
-    return Posterior(
+    return BayesRule(
         log_px, log_px_std_error, log_py_x, reliable, reconstruction - kl_z - kl_y, reconstruction, kl_z, kl_y
     )
 

@@ -24,8 +24,8 @@ class _Versions:
             "cvae_model_version_in_flight", "Requests running on each model version", labels=["name", "version"]
         )
         for row in self.listing():
-            state.add_metric([row["name"], row["version"], row["state"]], 1)
-            flight.add_metric([row["name"], row["version"]], row["in_flight"])
+            state.add_metric([row["model"], row["version"], row["state"]], 1)
+            flight.add_metric([row["model"], row["version"]], row["in_flight"])
         yield state
         yield flight
 

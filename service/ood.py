@@ -289,35 +289,42 @@ def _mahalanobis(values: np.ndarray, center: np.ndarray, precision: np.ndarray) 
     return np.where(np.isfinite(values).all(axis=1), np.sqrt(np.maximum(squared, 0.0)), np.inf)
 
 
-def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: float) -> list[dict]:
-    """Per image, from its numbers [N, len(FEATURES)] (features()) and ink pixels [N]: the score (nats),
-    the distance, the critic, the p-values against validation digits and whether the image is flagged
-    at false-positive rate `fpr`."""
+@dataclass
+class Verdicts:
+    """The out-of-distribution assessment of N images, each [N]: the score (nats), the distance, the
+    critic's log-odds (nan where not finite), the p-value the flag uses and the explanations' p-values,
+    whether each is nearly empty and flagged; `fpr` is the false-positive rate of the flags."""
+
+    score: np.ndarray
+    distance: np.ndarray
+    critic: np.ndarray
+    p_value: np.ndarray
+    p_value_score: np.ndarray
+    p_value_log_px: np.ndarray
+    p_value_ink: np.ndarray
+    p_value_critic: np.ndarray
+    nearly_empty: np.ndarray
+    flagged: np.ndarray
+    fpr: float
+
+
+def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: float) -> Verdicts:
+    """The verdicts of images from their numbers [N, len(FEATURES)] (features()) and ink pixels [N],
+    against validation digits, flagged at false-positive rate `fpr`."""
     distance = calibration.distance(values)
     p = _conformal_above(calibration.reference_statistic, calibration.statistic(distance, values[:, CRITIC]))
     lowest = np.nan_to_num(values, nan=-np.inf)
-    p_score = _conformal(calibration.marginals[0], lowest[:, 0])
-    p_log_px = _conformal(calibration.marginals[1], lowest[:, 1])
-    p_ink = _conformal_two_sided(calibration.marginals[2], lowest[:, 2])
-    p_critic = _conformal(calibration.marginals[3], lowest[:, CRITIC])
     nearly_empty = ink < MIN_INK_PIXELS
-    return [
-        {
-            "score": _finite(values[i, 0]),
-            "distance": _finite(distance[i]),
-            "critic": _finite(values[i, CRITIC]),
-            "p_value": float(p[i]),
-            "p_value_score": float(p_score[i]),
-            "p_value_log_px": float(p_log_px[i]),
-            "p_value_ink": float(p_ink[i]),
-            "p_value_critic": float(p_critic[i]),
-            "fpr": fpr,
-            "nearly_empty": bool(nearly_empty[i]),
-            "flagged": bool(p[i] <= fpr or nearly_empty[i]),
-        }
-        for i in range(len(values))
-    ]
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+    return Verdicts(
+        score=values[:, 0],
+        distance=distance,
+        critic=values[:, CRITIC],
+        p_value=p,
+        p_value_score=_conformal(calibration.marginals[0], lowest[:, 0]),
+        p_value_log_px=_conformal(calibration.marginals[1], lowest[:, 1]),
+        p_value_ink=_conformal_two_sided(calibration.marginals[2], lowest[:, 2]),
+        p_value_critic=_conformal(calibration.marginals[3], lowest[:, CRITIC]),
+        nearly_empty=nearly_empty,
+        flagged=(p <= fpr) | nearly_empty,
+        fpr=fpr,
+    )

@@ -27,6 +27,7 @@ import numpy as np
 from service.calls import ModelCalls
 from service.inference import Inference
 from service.runtime import ModelLoadError, load_model, read_manifest
+from service.scoring import Scorer
 from service.settings import Settings
 
 log = logging.getLogger("cvae.repository")
@@ -56,7 +57,7 @@ def version_folders(model: Path) -> tuple[list[Path], dict[str, str]]:
         try:
             version_key(path.name)
         except ValueError as error:
-            refused[str(path)] = str(error)
+            refused[f"{model.name}/{path.name}"] = str(error)  # relative: answers name no server paths
             continue
         found.append(path)
     return found, refused
@@ -107,11 +108,10 @@ class Version:
     def describe(self) -> dict:
         manifest = self.inference.model.manifest if self.inference else {}
         return {
-            "name": self.name,
+            "model": self.name,
             "version": self.version,
             "state": self.state,
-            "reason": self.reason,
-            "path": str(self.path),
+            "reason": self.reason and self.reason.replace(str(self.path.parent.parent), "<repository>"),
             "in_flight": self.in_flight,
             "loaded_at": self.loaded_at,
             "description": manifest.get("description"),
@@ -193,7 +193,7 @@ class Repository:
             return candidate
         calls = ModelCalls(model, self.settings, on_batch=self.on_batch)
         calls.start()
-        candidate.inference = Inference(model, self.settings, calls)
+        candidate.inference = Inference(Scorer(model, self.settings, calls))
         candidate.state, candidate.loaded_at = "ready", time.time()
         self.updates.pop(key, None)
         self.serving[key] = candidate
@@ -353,7 +353,7 @@ class Repository:
             rows.append(entry.describe() | {"default": False, "default_model": key[0] == default, "pinned": False})
         for key in sorted(self.unloaded - set(self.serving) - set(draining)):
             rows.append(
-                {"name": key[0], "version": key[1], "state": "unloaded", "reason": "unloaded by request",
+                {"model": key[0], "version": key[1], "state": "unloaded", "reason": "unloaded by request",
                  "in_flight": 0, "default": False, "default_model": key[0] == default, "pinned": False}
             )  # fmt: skip
         return rows
@@ -388,6 +388,15 @@ class Repository:
         for entry in [*self.serving.values(), *self.draining]:
             if entry.inference is not None:
                 await entry.inference.calls.stop()
+
+
+def served_version(app) -> str | None:
+    """The version that answers requests naming none, None while there is none."""
+    repository = getattr(app.state, "repository", None)
+    try:
+        return repository.resolve().version if repository is not None else None
+    except NotServed:
+        return None
 
 
 def is_ready(app) -> bool:

@@ -6,6 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from service.answers import INCLUDE
+
+Include = Literal[tuple(INCLUDE)]
+
 # A 28x28 greyscale PNG of a "3", drawn by the shipped model (the Bernoulli means of one sample): the
 # example image of /docs, small enough to read and to send with "Try it out".
 DIGIT_PNG = (
@@ -58,16 +62,6 @@ class ImagesRequest(BaseModel):
     )
 
 
-class Binarization(BaseModel):
-    method: str
-    threshold: float | None = None
-
-
-class Preparation(BaseModel):
-    invert: bool
-    preprocess: str
-
-
 class InputWarning(BaseModel):
     code: Literal["reversed_polarity", "nearly_empty"]
     message: str = Field(description="What looks wrong with the image and what to do.")
@@ -105,10 +99,11 @@ class ScoreRequest(ImagesRequest):
         description="Screen every class with a few samples, then spend all num_samples only on the classes "
         "within the margin of the best (see GET /v1/model); false spends num_samples on every class.",
     )
-    return_x: bool = Field(
-        False,
-        description="Also return, per image, the binary pixels x that were scored (after invert, preprocess and "
-        "binarize): to see what the model saw.",
+    include: list[Include] = Field(
+        [],
+        description="Diagnostics to add to each image's answer: "
+        + "; ".join(f"'{name}': {text}" for name, text in INCLUDE.items())
+        + ".",
     )
     ood_fpr: float | None = Field(
         None,
@@ -149,52 +144,47 @@ class ClassifyRequest(ScoreRequest):
 
 
 class OutOfDistribution(BaseModel):
-    score: float | None = Field(
-        description="log p(x) - log p_background(x) in nats: how much better the digit model explains the image "
-        "than a model of local strokes and blank space alone. Digits score high (validation median about +22); "
-        "blank pages, scribbles, reversed polarity, noise and other glyphs score low. Null when log p(x) is."
-    )
-    distance: float | None = Field(
-        description="Mahalanobis distance of six numbers from the validation digits': score, log p(x), "
-        "log(1 + ink pixels), log(log p(x) - ELBO), log(1 + the margin of log p(x|y) between the two best "
-        "classes) and KL(q(z|x,y) || p(z)). Validation digits lie at a median of 2.2; null when a number is "
-        "not finite (the image is then as far as it gets)."
-    )
-    critic: float | None = Field(
-        description="The critic's log-odds that the image is a handwritten digit rather than anything else: a small "
-        "network trained on the training digits against printed characters and reshaped digits. Validation digits "
-        "lie at a median of about +6; printed letters and symbols mostly below 0. Null when not finite."
+    flagged: bool = Field(
+        description="The image does not look like an MNIST digit: p_value <= ood_fpr, or it is nearly empty (fewer "
+        "than 10 ink pixels; every MNIST training digit has at least 15)."
     )
     p_value: float = Field(
-        description="Chance that a genuine digit is at least this unusual. The distance and the critic are each "
-        "ranked against the first half of the held-out validation digits (p_d: distances at least this large, "
-        "p_c: critics at most this low; past the most extreme, an exponential tail), combined as "
-        "-2 [(1 - w) log p_d + w log p_c] with the critic's weight w from the model's calibration (its manifest's "
-        "files.ood.critic_weight in GET /v1/model: 0.85 for the shipped models; 0.5 weighs both alike), and the "
-        "p-value is the share of the second half's combined numbers at least as large, counting this image. The "
-        "flag uses this p-value."
+        description="Chance that a genuine digit is at least this unusual (split conformal against held-out "
+        "validation digits: the share of genuine digits flagged is ood_fpr, whatever the image). "
+        "docs/out-of-distribution.md says how it is made."
     )
-    p_value_score: float = Field(
-        description="Share of all validation digits whose score is at most this one's: says whether the ratio "
-        "is what is unusual (explanation only, not the flag)."
+    score: float | None = Field(
+        None,
+        description="(include 'ood') log p(x) - log p_background(x) in nats: how much better the digit model explains "
+        "the image than a model of local strokes and blank space alone. Digits score high; blank pages, scribbles, "
+        "reversed polarity, noise and other glyphs score low. Null when log p(x) is.",
     )
-    p_value_log_px: float = Field(
-        description="Share of validation digits whose log p(x) is at most this one's (explanation only)."
+    distance: float | None = Field(
+        None,
+        description="(include 'ood') Mahalanobis distance of six numbers of the answer from the validation digits' "
+        "(the score, log p(x), ink, the ELBO's gap, the margin between the two best classes, KL of z); null when a "
+        "number is not finite.",
     )
-    p_value_ink: float = Field(
-        description="Twice the share of validation digits with at most (or at least, whichever is smaller) this "
-        "image's number of ink pixels: too little or too much ink for a digit (explanation only)."
+    critic: float | None = Field(
+        None,
+        description="(include 'ood') The critic's log-odds that the image is a handwritten digit rather than "
+        "anything else.",
     )
-    p_value_critic: float = Field(
-        description="Share of all validation digits whose critic is at most this one's: says whether the critic "
-        "is what finds the image unusual (explanation only)."
+    p_value_score: float | None = Field(
+        None, description="(include 'ood') Share of validation digits whose score is at most this one's."
     )
-    fpr: float = Field(description="The false-positive rate the flag was set at.")
-    nearly_empty: bool = Field(
-        description="Fewer than 10 pixels are ink (every MNIST training digit has at least 15): flagged whatever "
-        "the p-values say."
+    p_value_log_px: float | None = Field(
+        None, description="(include 'ood') Share of validation digits whose log p(x) is at most this one's."
     )
-    flagged: bool = Field(description="p_value <= fpr, or nearly_empty: the image does not look like an MNIST digit.")
+    p_value_ink: float | None = Field(
+        None,
+        description="(include 'ood') Twice the smaller share of validation digits with at most, or at least, this "
+        "image's ink pixels: too little or too much ink.",
+    )
+    p_value_critic: float | None = Field(
+        None, description="(include 'ood') Share of validation digits whose critic is at most this one's."
+    )
+    nearly_empty: bool | None = Field(None, description="(include 'ood') Fewer than 10 ink pixels.")
 
 
 class Elbo(BaseModel):
@@ -209,115 +199,124 @@ class Elbo(BaseModel):
     kl_y: float | None = Field(description="KL(q(y|x) || p(y)) (nats).")
 
 
-class Precision(BaseModel):
-    tolerance: float | None = Field(description="The target standard error of log p(x) (nats); null: none.")
-    met: bool = Field(
-        description="log_px_std_error is at most the tolerance and log_px_reliable holds (true when no tolerance)."
-    )
-    num_samples_used: int = Field(description="Importance samples spent on this image, all classes together.")
+class Diagnostics(BaseModel):
+    """The fields an answer carries when the request's `include` asks for them."""
 
-
-class ImageScore(BaseModel):
-    log_px: float | None = Field(
-        description="Estimate of log p(x) in nats, marginalized over classes (null: every weight was zero)."
+    entropy: float | None = Field(None, description="(include 'estimates') Entropy of p(y|x), nats (ln 10: uniform).")
+    log_px_y: list[float | None] | None = Field(
+        None, description="(include 'estimates') Estimate of log p(x|y) for every class y (nats)."
     )
-    log_px_std_error: float | None = Field(
-        description="Standard error of log_px (delta method over the weights): the seed-to-seed spread to expect. "
-        "Trust it only when log_px_reliable is true; null when it cannot be estimated."
+    log_px_y_std_error: list[float | None] | None = Field(
+        None, description="(include 'estimates') Standard error of each log p(x|y)."
     )
-    log_px_reliable: bool = Field(
-        description="Every class with p(y|x) >= 0.001 has Pareto k-hat within its threshold: the weights have a "
-        "light enough tail for log_px and its standard error to mean what they say. When false, both are likely "
-        "too low: ask for more samples (num_samples, tolerance)."
+    effective_sample_size: list[float] | None = Field(
+        None, description="(include 'estimates') (sum w)^2 / sum w^2 of each class's importance weights."
     )
-    bits_per_dim: float | None = Field(description="-log p(x) / (pixels x ln 2).")
-    log_px_y: list[float | None] = Field(description="Estimate of log p(x|y) for every class y (nats).")
-    log_px_y_std_error: list[float | None]
-    effective_sample_size: list[float] = Field(description="(sum w)^2 / sum w^2 of the weights, per class.")
-    pareto_k: list[float | None] = Field(
-        description="Pareto k-hat of each class's weights (Vehtari et al., 2024): the shape of a generalized Pareto "
-        "fit to the largest weights. Below 0.5 the variance is finite and the standard error holds; above "
-        "min(1 - 1/log10(K), 0.7) the estimate is unreliable. Null below 25 samples, too few to fit."
+    pareto_k: list[float | None] | None = Field(
+        None,
+        description="(include 'estimates') Pareto k-hat of each class's weights (Vehtari et al., 2024): above "
+        "min(1 - 1/log10(K), 0.7) the estimate is unreliable. Null below 25 samples, too few to fit.",
     )
-    num_samples_used: list[int] = Field(
-        description="Importance samples spent on each class (adaptive: fewer on classes that cannot matter; "
-        "rounds: more where the tolerance needed them)."
+    num_samples_used: list[int] | None = Field(
+        None,
+        description="(include 'estimates') Importance samples spent on each class (adaptive scoring spends few on "
+        "classes that cannot matter; a tolerance spends more where it needs them).",
     )
-    precision: Precision
-    elbo: Elbo
-    out_of_distribution: OutOfDistribution | None = Field(
-        description="Whether the image looks like the digits the model was trained on (null: the model has no "
-        "calibration for it)."
-    )
-    warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
-    x: list[float] | None = Field(
-        None, description="The pixels that were scored, row-major 28x28, when return_x was true."
-    )
-
-
-class ScoreResponse(BaseModel):
-    num_samples: int
-    tolerance: float | None
-    max_num_samples: int
-    adaptive: bool
-    seed: int
-    binarization: Binarization
-    preparation: Preparation
-    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
-    results: list[ImageScore]
-
-
-class ImageClass(BaseModel):
-    probs: list[float] = Field(description="p(y|x) for every class, by Bayes' rule.")
-    predicted: int = Field(description="argmax_y p(y|x).")
-    probability: float = Field(description="p(predicted|x).")
-    entropy: float = Field(description="Entropy of p(y|x) in nats (0: certain; ln 10: uniform).")
-    log_px: float | None
-    log_px_std_error: float | None
-    log_px_reliable: bool
-    precision: Precision
-    out_of_distribution: OutOfDistribution | None = Field(
-        description="Whether the image looks like the digits the model was trained on (null: the model has no "
-        "calibration for it)."
-    )
+    elbo: Elbo | None = Field(None, description="(include 'elbo') The ELBO and its parts.")
     critic_probs: list[float] | None = Field(
         None,
-        description="A second opinion: the critic's probabilities of the ten digits (a convolutional classifier "
-        "trained on the same digits, the out-of-distribution assessment's network), used only to decide abstention "
-        "(when critic_vote); "
-        "`probs` stays Bayes' rule. Null when the model has no calibration or its critic gives no digit "
-        "probabilities.",
+        description="(include 'critic') The critic's probabilities of the classes: a second opinion made by a "
+        "convolutional classifier, used only to decide abstention (critic_vote). Null when the model has none.",
     )
+    x: list[float] | None = Field(
+        None, description="(include 'x') The binary pixels that were scored, row-major 28x28."
+    )
+
+
+LOG_PX = "Estimate of log p(x) in nats, marginalized over classes (null: every weight was zero)."
+LOG_PX_STD_ERROR = (
+    "Standard error of log_px (delta method over the weights): the seed-to-seed spread to expect. Trust it only "
+    "when log_px_reliable is true; null when it cannot be estimated."
+)
+LOG_PX_RELIABLE = (
+    "Every class with p(y|x) >= 0.001 has weights with a light enough tail (Pareto k-hat) for log_px and its "
+    "standard error to mean what they say. When false, both are likely too low: ask for more samples "
+    "(num_samples, tolerance)."
+)
+TOLERANCE_MET = (
+    "Only when a tolerance applied: log_px_std_error reached it with reliable weights within max_num_samples."
+)
+OOD = "Whether the image looks like the digits the model was trained on (null: the model has no calibration)."
+WARNINGS = "What looks unlike an MNIST digit in this image (empty: nothing)."
+
+
+class ImageScore(Diagnostics):
+    log_px: float | None = Field(description=LOG_PX)
+    log_px_std_error: float | None = Field(description=LOG_PX_STD_ERROR)
+    log_px_reliable: bool = Field(description=LOG_PX_RELIABLE)
+    tolerance_met: bool | None = Field(None, description=TOLERANCE_MET)
+    bits_per_dim: float | None = Field(description="-log p(x) / (pixels x ln 2).")
+    out_of_distribution: OutOfDistribution | None = Field(description=OOD)
+    warnings: list[InputWarning] = Field(description=WARNINGS)
+
+
+class ImageClass(Diagnostics):
+    predicted: int = Field(description="argmax_y p(y|x): the class (its name: class_names[predicted]).")
+    probability: float = Field(description="p(predicted|x).")
+    probs: list[float] = Field(description="p(y|x) for every class, by Bayes' rule.")
     abstained: bool = Field(description="True when `predicted` should not be relied on; `abstain_reasons` says why.")
     abstain_reasons: list[Literal["out_of_distribution", "low_probability", "critic_disagrees"]] = Field(
         description="out_of_distribution: the image was flagged as unlike the training digits; low_probability: "
         "p(predicted|x) is below min_probability; critic_disagrees (when critic_vote): the critic gives `predicted` "
-        "a probability below min_probability (the critic doubts the class, and on validation digits most of Bayes' "
-        "rule's errors are among such images)."
+        "a probability below min_probability (on validation digits, most of Bayes' rule's errors are among such "
+        "images)."
     )
-    warnings: list[InputWarning] = Field(description="What looks unlike an MNIST digit in this image (empty: nothing).")
-    x: list[float] | None = Field(
-        None, description="The pixels that were scored, row-major 28x28, when return_x was true."
-    )
+    log_px: float | None = Field(description=LOG_PX)
+    log_px_std_error: float | None = Field(description=LOG_PX_STD_ERROR)
+    log_px_reliable: bool = Field(description=LOG_PX_RELIABLE)
+    tolerance_met: bool | None = Field(None, description=TOLERANCE_MET)
+    out_of_distribution: OutOfDistribution | None = Field(description=OOD)
+    warnings: list[InputWarning] = Field(description=WARNINGS)
 
 
-class ClassifyResponse(BaseModel):
+class ScoreSettings(BaseModel):
+    """(include 'settings') Every setting the answer used, defaults included; the request fields of the same names
+    say what each means."""
+
     num_samples: int
     tolerance: float | None
     max_num_samples: int
     adaptive: bool
-    seed: int
-    binarization: Binarization
-    preparation: Preparation
-    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flags.")
-    min_probability: float = Field(
-        description="The probability below which an answer abstains: p(predicted|x) by Bayes' rule and the "
-        "critic's probability of `predicted` (when critic_vote) must both reach it."
+    binarize: str
+    threshold: float | None
+    invert: bool
+    preprocess: str
+    ood_fpr: float | None
+    min_probability: float | None = None
+    critic_vote: bool | None = Field(
+        None, description="false also when the model has no critic digit probabilities."
     )
-    critic_vote: bool = Field(
-        description="Whether the critic's probability of `predicted` counted: false when the request said so, or "
-        "when the model has no critic digit probabilities (no calibration, or a critic without them)."
-    )
+
+
+class Answer(BaseModel):
+    model: str = Field(description="The model that answered (GET /v1/models lists them).")
+    version: str = Field(description="Its version (also in the X-Model-Version header).")
+
+
+SEED = "The seed the answer used: send it back to get the same answer."
+SETTINGS = "(include 'settings') The settings used."
+
+
+class ScoreResponse(Answer):
+    seed: int = Field(description=SEED)
+    settings: ScoreSettings | None = Field(None, description=SETTINGS)
+    results: list[ImageScore]
+
+
+class ClassifyResponse(Answer):
+    class_names: list[str] = Field(description="The name of each class, by index.")
+    seed: int = Field(description=SEED)
+    settings: ScoreSettings | None = Field(None, description=SETTINGS)
     results: list[ImageClass]
 
 
@@ -330,17 +329,17 @@ class EncodeRequest(ImagesRequest):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [DIGIT_PNG], "y": 3}]})
 
 
-class Posterior(BaseModel):
-    y: int
-    mu: list[float]
-    std: list[float]
+class LatentPosterior(BaseModel):
+    y: int = Field(description="The class q(z|x,y) is conditioned on.")
+    mu: list[float] = Field(description="Mean of q(z|x,y).")
+    std: list[float] = Field(description="Standard deviation of q(z|x,y), per latent dimension.")
 
 
-class EncodeResponse(BaseModel):
-    seed: int
-    binarization: Binarization
-    preparation: Preparation
-    results: list[list[Posterior]] = Field(description="Per image, q(z|x,y) for each class asked for.")
+class EncodeResponse(Answer):
+    seed: int = Field(description="The seed of binarize='bernoulli'.")
+    results: list[list[LatentPosterior]] = Field(
+        description="Per image, q(z|x,y) for the class y asked for, or for every class when y is omitted."
+    )
 
 
 class SampleRequest(BaseModel):
@@ -383,8 +382,8 @@ class Sample(BaseModel):
     x: list[int] | None = Field(None, description="A binary draw x ~ p(x|z,y), when binary=true.")
 
 
-class SampleResponse(BaseModel):
-    seed: int
+class SampleResponse(Answer):
+    seed: int = Field(description="The seed the answer used: send it back to get the same images.")
     samples: list[Sample]
 
 
@@ -398,9 +397,7 @@ class ErrorResponse(BaseModel):
     problems: list[Problem] = Field(default_factory=list, description="Each bad field and its fix.")
 
 
-class ModelInfo(BaseModel):
-    name: str
-    version: str
+class ModelInfo(Answer):
     description: str | None = None
     latent_dim: int
     num_classes: int
@@ -408,22 +405,21 @@ class ModelInfo(BaseModel):
     image_shape: list[int]
     likelihood: dict
     class_prior: list[float]
-    metrics: dict
+    metrics: dict = Field(description="The headline test metrics (the manifest has how each was measured).")
     requested_providers: list[str]
-    active_providers: list[str]
-    limits: dict
-    manifest: dict
+    active_providers: list[str] = Field(description="The execution providers ONNX Runtime really uses.")
+    limits: dict = Field(description="The limits and defaults of requests (settings and the model's own).")
+    manifest: dict | None = Field(None, description="(include=manifest) The whole manifest.")
 
 
 class ModelVersion(BaseModel):
-    name: str
+    model: str
     version: str
     state: str = Field(
         description="loading, ready (takes traffic), failed (never took traffic: see reason), unloading (finishing "
         "its requests) or unloaded"
     )
     reason: str | None = Field(None, description="why the version failed its checks or was unloaded")
-    path: str | None = None
     in_flight: int = Field(0, description="requests running on this version now")
     loaded_at: float | None = Field(None, description="when it became ready, seconds since the epoch")
     description: str | None = Field(None, description="what the manifest says distinguishes this version")

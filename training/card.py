@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service import abstention, rounds
+from service import abstention, adaptive
 from training.ais import STARTS
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
@@ -118,7 +118,7 @@ def _screening_section(manifest: dict) -> str:
     errors = ", ".join(f"{size} draws {value:.1f} nats" for size, value in own["underestimates"].items())
     return f"""
 ## Screening
-The service's adaptive scoring uses {rounds.screening_for(manifest).text()} (each look gives the classes
+The service's adaptive scoring uses {adaptive.screening_for(manifest).text()} (each look gives the classes
 still in play that many samples in all and keeps those within the margin of the image's best; the
 classes left get all K), unless `CVAE_ADAPTIVE_SCREEN_SAMPLES` or `CVAE_ADAPTIVE_MARGIN` is set.
 Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}. Largest underestimates of a near

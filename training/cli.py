@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 calibrate(out, args.data_dir)
         elif args.command == "screening":
             from service.rounds import screening_for
+
             from training.data import load_mnist
             from training.screening import run as choose_screening
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import abstention, ood, rounds
+from service import abstention, adaptive, ood
 from service.runtime import CRITIC, load_model
 from service.settings import Settings
 from training import critic as critics
@@ -105,7 +105,7 @@ def calibrate(
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     served = load_model(Settings(model_dir=model_dir, batching=False))
     s = Settings()
-    screening = rounds.screening_for(served.manifest, s.adaptive_screen_samples, s.adaptive_margin)  # as it scores
+    screening = adaptive.screening_for(served.manifest, s.adaptive_screen_samples, s.adaptive_margin)  # as it scores
     answers = service_answers(model_dir, x, seed, served)
     log_odds, critic_probs = served.critic_answers(x)
     reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
@@ -160,7 +160,7 @@ def calibrate(
     return entry
 
 
-def _settings_used(seed: int, s: Settings, screening: rounds.Screening) -> str:
+def _settings_used(seed: int, s: Settings, screening: adaptive.Screening) -> str:
     return (
         f"the service's settings (K = {s.default_num_samples}, {screening.text()}, "
         f"tolerance {s.default_tolerance}), noise seed {seed}"

@@ -2,7 +2,7 @@
 
 Adaptive scoring gives every class a few draws first, then more only to the classes whose
 screened log p(x, y) lies within a margin of the image's best: either all K at once, or first
-a second look with more draws and a narrower margin (rounds.Screening's recheck). Each (image,
+a second look with more draws and a narrower margin (adaptive.Screening's recheck). Each (image,
 class) draws from its own noise stream, so the classes that get all K get the same samples
 whatever the screening; a smaller screening only leaves more classes at their screening
 estimate. That is cheaper, but a few draws from a heavy-tailed proposal can put a class that
@@ -30,36 +30,36 @@ from pathlib import Path
 
 import numpy as np
 
-from service import estimator, ood, rounds
+from service import adaptive, estimator, ood
 from service.runtime import load_model
 from service.settings import Settings
 from training.data import Mnist
 
-REFERENCE = rounds.DEFAULT_SCREENING
+REFERENCE = adaptive.DEFAULT_SCREENING
 NEAR = 10.0  # nats below the image's best at the reference: the classes whose screening errors are measured
 LOOKS = ((64,), (16,), (8,), (16, 64), (8, 64))  # each candidate's screening sizes: one look, or a look and a recheck
 SIZES = tuple(sorted({size for looks in LOOKS for size in looks}, reverse=True))
 
 
-def candidates(errors: dict[int, float]) -> list[rounds.Screening]:
+def candidates(errors: dict[int, float]) -> list[adaptive.Screening]:
     """Each of LOOKS with the margin each look's size needs, rounded up to a whole nat."""
 
     def look(size: int) -> tuple[int, float]:
         return size, float(math.ceil(needed_margin(errors[size])))
 
-    return [rounds.Screening(*look(first), look(then[0]) if then else None) for first, *then in LOOKS]
+    return [adaptive.Screening(*look(first), look(then[0]) if then else None) for first, *then in LOOKS]
 
 
-def score(model, x: np.ndarray, k: int, screening: rounds.Screening | None = None, seed: int = 0, chunk_rows: int = 0):
+def score(model, x: np.ndarray, k: int, screening: adaptive.Screening | None = None, seed: int = 0, chunk_rows: int = 0):
     """The service's estimates for x [N, 784] at K = k, in this process (the service's chunking unless
     `chunk_rows`): (ClassEstimates, seconds)."""
     chunk_rows = chunk_rows or Settings().score_chunk_rows
     started = time.perf_counter()
-    estimates = rounds.estimate_now(model, x, k, seed, chunk_rows, screening)
+    estimates = adaptive.estimate_now(model, x, k, seed, chunk_rows, screening)
     return estimates.classes, time.perf_counter() - started
 
 
-def answers(model, x: np.ndarray, k: int, screening: rounds.Screening, seed: int = 0) -> tuple[dict, float]:
+def answers(model, x: np.ndarray, k: int, screening: adaptive.Screening, seed: int = 0) -> tuple[dict, float]:
     """The posterior and the samples spent per image, and the seconds taken."""
     estimates, seconds = score(model, x, k, screening, seed)
     posterior = estimator.bayes_rule(estimates, model.log_prior)
@@ -123,14 +123,14 @@ def choose(rows: list[dict]) -> dict:
 
 
 def entry_of(row: dict) -> dict:
-    """The manifest's `screening` fields of a candidate's row (as rounds.screening_for reads them)."""
+    """The manifest's `screening` fields of a candidate's row (as adaptive.screening_for reads them)."""
     (samples, margin), *then = row["looks"]
     return {"samples": samples, "margin": margin} | (
         {"recheck": {"samples": then[0][0], "margin": then[0][1]}} if then else {}
     )
 
 
-def scored_at(reference: dict, screening: rounds.Screening) -> bool:
+def scored_at(reference: dict, screening: adaptive.Screening) -> bool:
     """Whether an out-of-distribution calibration's reference record was scored at `screening`: by the
     looks it records, or, for a record made before it recorded them, by its settings text."""
     if "screening" in reference:
@@ -178,7 +178,7 @@ def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -
     calibration = manifest["files"].get("ood")
     manifest["screening"] = entry
     write_manifest(model_dir, manifest)
-    if calibration is not None and not scored_at(calibration["reference"], rounds.screening_for(manifest)):
+    if calibration is not None and not scored_at(calibration["reference"], adaptive.screening_for(manifest)):
         weight = calibration.get("critic_weight", ood.EQUAL_WEIGHT)
         print(
             f"warning: the out-of-distribution reference was scored at {calibration['reference'].get('settings')}; "

@@ -14,6 +14,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from service.repository import served_version
+
 router = APIRouter(include_in_schema=False)
 
 # Only this service may be reached from the docs pages (ReDoc would fetch its logo from a CDN).
@@ -46,8 +48,13 @@ async def asset(name: str) -> Response:
 
 @router.get(OPENAPI)
 async def openapi(request: Request) -> JSONResponse:
-    """The OpenAPI schema (a route of its own, so that metrics and logs name it like every other)."""
-    return JSONResponse(request.app.openapi())
+    """The OpenAPI schema (a route of its own, so that metrics and logs name it like every other), with the
+    version of the model that answers requests naming none."""
+    schema = request.app.openapi()
+    served = served_version(request.app)
+    if served is not None:
+        schema = {**schema, "info": {**schema["info"], "version": served}}
+    return JSONResponse(schema)
 
 
 @router.get("/favicon.ico")

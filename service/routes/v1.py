@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from service import schemas
+from service.images import InputError
 from service.inference import Inference
 
 ERRORS = {
@@ -51,7 +52,39 @@ async def get_inference(request: Request, response: Response, model: ModelQuery 
 InferenceDep = Annotated[Inference, Depends(get_inference)]
 SAMPLE_EXAMPLE = {"n": 4, "y": 7, "seed": 1}
 
-router = APIRouter(prefix="/v1", responses=ERRORS)
+
+RENAMED = {"class": "y"}  # query parameters of earlier releases, and their names now
+
+
+def _query_params(dependant) -> set[str]:
+    """The query parameters an endpoint and its dependencies declare."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_params(sub)
+    return names
+
+
+_QUERY_NAMES: dict[str, frozenset[str]] = {}  # per route, filled on its first request
+
+
+def _query_names(route) -> frozenset[str]:
+    if route.unique_id not in _QUERY_NAMES:
+        _QUERY_NAMES[route.unique_id] = frozenset(_query_params(route.dependant))
+    return _QUERY_NAMES[route.unique_id]
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the endpoint does not take, as unknown body fields are refused."""
+    known = _query_names(request.scope["route"])
+    for name in request.query_params:
+        if name in RENAMED and RENAMED[name] in known:
+            raise InputError(name, f"is now called {RENAMED[name]}: send ?{RENAMED[name]}=... instead.")
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InputError(name, f"is not a query parameter of this endpoint; it takes {takes} (see /docs).")
+
+
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(known_query)])
 
 
 async def _admit(request: Request, work):
@@ -117,6 +150,7 @@ async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: 
     tags=["scoring"],
     summary="log p(x) and log p(x|y) by importance sampling, with the ELBO",
     response_model=schemas.ScoreResponse,
+    response_model_exclude_unset=True,  # diagnostics only when asked for
 )
 async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
     """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
@@ -133,6 +167,7 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
     tags=["scoring"],
     summary="p(y|x) for every class by Bayes' rule",
     response_model=schemas.ClassifyResponse,
+    response_model_exclude_unset=True,  # diagnostics only when asked for
 )
 async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, request: Request):
     """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
@@ -155,7 +190,7 @@ async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, reque
 async def samples_png(
     inference: InferenceDep,
     request: Request,
-    y: Annotated[int | None, Query(alias="class", description="Class of every image; omit for y ~ p(y).")] = None,
+    y: Annotated[int | None, Query(description="Class of every image; omit for y ~ p(y).")] = None,
     n: Annotated[int, Query(ge=1, description="Number of images.")] = 64,
     seed: Annotated[
         int | None,
@@ -163,7 +198,7 @@ async def samples_png(
     ] = None,
     columns: Annotated[int | None, Query(ge=1, le=64, description="Images per row (default: square).")] = None,
 ):
-    """Bernoulli means of n samples, tiled black on white for viewing, e.g. /v1/samples.png?class=3&n=64.
+    """Bernoulli means of n samples, tiled black on white for viewing, e.g. /v1/samples.png?y=3&n=64.
 
     The scoring endpoints take the opposite polarity (bright = ink, as in MNIST and in /v1/samples):
     send a tile cut from this picture with invert: true."""
@@ -177,19 +212,26 @@ async def samples_png(
     tags=["model"],
     summary="The model: sizes, classes, prior, likelihood, metrics, providers",
     response_model=schemas.ModelInfo,
+    response_model_exclude_unset=True,  # diagnostics only when asked for
 )
-async def model_info(inference: InferenceDep):
-    """The manifest of the served model, the execution providers ONNX Runtime really uses, and the limits."""
+async def model_info(
+    inference: InferenceDep,
+    include: Annotated[
+        Literal["manifest"] | None,
+        Query(description="'manifest': add the whole manifest (every file, its sha256, how it was made, all metrics)."),
+    ] = None,
+):
+    """The served model's sizes, classes, prior, headline metrics, the execution providers ONNX Runtime really
+    uses, and the limits and defaults of requests."""
     manifest = inference.model.manifest
     s = inference.settings
     return {
+        "model": manifest["name"],
+        "version": manifest["version"],
         "description": manifest.get("description"),
-        **{
-            key: manifest.get(key)
-            for key in ("name", "version", "latent_dim", "num_classes", "image_shape", "likelihood", "class_prior")
-        },
-        "class_names": manifest.get("class_names", [str(i) for i in range(manifest["num_classes"])]),
-        "metrics": manifest.get("metrics", {}),
+        **{key: manifest.get(key) for key in ("latent_dim", "num_classes", "image_shape", "likelihood", "class_prior")},
+        "class_names": inference.class_names(),
+        "metrics": {key: value for key, value in manifest.get("metrics", {}).items() if not isinstance(value, dict)},
         "requested_providers": inference.model.requested,
         "active_providers": inference.model.active_providers,
         "limits": {
@@ -200,15 +242,13 @@ async def model_info(inference: InferenceDep):
             "default_tolerance": s.default_tolerance,
             "max_work": s.max_work,
             "max_body_bytes": s.max_body_bytes,
-            "adaptive_screen_samples": inference.screening.samples,
-            "adaptive_margin": inference.screening.margin,
-            "adaptive_recheck": (
-                dict(zip(("samples", "margin"), inference.screening.recheck)) if inference.screening.recheck else None
-            ),
+            "adaptive_screening": [
+                {"samples": samples, "margin": margin} for samples, margin in inference.scorer.screening.looks()
+            ],
             "ood_fpr": s.ood_fpr if inference.model.ood is not None else None,
-            "min_probability": inference.min_probability(),
+            "min_probability": inference.scorer.default_min_probability(),
         },
-        "manifest": manifest,
+        **({"manifest": manifest} if include == "manifest" else {}),
     }
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from service import tensors
-from service.repository import NotServed, is_ready, version_key
+from service.repository import NotServed, is_ready, served_version, version_key
 from service.runtime import GRAPHS
 from service.tensors import DATATYPE, InferRequest, TensorError
 
@@ -112,8 +112,9 @@ def install(app) -> None:
 
 @router.get("", summary="Server metadata")
 async def server_metadata(request: Request):
-    """Name, version and protocol extensions of this server."""
-    return {"name": "mnist-cvae", "version": request.app.version, "extensions": ["binary_tensor_data"]}
+    """Name, version (of the model that answers requests naming none) and protocol extensions of this server."""
+    version = served_version(request.app) or request.app.version
+    return {"name": "mnist-cvae", "version": version, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live", summary="Server liveness")

@@ -111,7 +111,7 @@ def test_answers_equal_the_services_for_the_same_image_and_seed(local_ray, digit
         wait_ready(client)
         for row in rows:
             assert row["seed"] == image_seed(11, row["row"])
-            body = {"images": [digits[row["row"]].tolist()], "seed": row["seed"], **REQUEST}
+            body = {"images": [digits[row["row"]].tolist()], "seed": row["seed"], **REQUEST, "include": ["critic"]}
             answer = client.post("/v1/classify", json=body).json()["results"][0]
             assert answer["log_px"] == row["log_px"] and answer["probs"] == row["probs"]
             assert answer["out_of_distribution"]["p_value"] == row["ood_p_value"]

@@ -24,8 +24,11 @@ def test_sample_score_classify_return_numpy(server):
         samples = cvae.sample(n=4, y=7, seed=1, binary=True)
         assert samples.mean.shape == (4, 28, 28) and samples.x.shape == (4, 28, 28)
         assert (samples.y == 7).all() and samples.seed == 1
-        scores = cvae.log_likelihood(samples.x, num_samples=50, seed=4)
+        scores = cvae.log_likelihood(samples.x, num_samples=50, seed=4, include=["estimates"])
         assert scores.log_px.shape == (4,) and scores.log_px_y.shape == (4, 10) and (scores.log_px < 0).all()
+        assert (scores.model, scores.version) == ("mnist-cvae", cvae.model()["version"])
+        lean = cvae.log_likelihood(samples.x, num_samples=50, seed=4)  # the same answer without diagnostics
+        assert lean.log_px_y is None and lean.tolerance_met is None and np.array_equal(lean.log_px, scores.log_px)
         classes = cvae.classify(samples.x, num_samples=50, seed=4)
         assert classes.probs.shape == (4, 10) and np.allclose(classes.probs.sum(1), 1)
         assert np.allclose(classes.log_px, scores.log_px)
@@ -36,9 +39,12 @@ def test_sample_score_classify_return_numpy(server):
         assert path.mean.shape == (5, 28, 28)
         one = cvae.classify(samples.x[0])  # a single 28x28 image
         assert one.probs.shape == (1, 10)
-        precise = cvae.log_likelihood(samples.x[:2], num_samples=64, tolerance=0.3, max_num_samples=2048)
+        precise = cvae.log_likelihood(
+            samples.x[:2], num_samples=64, tolerance=0.3, max_num_samples=2048, include=["estimates", "x"]
+        )
         assert precise.pareto_k.shape == (2, 10) and precise.log_px_y_std_error.shape == (2, 10)
-        assert np.array_equal(precise.met, (precise.log_px_std_error <= 0.3) & precise.log_px_reliable)
+        assert np.array_equal(precise.tolerance_met, (precise.log_px_std_error <= 0.3) & precise.log_px_reliable)
+        assert np.array_equal(precise.x, samples.x[:2])  # binary pixels are scored as sent
         blank = cvae.classify(np.zeros((28, 28)), num_samples=20)
         assert blank.warnings[0][0]["code"] == "nearly_empty" and scores.warnings == [[], [], [], []]
         assert blank.out_of_distribution[0] and blank.abstained[0]
@@ -100,17 +106,16 @@ def test_the_client_takes_image_shape_and_class_names_from_the_model():
             "probs": [0.2, 0.8],
             "predicted": 1,
             "probability": 0.8,
-            "entropy": 0.5,
             "log_px": -3.0,
             "log_px_std_error": 0.1,
             "log_px_reliable": True,
-            "precision": {"met": True},
             "out_of_distribution": None,
             "abstained": False,
             "abstain_reasons": [],
             "warnings": [],
         }
-        return httpx.Response(200, json={"seed": 5, "results": [result] * len(body["images"])})
+        answer = {"model": "pets", "version": "1", "class_names": ["cat", "dog"], "seed": 5}
+        return httpx.Response(200, json={**answer, "results": [result] * len(body["images"])})
 
     with Client("http://model.test", transport=httpx.MockTransport(answer)) as cvae:
         assert cvae.sample(n=1).mean.shape == (1, 2, 3)
@@ -129,7 +134,7 @@ def test_a_pinned_client_sends_its_model_and_version_on_every_call():
     def answer(request: httpx.Request) -> httpx.Response:
         queries.append((request.url.path, dict(request.url.params)))
         if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"models": [{"name": "digits", "version": "2"}], "refused": {}})
+            return httpx.Response(200, json={"models": [{"model": "digits", "version": "2"}], "refused": {}})
         if request.url.path == "/v1/model":
             return httpx.Response(200, json={"image_shape": [2, 3], "class_names": ["a", "b"]})
         sample = {"y": 1, "z": [0.0], "mean": [0.5] * 6, "x": None}
@@ -137,7 +142,7 @@ def test_a_pinned_client_sends_its_model_and_version_on_every_call():
 
     with Client("http://model.test", transport=httpx.MockTransport(answer), model="digits", version="2") as cvae:
         cvae.sample(n=1)
-        assert cvae.models() == [{"name": "digits", "version": "2"}]
+        assert cvae.models() == [{"model": "digits", "version": "2"}]
     assert [path for path, _ in queries] == ["/v1/model", "/v1/samples", "/v1/models"]
     assert all(params == {"model": "digits", "version": "2"} for _, params in queries)
     with Client("http://model.test", transport=httpx.MockTransport(answer)) as cvae:

@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
-from service import estimator, rounds
+from service import adaptive, estimator
 from service.app import create_app
 from service.settings import Settings
 
 
 def estimate(model, x, k, screening=None, seed=0, chunk_rows=20000):
-    return rounds.estimate_now(model, x, k, seed, chunk_rows, screening).classes
+    return adaptive.estimate_now(model, x, k, seed, chunk_rows, screening).classes
 
 
 def test_chunking_does_not_change_the_answer(model, images):
@@ -25,7 +25,7 @@ def test_chunking_does_not_change_the_answer(model, images):
 
 
 def test_adaptive_keeps_exhaustive_estimates_for_the_classes_that_matter(model, images):
-    screening = rounds.Screening(samples=32, margin=20.0)
+    screening = adaptive.Screening(samples=32, margin=20.0)
     full = estimate(model, images, 400)
     fast = estimate(model, images, 400, screening)
     kept = fast.num_samples == 400
@@ -74,27 +74,27 @@ def test_route_echoes_adaptive_and_the_samples_used(shipped_model, images):
         while client.get("/readyz").status_code != 200:
             pass
         limits = client.get("/v1/model").json()["limits"]
-        body = {"images": [images[0].tolist()], "num_samples": 300, "seed": 0}
+        body = {"images": [images[0].tolist()], "num_samples": 300, "seed": 0, "include": ["estimates", "settings"]}
         fast = client.post("/v1/log-likelihood", json=body).json()
         full = client.post("/v1/log-likelihood", json={**body, "adaptive": False}).json()
-    assert fast["adaptive"] is True and full["adaptive"] is False
+    assert fast["settings"]["adaptive"] is True and full["settings"]["adaptive"] is False
     assert full["results"][0]["num_samples_used"] == [300] * 10
-    assert min(fast["results"][0]["num_samples_used"]) == limits["adaptive_screen_samples"]
+    assert min(fast["results"][0]["num_samples_used"]) == limits["adaptive_screening"][0]["samples"]
     assert abs(fast["results"][0]["log_px"] - full["results"][0]["log_px"]) < 0.05
 
 
 def test_the_screening_is_the_settings_then_the_models_own_then_the_default():
     own = {"screening": {"samples": 8, "margin": 15.0}}
-    assert rounds.screening_for({}) == rounds.DEFAULT_SCREENING == rounds.Screening(64, 20.0)
-    assert rounds.screening_for(own) == rounds.Screening(8, 15.0)
-    assert rounds.screening_for(own, 32) == rounds.Screening(32, 15.0)
-    assert rounds.screening_for(own, None, 12.5) == rounds.Screening(8, 12.5)
-    assert rounds.screening_for({}, 16, None) == rounds.Screening(16, 20.0)
+    assert adaptive.screening_for({}) == adaptive.DEFAULT_SCREENING == adaptive.Screening(64, 20.0)
+    assert adaptive.screening_for(own) == adaptive.Screening(8, 15.0)
+    assert adaptive.screening_for(own, 32) == adaptive.Screening(32, 15.0)
+    assert adaptive.screening_for(own, None, 12.5) == adaptive.Screening(8, 12.5)
+    assert adaptive.screening_for({}, 16, None) == adaptive.Screening(16, 20.0)
     rechecked = {"screening": {"samples": 8, "margin": 18.0, "recheck": {"samples": 64, "margin": 16}}}
-    assert rounds.screening_for(rechecked) == rounds.Screening(8, 18.0, (64, 16.0))
-    assert rounds.screening_for(rechecked, 32) == rounds.Screening(32, 18.0)  # a setting: that one look alone
-    assert rounds.Screening(8, 18.0, (64, 16.0)).record() == [[8, 18.0], [64, 16.0]]  # as records hold it
-    assert rounds.Screening(8, 18.0, (64, 16.0)).text() == (
+    assert adaptive.screening_for(rechecked) == adaptive.Screening(8, 18.0, (64, 16.0))
+    assert adaptive.screening_for(rechecked, 32) == adaptive.Screening(32, 18.0)  # a setting: that one look alone
+    assert adaptive.Screening(8, 18.0, (64, 16.0)).record() == [[8, 18.0], [64, 16.0]]  # as records hold it
+    assert adaptive.Screening(8, 18.0, (64, 16.0)).text() == (
         "screening 8 samples, margin 18.0 nats, then 64 samples, margin 16.0 nats"
     )
     for bad, field in (
@@ -103,14 +103,14 @@ def test_the_screening_is_the_settings_then_the_models_own_then_the_default():
         ({"samples": 0, "margin": 18.0}, "screening.samples"),
     ):
         with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-            rounds.screening_for({"screening": bad})
+            adaptive.screening_for({"screening": bad})
 
 
 def test_a_recheck_looks_again_with_more_samples_and_leaves_the_rest_exact(model, images):
     x = np.repeat(images[:4], 2, axis=0)  # eight rows
-    full = rounds.estimate_now(model, x, 200, 3, 4096).classes
-    once = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0)).classes
-    twice = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0, (32, 10.0))).classes
+    full = adaptive.estimate_now(model, x, 200, 3, 4096).classes
+    once = adaptive.estimate_now(model, x, 200, 3, 4096, adaptive.Screening(4, 30.0)).classes
+    twice = adaptive.estimate_now(model, x, 200, 3, 4096, adaptive.Screening(4, 30.0, (32, 10.0))).classes
     used_once, used_twice = once.num_samples, twice.num_samples
     assert set(np.unique(used_once)) <= {4, 200} and set(np.unique(used_twice)) <= {4, 32, 200}
     assert (used_twice == 32).any()  # the second look screened out some of the first look's classes
@@ -124,7 +124,7 @@ def test_a_recheck_looks_again_with_more_samples_and_leaves_the_rest_exact(model
     images_of, classes_of = np.nonzero(used_twice == 32)
     assert (joint[images_of, classes_of] < best[images_of, 0]).all()  # only classes below the best were left there
     # a recheck that keeps everything in play changes nothing
-    wide = rounds.estimate_now(model, x, 200, 3, 4096, rounds.Screening(4, 30.0, (32, 1e6))).classes
+    wide = adaptive.estimate_now(model, x, 200, 3, 4096, adaptive.Screening(4, 30.0, (32, 1e6))).classes
     np.testing.assert_array_equal(wide.log_px_y, once.log_px_y)
 
 
@@ -134,26 +134,25 @@ def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped
     manifest = json.loads((own / "manifest.json").read_text())
     manifest["screening"] = {"samples": 4, "margin": 12.0}
     (own / "manifest.json").write_text(json.dumps(manifest))
-    body = {"images": images[:2].tolist(), "num_samples": 64}
+    body = {"images": images[:2].tolist(), "num_samples": 64, "include": ["estimates"]}
     with TestClient(create_app(Settings(model_dir=own))) as client:
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]
-        assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (4, 12.0)
+        assert limits["adaptive_screening"] == [{"samples": 4, "margin": 12.0}]
         used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
         assert min(min(u) for u in used) == 4 and max(max(u) for u in used) == 64
     with TestClient(create_app(Settings(model_dir=own, adaptive_screen_samples=16))) as client:
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]
-        assert (limits["adaptive_screen_samples"], limits["adaptive_margin"]) == (16, 12.0)
+        assert limits["adaptive_screening"] == [{"samples": 16, "margin": 12.0}]  # one look: no recheck
         used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
         assert min(min(u) for u in used) == 16 and max(max(u) for u in used) == 64
-        assert limits["adaptive_recheck"] is None
     manifest["screening"] = {"samples": 4, "margin": 30.0, "recheck": {"samples": 16, "margin": 5.0}}
     (own / "manifest.json").write_text(json.dumps(manifest))
     with TestClient(create_app(Settings(model_dir=own))) as client:
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]
-        assert limits["adaptive_recheck"] == {"samples": 16, "margin": 5.0}
+        assert limits["adaptive_screening"] == [{"samples": 4, "margin": 30.0}, {"samples": 16, "margin": 5.0}]
         used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
         assert {n for u in used for n in u} <= {4, 16, 64} and max(max(u) for u in used) == 64
 
@@ -161,4 +160,4 @@ def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped
 def test_a_model_with_a_broken_screening_is_refused_with_the_field_named():
     for bad in ({"samples": 0, "margin": 15.0}, {"samples": 8, "margin": -1}, {"samples": "8", "margin": 15.0}):
         with pytest.raises(ValueError, match="screening.samples must be an integer >= 1"):
-            rounds.screening_for({"screening": bad})
+            adaptive.screening_for({"screening": bad})

@@ -51,9 +51,14 @@ def test_answers_carry_warnings_and_the_preparation_used(client, test_digits):
     digit = test_digits[0]
     blank = np.zeros(784)
     body = client.post(
-        "/v1/classify", json={"images": [digit.tolist(), (1 - digit).tolist(), blank.tolist()], "num_samples": 50}
+        "/v1/classify",
+        json={
+            "images": [digit.tolist(), (1 - digit).tolist(), blank.tolist()],
+            "num_samples": 50,
+            "include": ["settings"],
+        },
     ).json()
-    assert body["preparation"] == {"invert": False, "preprocess": "none"}
+    assert (body["settings"]["invert"], body["settings"]["preprocess"]) == (False, "none")
     codes = [[w["code"] for w in r["warnings"]] for r in body["results"]]
     assert codes == [[], ["reversed_polarity"], ["nearly_empty"]]
     inverted = client.post(
@@ -63,6 +68,7 @@ def test_answers_carry_warnings_and_the_preparation_used(client, test_digits):
     assert inverted["results"][0]["warnings"] == []
     assert inverted["results"][0]["log_px"] == pytest.approx(plain["results"][0]["log_px"])
     prepared = client.post(
-        "/v1/classify", json={"images": [digit.tolist()], "num_samples": 50, "preprocess": "mnist"}
+        "/v1/classify",
+        json={"images": [digit.tolist()], "num_samples": 50, "preprocess": "mnist", "include": ["settings"]},
     ).json()
-    assert prepared["preparation"]["preprocess"] == "mnist" and prepared["results"][0]["warnings"] == []
+    assert prepared["settings"]["preprocess"] == "mnist" and prepared["results"][0]["warnings"] == []

@@ -18,7 +18,8 @@ def _test_digits(mnist_dir: Path, n: int) -> np.ndarray:
 
 
 def _classify(client, images, **fields):
-    response = client.post("/v1/classify", json={"images": images, "num_samples": 200, "seed": 0, **fields})
+    body = {"images": images, "num_samples": 200, "seed": 0, "include": ["ood", "critic", "settings"], **fields}
+    response = client.post("/v1/classify", json=body)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -39,7 +40,7 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
     assert critic["training"]["split"] == {"seed": 0, "val_size": 5000}  # its digits are none of the reference
     # the half the p-values are counted against is flagged at the default rate or less, by construction
     verdicts = ood.assess(second, np.full(len(second), 100), calibration, entry["default_fpr"])
-    assert np.mean([v["flagged"] for v in verdicts]) <= entry["default_fpr"]
+    assert np.mean(verdicts.flagged) <= entry["default_fpr"]
     # all validation digits: about 1 %, within the 1.5 % that fresh digits may be flagged at
     assert 0.005 <= entry["validation_flagged_at_default"] <= 0.015
 
@@ -63,7 +64,7 @@ def test_junk_is_flagged_and_digits_are_not(client, mnist_dir):
     junk = {"blank": np.zeros(784), "noise": noise, "inverted": 255 - digits[0]}
     answer = _classify(client, [row.tolist() for row in [*junk.values(), *digits]], pixel_scale="byte")
     verdicts = [r["out_of_distribution"] for r in answer["results"]]
-    assert answer["ood_fpr"] == 0.01
+    assert answer["settings"]["ood_fpr"] == 0.01
     for name, verdict in zip(junk, verdicts):
         assert verdict["flagged"], name
         assert verdict["p_value"] <= 0.01
@@ -97,7 +98,7 @@ def test_abstention_and_the_flag_follow_the_callers_thresholds(client, mnist_dir
     assert probability < 1.0 and not first["abstained"]
 
     above = _classify(client, [digit], pixel_scale="byte", min_probability=probability + 1e-12)
-    assert above["min_probability"] == probability + 1e-12
+    assert above["settings"]["min_probability"] == probability + 1e-12
     assert "low_probability" in above["results"][0]["abstain_reasons"]
     below = _classify(client, [digit], pixel_scale="byte", min_probability=probability - 1e-6)["results"][0]
     assert not below["abstained"]
@@ -134,7 +135,7 @@ def test_without_the_critics_vote_only_bayes_rule_and_the_flag_abstain(client, m
     threshold = (bayes[i] + critic[i]) / 2
     voted = _classify(client, digits, pixel_scale="byte", min_probability=threshold)
     unvoted = _classify(client, digits, pixel_scale="byte", min_probability=threshold, critic_vote=False)
-    assert voted["critic_vote"] is True and unvoted["critic_vote"] is False
+    assert voted["settings"]["critic_vote"] is True and unvoted["settings"]["critic_vote"] is False
     assert "critic_disagrees" in voted["results"][i]["abstain_reasons"]
     for with_vote, without in zip(voted["results"], unvoted["results"]):
         assert without["abstain_reasons"] == [r for r in with_vote["abstain_reasons"] if r != "critic_disagrees"]
@@ -148,10 +149,11 @@ def test_bad_thresholds_name_the_field(client):
         assert field in response.text
 
 
-def test_the_model_endpoint_gives_the_defaults(manifest):
-    limits = manifest["limits"]
+def test_the_model_endpoint_gives_the_defaults(client):
+    described = client.get("/v1/model", params={"include": "manifest"}).json()
+    limits = described["limits"]
     assert limits["ood_fpr"] == 0.01
-    expected = manifest["manifest"]["files"]["ood"]["abstention"]["default_min_probability"]
+    expected = described["manifest"]["files"]["ood"]["abstention"]["default_min_probability"]
     assert limits["min_probability"] == expected
 
 
@@ -171,9 +173,9 @@ def test_a_model_without_calibration_answers_without_a_verdict(shipped_model, tm
     with TestClient(create_app(Settings(model_dir=copy, max_work=400_000))) as client:
         wait_ready(client)
         answer = _classify(client, [[0.0] * 784])
-    assert answer["ood_fpr"] is None and answer["min_probability"] == 0.0
+    assert answer["settings"]["ood_fpr"] is None and answer["settings"]["min_probability"] == 0.0
     assert answer["results"][0]["out_of_distribution"] is None
-    assert answer["critic_vote"] is False and answer["results"][0]["critic_probs"] is None  # nothing voted
+    assert answer["settings"]["critic_vote"] is False and answer["results"][0]["critic_probs"] is None  # nothing voted
 
 
 def test_a_corrupt_calibration_stops_the_model_from_loading(shipped_model, tmp_path):

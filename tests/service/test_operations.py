@@ -2,7 +2,12 @@ def test_health_readiness_and_model(client, manifest):
     assert client.get("/healthz").json() == {"status": "alive"}
     assert client.get("/readyz").status_code == 200
     assert manifest["active_providers"][-1] == "CPUExecutionProvider"
-    assert manifest["latent_dim"] == manifest["manifest"]["latent_dim"]
+    assert "manifest" not in manifest and len(client.get("/v1/model").content) < 4000  # compact unless asked
+    whole = client.get("/v1/model", params={"include": "manifest"}).json()["manifest"]
+    assert manifest["latent_dim"] == whole["latent_dim"] and (manifest["model"], manifest["version"]) == (
+        whole["name"],
+        whole["version"],
+    )
     assert abs(sum(manifest["class_prior"]) - 1) < 1e-9
     assert manifest["limits"]["max_images"] == 16
 

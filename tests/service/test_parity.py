@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from service import estimator, rounds  # noqa: E402
+from service import adaptive, estimator  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.data import load_mnist  # noqa: E402
@@ -48,7 +48,7 @@ def test_log_px_and_predicted_class_agree_at_k_5000(shipped_model, mnist_dir):
     async def score(rows_x, rows_y, eps):
         return model.log_weights(rows_x, rows_y, eps)
 
-    estimates = asyncio.run(rounds.estimate_classes(score, x.numpy(), c, d, K, SEED, chunk_rows=50_000)).classes
+    estimates = asyncio.run(adaptive.estimate_classes(score, x.numpy(), c, d, K, SEED, chunk_rows=50_000)).classes
     served = estimator.bayes_rule(estimates, model.log_prior)
 
     difference = np.abs(served.log_px - reference_log_px.numpy().astype(np.float64))

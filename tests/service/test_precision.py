@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
-from service import estimator, pareto, rounds
+from service import adaptive, estimator, pareto
 from service.app import create_app
 from service.settings import Settings
 
@@ -59,16 +59,16 @@ def test_streams_differ_for_every_seed_image_class_and_binarization():
     assert again == firsts[62:92]  # and each is reproducible
 
 
-SCREENING = rounds.Screening(16, 20.0)
+SCREENING = adaptive.Screening(16, 20.0)
 
 
 def estimate(model, x, k, precision=None, chunk_rows=20000, screening=SCREENING):
-    return rounds.estimate_now(model, x, k, 7, chunk_rows, screening, precision)
+    return adaptive.estimate_now(model, x, k, 7, chunk_rows, screening, precision)
 
 
 def test_rounds_reach_the_tolerance_and_do_not_depend_on_chunking(model, images):
     """Every image either meets the target or has spent the budget on a class that matters."""
-    precision = rounds.Precision(tolerance=0.1, budget=8192)
+    precision = adaptive.Rounds(tolerance=0.1, budget=8192)
     a = estimate(model, images[:4], 64, precision)
     post = estimator.bayes_rule(a.classes, model.log_prior)
     print(f"std errors {post.log_px_std_error}, reliable {post.reliable}, samples {a.samples_used}")
@@ -83,7 +83,7 @@ def test_rounds_reach_the_tolerance_and_do_not_depend_on_chunking(model, images)
 
 
 def test_an_unmet_tolerance_is_reported_at_the_budget(model, images):
-    precision = rounds.Precision(tolerance=1e-4, budget=256)
+    precision = adaptive.Rounds(tolerance=1e-4, budget=256)
     found = estimate(model, images[:2], 64, precision)
     assert not found.met.any()
     assert found.classes.num_samples.max() == 256
@@ -95,15 +95,16 @@ def test_service_answers_with_precision_and_diagnostics(shipped_model, images):
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]
         assert limits["default_tolerance"] == 0.2
-        body = client.post("/v1/log-likelihood", json={"images": images[:2].tolist(), "num_samples": 64}).json()
-        assert body["tolerance"] == 0.2 and body["max_num_samples"] == settings.max_num_samples
+        request = {"images": images[:2].tolist(), "num_samples": 64, "include": ["estimates", "settings"]}
+        body = client.post("/v1/log-likelihood", json=request).json()
+        assert body["settings"]["tolerance"] == 0.2 and body["settings"]["max_num_samples"] == settings.max_num_samples
         for r in body["results"]:
-            assert r["precision"]["met"] == (r["log_px_std_error"] <= 0.2 and r["log_px_reliable"])
-            assert r["precision"]["num_samples_used"] == sum(r["num_samples_used"])
+            assert r["tolerance_met"] == (r["log_px_std_error"] <= 0.2 and r["log_px_reliable"])
             assert len(r["pareto_k"]) == 10
-        single = {"images": images[:1].tolist(), "num_samples": 64, "max_num_samples": 64}
-        body = client.post("/v1/classify", json=single).json()
-        assert body["tolerance"] is None and body["results"][0]["precision"]["num_samples_used"] <= 640
+        single = {"images": images[:1].tolist(), "num_samples": 64, "max_num_samples": 64, "include": ["estimates"]}
+        body = client.post("/v1/classify", json={**single, "include": ["estimates", "settings"]}).json()
+        assert body["settings"]["tolerance"] is None and "tolerance_met" not in body["results"][0]  # one round
+        assert sum(body["results"][0]["num_samples_used"]) <= 640
         bad = client.post("/v1/classify", json={**single, "max_num_samples": 32})
         assert bad.status_code == 422 and "max_num_samples" in bad.json()["error"]
 
@@ -117,10 +118,11 @@ def test_a_real_digit_meets_the_tolerance_or_says_it_did_not(shipped_model, mnis
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         request = {"images": digits.tolist(), "num_samples": 500, "tolerance": 0.2, "max_num_samples": 4000}
+        request["include"] = ["estimates"]
         body = client.post("/v1/log-likelihood", json=request).json()
     for r in body["results"]:
         met = r["log_px_std_error"] <= 0.2 and r["log_px_reliable"]
-        assert r["precision"]["met"] == met
+        assert r["tolerance_met"] == met
         if not met:  # then a class that matters spent the whole budget
             assert max(r["num_samples_used"]) == 4000
         else:

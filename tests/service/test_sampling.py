@@ -60,11 +60,11 @@ def test_interpolation_ends_are_the_decoded_end_points(client, manifest):
 
 
 def test_png_grid(client):
-    response = client.get("/v1/samples.png", params={"class": 3, "n": 16, "seed": 1})
+    response = client.get("/v1/samples.png", params={"y": 3, "n": 16, "seed": 1})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(response.content))
     assert image.size == (4 * 30 * 2, 4 * 30 * 2)
-    assert client.get("/v1/samples.png", params={"class": 3, "n": 16, "seed": 1}).content == response.content
+    assert client.get("/v1/samples.png", params={"y": 3, "n": 16, "seed": 1}).content == response.content
 
 
 def test_sampling_errors_name_the_field(client, manifest):
@@ -83,7 +83,11 @@ def test_sampling_errors_name_the_field(client, manifest):
         response = client.post("/v1/samples", json=body)
         assert response.status_code == 422, body
         assert response.json()["problems"][0]["field"] == field, (body, response.json())
-    bad_png = client.get("/v1/samples.png", params={"class": 11})
-    assert bad_png.status_code == 422 and bad_png.json()["problems"][0]["field"] == "class"
+    bad_png = client.get("/v1/samples.png", params={"y": 11})
+    assert bad_png.status_code == 422 and bad_png.json()["problems"][0]["field"] == "y"
+    renamed = client.get("/v1/samples.png", params={"class": 3})  # its name before: refused, naming the new one
+    assert renamed.status_code == 422 and "y" in renamed.json()["problems"][0]["message"]
+    unknown = client.post("/v1/samples?colour=red", json={})
+    assert unknown.status_code == 422 and unknown.json()["problems"][0]["field"] == "colour"
     too_many = client.get("/v1/samples.png", params={"n": 5000})
     assert too_many.status_code == 422

@@ -17,9 +17,11 @@ def digits(client):
 
 def test_log_likelihood_fields_are_consistent(client, manifest, digits):
     images, _ = digits
-    body = client.post("/v1/log-likelihood", json={"images": images[:3], "num_samples": 200}).json()
-    assert body["num_samples"] == 200 and isinstance(body["seed"], int)  # no seed: a fresh one, reported
-    assert body["binarization"] == {"method": "threshold", "threshold": 0.5}
+    request = {"images": images[:3], "num_samples": 200, "include": ["estimates", "elbo", "settings"]}
+    body = client.post("/v1/log-likelihood", json=request).json()
+    assert body["settings"]["num_samples"] == 200 and isinstance(body["seed"], int)  # no seed: a fresh one, reported
+    assert (body["settings"]["binarize"], body["settings"]["threshold"]) == ("threshold", 0.5)
+    assert (body["model"], body["version"]) == (manifest["model"], manifest["version"])
     prior = np.log(manifest["class_prior"])
     for r in body["results"]:
         log_px_y = np.array(r["log_px_y"])
@@ -43,7 +45,7 @@ def test_scores_are_reproducible_and_vary_with_the_seed(client, digits):
 
 def test_classify_is_bayes_rule_over_the_same_estimates(client, digits):
     images, labels = digits
-    request = {"images": images, "num_samples": 200, "seed": 3}
+    request = {"images": images, "num_samples": 200, "seed": 3, "include": ["estimates"]}
     classes = client.post("/v1/classify", json=request).json()["results"]
     scores = client.post("/v1/log-likelihood", json=request).json()["results"]
     for c, s in zip(classes, scores):
@@ -77,16 +79,16 @@ def test_all_input_formats_give_the_same_answer(client, digits):
 
 def test_grey_inputs_are_binarized_as_asked(client, digits):
     grey = [0.3] * 392 + [0.7] * 392
-    base = {"images": [grey], "num_samples": 50, "seed": 0}
+    base = {"images": [grey], "num_samples": 50, "seed": 0, "include": ["settings"]}
     default = client.post("/v1/log-likelihood", json=base).json()
     explicit = [0.0] * 392 + [1.0] * 392
-    same = client.post("/v1/log-likelihood", json={"images": [explicit], "num_samples": 50, "seed": 0}).json()
+    same = client.post("/v1/log-likelihood", json={**base, "images": [explicit]}).json()
     assert default["results"] == same["results"]
     low = client.post("/v1/log-likelihood", json={**base, "threshold": 0.2}).json()
-    assert low["binarization"] == {"method": "threshold", "threshold": 0.2}
+    assert low["settings"] == {**default["settings"], "threshold": 0.2}
     assert low["results"] != default["results"]
     stochastic = client.post("/v1/log-likelihood", json={**base, "binarize": "bernoulli"}).json()
-    assert stochastic["binarization"] == {"method": "bernoulli", "threshold": None}
+    assert (stochastic["settings"]["binarize"], stochastic["settings"]["threshold"]) == ("bernoulli", None)
     refused = client.post("/v1/log-likelihood", json={**base, "binarize": "none"})
     assert refused.status_code == 422 and "binarize" in refused.json()["error"]
 

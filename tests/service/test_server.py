@@ -29,7 +29,7 @@ def test_endpoints_over_http(server):
 
 
 def test_png_endpoint_over_http(server):
-    response = httpx.get(f"{server}/v1/samples.png", params={"class": 7, "n": 9, "seed": 0})
+    response = httpx.get(f"{server}/v1/samples.png", params={"y": 7, "n": 9, "seed": 0})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).size == (3 * 30 * 2, 3 * 30 * 2)
 

@@ -88,7 +88,7 @@ def screening_for(manifest: dict, samples: int | None = None, margin: float | No
 
 
 @dataclass(frozen=True)
-class Precision:
+class Rounds:
     """Rounds until log p(x) has a standard error of at most `tolerance` nats and reliable
     weights, with at most `budget` samples per class and `max_work` decoder passes in all."""
 
@@ -150,7 +150,7 @@ def estimate_now(
     seed: int,
     chunk_rows: int,
     screening: Screening | None = None,
-    precision: Precision | None = None,
+    rounds: Rounds | None = None,
 ) -> Estimates:
     """estimate_classes for a loaded model (service.runtime.Model) in this process, outside the service's loop."""
 
@@ -168,7 +168,7 @@ def estimate_now(
             chunk_rows,
             model.log_prior,
             screening,
-            precision,
+            rounds,
         )
     )
 
@@ -183,13 +183,13 @@ async def estimate_classes(
     chunk_rows: int,
     log_prior: np.ndarray | None = None,
     screening: Screening | None = None,
-    precision: Precision | None = None,
+    rounds: Rounds | None = None,
 ) -> Estimates:
     """Importance-sampling estimates of log p(x|y) for every image x [N, 784] and class.
 
     With `screening` (and `log_prior`), classes that cannot matter keep their screening
     estimate; the others draw on from the same streams, so their estimates equal the
-    exhaustive ones exactly. With `precision` (and `log_prior`), rounds follow.
+    exhaustive ones exactly. With `rounds` (and `log_prior`), rounds follow.
     """
     n, c = len(x), num_classes
     rows_x = np.repeat(x, c, axis=0)  # [N*C, 784]: row i*C + j is image i with class j
@@ -223,8 +223,8 @@ async def estimate_classes(
     await extend(keep, np.full(len(keep), num_samples - drawn_each))
     classes = await asyncio.to_thread(_reduce, drawn, n, c)
     met = np.ones(n, dtype=bool)
-    if precision is not None:
-        classes, met = await _refine(classes, drawn, in_play.reshape(n, c), extend, log_prior, precision, n, c)
+    if rounds is not None:
+        classes, met = await _refine(classes, drawn, in_play.reshape(n, c), extend, log_prior, rounds, n, c)
     return Estimates(classes, met, drawn.used.reshape(n, c).sum(axis=1))
 
 
@@ -235,15 +235,15 @@ def _needs_more(classes: estimator.ClassEstimates, log_prior: np.ndarray, tolera
     return (post.log_px_std_error > tolerance) | ~post.reliable, matter
 
 
-async def _refine(classes, drawn: _Rows, in_play: np.ndarray, extend, log_prior, precision: Precision, n: int, c: int):
+async def _refine(classes, drawn: _Rows, in_play: np.ndarray, extend, log_prior, rounds: Rounds, n: int, c: int):
     """Double the samples of the classes that matter in images that miss the target, until
     every image meets it or can draw no more; returns the estimates and per image `met`."""
     while True:
-        missing, matter = _needs_more(classes, log_prior, precision.tolerance)
+        missing, matter = _needs_more(classes, log_prior, rounds.tolerance)
         used = drawn.used.reshape(n, c)
-        grow = missing[:, None] & matter & in_play & (used < precision.budget)
-        counts = np.minimum(used, precision.budget - used)[grow]
-        if precision.max_work is not None and drawn.used.sum() + counts.sum() > precision.max_work:
+        grow = missing[:, None] & matter & in_play & (used < rounds.budget)
+        counts = np.minimum(used, rounds.budget - used)[grow]
+        if rounds.max_work is not None and drawn.used.sum() + counts.sum() > rounds.max_work:
             return classes, ~missing
         if not grow.any():
             return classes, ~missing

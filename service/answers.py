@@ -1,0 +1,148 @@
+"""The JSON answers of /v1/log-likelihood and /v1/classify, built from scoring's columns in one place.
+
+By default an image's answer holds what a caller acts on; each group of INCLUDE adds its
+diagnostics when the request's `include` names it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from service.abstention import REASONS
+from service.scoring import Scores
+
+INCLUDE = {
+    "estimates": "per class: log p(x|y) with its standard error, effective sample size, Pareto k-hat and the "
+    "samples spent; the entropy of p(y|x)",
+    "elbo": "the ELBO of log p(x) split into reconstruction and KL terms",
+    "ood": "the out-of-distribution verdict's parts: score, distance, critic log-odds and the p-values that explain it",
+    "critic": "critic_probs: the critic's probabilities of the classes, a second opinion on the class",
+    "x": "the binary pixels that were scored, after invert, preprocess and binarize",
+    "settings": "every setting the answer used, defaults included",
+}
+
+
+def number(value: float) -> float | None:
+    """A float for JSON, None where it is not finite (JSON has no inf or NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def numbers(values: np.ndarray) -> list[float | None]:
+    return [number(v) for v in values.tolist()]
+
+
+def header(name: str, version: str, class_names: list[str] | None = None) -> dict:
+    """What every answer starts with: which model and version gave it (and the class names)."""
+    head = {"model": name, "version": version}
+    if class_names is not None:
+        head["class_names"] = class_names
+    return head
+
+
+def settings(scores: Scores, prepared: dict, classify: bool) -> dict:
+    """Every setting a scoring answer used."""
+    o = scores.options
+    used = {
+        "num_samples": o.num_samples,
+        "tolerance": o.tolerance,
+        "max_num_samples": o.max_num_samples,
+        "adaptive": o.adaptive,
+        **prepared,
+        "ood_fpr": o.ood_fpr,
+    }
+    if classify:
+        used |= {"min_probability": o.min_probability, "critic_vote": scores.critic_vote}
+    return used
+
+
+def _verdict(scores: Scores, i: int, full: bool) -> dict | None:
+    v = scores.verdicts
+    if v is None:
+        return None
+    verdict = {"flagged": bool(v.flagged[i]), "p_value": float(v.p_value[i])}
+    if full:
+        verdict |= {
+            "score": number(v.score[i]),
+            "distance": number(v.distance[i]),
+            "critic": number(v.critic[i]),
+            "p_value_score": float(v.p_value_score[i]),
+            "p_value_log_px": float(v.p_value_log_px[i]),
+            "p_value_ink": float(v.p_value_ink[i]),
+            "p_value_critic": float(v.p_value_critic[i]),
+            "nearly_empty": bool(v.nearly_empty[i]),
+        }
+    return verdict
+
+
+def _diagnostics(scores: Scores, include: set[str], i: int) -> dict:
+    found, bayes, extra = scores.classes, scores.bayes, {}
+    if "estimates" in include:
+        extra |= {
+            "entropy": float(scores.entropy[i]),
+            "log_px_y": numbers(found.log_px_y[i]),
+            "log_px_y_std_error": numbers(found.std_error[i]),
+            "effective_sample_size": found.ess[i].tolist(),
+            "pareto_k": numbers(found.pareto_k[i]),
+            "num_samples_used": found.num_samples[i].tolist(),
+        }
+    if "elbo" in include:
+        extra["elbo"] = {
+            "value": number(bayes.elbo[i]),
+            "reconstruction": number(bayes.reconstruction[i]),
+            "kl_z": number(bayes.kl_z[i]),
+            "kl_y": number(bayes.kl_y[i]),
+        }
+    if "critic" in include:
+        extra["critic_probs"] = scores.critic_probs[i].tolist() if scores.critic_probs is not None else None
+    if "x" in include:
+        extra["x"] = scores.x[i].tolist()
+    return extra
+
+
+def _density(scores: Scores, i: int) -> dict:
+    bayes = scores.bayes
+    answer = {
+        "log_px": number(bayes.log_px[i]),
+        "log_px_std_error": number(bayes.log_px_std_error[i]),
+        "log_px_reliable": bool(bayes.reliable[i]),
+    }
+    if scores.options.tolerance is not None:
+        answer["tolerance_met"] = bool(scores.met[i])
+    return answer
+
+
+def log_likelihood(scores: Scores, warnings: list[list[dict]], include: set[str], pixels: int) -> list[dict]:
+    """/v1/log-likelihood's results, one per image."""
+    per_dim = pixels * math.log(2)
+    return [
+        {
+            **_density(scores, i),
+            "bits_per_dim": number(-scores.bayes.log_px[i] / per_dim),
+            "out_of_distribution": _verdict(scores, i, "ood" in include),
+            "warnings": warnings[i],
+            **_diagnostics(scores, include, i),
+        }
+        for i in range(len(scores.x))
+    ]
+
+
+def classify(scores: Scores, warnings: list[list[dict]], include: set[str]) -> list[dict]:
+    """/v1/classify's results, one per image."""
+    predicted = scores.predicted
+    return [
+        {
+            "predicted": int(predicted[i]),
+            "probability": float(scores.probs[i, predicted[i]]),
+            "probs": scores.probs[i].tolist(),
+            "abstained": bool(scores.abstain[i].any()),
+            "abstain_reasons": [name for name, holds in zip(REASONS, scores.abstain[i]) if holds],
+            **_density(scores, i),
+            "out_of_distribution": _verdict(scores, i, "ood" in include),
+            "warnings": warnings[i],
+            **_diagnostics(scores, include, i),
+        }
+        for i in range(len(scores.x))
+    ]

@@ -1,0 +1,203 @@
+"""One door to scoring: binary images as an array plus options in, columns out.
+
+The routes, batch scoring, calibration, evaluation and the benchmarks all score through
+`Scorer`; only service.answers turns its columns into JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, is_dataclass, replace
+
+import numpy as np
+
+from service import abstention, adaptive, estimator, ood
+from service.calls import ModelCalls
+from service.images import InputError
+from service.runtime import Model, load_model
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to score. Unset fields take the service's defaults (Scorer.resolve fills them in)."""
+
+    seed: int
+    num_samples: int | None = None  # K per image and class in the first round
+    tolerance: float | None = None  # target standard error of log p(x), nats: rounds follow
+    max_num_samples: int | None = None  # most samples per class that rounds may reach
+    adaptive: bool = True  # screen the classes first (the model's screening)
+    ood_fpr: float | None = None  # false-positive rate of the out-of-distribution flag
+    min_probability: float | None = None  # abstain below this p(predicted|x)
+    critic_vote: bool = True  # the critic's probability of the predicted class counts too
+
+
+@dataclass
+class Scores:
+    """Everything scoring gives, as columns over N images and C classes."""
+
+    options: Options  # as resolved: every default filled in
+    classes: estimator.ClassEstimates  # per image and class [N, C]
+    bayes: estimator.BayesRule  # log p(x), its error, log p(y|x) and the ELBO [N]
+    met: np.ndarray  # [N] the tolerance was reached (True without one)
+    samples_used: np.ndarray  # [N] importance samples spent, all classes together
+    probs: np.ndarray  # [N, C] p(y|x)
+    entropy: np.ndarray  # [N] nats
+    verdicts: ood.Verdicts | None  # None without a calibration
+    critic_probs: np.ndarray | None  # [N, C] the critic's digit probabilities
+    critic_vote: bool  # whether they counted in `abstain`
+    abstain: np.ndarray  # [N, len(abstention.REASONS)] which reasons hold
+    x: np.ndarray  # [N, H*W] the binary pixels scored
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def abstained(self) -> np.ndarray:
+        return self.abstain.any(axis=1)
+
+
+def _check_count(count: int, limit: int, field: str, setting: str) -> None:
+    if count > limit:
+        raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
+
+
+class Scorer:
+    """A loaded model version's scoring, with the settings that bound it."""
+
+    def __init__(self, model: Model, settings: Settings, calls: ModelCalls | None = None):
+        self.model = model
+        self.settings = settings
+        self.calls = calls or ModelCalls(model, settings)
+        self.screening = adaptive.screening_for(
+            model.manifest, settings.adaptive_screen_samples, settings.adaptive_margin
+        )
+
+    @classmethod
+    def open(cls, model_dir, **settings) -> Scorer:
+        """The scorer of one exported model directory, for use outside the service (no batching)."""
+        chosen = Settings(model_dir=model_dir, batching=False, **settings)
+        return cls(load_model(chosen), chosen)
+
+    # ---- options ------------------------------------------------------------------------
+    def default_min_probability(self) -> float:
+        """The setting's, else the model's (chosen on validation digits), else 0."""
+        if self.settings.min_probability is not None:
+            return self.settings.min_probability
+        entry = self.model.manifest["files"].get("ood") or {}
+        return float(entry.get("abstention", {}).get("default_min_probability", 0.0))
+
+    def resolve(self, options: Options, num_images: int) -> Options:
+        """The options with every default filled in, checked against the limits (InputError naming the field)."""
+        s, classes = self.settings, self.model.num_classes
+        k = options.num_samples or min(s.default_num_samples, s.max_num_samples)
+        _check_count(k, s.max_num_samples, "num_samples", "max_num_samples")
+        work = num_images * classes * k
+        if work > s.max_work:
+            raise InputError(
+                "num_samples",
+                f"{num_images} images x {classes} classes x {k} samples = {work} decoder passes "
+                f"exceeds the per-request limit {s.max_work} (setting CVAE_MAX_WORK); "
+                "send fewer images per request or a smaller num_samples.",
+            )
+        budget = options.max_num_samples or s.max_num_samples
+        _check_count(budget, s.max_num_samples, "max_num_samples", "max_num_samples")
+        if budget < k:
+            raise InputError("max_num_samples", f"is {budget}, below num_samples {k}; raise it or omit it.")
+        tolerance = options.tolerance or s.default_tolerance or None
+        if tolerance is None or budget == k:
+            tolerance, budget = None, k
+        calibrated = self.model.ood is not None
+        return replace(
+            options,
+            num_samples=k,
+            tolerance=tolerance,
+            max_num_samples=budget,
+            ood_fpr=(options.ood_fpr or s.ood_fpr) if calibrated else None,
+            min_probability=(
+                options.min_probability if options.min_probability is not None else self.default_min_probability()
+            ),
+        )
+
+    # ---- scoring ------------------------------------------------------------------------
+    async def score(self, x: np.ndarray, options: Options) -> Scores:
+        """Score binary images x [N, H*W]: log p(x|y) per class, Bayes' rule, the out-of-distribution
+        verdicts and the abstention, each image from its own noise streams."""
+        options = self.resolve(options, len(x))
+        rounds = (
+            adaptive.Rounds(options.tolerance, options.max_num_samples, self.settings.max_work)
+            if options.tolerance is not None
+            else None
+        )
+        model = self.model
+        estimates = await adaptive.estimate_classes(
+            self.calls.score,
+            x,
+            model.num_classes,
+            model.latent_dim,
+            options.num_samples,
+            options.seed,
+            self.settings.score_chunk_rows,
+            model.log_prior,
+            self.screening if options.adaptive else None,
+            rounds,
+        )
+        return await asyncio.to_thread(self._conclude, x, options, estimates)
+
+    def _conclude(self, x: np.ndarray, options: Options, estimates: adaptive.Estimates) -> Scores:
+        """Bayes' rule, the assessment and the abstention from the estimates."""
+        bayes = estimator.bayes_rule(estimates.classes, self.model.log_prior)
+        probs = np.exp(bayes.log_py_x)
+        entropy = np.maximum(-np.where(probs > 0, probs * bayes.log_py_x, 0.0).sum(-1), 0.0)  # 0 log 0 = 0
+        verdicts, critic_probs = None, None
+        if self.model.ood is not None:
+            log_odds, critic_probs = self.model.critic_answers(x)
+            verdicts = self.assess(bayes, estimates.classes.log_px_y, x, options.ood_fpr, log_odds)
+        voted = options.critic_vote and critic_probs is not None
+        flagged = verdicts.flagged if verdicts is not None else np.zeros(len(x), dtype=bool)
+        holds = abstention.reasons(probs, critic_probs if voted else None, flagged, options.min_probability)
+        return Scores(
+            options, estimates.classes, bayes, estimates.met, estimates.samples_used, probs, entropy,
+            verdicts, critic_probs, voted, holds, x,
+        )  # fmt: skip
+
+    def assess(
+        self, bayes: estimator.BayesRule, log_px_y: np.ndarray, x: np.ndarray, fpr: float, critic: np.ndarray
+    ) -> ood.Verdicts:
+        """The out-of-distribution verdicts of binary images x [N, H*W] from their estimates and the
+        critic's log-odds [N]; the model must have a calibration."""
+        shape = tuple(self.model.manifest["image_shape"])
+        calibration = self.model.ood
+        values = ood.features(bayes.log_px, bayes.elbo, bayes.kl_z, log_px_y, x, shape, calibration.log_probs, critic)
+        return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
+
+    def score_now(self, x: np.ndarray, options: Options) -> Scores:
+        """score() outside an event loop, in pieces small enough that rounds never meet the per-request
+        work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone: the answer the
+        service gives to a request of that image alone with the same seed."""
+        s, classes = self.settings, self.model.num_classes
+        k = options.num_samples or s.default_num_samples
+        most = (options.max_num_samples or s.max_num_samples) if (options.tolerance or s.default_tolerance) else k
+        size = max(1, min(s.max_images, s.max_work // (classes * most)))
+        parts = [asyncio.run(self.score(x[start : start + size], options)) for start in range(0, len(x), size)]
+        return parts[0] if len(parts) == 1 else join(parts)
+
+
+def join(parts: list[Scores]) -> Scores:
+    """Scores of consecutive pieces as one."""
+
+    def rows(values: list):
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            return np.concatenate(values)
+        if is_dataclass(first):
+            fields = first.__dataclass_fields__
+            return type(first)(**{name: rows([getattr(v, name) for v in values]) for name in fields})
+        return first  # None, or a number every piece shares
+
+    first = parts[0]
+    shared = ("options", "critic_vote")
+    names = [name for name in first.__dataclass_fields__ if name not in shared]
+    columns = {name: rows([getattr(p, name) for p in parts]) for name in names}
+    return Scores(**columns, **{name: getattr(first, name) for name in shared})
