@@ -1,13 +1,16 @@
 """Images in and out: parsing client pixels, checking and preparing them as MNIST digits were
 made, binarizing them, drawing PNG grids.
 
-Pixels are bright where there is ink (1 or 255), dark elsewhere, as in MNIST."""
+Pixels are bright where there is ink (1 or 255), dark elsewhere, as in MNIST. Without a PixelBudget
+an image must have the model's shape; with one (preprocess 'mnist') it may have any size within the
+budget, and prepare_mnist brings it to the model's field."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,8 +25,37 @@ class InputError(ValueError):
         self.message = message
 
 
-def decode_png(text: str, field: str, shape: tuple[int, int]) -> np.ndarray:
-    """A base64 PNG (optionally a data: URL) of a greyscale image -> float pixels in [0, 1]."""
+ANY_SIZE = 'or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were.'
+
+
+class PixelBudget:
+    """How large one request's images of any size may be: at most `side` pixels on a side and `total`
+    pixels together (settings max_image_side and max_request_pixels). A PNG's size is read from its
+    header, so a small file that would decode to a huge image is refused before it is decoded."""
+
+    def __init__(self, side: int, total: int):
+        self.side = side
+        self.total = total
+        self.used = 0
+
+    def spend(self, field: str, height: int, width: int, what: str) -> None:
+        """Count an image of height x width pixels, described as `what` ("is a 300x200 PNG")."""
+        if max(height, width) > self.side:
+            raise InputError(
+                field, f"{what}; an image may be at most {self.side} pixels on a side (setting CVAE_MAX_IMAGE_SIDE)."
+            )
+        self.used += height * width
+        if self.used > self.total:
+            raise InputError(
+                field,
+                f"{what}, which brings the request to {self.used} pixels; a request may hold at most {self.total} "
+                "(setting CVAE_MAX_REQUEST_PIXELS): send fewer or smaller images.",
+            )
+
+
+def decode_png(text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None) -> np.ndarray:
+    """A base64 PNG (optionally a data: URL) of a greyscale image -> float pixels in [0, 1]: [784]
+    of `shape`, or with a budget [H, W] of any size within it."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
@@ -32,16 +64,25 @@ def decode_png(text: str, field: str, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded PNG.") from error
     unreadable = InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.")
     try:
-        image = Image.open(io.BytesIO(raw), formats=["PNG"])
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        with warnings.catch_warnings():  # Pillow warns of large images; the size is judged below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=["PNG"])
+    except Image.DecompressionBombError as error:  # more pixels than Pillow decodes at all
+        limit = f"at most {budget.side} pixels on a side" if budget else f"{shape[1]}x{shape[0]} pixels"
+        raise InputError(field, f"is a PNG of more pixels than can be decoded safely; send {limit}.") from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise unreadable from error
-    if image.size != (shape[1], shape[0]):  # read from the header, before any pixel is decoded
-        raise InputError(field, f"is a {image.size[0]}x{image.size[1]} PNG; send {shape[1]}x{shape[0]} pixels.")
+    width, height = image.size  # read from the header, before any pixel is decoded
+    if budget is not None:
+        budget.spend(field, height, width, f"is a {width}x{height} PNG")
+    elif (height, width) != shape:
+        raise InputError(field, f"is a {width}x{height} PNG; send {shape[1]}x{shape[0]} pixels, {ANY_SIZE}")
     try:
         image.load()
     except (OSError, ValueError) as error:
         raise unreadable from error
-    return png_pixels(image).reshape(-1)
+    pixels = png_pixels(image)
+    return pixels if budget is not None else pixels.reshape(-1)
 
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
@@ -73,16 +114,29 @@ def png_pixels(image: Image.Image) -> np.ndarray:
     return contrast if contrast.max() >= 0.2 else alpha
 
 
-def parse_pixels(values, field: str, shape: tuple[int, int], scale: str) -> np.ndarray:
-    """784 numbers or 28x28 nested lists, in [0, 1] or 0-255 -> float pixels in [0, 1]."""
+def parse_pixels(
+    values, field: str, shape: tuple[int, int], scale: str, budget: PixelBudget | None = None
+) -> np.ndarray:
+    """784 numbers or 28x28 nested lists, in [0, 1] or 0-255 -> float pixels in [0, 1]: [784]; with a
+    budget, also rows of any equal length within it -> [H, W]."""
     size = shape[0] * shape[1]
     try:
         array = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError, OverflowError) as error:
-        raise InputError(field, f"must be {size} numbers or {shape[0]}x{shape[1]} nested lists of numbers.") from error
-    if array.shape not in ((size,), shape):
+        wanted = "rows of numbers of equal length" if budget else f"{shape[0]}x{shape[1]} nested lists of numbers"
+        raise InputError(field, f"must be {size} numbers or {wanted}.") from error
+    if budget is not None:
+        if array.shape == (size,):
+            array = array.reshape(shape)
+        if array.ndim != 2 or not array.size:
+            raise InputError(
+                field, f"has shape {list(array.shape)}; send {size} numbers or rows of numbers of equal length."
+            )
+        budget.spend(field, *array.shape, f"has {array.shape[0]} rows of {array.shape[1]} numbers")
+    elif array.shape not in ((size,), shape):
+        rows = f"send {size} numbers or {shape[0]} rows of {shape[1]} numbers"
         raise InputError(
-            field, f"has shape {list(array.shape)}; send {size} numbers or {shape[0]} rows of {shape[1]} numbers."
+            field, f"has shape {list(array.shape)}; {rows}" + (f", {ANY_SIZE}" if array.ndim == 2 else ".")
         )
     if not np.isfinite(array).all():
         raise InputError(field, "contains NaN or infinite values; send finite pixel values.")
@@ -91,10 +145,10 @@ def parse_pixels(values, field: str, shape: tuple[int, int], scale: str) -> np.n
     if scale == "byte":
         if array.min() < 0 or array.max() > 255 or not np.all(array == np.round(array)):
             raise InputError(field, "on the 0-255 scale must hold integers from 0 to 255.")
-        return array.reshape(-1) / 255.0
-    if array.min() < 0 or array.max() > 1:
+        array = array / 255.0
+    elif array.min() < 0 or array.max() > 1:
         raise InputError(field, "on the unit scale must lie in [0, 1]; use pixel_scale 'byte' for 0-255 values.")
-    return array.reshape(-1)
+    return array if budget is not None else array.reshape(-1)
 
 
 # MNIST digits sit in the central 20x20 box: across the 60,000 training digits the outer 3-pixel frame
@@ -106,10 +160,14 @@ BOX = 20  # MNIST scaled each digit into a 20x20 box, then centred its centre of
 
 
 def polarity_warning(pixels: np.ndarray, shape: tuple[int, int]) -> dict | None:
-    """A warning when an image [784] in [0, 1] looks like dark ink on a light background."""
-    image = pixels.reshape(shape)
-    border = np.ones(shape, dtype=bool)
-    border[FRAME:-FRAME, FRAME:-FRAME] = False
+    """A warning when an image ([784] of `shape`, or [H, W] of any size) in [0, 1] looks like dark
+    ink on a light background: its outer frame, FRAME pixels of a 28-pixel side and as much of any
+    other, is mostly bright."""
+    image = pixels if pixels.ndim == 2 else pixels.reshape(shape)
+    (h, w), (rows, cols) = image.shape, shape
+    top, left = max(1, round(FRAME * h / rows)), max(1, round(FRAME * w / cols))
+    border = np.ones(image.shape, dtype=bool)
+    border[top : h - top, left : w - left] = False
     frame = image[border]
     if frame.mean() <= BRIGHT_FRAME:
         return None
@@ -133,22 +191,26 @@ def emptiness_warning(pixels: np.ndarray) -> dict | None:
 
 
 def prepare_mnist(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Prepare a free-form image [784] in [0, 1] as MNIST's digits were: crop to the ink, scale
-    it into a 20x20 box keeping its aspect ratio (anti-aliased), and place it so that its centre
-    of mass lies at the centre of the field. An image without ink is returned as it is."""
-    image = pixels.reshape(shape)
+    """Prepare a free-form image ([784] of `shape`, or [H, W] of any size) in [0, 1] as MNIST's digits
+    were, into a field of `shape` [784]: crop to the ink, scale it into a 20x20 box keeping its aspect
+    ratio (anti-aliased: a large drawing is area-filtered, not point-sampled), and place it so that
+    its centre of mass lies at the centre of the field. An image without ink is returned as it is,
+    averaged down to the field if it is larger."""
+    image = pixels if pixels.ndim == 2 else pixels.reshape(shape)
     inked = image > 0.05
     if not inked.any():
-        return pixels
+        return _as_field(image, shape)
     rows, cols = np.nonzero(inked.any(axis=1))[0], np.nonzero(inked.any(axis=0))[0]
     crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = BOX / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
-    resized = Image.fromarray(np.round(255 * crop).astype(np.uint8), mode="L").resize(size, Image.LANCZOS)
-    digit = np.asarray(resized, dtype=np.float64) / 255.0  # [h, w]
+    ink = Image.fromarray(np.round(255 * crop).astype(np.uint8), mode="L")
+    # Lanczos widens its support by the reduction factor; reducing_gap first box-averages by a whole
+    # factor, which only a crop over three times the box takes (a drawing, never a 28x28 image)
+    digit = np.asarray(ink.resize(size, Image.LANCZOS, reducing_gap=3.0), dtype=np.float64) / 255.0  # [h, w]
     total = digit.sum()
     if total <= 0:
-        return pixels
+        return _as_field(image, shape)
     centre_y = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / total
     centre_x = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / total
     # MNIST's digits have their centre of mass at pixel (14, 14) of 0..27, within half a pixel
@@ -157,6 +219,13 @@ def prepare_mnist(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     field = np.zeros(shape)
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return field.reshape(-1)
+
+
+def _as_field(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An image [H, W] as it is when it has `shape`, else area-averaged to it: [784]."""
+    if image.shape != shape:
+        image = np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(shape[::-1], Image.BOX))
+    return image.reshape(-1).astype(np.float64)
 
 
 def shrink_to_field(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:

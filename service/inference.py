@@ -14,6 +14,7 @@ import numpy as np
 from service import answers, estimator, schemas
 from service.images import (
     InputError,
+    PixelBudget,
     binarize,
     decode_png,
     emptiness_warning,
@@ -69,19 +70,21 @@ class Inference:
                 f'list of its own, {{"images": [[{size} numbers]]}}, or send 28 rows of 28 numbers per image.',
             )
         self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
-        pixels = np.stack(
-            [
-                decode_png(item, f"images[{i}]", shape)
-                if isinstance(item, str)
-                else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale)
-                for i, item in enumerate(request.images)
-            ]
-        )
+        # preprocess takes images of any size within a budget ([H, W] each); without, each is [784]
+        s = self.settings
+        budget = PixelBudget(s.max_image_side, s.max_request_pixels) if request.preprocess == "mnist" else None
+        pixels = [
+            decode_png(item, f"images[{i}]", shape, budget)
+            if isinstance(item, str)
+            else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale, budget)
+            for i, item in enumerate(request.images)
+        ]
         if request.invert:
-            pixels = 1.0 - pixels
+            pixels = [1.0 - image for image in pixels]
         warnings = [[w] if (w := polarity_warning(row, shape)) else [] for row in pixels]
         if request.preprocess == "mnist":
-            pixels = np.stack([prepare_mnist(row, shape) for row in pixels])
+            pixels = [prepare_mnist(row, shape) for row in pixels]
+        pixels = np.stack(pixels)
         for row, found in zip(pixels, warnings):
             if not found and (w := emptiness_warning(row)):
                 found.append(w)

@@ -25,13 +25,15 @@ ImageInput = Annotated[
     WithJsonSchema(
         {
             "description": "One image: 784 numbers, 28 rows of 28 numbers, or a base64 PNG (28x28, greyscale "
-            "or with ink in the alpha channel; a data: URL is accepted). Numbers lie in [0, 1], "
+            "or with ink in the alpha channel; a data: URL is accepted). With preprocess 'mnist', a PNG of any "
+            "size or rows of any equal length (see limits.max_image_side and max_request_pixels of /v1/model). "
+            "Numbers lie in [0, 1], "
             "or are integers 0-255 (see pixel_scale). Bright pixels (1 or 255) are ink, dark ones background, "
             "as in MNIST; for dark ink on a light background send invert: true.",
             "anyOf": [
                 {"type": "string", "title": "base64 PNG"},
                 {"type": "array", "items": {"type": "number"}, "title": "784 numbers"},
-                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "title": "28x28 rows"},
+                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "title": "rows"},
             ],
         }
     ),
@@ -57,8 +59,9 @@ class ImagesRequest(BaseModel):
     )
     preprocess: Literal["none", "mnist"] = Field(
         "none",
-        description="'mnist' prepares free-form drawings as MNIST's digits were made: crop to the ink, scale into a "
-        "20x20 box keeping the aspect ratio, centre the centre of mass in the 28x28 field (after invert).",
+        description="'mnist' prepares free-form drawings of any size as MNIST's digits were made: crop to the ink, "
+        "scale into a 20x20 box keeping the aspect ratio (anti-aliased), centre the centre of mass in the 28x28 "
+        "field (after invert). 'none': images must be 28x28.",
     )
 
 

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     graph_optimization: str = Field("all", pattern="^(disable|basic|extended|all)$")
 
     max_images: int = Field(256, ge=1, description="most images in one scoring, classify or encode request")
+    max_image_side: int = Field(
+        4096, ge=28, description="with preprocess 'mnist', most pixels on a side of an image of any size (422 beyond)"
+    )
+    max_request_pixels: int = Field(
+        4096 * 4096,
+        ge=784,
+        description="with preprocess 'mnist', most pixels in one request's images together; a PNG is judged by "
+        "its header, before it is decoded (422 beyond)",
+    )
     max_samples: int = Field(1024, ge=1, description="most images one sampling request may ask for")
     max_num_samples: int = Field(
         20000, ge=2, description="most importance samples per image and class, first round and rounds together"

@@ -236,6 +236,8 @@ async def model_info(
         "active_providers": inference.model.active_providers,
         "limits": {
             "max_images": s.max_images,
+            "max_image_side": s.max_image_side,
+            "max_request_pixels": s.max_request_pixels,
             "max_samples": s.max_samples,
             "max_num_samples": s.max_num_samples,
             "default_num_samples": s.default_num_samples,

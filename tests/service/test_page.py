@@ -1,9 +1,12 @@
 """The web page in headless Chromium: draw a stroke, see real numbers from the API."""
 
+import base64
+import io
 import re
 
 import pytest
 from browser import offline_tab
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +66,22 @@ def test_a_drawing_shows_the_scored_image_and_a_verdict_in_words(page):
     tab, errors = page
     tab.click("#clear")
     tab.fill("#k", "100")
-    # a small "1" in a corner: the page prepares it as MNIST did, so the scored image is centred and 20 px tall
+    sent = []
+
+    def record(request):
+        if request.url.endswith("/v1/classify"):
+            sent.append(request.post_data_json)
+
+    tab.on("request", record)
+    # a small "1" in a corner, sent as drawn: the service prepares it as MNIST did, centred and 20 px tall
     _draw(tab, [(30, 20), (30, 60), (30, 100)])
     tab.wait_for_function(
         "document.getElementById('scored').dataset.ink > 0 && document.getElementById('ood').textContent", timeout=30000
     )
+    tab.remove_listener("request", record)
+    image = sent[-1]["images"][0]
+    assert image.startswith("data:image/png;base64,") and sent[-1]["preprocess"] == "mnist" and sent[-1]["invert"]
+    assert Image.open(io.BytesIO(base64.b64decode(image.partition(",")[2]))).size == (280, 280)  # the pad's own size
     ink = tab.evaluate("""() => {
         const d = document.getElementById('scored').getContext('2d').getImageData(0, 0, 112, 112).data;
         let rows = [], cols = [];
