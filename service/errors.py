@@ -14,6 +14,9 @@ from service.middleware import BodyTooLarge, too_large_body
 from service.repository import NotServed
 
 
+RENAMED = {"return_x": 'send "include": ["x"] instead'}  # fields of earlier releases, and what to send now
+
+
 def _field(location: tuple) -> str:
     parts = [str(p) for p in location if p not in ("body", "query", "path")]
     text = ""
@@ -38,6 +41,8 @@ def install(app: FastAPI) -> None:
             if kind == "json_invalid":
                 message = "is not valid JSON; send a JSON object as described in /docs"
                 location = ("body",)
+            elif kind == "extra_forbidden" and location[-1] in RENAMED:
+                message = f"is no longer a field: {RENAMED[location[-1]]}"
             elif kind == "extra_forbidden":
                 message = "is not a known field; see /docs for the fields of this endpoint"
             elif location == ("body",) and kind == "missing":

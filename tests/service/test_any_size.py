@@ -57,7 +57,7 @@ def ink_box(field: np.ndarray) -> tuple[int, int]:
 
 def test_a_large_drawing_is_classified_as_its_28x28_original(client, images):
     """The shipped model's own digits, drawn 7 times larger off-centre on a 280x200 canvas."""
-    options = {"preprocess": "mnist", "num_samples": 200, "seed": 0, "return_x": True}
+    options = {"preprocess": "mnist", "num_samples": 200, "seed": 0, "include": ["x"]}
     small = client.post("/v1/classify", json={"images": [d.reshape(SHAPE).tolist() for d in images], **options})
     large = client.post("/v1/classify", json={"images": [png(drawn_large(d)) for d in images], **options})
     assert small.status_code == 200 and large.status_code == 200, large.json()
@@ -91,7 +91,7 @@ def test_pixel_lists_of_any_rectangular_shape(client):
     rows = np.zeros((60, 44))
     rows[10:50, 20:26] = 255  # a "1", on the 0-255 scale
     response = client.post(
-        "/v1/classify", json={"images": [rows.astype(int).tolist()], "preprocess": "mnist", "return_x": True}
+        "/v1/classify", json={"images": [rows.astype(int).tolist()], "preprocess": "mnist", "include": ["x"]}
     )
     assert response.status_code == 200, response.json()
     x = np.array(response.json()["results"][0]["x"])

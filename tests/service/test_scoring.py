@@ -132,6 +132,12 @@ def test_bad_images_get_422_naming_the_field(client, path):
         assert hint in response.json()["error"], (body, response.json())
 
 
+def test_a_field_of_an_earlier_release_says_what_to_send_now(client):
+    response = client.post("/v1/classify", json={"images": [[0.0] * 784], "return_x": True})
+    problem = response.json()["problems"][0]
+    assert response.status_code == 422 and problem["field"] == "return_x" and '"include": ["x"]' in problem["message"]
+
+
 def test_nan_and_infinity_are_refused(client):
     for token in ("NaN", "Infinity", "1e999"):
         body = '{"images": [[' + ", ".join([token] + ["0"] * 783) + "]]}"
