@@ -234,7 +234,7 @@ def _weight(entry: dict) -> str:
         return ""
     return (
         f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; `cvae calibrate` defaults to "
-        "the weight `python -m bench.combination` chose on validation digits against the design sets)."
+        "the weight chosen on validation digits against bench.ood's design sets)."
     )
 
 

@@ -157,7 +157,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         type=_critic_weight,
         default=CRITIC_WEIGHT,
         help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
-        "(default %(default)s, chosen with bench.combination)",
+        "(default %(default)s, chosen on validation digits against bench.ood's design sets)",
     )
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",

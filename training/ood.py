@@ -41,9 +41,9 @@ BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
 MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
-# The critic's weight in the combination, chosen with bench.combination on both shipped models: the weight
-# whose smallest AUROC over the design sets (validation digits against DejaVu letters and glyphs, strokes,
-# blank, noise, reversed and reshaped validation digits) is largest (bench/results/COMBINATION.md)
+# The critic's weight in the combination, chosen on both shipped models: the weight whose smallest AUROC over
+# the design sets of bench.ood_sets (validation digits against DejaVu letters and glyphs, strokes, blank, noise,
+# reversed and reshaped validation digits) is largest
 CRITIC_WEIGHT = 0.85
 
 
