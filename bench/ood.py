@@ -1,6 +1,6 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
 
-    python -m bench.ood [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
+    python -m bench.ood [--data-dir DIR] [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
 
 Every image goes through the service's own /v1/classify code in process (service.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
@@ -35,20 +35,17 @@ import argparse
 import os
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 
+from bench.common import RESULTS, grey_test_digits, save
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
-from bench.precision import mnist_test
-from bench.report import save
 from service import abstention
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from training.data import DATA_DIR_HELP, MnistDataError
 
 
 def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
@@ -57,15 +54,6 @@ def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
     below = np.searchsorted(inliers, outliers, side="left")
     at_or_below = np.searchsorted(inliers, outliers, side="right")
     return float(np.mean((below + at_or_below) / 2) / len(inliers))
-
-
-def grey_test_digits(mnist_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    import gzip
-
-    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:n] / 255.0
-    _, labels = mnist_test(mnist_dir, n)
-    return pixels, labels
 
 
 def features(inference: Inference, grey: np.ndarray, binarize: str, noise_seed: int = 0) -> dict:
@@ -123,13 +111,13 @@ def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) ->
     return (time.perf_counter() - started) / (repeats * len(x))
 
 
-def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
+def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
     if model.ood is None:
         raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
     inference = Inference(model, settings, ModelCalls(model, settings))
-    digits, labels = grey_test_digits(mnist_dir, num_digits)
+    digits, labels = grey_test_digits(num_digits, data_dir)
     design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
     sets = {
         f"{name} ({design})" if name in ("letters", "glyphs") else name: images
@@ -232,7 +220,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
@@ -241,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
     args = parser.parse_args(argv)
-    report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed, args.noise_seed)
+    try:
+        report = run(args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed)
+    except MnistDataError as error:
+        parser.error(str(error))
     save(args.out, "ood", report, markdown(report))
     return 0
 

@@ -1,9 +1,10 @@
 """The precision benchmark: how much one answer of the service can be trusted, and at what cost.
 
-    python -m bench.precision [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
+    python -m bench.precision [--data-dir DIR] [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
 
 For each configuration of the service's settings (its defaults; K and the screening named
-explicitly, with a single round; and rounds to a tolerance), on binarized MNIST test images:
+explicitly, with a single round; and rounds to a tolerance), on MNIST test images binarized as
+the model card's are (bench.common.binary_test_digits):
 
 - precision, through the service's own code in process (service.inference at those settings):
   the seed-to-seed standard deviation of log p(x) over `--seeds` seeds (median and 95th
@@ -20,23 +21,21 @@ Writes bench/results/precision.json and PRECISION.md, and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench.common import binarization, binary_test_digits, free_port, save, server
 from bench.load import run_load
-from bench.report import save
-from bench.run import free_port, server
 from service.calls import ModelCalls
 from service.inference import Inference, score_images
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
+from training.data import DATA_DIR_HELP, MnistDataError
 
 
 def _explicit(k: int, screen: int, margin: int) -> dict:
@@ -64,17 +63,6 @@ CONFIGS = {
         "CVAE_MAX_NUM_SAMPLES": "8000",
     },
 }
-
-
-def mnist_test(mnist_dir: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` test images, binarized once (x ~ Bernoulli(pixel/255), numpy seed 0), and labels."""
-    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:limit]
-    labels = np.frombuffer(
-        gzip.decompress((Path(mnist_dir) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, -1, 8
-    )
-    x = (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
-    return x, labels[:limit].astype(np.int64)
 
 
 def settings_for(env: dict, model_dir: str) -> Settings:
@@ -122,9 +110,10 @@ def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} test images x "
-        f"{report['seeds']} seeds for precision, {report['accuracy_images']} for accuracy; /v1/classify one image per "
-        f"request at concurrency {report['concurrency']} for {report['duration']} s. Command: `{report['command']}`.",
+        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} test images "
+        f"({report['binarization']}) x {report['seeds']} seeds for precision, {report['accuracy_images']} for "
+        f"accuracy; /v1/classify one image per request at concurrency {report['concurrency']} for "
+        f"{report['duration']} s. Command: `{report['command']}`.",
         "",
         "| settings | spread of log p(x): median / p95 (nats) | reported / spread | ESS | reliable | tolerance met "
         "| samples per image | accuracy | /v1/classify images/s |",
@@ -152,16 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="names from CONFIGS (default: all)"
     )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
-    mnist_dir = os.environ.get("MNIST_DIR")
-    if not mnist_dir:
-        parser.error("set MNIST_DIR: the benchmark scores MNIST test images")
-    x, labels = mnist_test(mnist_dir, max(args.images, args.accuracy_images))
+    try:
+        x, labels = binary_test_digits(max(args.images, args.accuracy_images), args.data_dir)
+    except MnistDataError as error:
+        parser.error(str(error))
     report = {
         "model_dir": args.model_dir,
         "cpu_count": os.cpu_count(),
         "images": args.images,
+        "binarization": binarization(),
         "seeds": args.seeds,
         "accuracy_images": args.accuracy_images,
         "duration": args.duration,

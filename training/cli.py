@@ -4,24 +4,13 @@ commands."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from training.data import MnistDataError
+from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MnistDataError, data_dir
 
 CRITIC_PREFIX = "critic-"
-
-
-def _data_dir(args: argparse.Namespace) -> str:
-    data_dir = args.data_dir or os.environ.get("MNIST_DIR")
-    if not data_dir:
-        raise MnistDataError(
-            "No MNIST directory given: pass --data-dir DIR or set MNIST_DIR. "
-            "`cvae download --data-dir DIR` fetches the files."
-        )
-    return data_dir
 
 
 def _dest(prefix: str, name: str) -> str:
@@ -74,7 +63,6 @@ def critic_config(args: argparse.Namespace):
     return _config_from(args, CriticConfig, CRITIC_PREFIX)
 
 
-DATA_DIR_HELP = "folder with the MNIST IDX files (default: $MNIST_DIR)"
 SEED_HELP = "binarization and noise seed (default %(default)s)"
 
 
@@ -96,7 +84,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     download = commands.add_parser("download", help="fetch the four MNIST files and verify their MD5s")
-    download.add_argument("--data-dir", help="where to put them (default: $MNIST_DIR)")
+    download.add_argument("--data-dir", help=f"where to put them (default: ${DATA_DIR_VARIABLE})")
 
     train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
     train.add_argument("--data-dir", help=DATA_DIR_HELP)
@@ -216,17 +204,17 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
         if args.command == "download":
             from training.data import download
 
-            for path in download(_data_dir(args)):
+            for path in download(data_dir(args.data_dir)):
                 print(f"ok {path}")
         elif args.command == "train":
             from training.model import ModelConfig
             from training.train import TrainConfig, run
 
-            run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), _data_dir(args), args.out)
+            run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), data_dir(args.data_dir), args.out)
         elif args.command == "refit":
             from training.refit import RefitConfig, run
 
-            run(args.checkpoint, _config_from(args, RefitConfig), _data_dir(args), args.out)
+            run(args.checkpoint, _config_from(args, RefitConfig), data_dir(args.data_dir), args.out)
         elif args.command == "ais":
             from training.ais import AisConfig
             from training.gold_standard import run as gold_standard
@@ -237,7 +225,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 leapfrog_steps=args.leapfrog_steps,
                 start=args.start,
             )
-            gold_standard(args.model_dir, _data_dir(args), args.limit, config, args.seed)
+            gold_standard(args.model_dir, data_dir(args.data_dir), args.limit, config, args.seed)
         elif args.command == "export":
             import shutil
 
@@ -261,14 +249,14 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.data import load_mnist
             from training.screening import run as choose_screening
 
-            entry = choose_screening(args.model_dir, load_mnist(_data_dir(args)), args.images, args.seed)
+            entry = choose_screening(args.model_dir, load_mnist(data_dir(args.data_dir)), args.images, args.seed)
             print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
         elif args.command == "calibrate":
             from training.ood import run as calibrate
 
             calibrate(
                 args.model_dir,
-                _data_dir(args),
+                data_dir(args.data_dir),
                 args.limit,
                 args.seed,
                 critic_config(args),
@@ -280,7 +268,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
 
             evaluate(
                 args.model_dir,
-                _data_dir(args),
+                data_dir(args.data_dir),
                 num_samples=args.num_samples,
                 limit=args.limit,
                 batch_size=args.batch_size,

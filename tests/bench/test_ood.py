@@ -38,9 +38,9 @@ def test_the_sets_are_images_with_bright_ink():
 
 
 def test_reshaped_digits_are_no_digits_of_the_given_ones(mnist_dir):
-    from bench.ood import grey_test_digits
+    from bench.common import grey_test_digits
 
-    digits, labels = grey_test_digits(str(mnist_dir), 40)
+    digits, labels = grey_test_digits(40, mnist_dir)
     images = ood_sets.reshaped(digits, labels, 30, seed=0)
     assert images.shape == (30, 784) and images.min() >= 0 and images.max() <= 1
     assert not any(np.allclose(image, digit) for image in images for digit in digits)  # none left as it was

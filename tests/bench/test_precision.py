@@ -29,6 +29,7 @@ def test_precision_rows_match_the_answers(shipped_model):
         "cpu_count": 2,
         "model_dir": "m",
         "images": 3,
+        "binarization": "x ~ Bernoulli(pixel/255), drawn once with torch seed 0",
         "seeds": 3,
         "accuracy_images": 3,
         "concurrency": 8,
