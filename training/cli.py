@@ -1,4 +1,4 @@
-"""`cvae download | train | refit | export | screening | calibrate | evaluate | ais` (or `cvae-train ...`): the training
+"""`cvae download | train | export | screening | calibrate | evaluate | ais` (or `cvae-train ...`): the training
 commands."""
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     from training.critic import CriticConfig
     from training.model import ModelConfig
     from training.ood import CRITIC_WEIGHT
-    from training.refit import RefitConfig
     from training.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -91,14 +90,6 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     _add_config_flags(train, ModelConfig)
     _add_config_flags(train, TrainConfig)
-
-    refit = commands.add_parser(
-        "refit", help="give a checkpoint's q(z|x,y) a coupling flow and train it on the doubly reparameterized bound"
-    )
-    refit.add_argument("checkpoint", help="checkpoint written by `train`")
-    refit.add_argument("--data-dir", help=DATA_DIR_HELP)
-    refit.add_argument("--out", default="runs/refit/checkpoint.pt", help="checkpoint path (default %(default)s)")
-    _add_config_flags(refit, RefitConfig)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX with its manifest")
     export.add_argument("checkpoint", help="checkpoint written by `train`")
@@ -211,10 +202,6 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.train import TrainConfig, run
 
             run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), data_dir(args.data_dir), args.out)
-        elif args.command == "refit":
-            from training.refit import RefitConfig, run
-
-            run(args.checkpoint, _config_from(args, RefitConfig), data_dir(args.data_dir), args.out)
         elif args.command == "ais":
             from training.ais import AisConfig
             from training.gold_standard import run as gold_standard
