@@ -141,8 +141,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",
         "CriticConfig's fields: width is the channels and hidden units as multiples of 32, 64 and 128; "
-        "num-outliers the made-up non-digits it learns from; written-share the share of their printed half written "
-        "along stroke fonts instead; train-limit the first N training digits (0: all); "
+        "num-outliers the made-up non-digits it learns from; train-limit the first N training digits (0: all); "
         "device cpu, cuda, or auto for a GPU when PyTorch sees one",
     )
     _add_config_flags(
