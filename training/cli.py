@@ -1,5 +1,4 @@
-"""`cvae download | train | export | screening | calibrate | evaluate | ais` (or `cvae-train ...`): the training
-commands."""
+"""`cvae download | train | export | screening | calibrate | evaluate | ais`: the training commands."""
 
 from __future__ import annotations
 
@@ -72,7 +71,7 @@ def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
 
 
-def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
+def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     from training.ais import STARTS, AisConfig
     from training.critic import CriticConfig
     from training.model import ModelConfig
@@ -188,7 +187,7 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
+def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "download":
