@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from service import abstention, rounds
-from training.ais import STARTS
+from training.anneal import STARTS
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
 

@@ -72,10 +72,10 @@ def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
-    from training.ais import STARTS, AisConfig
+    from training.anneal import STARTS, AisConfig
+    from training.calibrate import CRITIC_WEIGHT
     from training.critic import CriticConfig
     from training.model import ModelConfig
-    from training.ood import CRITIC_WEIGHT
     from training.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
 
             run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), data_dir(args.data_dir), args.out)
         elif args.command == "ais":
-            from training.ais import AisConfig
-            from training.gold_standard import run as gold_standard
+            from training.ais import run as compare_with_ais
+            from training.anneal import AisConfig
 
             config = AisConfig(
                 num_chains=args.chains,
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
                 leapfrog_steps=args.leapfrog_steps,
                 start=args.start,
             )
-            gold_standard(args.model_dir, data_dir(args.data_dir), args.limit, config, args.seed)
+            compare_with_ais(args.model_dir, data_dir(args.data_dir), args.limit, config, args.seed)
         elif args.command == "export":
             import shutil
 
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
                 shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
             print(f"exported {out}")
             if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
+                from training.calibrate import run as calibrate
                 from training.data import load_mnist
-                from training.ood import run as calibrate
                 from training.screening import run as choose_screening
 
                 choose_screening(out, load_mnist(args.data_dir))
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
             entry = choose_screening(args.model_dir, load_mnist(data_dir(args.data_dir)), args.images, args.seed)
             print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
         elif args.command == "calibrate":
-            from training.ood import run as calibrate
+            from training.calibrate import run as calibrate
 
             calibrate(
                 args.model_dir,

@@ -46,8 +46,8 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
 
 def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir, tmp_path):
     """Calibrating a copy on the first validation images reproduces the shipped reference's first values."""
+    from training.calibrate import calibrate
     from training.data import load_mnist
-    from training.ood import calibrate
 
     copy = tmp_path / "model"
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
@@ -289,8 +289,8 @@ def test_a_critic_graph_without_digit_probabilities_is_refused_naming_the_fix(sh
 
 
 def test_the_fix_writes_the_critic_anew_with_both_outputs(shipped_model, tmp_path, mnist_dir):
+    from training.calibrate import calibrate
     from training.data import load_mnist
-    from training.ood import calibrate
 
     copy = _critic_without_digit_probabilities(shipped_model, tmp_path)
     calibrate(copy, load_mnist(mnist_dir), limit=8, critic_from=copy)

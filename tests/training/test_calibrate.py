@@ -10,11 +10,11 @@ from synthetic import synthetic_mnist  # noqa: E402
 from service import abstention, ood, rounds  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training.ais import service_answers  # noqa: E402
+from training.calibrate import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
 from training.export import export, read_manifest  # noqa: E402
-from training.gold_standard import service_answers  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
-from training.ood import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.train import TrainConfig, binarize, split_train_val, train  # noqa: E402
 
 

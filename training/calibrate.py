@@ -1,4 +1,4 @@
-"""The out-of-distribution calibration stored with a model: `ood_critic.onnx`, `ood.npz` and their
+"""`cvae calibrate`: the out-of-distribution calibration stored with a model: `ood_critic.onnx`, `ood.npz` and their
 manifest entries.
 
 0. The critic (training.critic) is trained on the training split's digits against made-up
@@ -29,11 +29,11 @@ from service import abstention, ood, rounds
 from service.runtime import CRITIC, load_model
 from service.settings import Settings
 from training import critic as critics
+from training.ais import service_answers
 from training.card import refresh_card
 from training.critic import CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import read_manifest, sha256, write_manifest
-from training.gold_standard import service_answers
 from training.train import binarize, split_config, split_train_val
 
 OOD_FILE = "ood.npz"
