@@ -1,7 +1,7 @@
 """The batch scoring benchmark: what Ray Data costs next to scoring in process, how it scales, and
 how much memory a large input takes.
 
-    python -m bench.batch [--images 2000] [--memory-images 1000000] [--num-samples N]
+    python -m bench.batch [--data-dir DIR] [--images 2000] [--memory-images 1000000] [--num-samples N]
 
 Side by side in one run, on the first `--images` MNIST test digits (as a .npy file), at the
 service's default settings unless `--num-samples` says otherwise:
@@ -36,11 +36,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.ood import grey_test_digits
-from bench.report import save
+from bench.common import RESULTS, grey_test_digits, save
 from service.settings import SHIPPED_MODEL
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from training.data import DATA_DIR_HELP, MnistDataError
 
 
 def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
@@ -170,7 +168,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument(
         "--images", type=int, default=2000, help="digits for the throughput runs (0: none; default %(default)s)"
     )
@@ -179,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="folder for batch.json and BATCH.md (default %(default)s)")
     args = parser.parse_args(argv)
 
-    grey, _ = grey_test_digits(args.mnist_dir, min(max(args.images, 1000), 10000))
+    try:
+        grey, _ = grey_test_digits(min(max(args.images, 1000), 10000), args.data_dir)
+    except MnistDataError as error:
+        parser.error(str(error))
     digits = np.round(255 * grey).astype(np.uint8)
     request = {"num_samples": args.num_samples} if args.num_samples else {}
     report = {"cpu_count": os.cpu_count(), "model_dir": args.model_dir}

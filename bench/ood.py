@@ -1,6 +1,6 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
 
-    python -m bench.ood [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
+    python -m bench.ood [--data-dir DIR] [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
 
 Every image goes through the service's own /v1/classify code in process (service.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
@@ -35,20 +35,18 @@ import argparse
 import os
 import time
 import zlib
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from bench.common import RESULTS, grey_test_digits, save
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
-from bench.precision import mnist_test
-from bench.report import save
-from service import abstention
-from service.calls import ModelCalls
-from service.inference import Inference, score_images
+from service import abstention, estimator
+from service.images import binarize as binarize_pixels
 from service.runtime import load_model
+from service.scoring import Options, Scorer
 from service.settings import SHIPPED_MODEL, Settings
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from training.data import DATA_DIR_HELP, MnistDataError
 
 
 def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
@@ -59,39 +57,33 @@ def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
     return float(np.mean((below + at_or_below) / 2) / len(inliers))
 
 
-def grey_test_digits(mnist_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    import gzip
-
-    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:n] / 255.0
-    _, labels = mnist_test(mnist_dir, n)
-    return pixels, labels
+def _or(values: np.ndarray, fill: float) -> np.ndarray:
+    """Numbers with `fill` where there is none (nan)."""
+    return np.where(np.isnan(values), fill, values)
 
 
-def features(inference: Inference, grey: np.ndarray, binarize: str, noise_seed: int = 0) -> dict:
-    """The answers' numbers per image, and what the comparison methods need."""
+def features(scorer: Scorer, grey: np.ndarray, binarize: str, noise_seed: int = 0) -> dict:
+    """The answers' numbers per image, and what the comparison methods need: grey images [N, 784] in
+    [0, 1] binarized as the service does (`binarize`, its seed `noise_seed`) and scored at its defaults."""
     started = time.perf_counter()
-    answers = score_images(inference, grey, noise_seed, classify=True, binarize=binarize, return_x=True)
+    x = binarize_pixels(grey, binarize, 0.5, estimator.binarization_stream(noise_seed))
+    s = scorer.score_now(x, Options(seed=noise_seed))
     seconds = time.perf_counter() - started
-    x = np.array([a["x"] for a in answers]) > 0.5  # the pixels the service scored
-    log_px = np.array([a["log_px"] if a["log_px"] is not None else -np.inf for a in answers])
-    verdicts = [a["out_of_distribution"] for a in answers]
-    three = np.array([[v["p_value_score"], v["p_value_log_px"], v["p_value_ink"]] for v in verdicts])
+    v = s.verdicts
+    three = np.stack([v.p_value_score, v.p_value_log_px, v.p_value_ink], axis=1)
     return {
-        "log_px": log_px,
-        "score": np.array([v["score"] if v["score"] is not None else -np.inf for v in verdicts]),
-        "distance": np.array([v["distance"] if v["distance"] is not None else np.inf for v in verdicts]),
-        "critic": np.array([v["critic"] if v["critic"] is not None else -np.inf for v in verdicts]),
-        "p_value": np.array([v["p_value"] for v in verdicts]),
+        "log_px": s.bayes.log_px,
+        "score": _or(v.score, -np.inf),
+        "distance": _or(v.distance, np.inf),
+        "critic": _or(v.critic, -np.inf),
+        "p_value": v.p_value,
         "p_bonferroni": np.minimum(1.0, 3 * three.min(axis=1)),
-        "flagged": np.array([v["flagged"] for v in verdicts]),
-        "zlib_nats": np.array([len(zlib.compress(np.packbits(row).tobytes(), 9)) * 8 * np.log(2) for row in x]),
-        "probs": np.array([a["probs"] for a in answers]),
-        "critic_probs": None if answers[0]["critic_probs"] is None else np.array([a["critic_probs"] for a in answers]),
-        "abstained": np.array([a["abstained"] for a in answers]),
-        "reasons": {
-            reason: np.array([reason in a["abstain_reasons"] for a in answers]) for reason in abstention.REASONS
-        },
+        "flagged": v.flagged,
+        "zlib_nats": np.array([len(zlib.compress(np.packbits(row > 0.5).tobytes(), 9)) * 8 * np.log(2) for row in x]),
+        "probs": s.probs,
+        "critic_probs": s.critic_probs,
+        "abstained": s.abstained,
+        "reasons": {reason: s.abstain[:, j] for j, reason in enumerate(abstention.REASONS)},
         "seconds": seconds,
     }
 
@@ -109,27 +101,28 @@ def methods(median_log_px: float) -> dict:
     }
 
 
-def assessment_cost(inference: Inference, grey: np.ndarray, repeats: int = 5) -> float:
-    """Seconds per image of the assessment alone (Inference.assess: critic, background model, the
+def assessment_cost(scorer: Scorer, grey: np.ndarray, repeats: int = 5) -> float:
+    """Seconds per image of the assessment alone (the critic, then Scorer.assess: background model, the
     numbers, distance, p-values), on threshold-binarized images with a digit's log p(x), ELBO and
     per-class log p(x|y)."""
     x = (grey > 0.5).astype(np.float32)
     n = len(x)
-    log_px, elbo, kl_z = np.full(n, -90.0), np.full(n, -95.0), np.full(n, 25.0)
-    log_px_y = np.tile(np.linspace(-90.0, -150.0, inference.model.num_classes), (n, 1))
+    bayes = SimpleNamespace(log_px=np.full(n, -90.0), elbo=np.full(n, -95.0), kl_z=np.full(n, 25.0))
+    log_px_y = np.tile(np.linspace(-90.0, -150.0, scorer.model.num_classes), (n, 1))
     started = time.perf_counter()
     for _ in range(repeats):
-        inference.assess(log_px, elbo, kl_z, log_px_y, x, inference.settings.ood_fpr)
+        log_odds, _ = scorer.model.critic_answers(x)
+        scorer.assess(bayes, log_px_y, x, scorer.settings.ood_fpr, log_odds)
     return (time.perf_counter() - started) / (repeats * len(x))
 
 
-def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
+def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
     settings = Settings(model_dir=model_dir, batching=False)
     model = load_model(settings)
     if model.ood is None:
         raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
-    inference = Inference(model, settings, ModelCalls(model, settings))
-    digits, labels = grey_test_digits(mnist_dir, num_digits)
+    scorer = Scorer(model, settings)
+    digits, labels = grey_test_digits(num_digits, data_dir)
     design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
     sets = {
         f"{name} ({design})" if name in ("letters", "glyphs") else name: images
@@ -140,9 +133,9 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
     sets["reshaped digits"] = reshaped(digits[::-1], labels[::-1], per_set, seed + 15)
     sets["written letters (Hershey, held out)"] = written(per_set, seed + 16)
 
-    inliers = features(inference, digits, "threshold", noise_seed)
-    inliers_bernoulli = features(inference, digits, "bernoulli", noise_seed)
-    found = {name: features(inference, images, "threshold", noise_seed) for name, images in sets.items()}
+    inliers = features(scorer, digits, "threshold", noise_seed)
+    inliers_bernoulli = features(scorer, digits, "bernoulli", noise_seed)
+    found = {name: features(scorer, grey, "threshold", noise_seed) for name, grey in sets.items()}
     median = float(np.median(model.ood.marginals[1]))
     table = {
         method: {name: auroc(score(inliers), score(f)) for name, f in found.items()}
@@ -151,7 +144,7 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
     correct = inliers["probs"].argmax(axis=1) == labels
     kept = ~inliers["abstained"]
     per_image_classify = inliers["seconds"] / num_digits
-    per_image_assess = assessment_cost(inference, digits)
+    per_image_assess = assessment_cost(scorer, digits)
     return {
         "model_dir": str(model_dir),
         "cpu_count": os.cpu_count(),
@@ -161,7 +154,7 @@ def run(model_dir: str, mnist_dir: str, num_digits: int, per_set: int, seed: int
         "noise_seed": noise_seed,
         "service_method": model.manifest["files"]["ood"]["method"],
         "ood_fpr": settings.ood_fpr,
-        "min_probability": inference.min_probability(),
+        "min_probability": scorer.default_min_probability(),
         "auroc": table,
         "flagged": {name: float(f["flagged"].mean()) for name, f in found.items()},
         "fpr_digits_threshold": float(inliers["flagged"].mean()),
@@ -232,7 +225,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR", "../shared/data/mnist"))
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
@@ -241,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
     args = parser.parse_args(argv)
-    report = run(args.model_dir, args.mnist_dir, args.digits, args.per_set, args.seed, args.noise_seed)
+    try:
+        report = run(args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed)
+    except MnistDataError as error:
+        parser.error(str(error))
     save(args.out, "ood", report, markdown(report))
     return 0
 

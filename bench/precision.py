@@ -1,9 +1,10 @@
 """The precision benchmark: how much one answer of the service can be trusted, and at what cost.
 
-    python -m bench.precision [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
+    python -m bench.precision [--data-dir DIR] [--images 200] [--seeds 5] [--accuracy-images 1000] [--duration 10]
 
 For each configuration of the service's settings (its defaults; K and the screening named
-explicitly, with a single round; and rounds to a tolerance), on binarized MNIST test images:
+explicitly, with a single round; and rounds to a tolerance), on MNIST test images binarized as
+the model card's are (bench.common.binary_test_digits):
 
 - precision, through the service's own code in process (service.inference at those settings):
   the seed-to-seed standard deviation of log p(x) over `--seeds` seeds (median and 95th
@@ -20,23 +21,20 @@ Writes bench/results/precision.json and PRECISION.md, and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench.common import binarization, binary_test_digits, free_port, save, server
 from bench.load import run_load
-from bench.report import save
-from bench.run import free_port, server
-from service.calls import ModelCalls
-from service.inference import Inference, score_images
 from service.runtime import load_model
+from service.scoring import Options, Scorer
 from service.settings import SHIPPED_MODEL, Settings
+from training.data import DATA_DIR_HELP, MnistDataError
 
 
 def _explicit(k: int, screen: int, margin: int) -> dict:
@@ -66,42 +64,32 @@ CONFIGS = {
 }
 
 
-def mnist_test(mnist_dir: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` test images, binarized once (x ~ Bernoulli(pixel/255), numpy seed 0), and labels."""
-    raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:limit]
-    labels = np.frombuffer(
-        gzip.decompress((Path(mnist_dir) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, -1, 8
-    )
-    x = (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
-    return x, labels[:limit].astype(np.int64)
-
-
 def settings_for(env: dict, model_dir: str) -> Settings:
     values = {key.removeprefix("CVAE_").lower(): value for key, value in env.items()}
     return Settings(model_dir=model_dir, batching=False, **values)
 
 
-def precision(inference: Inference, x: np.ndarray, seeds: int) -> dict:
-    runs = [score_images(inference, x, seed) for seed in range(seeds)]
-    log_px = np.array([[r["log_px"] for r in run] for run in runs])  # [S, N]
-    reported = np.array([[r["log_px_std_error"] or np.inf for r in run] for run in runs])
+def precision(scorer: Scorer, x: np.ndarray, seeds: int) -> dict:
+    runs = [scorer.score_now(x, Options(seed=seed)) for seed in range(seeds)]
+    log_px = np.stack([run.bayes.log_px for run in runs])  # [S, N]
+    reported = np.stack([np.where(np.isfinite(run.bayes.log_px_std_error), run.bayes.log_px_std_error, np.inf)
+                         for run in runs])  # fmt: skip
     spread = log_px.std(axis=0, ddof=1)
-    top_ess = [r["effective_sample_size"][int(np.argmax(r["log_px_y"]))] for run in runs for r in run]
+    best = [np.nan_to_num(run.classes.log_px_y, nan=-np.inf).argmax(axis=1) for run in runs]
+    top_ess = np.concatenate([run.classes.ess[np.arange(len(x)), b] for run, b in zip(runs, best)])
     return {
         "spread_median": float(np.median(spread)),
         "spread_p95": float(np.percentile(spread, 95)),
         "reported_over_spread_median": float(np.median(reported.mean(axis=0) / spread)),
         "ess_median": float(np.median(top_ess)),
-        "reliable_share": float(np.mean([r["log_px_reliable"] for run in runs for r in run])),
-        "met_share": float(np.mean([r["precision"]["met"] for run in runs for r in run])),
-        "samples_per_image": float(np.mean([r["precision"]["num_samples_used"] for run in runs for r in run])),
+        "reliable_share": float(np.mean([run.bayes.reliable for run in runs])),
+        "met_share": float(np.mean([run.met for run in runs])),
+        "samples_per_image": float(np.mean([run.samples_used for run in runs])),
     }
 
 
-def accuracy(inference: Inference, x: np.ndarray, labels: np.ndarray) -> float:
-    predicted = [int(np.argmax(r["log_px_y"] + inference.model.log_prior)) for r in score_images(inference, x, 0)]
-    return float(np.mean(np.array(predicted) == labels))
+def accuracy(scorer: Scorer, x: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(scorer.score_now(x, Options(seed=0)).predicted == labels))
 
 
 def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration: float, concurrency: int) -> float:
@@ -122,9 +110,10 @@ def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} test images x "
-        f"{report['seeds']} seeds for precision, {report['accuracy_images']} for accuracy; /v1/classify one image per "
-        f"request at concurrency {report['concurrency']} for {report['duration']} s. Command: `{report['command']}`.",
+        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['images']} test images "
+        f"({report['binarization']}) x {report['seeds']} seeds for precision, {report['accuracy_images']} for "
+        f"accuracy; /v1/classify one image per request at concurrency {report['concurrency']} for "
+        f"{report['duration']} s. Command: `{report['command']}`.",
         "",
         "| settings | spread of log p(x): median / p95 (nats) | reported / spread | ESS | reliable | tolerance met "
         "| samples per image | accuracy | /v1/classify images/s |",
@@ -152,16 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="names from CONFIGS (default: all)"
     )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
-    mnist_dir = os.environ.get("MNIST_DIR")
-    if not mnist_dir:
-        parser.error("set MNIST_DIR: the benchmark scores MNIST test images")
-    x, labels = mnist_test(mnist_dir, max(args.images, args.accuracy_images))
+    try:
+        x, labels = binary_test_digits(max(args.images, args.accuracy_images), args.data_dir)
+    except MnistDataError as error:
+        parser.error(str(error))
     report = {
         "model_dir": args.model_dir,
         "cpu_count": os.cpu_count(),
         "images": args.images,
+        "binarization": binarization(),
         "seeds": args.seeds,
         "accuracy_images": args.accuracy_images,
         "duration": args.duration,
@@ -172,15 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs:
         env = CONFIGS[name]
         settings = settings_for(env, args.model_dir)
-        model = load_model(settings)
-        inference = Inference(model, settings, ModelCalls(model, settings))
+        scorer = Scorer(load_model(settings), settings)
         started = time.perf_counter()
         row = {
             "num_samples": settings.default_num_samples,
-            "screening": inference.screening.text(),
+            "screening": scorer.screening.text(),
         }
-        row |= precision(inference, x[: args.images], args.seeds)
-        row["accuracy"] = accuracy(inference, x[: args.accuracy_images], labels[: args.accuracy_images])
+        row |= precision(scorer, x[: args.images], args.seeds)
+        row["accuracy"] = accuracy(scorer, x[: args.accuracy_images], labels[: args.accuracy_images])
         row["classify_images_per_s"] = classify_throughput(
             env, args.model_dir, x[: args.images], args.duration, args.concurrency
         )

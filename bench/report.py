@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
 from bench.load import CONCURRENCY, LoadResult
-
-
-def save(out: str | Path, stem: str, report: dict, text: str) -> None:
-    """A benchmark's figures as `stem`.json and its markdown as `STEM`.md in `out`; the markdown is printed."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem.upper()}.md").write_text(text)
-    print(text)
 
 
 def _row(label: str, results: dict, name: str) -> list[str]:

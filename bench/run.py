@@ -18,73 +18,21 @@ the markdown.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from bench.common import binary_test_digits, free_port, server
 from bench.load import CONCURRENCY, LoadResult, run_load
 from service import adaptive, estimator
 from service.runtime import load_model
 from service.settings import SHIPPED_MODEL, Settings
+from training.data import DATA_DIR_HELP, configured_data_dir
 from training.screening import score as in_process_scoring
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(command: list[str], port: int, ready_path: str, env: dict | None = None, timeout: float = 120):
-    process = subprocess.Popen(  # its own process group: a server's workers go down with it
-        command,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}")
-            try:
-                if httpx.get(base + ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"{command} never became ready")
-            time.sleep(0.3)
-        yield base
-    finally:
-        stop_group(process)
-
-
-def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM to the server's whole process group (LitServe's workers are child processes that
-    would otherwise live on and take CPU from every later measurement), SIGKILL after `grace`."""
-    group = process.pid  # the leader of its own session: the group's id is its pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)  # whatever of the group is still there
-    process.wait()
 
 
 def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
@@ -109,15 +57,11 @@ def scoring_flops_per_image(manifest: dict, k: int) -> float:
     return 2.0 * c * (macs(encoder) + k * macs(decoder))
 
 
-def test_images(limit: int, model) -> np.ndarray:
-    """Binarized MNIST test images when MNIST_DIR is set, else binary samples of the model."""
-    mnist_dir = os.environ.get("MNIST_DIR")
-    if mnist_dir:
-        import gzip
-
-        raw = gzip.decompress((Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").read_bytes())
-        pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:limit]
-        return (np.random.default_rng(0).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+def test_images(limit: int, model, data_dir: str | None = None) -> np.ndarray:
+    """The first `limit` MNIST test images, binarized as the model card's are, when `data_dir` or
+    $MNIST_DIR names MNIST's folder; else binary samples of the model."""
+    if configured_data_dir(data_dir) is not None:
+        return binary_test_digits(limit, data_dir)[0]
     rng = np.random.default_rng(0)
     y = rng.integers(0, model.num_classes, limit)
     logits = model.decode(rng.standard_normal((limit, model.latent_dim)), y)
@@ -178,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
     parser.add_argument("--adaptive-images", type=int, default=10000, help="test images for section 5 (all of them)")
     parser.add_argument("--adaptive-samples", type=int, default=1000, help="K for section 5")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP + "; with neither, binary samples of the model")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -185,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     k = args.num_samples
     model = load_model(Settings(model_dir=args.model_dir))
     manifest = model.manifest
-    images = test_images(max(args.large_batch, args.adaptive_images), model)
+    images = test_images(max(args.large_batch, args.adaptive_images), model, args.data_dir)
     report: dict = {
         "num_samples": k,
         "duration": args.duration,

@@ -33,13 +33,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.common import RESULTS, free_port, save, server
 from bench.mixed_load import MIX
-from bench.report import save
-from bench.run import free_port, server
 from service.repository import newest, version_key
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def place(

@@ -1,4 +1,4 @@
-"""cvae serve | score | train | refit | export | screening | calibrate | evaluate | ais | download
+"""cvae serve | score | train | export | screening | calibrate | evaluate | ais | download
 
 Each command's own --help lists its options and their defaults. `serve` needs only the base
 install; the others need the `train` extra (pip install -e '.[train]').
@@ -12,7 +12,6 @@ COMMANDS = {
     "serve": "serve the model over HTTP (default: the shipped model on 127.0.0.1:8000)",
     "score": "score a data set (IDX, .npy, .npz, Parquet, PNG folder) on Ray Data into Parquet",
     "train": "train a class-conditional VAE on MNIST and save a checkpoint",
-    "refit": "give a checkpoint's q(z|x,y) a coupling flow and train it (doubly reparameterized IWAE)",
     "export": "export a checkpoint to ONNX with its manifest",
     "screening": "choose the model's screening for adaptive scoring on the validation split",
     "calibrate": "train the out-of-distribution critic and calibrate the assessment on the validation split",

@@ -13,7 +13,6 @@ from service.images import InputError
 from service.middleware import BodyTooLarge, too_large_body
 from service.repository import NotServed
 
-
 RENAMED = {"return_x": 'send "include": ["x"] instead'}  # fields of earlier releases, and what to send now
 
 

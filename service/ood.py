@@ -49,15 +49,15 @@ law and whatever the weight, and flagging p <= alpha holds the false-positive ra
 The weight (the manifest's `files.ood.critic_weight`; EQUAL_WEIGHT where a calibration names none,
 which ranks images as Fisher's combination -2 (log p_d + log p_c) does) sets which evidence counts
 more where they disagree. A printed letter or a mirrored digit looks like a digit in all six numbers
-and not to the critic; a scribble the other way round. bench.combination compares weights on
-validation digits against the design sets, never the second half or the reported sets; `cvae
-calibrate --critic-weight` records the one chosen.
+and not to the critic; a scribble the other way round. `cvae calibrate --critic-weight` records the
+weight (docs/decisions.md says how the shipped one was chosen).
 
 A non-finite number (log p(x) = -inf) puts the distance infinitely far. At any weight strictly
 between 0 and 1, either piece alone far enough off takes the p-value to its smallest, 1 / (m + 1).
 
-The answer also carries score, log p(x), ink and the critic's own p-values against all validation
-digits, to say which of them is unusual; the flag uses only the combined p-value.
+The verdicts also carry score, log p(x), ink and the critic's own p-values against all validation
+digits, to say which of them is unusual (answers give them with include 'ood'); the flag uses only
+the combined p-value.
 
 An image with fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST
 training digit has at least 15, so the rule flags no digit, and it catches the nearly blank pages
@@ -184,26 +184,6 @@ def features(
             axis=1,
         )
     return np.where(np.isfinite(values), values, np.nan)
-
-
-def features_of_answers(
-    answers: list[dict], x: np.ndarray, shape: tuple[int, int], log_probs: np.ndarray, critic: np.ndarray
-) -> np.ndarray:
-    """features() of /v1/log-likelihood's results (JSON numbers, null where not finite)."""
-
-    def number(value: float | None) -> float:
-        return np.nan if value is None else value
-
-    return features(
-        np.array([number(a["log_px"]) for a in answers]),
-        np.array([number(a["elbo"]["value"]) for a in answers]),
-        np.array([number(a["elbo"]["kl_z"]) for a in answers]),
-        np.array([[number(v) for v in a["log_px_y"]] for a in answers]),
-        x,
-        shape,
-        log_probs,
-        critic,
-    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 GRAPHS = ("encoder", "decoder", "scorer")
 OPTIONAL_FILES = ("ood", "ood_critic")  # checked like the graphs when the manifest lists them
 CRITIC = "ood_critic"  # the graph of the out-of-distribution assessment's critic
-CRITIC_OUTPUTS = ("critic", "digit_log_probs")  # its log-odds; its digits' log-probabilities (newer graphs only)
+CRITIC_OUTPUTS = ("critic", "digit_log_probs")  # its log-odds; its digits' log-probabilities
 OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -96,22 +95,15 @@ class Model:
         (logits,) = self.sessions["decoder"].run(None, {"z": z.astype(np.float32), "y": self.one_hot(y)})
         return logits
 
-    @cached_property
-    def critic_outputs(self) -> list[str]:
-        """The critic graph's outputs the service reads (CRITIC_OUTPUTS that it has), looked up once."""
-        return [o.name for o in self.sessions[CRITIC].get_outputs() if o.name in CRITIC_OUTPUTS]
-
     def critic(self, x: np.ndarray) -> np.ndarray:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N]."""
         return self.critic_answers(x)[0]
 
-    def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N] and its
-        probabilities of the ten digits [N, 10] (None from a graph made before it gave them)."""
-        wanted = self.critic_outputs
-        outputs = dict(zip(wanted, self.sessions[CRITIC].run(wanted, {"x": x.astype(np.float32)})))
-        digits = np.exp(outputs["digit_log_probs"].astype(np.float64)) if "digit_log_probs" in outputs else None
-        return outputs["critic"].astype(np.float64), digits
+        probabilities of the ten digits [N, 10]."""
+        log_odds, digit_log_probs = self.sessions[CRITIC].run(list(CRITIC_OUTPUTS), {"x": x.astype(np.float32)})
+        return log_odds.astype(np.float64), np.exp(digit_log_probs.astype(np.float64))
 
     def log_weights(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, ...]:
         """x [N, 784], y [N], eps [K, N, D] -> log_w, log_px_z [K, N] and KL [N]."""
@@ -189,6 +181,11 @@ def load_model(settings: Settings) -> Model:
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"ONNX Runtime cannot open {path}: {error}") from error
         _check_shapes(name, sessions[name], entry)
+    if CRITIC in sessions and not set(CRITIC_OUTPUTS) <= {o.name for o in sessions[CRITIC].get_outputs()}:
+        raise ModelLoadError(
+            f"{model_dir / manifest['files'][CRITIC]['file']} lacks one of the outputs {list(CRITIC_OUTPUTS)}: "
+            f"write it anew with `cvae calibrate {model_dir} --critic-from {model_dir}`."
+        )
     model = Model(manifest, sessions, providers, _load_ood(model_dir, manifest))
     inactive = [p for p in providers if p in GPU_PROVIDERS and p not in model.active_providers]
     if settings.strict_providers and inactive:

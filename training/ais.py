@@ -1,175 +1,116 @@
-"""Annealed importance sampling (Neal, 2001), the gold standard that the service's estimates of
-log p(x|y) are checked against (as in Wu et al., 2017, "On the Quantitative Analysis of
-Decoder-Based Generative Models").
+"""`cvae ais`: how far the service's answers at its default settings lie from annealed importance sampling.
 
-Each chain starts from f_0(z): a Gaussian (the encoder's q(z|x,y) without its flow, or the
-prior) or q(z|x,y) with its coupling flow, and moves through the geometric path
-f_t(z) = f_0(z)^(1 - beta_t) p(x, z|y)^beta_t with Hamiltonian Monte Carlo transitions, beta
-rising from 0 to 1 on a sigmoid schedule. The log weight of a chain,
-sum_t (beta_t - beta_(t-1)) [log p(x, z_(t-1)|y) - log f_0(z_(t-1))], is an unbiased estimate
-(in the weight) of log p(x|y) whatever the number of temperatures; more temperatures shrink
-its variance and the downward bias of its log.
+For each of the first `limit` test images (binarized as `cvae evaluate` does), the service's
+own code path (service.inference over the exported ONNX graphs, default settings) gives
+log p(x) with its standard error; AIS (training.anneal) gives log p(x|y) for every class that
+carries p(y|x) >= 0.001 by the service's answer, the other classes keep the service's
+estimate (together they carry under 1 % of p(x), a shift of under 0.01 nats). The per-image
+gaps go to `ais.json` in the model directory, their summary into the manifest's metrics and
+the model card.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from training.model import CVAE
-from training.objectives import log_mean_exp, log_normal, log_px_z, log_q_at, log_standard_normal
+from training.anneal import AisConfig, cvae_log_px_y
+from training.card import refresh_card
+from training.data import load_mnist
+from training.export import read_manifest, write_manifest
+from training.model import Checkpoint
+from training.train import binarize
 
-LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z [chains, rows, D] -> [chains, rows]
-
-
-@dataclass
-class AisConfig:
-    num_chains: int = 16
-    num_temperatures: int = 500
-    leapfrog_steps: int = 10
-    initial_step_size: float = 0.3  # times the start's standard deviation, then adapted per row
-    target_acceptance: float = 0.65
-    start: str = "encoder"  # one of STARTS
+RELEVANT = 1e-3
 
 
-STARTS = {
-    "encoder": "the encoder's Gaussian widened 1.5x",
-    "prior": "the prior N(0, I)",
-    "proposal": "q(z|x,y) with its coupling flow, as the service draws from it",
-}
+def service_scores(model_dir: Path, x: np.ndarray, seed: int, model=None):
+    """The service's scores (service.scoring.Scores) of binary images x [N, 784] at its default settings,
+    each as if sent alone with `seed`; `model` is the service's model of `model_dir` when the caller has
+    loaded it already."""
+    from service.scoring import Options, Scorer
+    from service.settings import Settings
+
+    scorer = Scorer(model, Settings(model_dir=model_dir, batching=False)) if model else Scorer.open(model_dir)
+    return scorer.score_now(x, Options(seed=seed))
 
 
-@dataclass
-class AisResult:
-    """Per row: the estimate of log p(x|y), its standard error over chains, and the mean
-    acceptance rate of the HMC moves; log_w [chains, rows] holds every chain's weight."""
+def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConfig, seed: int = 0) -> dict:
+    """Score the first `limit` test images both ways; write ais.json and the summary."""
+    model_dir = Path(model_dir)
+    checkpoint = Checkpoint.load(model_dir / "checkpoint.pt")
+    model = checkpoint.build_model()
+    data = load_mnist(data_dir)
+    x = binarize(torch.from_numpy(data.test_x[:limit]), torch.Generator().manual_seed(seed))
+    labels = data.test_y[:limit]
+    log_prior = np.log(np.asarray(checkpoint.class_prior))
+    started = time.time()
+    served = service_scores(model_dir, x.numpy(), seed)
+    service_seconds = time.time() - started
 
-    log_px_y: torch.Tensor
-    std_error: torch.Tensor
-    acceptance: torch.Tensor
-    log_w: torch.Tensor
+    log_px_y = np.nan_to_num(served.classes.log_px_y, nan=-np.inf)  # [N, C]
+    probs = served.probs
+    rows = np.argwhere(probs >= RELEVANT)  # (image, class) pairs that carry p(x)
+    num_classes = model.config.num_classes
+    started = time.time()
+    result = cvae_log_px_y(
+        model,
+        x[rows[:, 0]],
+        torch.eye(num_classes)[rows[:, 1]],
+        config,
+        torch.Generator().manual_seed(seed + 1),
+    )
+    ais_seconds = time.time() - started
+    ais_log_px_y = log_px_y.copy()
+    ais_var = np.zeros_like(log_px_y)
+    ais_log_px_y[rows[:, 0], rows[:, 1]] = result.log_px_y.numpy()
+    ais_var[rows[:, 0], rows[:, 1]] = result.std_error.numpy() ** 2
+    ais_joint = ais_log_px_y + log_prior
+    ais_log_px = np.logaddexp.reduce(ais_joint, axis=1)
+    ais_weights = np.exp(ais_joint - ais_log_px[:, None])
+    ais_std_error = np.sqrt((ais_weights**2 * ais_var).sum(1))
 
-
-class Start(NamedTuple):
-    """The distribution f_0 chains start from: `sample(chains, generator)` -> z [chains, rows, D],
-    its log-density, and `scale` [rows, D], the first HMC step's unit in each dimension."""
-
-    sample: Callable[[int, torch.Generator], torch.Tensor]
-    log_density: LogDensity
-    scale: torch.Tensor
-
-
-def gaussian_start(mu: torch.Tensor, logvar: torch.Tensor) -> Start:
-    """f_0 = N(mu, diag exp(logvar)), mu and logvar [rows, D]."""
-    std = torch.exp(0.5 * logvar)
-
-    def sample(chains: int, generator: torch.Generator) -> torch.Tensor:
-        return mu + std * torch.randn((chains, *mu.shape), generator=generator)
-
-    return Start(sample, lambda z: log_normal(z, mu, logvar), std)
-
-
-def proposal_start(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> Start:
-    """f_0 = the model's own q(z|x,y), its coupling flow included, for rows x [R, 784], y one-hot [R, C]."""
-    with torch.no_grad():
-        mu, logvar, context = model.encode_with_context(x, y)
-    std = torch.exp(0.5 * logvar)
-
-    def sample(chains: int, generator: torch.Generator) -> torch.Tensor:
-        eps = torch.randn((chains, *mu.shape), generator=generator)
-        with torch.no_grad():
-            e = eps if model.flow is None else model.flow(eps, context)[0]
-        return mu + std * e
-
-    return Start(sample, lambda z: log_q_at(model, z, mu, logvar, context), std)
-
-
-def sigmoid_schedule(num_temperatures: int, spread: float = 4.0) -> torch.Tensor:
-    """beta_0 = 0 < ... < beta_T = 1, dense near both ends (Grosse et al., 2015)."""
-    s = torch.sigmoid(torch.linspace(-spread, spread, num_temperatures + 1, dtype=torch.float64))
-    return ((s - s[0]) / (s[-1] - s[0])).float()
-
-
-def _value_and_grad(log_density: LogDensity, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        value = log_density(z)
-        (grad,) = torch.autograd.grad(value.sum(), z)
-    return value.detach(), grad
-
-
-def anneal(log_joint: LogDensity, start: Start, config: AisConfig, generator: torch.Generator) -> AisResult:
-    """AIS from `start`'s f_0 to p(x, z) given as `log_joint`."""
-    chains, rows = config.num_chains, start.scale.shape[0]
-    log_start = start.log_density
-    z = start.sample(chains, generator)  # [chains, rows, D]
-    betas = sigmoid_schedule(config.num_temperatures)
-    step = config.initial_step_size * start.scale[None]  # per row and dimension
-    log_w = torch.zeros(chains, rows)
-    accepted = torch.zeros(rows)
-    for t in range(1, len(betas)):
-        beta_prev, beta = betas[t - 1].item(), betas[t].item()
-        log_w += (beta - beta_prev) * (log_joint(z) - log_start(z)).detach()
-
-        def log_target(v, beta=beta):
-            return (1 - beta) * log_start(v) + beta * log_joint(v)
-
-        z, rate = _hmc(log_target, z, step, config.leapfrog_steps, generator)
-        accepted += rate.mean(0)
-        # adapt the step of each row towards the target acceptance (the chain stays valid
-        # for AIS: every transition leaves its own f_t invariant, whatever its step size)
-        step = step * torch.where(rate.mean(0) > config.target_acceptance, 1.02, 0.98)[None, :, None]
-    log_w = log_w.double()
-    estimate = log_mean_exp(log_w, dim=0)
-    w = torch.exp(log_w - log_w.amax(0, keepdim=True))
-    std_error = torch.sqrt(w.var(0) / chains) / w.mean(0)
-    return AisResult(estimate, std_error, accepted / (len(betas) - 1), log_w)
-
-
-def _hmc(log_target: LogDensity, z: torch.Tensor, step: torch.Tensor, leapfrog_steps: int, generator):
-    """One HMC transition per chain and row with a Metropolis correction; returns the new z
-    and whether each proposal was accepted [chains, rows]."""
-    momentum = torch.randn(z.shape, generator=generator)
-    value, grad = _value_and_grad(log_target, z)
-    start_energy = -value + 0.5 * (momentum**2).sum(-1)
-    new_z, p = z, momentum + 0.5 * step * grad
-    for i in range(leapfrog_steps):
-        new_z = new_z + step * p
-        new_value, grad = _value_and_grad(log_target, new_z)
-        p = p + (step if i < leapfrog_steps - 1 else 0.5 * step) * grad
-    energy = -new_value + 0.5 * (p**2).sum(-1)
-    accept_prob = torch.exp(torch.clamp(start_energy - energy, max=0.0))
-    accept_prob = torch.where(torch.isfinite(accept_prob), accept_prob, torch.zeros_like(accept_prob))
-    accept = torch.rand(accept_prob.shape, generator=generator) < accept_prob
-    return torch.where(accept[..., None], new_z, z), accept.float()
-
-
-def cvae_log_joint(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> LogDensity:
-    """log p(x, z|y) = log p(x|z,y) + log p(z) for rows x [R, 784], y one-hot [R, C]."""
-
-    def log_joint(z: torch.Tensor) -> torch.Tensor:
-        logits = model.decode(z, y.expand(z.shape[0], *y.shape))
-        return log_px_z(logits, x, model.config) + log_standard_normal(z)
-
-    return log_joint
-
-
-def cvae_log_px_y(model: CVAE, x: torch.Tensor, y: torch.Tensor, config: AisConfig, generator) -> AisResult:
-    """AIS estimates of log p(x|y) for rows x [R, 784], y one-hot [R, C]."""
-    if config.start not in STARTS:
-        raise ValueError(f"AIS start must be one of {', '.join(STARTS)}, not {config.start!r}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if config.start == "proposal":
-        return anneal(cvae_log_joint(model, x, y), proposal_start(model, x, y), config, generator)
-    if config.start == "prior":
-        mu, logvar = torch.zeros(len(x), model.config.latent_dim), torch.zeros(len(x), model.config.latent_dim)
-    else:
-        with torch.no_grad():
-            mu, logvar = model.encode(x, y)
-        logvar = logvar + 2 * math.log(1.5)  # a wider start covers the posterior's tails
-    return anneal(cvae_log_joint(model, x, y), gaussian_start(mu, logvar), config, generator)
+    bayes, images = served.bayes, []
+    for i in range(len(labels)):
+        images.append(
+            {
+                "index": i,
+                "label": int(labels[i]),
+                "service_log_px": float(bayes.log_px[i]),
+                "service_std_error": float(bayes.log_px_std_error[i]),
+                "service_reliable": bool(bayes.reliable[i]),
+                "service_samples": int(served.samples_used[i]),
+                "ais_log_px": float(ais_log_px[i]),
+                "ais_std_error": float(ais_std_error[i]),
+                "gap": float(bayes.log_px[i] - ais_log_px[i]),
+            }
+        )
+    gaps = np.array([image["gap"] for image in images])
+    summary = {
+        "images": limit,
+        "mean_abs_gap_nats": float(np.abs(gaps).mean()),
+        "mean_gap_nats": float(gaps.mean()),
+        "max_abs_gap_nats": float(np.abs(gaps).max()),
+        "median_ais_std_error": float(np.median(ais_std_error)),
+        "ais_rows": len(rows),
+        "ais_acceptance": float(result.acceptance.mean()),
+        "ais": asdict(config),
+        "service_seconds": service_seconds,
+        "ais_seconds": ais_seconds,
+        "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}; service seed {seed}",
+        "command": f"cvae ais {model_dir} --limit {limit} --chains {config.num_chains} "
+        f"--temperatures {config.num_temperatures} --leapfrog-steps {config.leapfrog_steps} --start {config.start}",
+    }
+    (model_dir / "ais.json").write_text(json.dumps({"summary": summary, "images": images}, indent=1) + "\n")
+    manifest = read_manifest(model_dir)
+    manifest.setdefault("metrics", {})["ais"] = summary
+    write_manifest(model_dir, manifest)
+    refresh_card(model_dir, manifest)
+    for key, value in summary.items():
+        print(f"{key:>24}: {value}")
+    return summary

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from service import abstention, adaptive
-from training.ais import STARTS
+from training.anneal import STARTS
 from training.model import CVAE, Checkpoint
 from training.train import one_hot
 
@@ -83,16 +83,12 @@ def _proposal_section(manifest: dict) -> str:
     proposal = manifest.get("proposal") or {"type": "gaussian"}
     lines = ["## Proposal q(z|x,y)"]
     if proposal["type"] == "coupling_flow":
-        refit = manifest.get("refit") or {}
-        lines.append(
+        lines += [
             "- z = mu + sigma * f(eps), eps ~ N(0, I): the encoder's Gaussian base reshaped by "
             f"{proposal['flow_layers']} affine coupling layers (hidden {proposal['flow_hidden']}) conditioned on "
-            "the encoder's last hidden layer."
-        )
-        if not refit:
-            lines.append("- Trained with the rest of the model from the start (see Training).")
-        else:
-            lines += _refit_lines(refit)
+            "the encoder's last hidden layer.",
+            "- Trained with the rest of the model from the start (see Training).",
+        ]
     else:
         lines.append("- The encoder's Gaussian N(mu, diag exp(logvar)); z = mu + sigma * eps.")
     trials = (manifest.get("metrics") or {}).get("proposals")
@@ -129,17 +125,6 @@ class's distance from the best: {errors}.
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
-
-
-def _refit_lines(refit: dict) -> list[str]:
-    rc, val = refit.get("config") or {}, refit.get("validation") or {}
-    return [
-        f"- Refit by `cvae refit` with the doubly reparameterized gradient of the k = {rc.get('num_samples')} bound"
-        f" ({'decoder trained too' if rc.get('train_decoder') else 'decoder unchanged'}), "
-        f"{(refit.get('seconds') or 0) / 60:.0f} minutes; kept epoch {refit.get('best_epoch')}: validation "
-        f"bound of log p(x|y) at K = {rc.get('val_samples')} {val.get('val_bound_log_px_y', float('nan')):.3f} "
-        f"nats, median ESS {val.get('val_median_ess', float('nan')):.1f}.",
-    ]
 
 
 def _trial_lines(trials: dict, flow: bool) -> list[str]:
@@ -234,7 +219,7 @@ def _weight(entry: dict) -> str:
         return ""
     return (
         f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; `cvae calibrate` defaults to "
-        "the weight `python -m bench.combination` chose on validation digits against the design sets)."
+        "the weight chosen on validation digits against bench.ood's design sets)."
     )
 
 

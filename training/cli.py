@@ -1,27 +1,15 @@
-"""`cvae download | train | refit | export | screening | calibrate | evaluate | ais` (or `cvae-train ...`): the training
-commands."""
+"""`cvae download | train | export | screening | calibrate | evaluate | ais`: the training commands."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from training.data import MnistDataError
+from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MnistDataError, data_dir
 
 CRITIC_PREFIX = "critic-"
-
-
-def _data_dir(args: argparse.Namespace) -> str:
-    data_dir = args.data_dir or os.environ.get("MNIST_DIR")
-    if not data_dir:
-        raise MnistDataError(
-            "No MNIST directory given: pass --data-dir DIR or set MNIST_DIR. "
-            "`cvae download --data-dir DIR` fetches the files."
-        )
-    return data_dir
 
 
 def _dest(prefix: str, name: str) -> str:
@@ -74,7 +62,6 @@ def critic_config(args: argparse.Namespace):
     return _config_from(args, CriticConfig, CRITIC_PREFIX)
 
 
-DATA_DIR_HELP = "folder with the MNIST IDX files (default: $MNIST_DIR)"
 SEED_HELP = "binarization and noise seed (default %(default)s)"
 
 
@@ -84,33 +71,24 @@ def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
 
 
-def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
-    from training.ais import STARTS, AisConfig
+def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
+    from training.anneal import STARTS, AisConfig
+    from training.calibrate import CRITIC_WEIGHT
     from training.critic import CriticConfig
     from training.model import ModelConfig
-    from training.ood import CRITIC_WEIGHT
-    from training.refit import RefitConfig
     from training.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     download = commands.add_parser("download", help="fetch the four MNIST files and verify their MD5s")
-    download.add_argument("--data-dir", help="where to put them (default: $MNIST_DIR)")
+    download.add_argument("--data-dir", help=f"where to put them (default: ${DATA_DIR_VARIABLE})")
 
     train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
     train.add_argument("--data-dir", help=DATA_DIR_HELP)
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     _add_config_flags(train, ModelConfig)
     _add_config_flags(train, TrainConfig)
-
-    refit = commands.add_parser(
-        "refit", help="give a checkpoint's q(z|x,y) a coupling flow and train it on the doubly reparameterized bound"
-    )
-    refit.add_argument("checkpoint", help="checkpoint written by `train`")
-    refit.add_argument("--data-dir", help=DATA_DIR_HELP)
-    refit.add_argument("--out", default="runs/refit/checkpoint.pt", help="checkpoint path (default %(default)s)")
-    _add_config_flags(refit, RefitConfig)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX with its manifest")
     export.add_argument("checkpoint", help="checkpoint written by `train`")
@@ -157,13 +135,12 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
         type=_critic_weight,
         default=CRITIC_WEIGHT,
         help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
-        "(default %(default)s, chosen with bench.combination)",
+        "(default %(default)s, chosen on validation digits against bench.ood's design sets)",
     )
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",
         "CriticConfig's fields: width is the channels and hidden units as multiples of 32, 64 and 128; "
-        "num-outliers the made-up non-digits it learns from; written-share the share of their printed half written "
-        "along stroke fonts instead; train-limit the first N training digits (0: all); "
+        "num-outliers the made-up non-digits it learns from; train-limit the first N training digits (0: all); "
         "device cpu, cuda, or auto for a GPU when PyTorch sees one",
     )
     _add_config_flags(
@@ -210,26 +187,22 @@ def build_parser(prog: str = "cvae-train") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
+def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "download":
             from training.data import download
 
-            for path in download(_data_dir(args)):
+            for path in download(data_dir(args.data_dir)):
                 print(f"ok {path}")
         elif args.command == "train":
             from training.model import ModelConfig
             from training.train import TrainConfig, run
 
-            run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), _data_dir(args), args.out)
-        elif args.command == "refit":
-            from training.refit import RefitConfig, run
-
-            run(args.checkpoint, _config_from(args, RefitConfig), _data_dir(args), args.out)
+            run(_config_from(args, ModelConfig), _config_from(args, TrainConfig), data_dir(args.data_dir), args.out)
         elif args.command == "ais":
-            from training.ais import AisConfig
-            from training.gold_standard import run as gold_standard
+            from training.ais import run as compare_with_ais
+            from training.anneal import AisConfig
 
             config = AisConfig(
                 num_chains=args.chains,
@@ -237,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 leapfrog_steps=args.leapfrog_steps,
                 start=args.start,
             )
-            gold_standard(args.model_dir, _data_dir(args), args.limit, config, args.seed)
+            compare_with_ais(args.model_dir, data_dir(args.data_dir), args.limit, config, args.seed)
         elif args.command == "export":
             import shutil
 
@@ -250,8 +223,8 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
                 shutil.copyfile(args.checkpoint, Path(out) / "checkpoint.pt")
             print(f"exported {out}")
             if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
+                from training.calibrate import run as calibrate
                 from training.data import load_mnist
-                from training.ood import run as calibrate
                 from training.screening import run as choose_screening
 
                 choose_screening(out, load_mnist(args.data_dir))
@@ -262,14 +235,14 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
             from training.data import load_mnist
             from training.screening import run as choose_screening
 
-            entry = choose_screening(args.model_dir, load_mnist(_data_dir(args)), args.images, args.seed)
+            entry = choose_screening(args.model_dir, load_mnist(data_dir(args.data_dir)), args.images, args.seed)
             print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
         elif args.command == "calibrate":
-            from training.ood import run as calibrate
+            from training.calibrate import run as calibrate
 
             calibrate(
                 args.model_dir,
-                _data_dir(args),
+                data_dir(args.data_dir),
                 args.limit,
                 args.seed,
                 critic_config(args),
@@ -281,7 +254,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-train") -> int:
 
             evaluate(
                 args.model_dir,
-                _data_dir(args),
+                data_dir(args.data_dir),
                 num_samples=args.num_samples,
                 limit=args.limit,
                 batch_size=args.batch_size,

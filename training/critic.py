@@ -47,7 +47,6 @@ WEIGHTS = f"weights of {HALVED_MIN_SIZE} numbers or more stored as float16, comp
 class CriticConfig:
     epochs: int = 20
     num_outliers: int = 240000  # made once; each epoch pairs every training digit with one of them
-    written_share: float = 0.0  # share of the printed half written along stroke fonts instead (training.outliers)
     train_limit: int = 0  # only the first N training digits (0: all)
     batch_size: int = 128  # digits per step, with as many outliers
     learning_rate: float = 1e-3
@@ -116,7 +115,7 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
         pixels, labels = pixels[: config.train_limit], labels[: config.train_limit]
     digits = torch.from_numpy(pixels).float() / 255.0
     classes = torch.from_numpy(labels).long()
-    others = torch.from_numpy(outliers(pixels, labels, config.num_outliers, config.seed, config.written_share)).float()
+    others = torch.from_numpy(outliers(pixels, labels, config.num_outliers, config.seed)).float()
     critic = Critic(width=config.width).to(device)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
     steps = config.epochs * -(-len(digits) // config.batch_size)
@@ -188,10 +187,9 @@ def export(model_dir: Path, critic: Critic, num_digits: int, config: CriticConfi
         "training": {
             "split": split,
             "digits": f"the first {min(num_digits, config.train_limit or num_digits)} of the training split",
-            "outliers": f"training.outliers: half characters, {1 - config.written_share:.0%} of them printed "
-            "(nine typeface families: STIX, Computer Modern, Roboto, Lato, Source Sans, Source Serif, Fredoka One, "
-            f"Amatic SC, Aileron) and {config.written_share:.0%} letters written along eight Hershey stroke fonts; "
-            "half reshaped training digits (polarity reversed among them)",
+            "outliers": "training.outliers: half printed characters (nine typeface families: STIX, Computer Modern, "
+            "Roboto, Lato, Source Sans, Source Serif, Fredoka One, Amatic SC, Aileron), half reshaped training digits "
+            "(polarity reversed among them)",
             "config": asdict(config),
             "seconds": round(seconds, 1),
         },

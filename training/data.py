@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import struct
 import urllib.error
 import urllib.request
@@ -35,9 +36,11 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
+DATA_DIR_VARIABLE = "MNIST_DIR"  # the environment variable naming MNIST's folder where no --data-dir does
+DATA_DIR_HELP = f"folder with the MNIST IDX files (default: ${DATA_DIR_VARIABLE})"
 HOW_TO_GET = (
     "Fetch the four MNIST files with `cvae download --data-dir DIR`, "
-    "or point --data-dir / MNIST_DIR at a folder that holds them."
+    f"or point --data-dir / {DATA_DIR_VARIABLE} at a folder that holds them."
 )
 
 
@@ -53,6 +56,24 @@ class Mnist:
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+
+
+def configured_data_dir(given: str | Path | None = None) -> Path | None:
+    """MNIST's folder: `given` (a --data-dir flag), else $MNIST_DIR; None when neither names one.
+    The one place that reads the variable."""
+    found = given or os.environ.get(DATA_DIR_VARIABLE)
+    return Path(found) if found else None
+
+
+def data_dir(given: str | Path | None = None) -> Path:
+    """MNIST's folder (configured_data_dir); MnistDataError saying how to name one when nothing does."""
+    found = configured_data_dir(given)
+    if found is None:
+        raise MnistDataError(
+            f"No MNIST directory given: pass --data-dir DIR or set {DATA_DIR_VARIABLE}. "
+            "`cvae download --data-dir DIR` fetches the files."
+        )
+    return found
 
 
 def load_mnist(data_dir: str | Path) -> Mnist:

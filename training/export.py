@@ -147,7 +147,6 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
     for entry in files.values():
         entry["sha256"] = sha256(out / entry["file"])
     extra = checkpoint.extra
-    refit = extra.get("refit")
     return {
         "name": MODEL_NAME,
         "version": version,
@@ -169,7 +168,6 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
             "num_val_images": extra.get("num_val_images"),
             "validation": extra.get("validation"),
         },
-        "refit": refit and {key: refit.get(key) for key in ("config", "seconds", "best_epoch", "validation")},
         "data_sha256": extra.get("data_sha256"),
         "metrics": {},
     }

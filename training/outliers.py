@@ -6,10 +6,7 @@ Two kinds, half each:
   them the benchmark's: STIX and Computer Modern (matplotlib's copies), Roboto, Lato, Source Sans,
   Source Serif, Fredoka One and Amatic SC (font packages of the `train` extra) and Aileron
   (Pillow's own), in random sizes, weights and slants, then prepared as MNIST digits were
-  (service.images.prepare_mnist), so that only their shape differs from a digit's. A share of
-  them (CriticConfig.written_share, none by default) are instead letters drawn with a round pen along
-  the strokes of eight Hershey vector fonts (the Hershey-Fonts package): script, cursive, gothic,
-  Greek and plain faces, the letters that written look like a digit left out;
+  (service.images.prepare_mnist), so that only their shape differs from a digit's;
 - reshaped digits: training digits turned into shapes that are no digit: mirrored, upside down,
   on their side, halves of two different digits joined, two digits overlaid, reversed polarity.
 
@@ -46,17 +43,6 @@ MIRRORED = frozenset({2, 3, 4, 5, 6, 7, 9})  # classes that are no digit when mi
 UPSIDE_DOWN = frozenset({2, 4, 5, 6, 7, 9})  # ... when flipped top to bottom
 TURNED = frozenset({2, 3, 4, 5, 7})  # ... when turned half round (6 and 9 become each other)
 MIN_INK = 5  # pixels above 0.5: fewer is a speck, not a glyph
-STROKE_FONTS = (  # Hershey-Fonts' distinct faces, one name each; its Times imitations (times*, and
-    # rowmant and greekc, which share their strokes) are left out, Liberation Serif being Times' metric twin
-    "cursive", "futural", "futuram", "scriptc", "gothiceng", "gothicger", "gothicita", "greek",
-)  # fmt: skip
-STROKE_CHARACTERS = "".join(c for c in string.ascii_letters if c not in "IlOoqgZzb")  # written, these are digits
-STROKE_LEFT_OUT = {  # where a letter is drawn like a digit, or stands for one that is
-    "greek": "iQqJv",  # ι (a 1), Θ, ϑ and two symbols
-    "cursive": "Q",  # a script Q is a 2
-    "scriptc": "Q",
-}
-STROKE_CANVAS = 200  # pixels a side; the letter's larger side is drawn half that
 
 
 def typefaces() -> dict[str, list[Path | None]]:
@@ -104,59 +90,13 @@ def printed(n: int, rng: np.random.Generator) -> np.ndarray:
         ImageDraw.Draw(canvas).text(
             (80, 80), text, fill=255, font=font, anchor="mm", stroke_width=weight, stroke_fill=255
         )
-        image = _prepared(canvas, rng)
+        image = prepared(canvas, rng)
         if image is not None:
             images.append(image)
     return _stacked(images)
 
 
-def stroke_glyphs() -> list[list[np.ndarray]]:
-    """Every STROKE_CHARACTERS glyph of the STROKE_FONTS (less STROKE_LEFT_OUT), each a list of
-    strokes [P, 2] (x, y down)."""
-    try:
-        from HersheyFonts import HersheyFonts
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "Hershey-Fonts is missing; install the train extra (pip install -e '.[train]')"
-        ) from error
-
-    glyphs = []
-    for name in STROKE_FONTS:
-        font = HersheyFonts(load_default_font=name)
-        for character, glyph in sorted(font.all_glyphs.items()):
-            strokes = [np.asarray(stroke, dtype=np.float64) for stroke in glyph.strokes if len(stroke)]
-            if character in STROKE_CHARACTERS and character not in STROKE_LEFT_OUT.get(name, "") and strokes:
-                glyphs.append(strokes)
-    return glyphs
-
-
-def written_letters(n: int, rng: np.random.Generator) -> np.ndarray:
-    """n letters [n, 784] in [0, 1] drawn with a round pen along Hershey strokes, slanted, turned and
-    with pens of random width, prepared as MNIST digits were."""
-    glyphs = stroke_glyphs() if n else []
-    images = []
-    while len(images) < n:
-        strokes = glyphs[rng.integers(len(glyphs))]
-        points = np.concatenate(strokes)
-        low, high = points.min(axis=0), points.max(axis=0)
-        scale = STROKE_CANVAS / 2 / max(float((high - low).max()), 1.0)
-        slant, pen = float(rng.uniform(-0.3, 0.3)), int(rng.integers(8, 19))
-        canvas = Image.new("L", (STROKE_CANVAS, STROKE_CANVAS))
-        draw = ImageDraw.Draw(canvas)
-        for stroke in strokes:
-            xy = (stroke - (low + high) / 2) * scale
-            xy[:, 0] -= slant * xy[:, 1]
-            xy += STROKE_CANVAS / 2
-            draw.line([tuple(p) for p in xy], fill=255, width=pen, joint="curve")
-            for x, y in xy:  # round ends and corners, as a pen leaves them
-                draw.ellipse([x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2], fill=255)
-        image = _prepared(canvas, rng)
-        if image is not None:
-            images.append(image)
-    return _stacked(images)
-
-
-def _prepared(canvas: Image.Image, rng: np.random.Generator) -> np.ndarray | None:
+def prepared(canvas: Image.Image, rng: np.random.Generator) -> np.ndarray | None:
     """A drawn glyph turned by up to 15 degrees either way and prepared as MNIST digits were [784];
     None when too little ink is left."""
     canvas = canvas.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
@@ -210,13 +150,7 @@ def reshaped_digits(pixels: np.ndarray, labels: np.ndarray, n: int, rng: np.rand
     return np.stack(images)
 
 
-def outliers(pixels: np.ndarray, labels: np.ndarray, n: int, seed: int, written_share: float = 0.0) -> np.ndarray:
-    """n non-digits [n, 784] in [0, 1]: half characters (`written_share` of them written along
-    stroke fonts, the rest printed), half reshaped digits."""
-    if not 0.0 <= written_share <= 1.0:
-        raise ValueError(f"written_share (--critic-written-share) must lie in [0, 1], not {written_share}")
+def outliers(pixels: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n non-digits [n, 784] in [0, 1]: half printed characters, half reshaped digits."""
     rng = np.random.default_rng(seed)
-    count = round(n // 2 * written_share)
-    return np.concatenate(
-        [printed(n // 2 - count, rng), written_letters(count, rng), reshaped_digits(pixels, labels, n - n // 2, rng)]
-    )
+    return np.concatenate([printed(n // 2, rng), reshaped_digits(pixels, labels, n - n // 2, rng)])

@@ -50,7 +50,9 @@ def candidates(errors: dict[int, float]) -> list[adaptive.Screening]:
     return [adaptive.Screening(*look(first), look(then[0]) if then else None) for first, *then in LOOKS]
 
 
-def score(model, x: np.ndarray, k: int, screening: adaptive.Screening | None = None, seed: int = 0, chunk_rows: int = 0):
+def score(
+    model, x: np.ndarray, k: int, screening: adaptive.Screening | None = None, seed: int = 0, chunk_rows: int = 0
+):
     """The service's estimates for x [N, 784] at K = k, in this process (the service's chunking unless
     `chunk_rows`): (ClassEstimates, seconds)."""
     chunk_rows = chunk_rows or Settings().score_chunk_rows

@@ -38,9 +38,9 @@ def test_the_sets_are_images_with_bright_ink():
 
 
 def test_reshaped_digits_are_no_digits_of_the_given_ones(mnist_dir):
-    from bench.ood import grey_test_digits
+    from bench.common import grey_test_digits
 
-    digits, labels = grey_test_digits(str(mnist_dir), 40)
+    digits, labels = grey_test_digits(40, mnist_dir)
     images = ood_sets.reshaped(digits, labels, 30, seed=0)
     assert images.shape == (30, 784) and images.min() >= 0 and images.max() <= 1
     assert not any(np.allclose(image, digit) for image in images for digit in digits)  # none left as it was
@@ -55,6 +55,26 @@ def test_written_letters_are_inked_letters_prepared_as_digits():
     rows = (images.reshape(-1, 28, 28).sum(axis=2) * np.arange(28)).sum(axis=1) / images.sum(axis=1)
     assert np.all(np.abs(rows - 14) < 2)  # centre of mass near the middle, as MNIST digits
     assert np.array_equal(images, ood_sets.written(6, seed=0)) and not np.array_equal(images, ood_sets.written(6, 1))
+    assert not set("0123456789IlOoqgZzb") & set(ood_sets.STROKE_CHARACTERS)  # written, these are digits
+    assert len(ood_sets.stroke_glyphs()) > 35 * len(ood_sets.STROKE_FONTS)
+
+
+def test_written_letters_come_from_distinct_faces_none_a_times_imitation():
+    hershey = pytest.importorskip("HersheyFonts")
+
+    def letters(name):
+        glyphs = hershey.HersheyFonts(load_default_font=name).all_glyphs
+        left_out = ood_sets.STROKE_LEFT_OUT.get(name, "")
+        drawn = [c for c in ood_sets.STROKE_CHARACTERS if c in glyphs and glyphs[c].strokes and c not in left_out]
+        return {c: str(glyphs[c].strokes) for c in drawn}
+
+    faces = {name: letters(name) for name in ood_sets.STROKE_FONTS}
+    times = [letters(name) for name in ("timesr", "timesi", "timesrb", "timesib")]  # the Latin Times faces
+    for name, face in faces.items():  # Liberation Serif, a held-out face of bench.ood, is Times' metric twin
+        assert not any(set(face.items()) & set(other.items()) for other in times), name
+        for other_name, other in faces.items():
+            shared = set(face.items()) & set(other.items())
+            assert other_name == name or len(shared) <= 11, (name, other_name)  # Greek shares the capitals it has
 
 
 def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from bench.run import stop_group
+from bench.common import stop_group
 
 PARENT = """
 import subprocess, sys, time

@@ -47,8 +47,8 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
 
 def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir, tmp_path):
     """Calibrating a copy on the first validation images reproduces the shipped reference's first values."""
+    from training.calibrate import calibrate
     from training.data import load_mnist
-    from training.ood import calibrate
 
     copy = tmp_path / "model"
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
@@ -263,7 +263,8 @@ def test_the_background_model_reads_only_pixels_above_and_to_the_left():
     )
 
 
-def test_a_critic_without_digit_probabilities_abstains_on_flags_and_low_probability_only(shipped_model, tmp_path):
+def _critic_without_digit_probabilities(shipped_model, tmp_path) -> Path:
+    """A copy of the shipped model whose critic graph gives its log-odds alone."""
     import hashlib
     import json
 
@@ -271,7 +272,7 @@ def test_a_critic_without_digit_probabilities_abstains_on_flags_and_low_probabil
 
     copy = tmp_path / "model"
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png"))
-    graph = onnx.load(str(copy / "ood_critic.onnx"))  # as critics were made before they gave the digits
+    graph = onnx.load(str(copy / "ood_critic.onnx"))
     kept = [output for output in graph.graph.output if output.name == "critic"]
     del graph.graph.output[:]
     graph.graph.output.extend(kept)
@@ -280,19 +281,22 @@ def test_a_critic_without_digit_probabilities_abstains_on_flags_and_low_probabil
     manifest["files"]["ood_critic"]["sha256"] = hashlib.sha256((copy / "ood_critic.onnx").read_bytes()).hexdigest()
     del manifest["files"]["ood_critic"]["outputs"]["digit_log_probs"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    model = load_model(Settings(model_dir=copy))
+    return copy
+
+
+def test_a_critic_graph_without_digit_probabilities_is_refused_naming_the_fix(shipped_model, tmp_path):
+    copy = _critic_without_digit_probabilities(shipped_model, tmp_path)
+    with pytest.raises(ModelLoadError, match="digit_log_probs.*cvae calibrate .* --critic-from"):
+        load_model(Settings(model_dir=copy))
+
+
+def test_the_fix_writes_the_critic_anew_with_both_outputs(shipped_model, tmp_path, mnist_dir):
+    from training.calibrate import calibrate
+    from training.data import load_mnist
+
+    copy = _critic_without_digit_probabilities(shipped_model, tmp_path)
+    calibrate(copy, load_mnist(mnist_dir), limit=8, critic_from=copy)
     x = (np.random.default_rng(0).random((2, 784)) < 0.2).astype(np.float32)
-    log_odds, digits = model.critic_answers(x)
-    assert digits is None
-    np.testing.assert_array_equal(log_odds, load_model(Settings(model_dir=shipped_model)).critic(x))
-    from fastapi.testclient import TestClient
-    from servers import wait_ready
-
-    from service.app import create_app
-
-    with TestClient(create_app(Settings(model_dir=copy, max_work=400_000))) as client:
-        wait_ready(client)
-        result = _classify(client, [[0.0] * 784], min_probability=1.0)["results"][0]
-    assert result["critic_probs"] is None
-    assert set(result["abstain_reasons"]) <= {"out_of_distribution", "low_probability"}
-    assert "out_of_distribution" in result["abstain_reasons"]
+    log_odds, digits = load_model(Settings(model_dir=copy)).critic_answers(x)
+    np.testing.assert_allclose(log_odds, load_model(Settings(model_dir=shipped_model)).critic(x), rtol=1e-6)
+    np.testing.assert_allclose(digits.sum(axis=1), 1.0, rtol=1e-5)

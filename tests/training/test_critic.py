@@ -54,46 +54,6 @@ def test_printed_characters_leave_out_the_benchmark_typefaces():
     assert not set("0123456789") & set(outliers.CHARACTERS)  # a typed 7 is a 7
 
 
-def test_written_letters_are_prepared_as_mnist_digits_were_and_are_no_digit():
-    images = outliers.written_letters(12, np.random.default_rng(0))
-    assert images.shape == (12, 784) and images.min() >= 0 and images.max() <= 1
-    assert ((images > 0.5).sum(axis=1) >= outliers.MIN_INK).all()
-    rows, cols = _centre_of_mass(images)
-    assert np.all(np.abs(rows - 13.5) < 1.5) and np.all(np.abs(cols - 13.5) < 1.5)
-    np.testing.assert_array_equal(images, outliers.written_letters(12, np.random.default_rng(0)))
-    assert not set("0123456789IlOoqgZzb") & set(outliers.STROKE_CHARACTERS)  # written, these are digits
-    assert len(outliers.stroke_glyphs()) > 35 * len(outliers.STROKE_FONTS)
-
-
-def test_written_letters_come_from_distinct_faces_none_a_times_imitation():
-    from HersheyFonts import HersheyFonts
-
-    def letters(name):
-        glyphs, left_out = HersheyFonts(load_default_font=name).all_glyphs, outliers.STROKE_LEFT_OUT.get(name, "")
-        drawn = [c for c in outliers.STROKE_CHARACTERS if c in glyphs and glyphs[c].strokes and c not in left_out]
-        return {c: str(glyphs[c].strokes) for c in drawn}
-
-    faces = {name: letters(name) for name in outliers.STROKE_FONTS}
-    times = [letters(name) for name in ("timesr", "timesi", "timesrb", "timesib")]  # the Latin Times faces
-    for name, face in faces.items():  # Liberation Serif, a held-out face of bench.ood, is Times' metric twin
-        assert not any(set(face.items()) & set(other.items()) for other in times), name
-        for other_name, other in faces.items():
-            shared = set(face.items()) & set(other.items())
-            assert other_name == name or len(shared) <= 11, (name, other_name)  # Greek shares the capitals it has
-
-
-def test_the_written_share_replaces_that_much_of_the_printed_half():
-    data = synthetic_mnist()
-    written = outliers.outliers(data.train_x, data.train_y, 40, seed=0, written_share=1.0)
-    np.testing.assert_array_equal(written[:20], outliers.written_letters(20, np.random.default_rng(0)))
-    half = outliers.outliers(data.train_x, data.train_y, 40, seed=0, written_share=0.5)
-    rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(half[:10], outliers.printed(10, rng))
-    np.testing.assert_array_equal(half[10:20], outliers.written_letters(10, rng))
-    with pytest.raises(ValueError, match="critic-written-share"):
-        outliers.outliers(data.train_x, data.train_y, 40, seed=0, written_share=1.5)
-
-
 def test_reshaped_digits_are_mirrored_turned_or_joined_never_left_as_they_were():
     data = synthetic_mnist()
     made = outliers.reshaped_digits(data.train_x, data.train_y, 30, np.random.default_rng(0))
@@ -204,8 +164,8 @@ def test_calibrate_flags_set_the_critics_training():
 
 
 def test_calibrate_takes_the_critic_s_weight_and_refuses_one_off_the_scale(capsys):
+    from training.calibrate import CRITIC_WEIGHT
     from training.cli import build_parser
-    from training.ood import CRITIC_WEIGHT
 
     assert build_parser().parse_args(["calibrate", "models/x"]).critic_weight == CRITIC_WEIGHT
     assert build_parser().parse_args(["calibrate", "models/x", "--critic-weight", "0.5"]).critic_weight == 0.5

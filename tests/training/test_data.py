@@ -155,3 +155,15 @@ def test_real_mnist_is_read_and_validated():
     data = load_mnist(mnist_dir)
     assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)
     assert np.bincount(data.train_y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_the_data_dir_is_the_flag_else_mnist_dir_else_an_error_naming_both(tmp_path, monkeypatch):
+    from training.data import configured_data_dir, data_dir
+
+    monkeypatch.setenv("MNIST_DIR", str(tmp_path / "from-env"))
+    assert data_dir(tmp_path / "given") == tmp_path / "given"
+    assert data_dir() == tmp_path / "from-env"
+    monkeypatch.delenv("MNIST_DIR")
+    assert configured_data_dir() is None
+    with pytest.raises(MnistDataError, match="--data-dir DIR or set MNIST_DIR.*cvae download"):
+        data_dir()

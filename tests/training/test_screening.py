@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from synthetic import model_digits
 
-from service import estimator, rounds
-from service.calls import ModelCalls
-from service.inference import Inference
+from service import adaptive, estimator
 from service.runtime import load_model
+from service.scoring import Scorer
 from service.settings import Settings
 from training import screening
 from training.card import card_text
@@ -24,7 +23,7 @@ def test_compare_against_itself_is_zero_and_counts_changed_classes(shipped_model
 
     model = load_model(Settings(model_dir=shipped_model))
     x, y = model_digits(model, 6)
-    reference, _ = screening.answers(model, x, 100, rounds.Screening(16, 20.0))
+    reference, _ = screening.answers(model, x, 100, adaptive.Screening(16, 20.0))
     same = screening.compare(reference, reference, y)
     assert same["max_abs_diff_log_px"] == 0 and same["changed_predictions"] == 0 and same["max_abs_diff_py_x"] == 0
     assert same["accuracy"] >= 5 / 6  # the model recognises its own samples
@@ -59,13 +58,13 @@ def test_margins_come_from_the_errors_and_the_cheapest_candidate_that_moves_no_a
     assert screening.entry_of(rows[2]) == {"samples": 8, "margin": 18.0, "recheck": {"samples": 64, "margin": 16.0}}
     assert screening.entry_of(rows[0]) == {"samples": 64, "margin": 20.0}
     assert screening.choose([{**rows[0], "needed_margins": [21.0]}, rows[1]]) == {**rows[0], "needed_margins": [21.0]}
-    assert screening.REFERENCE == rounds.Screening(64, 20.0) and screening.SIZES == (64, 16, 8)
+    assert screening.REFERENCE == adaptive.Screening(64, 20.0) and screening.SIZES == (64, 16, 8)
 
 
 def test_underestimates_measure_how_far_a_few_draws_put_near_classes_below_the_best(shipped_model):
     model = load_model(Settings(model_dir=shipped_model))
     x, _ = model_digits(model, 8)
-    reference, _ = screening.answers(model, x, 100, rounds.Screening(16, 20.0))
+    reference, _ = screening.answers(model, x, 100, adaptive.Screening(16, 20.0))
     errors = screening.underestimates(model, x, reference, [4, 100, 4])
     assert sorted(errors) == [4, 100]
     # the reference's classes in play drew exactly these 100 samples: no error against itself
@@ -74,13 +73,13 @@ def test_underestimates_measure_how_far_a_few_draws_put_near_classes_below_the_b
 
 
 def test_a_calibration_was_scored_at_the_looks_it_records_or_else_at_its_settings_text():
-    two_looks = rounds.Screening(8, 18.0, (64, 16.0))
+    two_looks = adaptive.Screening(8, 18.0, (64, 16.0))
     recorded = {"settings": "anything", "screening": [[8, 18.0], [64, 16.0]]}
     assert screening.scored_at(recorded, two_looks)
-    assert not screening.scored_at(recorded, rounds.Screening(8, 18.0))
-    assert not screening.scored_at(recorded, rounds.Screening(8, 20.0, (64, 16.0)))
+    assert not screening.scored_at(recorded, adaptive.Screening(8, 18.0))
+    assert not screening.scored_at(recorded, adaptive.Screening(8, 20.0, (64, 16.0)))
     older = {"settings": "the service's settings (K = 1000, screening 64 samples, margin 20.0 nats, tolerance 0.0)"}
-    assert screening.scored_at(older, rounds.Screening(64, 20.0))
+    assert screening.scored_at(older, adaptive.Screening(64, 20.0))
     assert not screening.scored_at(older, two_looks)
     assert not screening.scored_at({}, two_looks)
 
@@ -93,7 +92,7 @@ def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir
     calibrated = json.loads((shipped_model / "manifest.json").read_text())["files"]["ood"]["reference"]
     warned = "run `cvae calibrate" in capsys.readouterr().out
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    chosen_screening = rounds.screening_for(manifest)
+    chosen_screening = adaptive.screening_for(manifest)
     assert warned == (not screening.scored_at(calibrated, chosen_screening))
     assert manifest["screening"] == json.loads(json.dumps(entry))
     assert len(entry["candidates"]) == 1 + len(screening.LOOKS) and "12 validation digits" in entry["chosen_on"]
@@ -105,8 +104,8 @@ def test_run_writes_the_screening_the_service_then_uses(shipped_model, mnist_dir
         assert r["needed_margins"] == [screening.needed_margin(entry["underestimates"][str(s)]) for s, _ in r["looks"]]
     settings = Settings(model_dir=model_dir)
     model = load_model(settings)
-    inference = Inference(model, settings, ModelCalls(model, settings))
-    assert inference.screening == chosen_screening and chosen_screening.looks() == tuple(map(tuple, chosen["looks"]))
+    assert Scorer(model, settings).screening == chosen_screening
+    assert chosen_screening.looks() == tuple(map(tuple, chosen["looks"]))
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert f"scoring uses {chosen_screening.text()}" in card and card.count("\n| 64 @ 20.0 | ") == 1
     del manifest["screening"]

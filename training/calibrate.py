@@ -1,4 +1,4 @@
-"""The out-of-distribution calibration stored with a model: `ood_critic.onnx`, `ood.npz` and their
+"""`cvae calibrate`: the out-of-distribution calibration stored with a model: `ood_critic.onnx`, `ood.npz` and their
 manifest entries.
 
 0. The critic (training.critic) is trained on the training split's digits against made-up
@@ -29,11 +29,11 @@ from service import abstention, adaptive, ood
 from service.runtime import CRITIC, load_model
 from service.settings import Settings
 from training import critic as critics
+from training.ais import service_scores
 from training.card import refresh_card
 from training.critic import CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import read_manifest, sha256, write_manifest
-from training.gold_standard import service_answers
 from training.train import binarize, split_config, split_train_val
 
 OOD_FILE = "ood.npz"
@@ -41,9 +41,9 @@ BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
 MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
-# The critic's weight in the combination, chosen with bench.combination on both shipped models: the weight
-# whose smallest AUROC over the design sets (validation digits against DejaVu letters and glyphs, strokes,
-# blank, noise, reversed and reshaped validation digits) is largest (bench/results/COMBINATION.md)
+# The critic's weight in the combination, chosen on both shipped models: the weight whose smallest AUROC over
+# the design sets of bench.ood_sets (validation digits against DejaVu letters and glyphs, strokes, blank, noise,
+# reversed and reshaped validation digits) is largest
 CRITIC_WEIGHT = 0.85
 
 
@@ -106,17 +106,17 @@ def calibrate(
     served = load_model(Settings(model_dir=model_dir, batching=False))
     s = Settings()
     screening = adaptive.screening_for(served.manifest, s.adaptive_screen_samples, s.adaptive_margin)  # as it scores
-    answers = service_answers(model_dir, x, seed, served)
+    scores = service_scores(model_dir, x, seed, served)
     log_odds, critic_probs = served.critic_answers(x)
-    reference = ood.features_of_answers(answers, x, shape, log_probs, log_odds)
+    bayes = scores.bayes
+    log_px_y = scores.classes.log_px_y
+    reference = ood.features(bayes.log_px, bayes.elbo, bayes.kl_z, log_px_y, x, shape, log_probs, log_odds)
     np.savez(model_dir / OOD_FILE, log_probs=log_probs, reference=reference)
 
     calibration = ood.Calibration.load(model_dir / OOD_FILE, critic_weight=critic_weight)
     verdicts = ood.assess(reference, ood.ink_pixels(x), calibration, DEFAULT_FPR)
-    flagged = np.array([v["flagged"] for v in verdicts])
-    log_prior = np.log(np.asarray(manifest["class_prior"]))
-    joint = np.array([[v if v is not None else -np.inf for v in a["log_px_y"]] for a in answers]) + log_prior
-    probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
+    flagged = verdicts.flagged
+    probs = scores.probs
     curve = abstention.curve(probs, critic_probs, data.train_y[val], flagged, abstention.THRESHOLDS)
     without_vote = abstention.curve(probs, None, data.train_y[val], flagged, abstention.THRESHOLDS)
     entry = {

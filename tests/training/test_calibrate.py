@@ -7,14 +7,14 @@ torch = pytest.importorskip("torch")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service import abstention, ood, rounds  # noqa: E402
+from service import abstention, adaptive, ood  # noqa: E402
 from service.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training.ais import service_scores  # noqa: E402
+from training.calibrate import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
 from training.export import export, read_manifest  # noqa: E402
-from training.gold_standard import service_answers  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
-from training.ood import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.train import TrainConfig, binarize, split_train_val, train  # noqa: E402
 
 
@@ -34,22 +34,21 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     data, config, out, entry = calibrated
     train_idx, val_idx = split_train_val(data, config)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
-    scored_with = rounds.screening_for(read_manifest(out))  # what the service scored the reference with
+    scored_with = adaptive.screening_for(read_manifest(out))  # what the service scored the reference with
     assert entry["reference"]["screening"] == scored_with.record()
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
-    answers = service_answers(out, x, 0)
-    log_px = np.array([a["log_px"] for a in answers])
+    scores = service_scores(out, x, 0)
+    log_px = scores.bayes.log_px
     with np.load(out / "ood.npz") as stored:
         assert stored["reference"].shape == (40, len(ood.FEATURES))
         np.testing.assert_allclose(stored["reference"][:, ood.FEATURES.index("log_px")], log_px, rtol=0, atol=1e-9)
         calibration = ood.Calibration.load(out / "ood.npz", critic_weight=CRITIC_WEIGHT)
         verdicts = ood.assess(stored["reference"], ood.ink_pixels(x), calibration, 0.01)
-        flagged = np.array([v["flagged"] for v in verdicts])
+        flagged = verdicts.flagged
     assert read_manifest(out)["files"]["ood"] == entry and entry["critic_weight"] == CRITIC_WEIGHT
     # the abstention curve counts every reason, the critic's among them, on these validation digits
-    joint = np.array([a["log_px_y"] for a in answers]) + np.log(read_manifest(out)["class_prior"])
-    probs = np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
+    probs = scores.probs
     critic_probs = load_model(Settings(model_dir=out)).critic_answers(x)[1]
     thresholds = tuple(row["min_probability"] for row in entry["abstention"]["curve"])
     labels = data.train_y[val_idx]
