@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from service.answers import INCLUDE
 
@@ -66,7 +66,10 @@ class ImagesRequest(BaseModel):
 
 
 class InputWarning(BaseModel):
-    code: Literal["reversed_polarity", "nearly_empty"]
+    code: Literal["reversed_polarity", "nearly_empty"] = Field(
+        description="reversed_polarity: the border is mostly bright (send invert: true for dark ink on light); "
+        "nearly_empty: fewer than 10 ink pixels."
+    )
     message: str = Field(description="What looks wrong with the image and what to do.")
 
 
@@ -202,38 +205,53 @@ class Elbo(BaseModel):
     kl_y: float | None = Field(description="KL(q(y|x) || p(y)) (nats).")
 
 
-class Diagnostics(BaseModel):
-    """The fields an answer carries when the request's `include` asks for them."""
-
-    entropy: float | None = Field(None, description="(include 'estimates') Entropy of p(y|x), nats (ln 10: uniform).")
-    log_px_y: list[float | None] | None = Field(
-        None, description="(include 'estimates') Estimate of log p(x|y) for every class y (nats)."
-    )
-    log_px_y_std_error: list[float | None] | None = Field(
-        None, description="(include 'estimates') Standard error of each log p(x|y)."
-    )
-    effective_sample_size: list[float] | None = Field(
-        None, description="(include 'estimates') (sum w)^2 / sum w^2 of each class's importance weights."
-    )
-    pareto_k: list[float | None] | None = Field(
-        None,
-        description="(include 'estimates') Pareto k-hat of each class's weights (Vehtari et al., 2024): above "
-        "min(1 - 1/log10(K), 0.7) the estimate is unreliable. Null below 25 samples, too few to fit.",
-    )
-    num_samples_used: list[int] | None = Field(
-        None,
-        description="(include 'estimates') Importance samples spent on each class (adaptive scoring spends few on "
-        "classes that cannot matter; a tolerance spends more where it needs them).",
-    )
-    elbo: Elbo | None = Field(None, description="(include 'elbo') The ELBO and its parts.")
-    critic_probs: list[float] | None = Field(
-        None,
-        description="(include 'critic') The critic's probabilities of the classes: a second opinion made by a "
-        "convolutional classifier, used only to decide abstention (critic_vote). Null when the model has none.",
-    )
-    x: list[float] | None = Field(
-        None, description="(include 'x') The binary pixels that were scored, row-major 28x28."
-    )
+DIAGNOSTICS = {  # the fields an image's answer carries when the request's `include` asks for them
+    "entropy": (
+        float | None,
+        Field(None, description="(include 'estimates') Entropy of p(y|x), nats (ln 10: uniform)."),
+    ),
+    "log_px_y": (
+        list[float | None] | None,
+        Field(None, description="(include 'estimates') Estimate of log p(x|y) for every class y (nats)."),
+    ),
+    "log_px_y_std_error": (
+        list[float | None] | None,
+        Field(None, description="(include 'estimates') Standard error of each log p(x|y)."),
+    ),
+    "effective_sample_size": (
+        list[float] | None,
+        Field(None, description="(include 'estimates') (sum w)^2 / sum w^2 of each class's importance weights."),
+    ),
+    "pareto_k": (
+        list[float | None] | None,
+        Field(
+            None,
+            description="(include 'estimates') Pareto k-hat of each class's weights (Vehtari et al., 2024): above "
+            "min(1 - 1/log10(K), 0.7) the estimate is unreliable. Null below 25 samples, too few to fit.",
+        ),
+    ),
+    "num_samples_used": (
+        list[int] | None,
+        Field(
+            None,
+            description="(include 'estimates') Importance samples spent on each class (adaptive scoring spends few "
+            "on classes that cannot matter; a tolerance spends more where it needs them).",
+        ),
+    ),
+    "elbo": (Elbo | None, Field(None, description="(include 'elbo') The ELBO and its parts.")),
+    "critic_probs": (
+        list[float] | None,
+        Field(
+            None,
+            description="(include 'critic') The critic's probabilities of the classes: a second opinion made by a "
+            "convolutional classifier, used only to decide abstention (critic_vote). Null when the model has none.",
+        ),
+    ),
+    "x": (
+        list[float] | None,
+        Field(None, description="(include 'x') The binary pixels that were scored, row-major 28x28."),
+    ),
+}
 
 
 LOG_PX = "Estimate of log p(x) in nats, marginalized over classes (null: every weight was zero)."
@@ -253,7 +271,7 @@ OOD = "Whether the image looks like the digits the model was trained on (null: t
 WARNINGS = "What looks unlike an MNIST digit in this image (empty: nothing)."
 
 
-class ImageScore(Diagnostics):
+class ImageScoreAnswer(BaseModel):
     log_px: float | None = Field(description=LOG_PX)
     log_px_std_error: float | None = Field(description=LOG_PX_STD_ERROR)
     log_px_reliable: bool = Field(description=LOG_PX_RELIABLE)
@@ -263,7 +281,7 @@ class ImageScore(Diagnostics):
     warnings: list[InputWarning] = Field(description=WARNINGS)
 
 
-class ImageClass(Diagnostics):
+class ImageClassAnswer(BaseModel):
     predicted: int = Field(description="argmax_y p(y|x): the class (its name: class_names[predicted]).")
     probability: float = Field(description="p(predicted|x).")
     probs: list[float] = Field(description="p(y|x) for every class, by Bayes' rule.")
@@ -282,22 +300,28 @@ class ImageClass(Diagnostics):
     warnings: list[InputWarning] = Field(description=WARNINGS)
 
 
+ImageScore = create_model("ImageScore", __base__=ImageScoreAnswer, **DIAGNOSTICS)
+ImageClass = create_model("ImageClass", __base__=ImageClassAnswer, **DIAGNOSTICS)
+
+
 class ScoreSettings(BaseModel):
     """(include 'settings') Every setting the answer used, defaults included; the request fields of the same names
     say what each means."""
 
-    num_samples: int
-    tolerance: float | None
-    max_num_samples: int
-    adaptive: bool
-    binarize: str
-    threshold: float | None
-    invert: bool
-    preprocess: str
-    ood_fpr: float | None
-    min_probability: float | None = None
+    num_samples: int = Field(description="K, the importance samples per class of the first round.")
+    tolerance: float | None = Field(description="The target standard error of log p(x); null: one round.")
+    max_num_samples: int = Field(description="The most samples per class that rounds could reach.")
+    adaptive: bool = Field(description="Whether the classes were screened first.")
+    binarize: str = Field(description="How grey pixels became binary.")
+    threshold: float | None = Field(description="The cut-off of binarize='threshold'.")
+    invert: bool = Field(description="Whether pixels were inverted.")
+    preprocess: str = Field(description="How the images were prepared.")
+    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flag.")
+    min_probability: float | None = Field(None, description="(classify) The probability below which it abstains.")
     critic_vote: bool | None = Field(
-        None, description="false also when the model has no critic digit probabilities."
+        None,
+        description="(classify) Whether the critic's probability counted: false also when the model has no critic "
+        "digit probabilities.",
     )
 
 
@@ -313,14 +337,14 @@ SETTINGS = "(include 'settings') The settings used."
 class ScoreResponse(Answer):
     seed: int = Field(description=SEED)
     settings: ScoreSettings | None = Field(None, description=SETTINGS)
-    results: list[ImageScore]
+    results: list[ImageScore] = Field(description="One answer per image, in the order sent.")
 
 
 class ClassifyResponse(Answer):
     class_names: list[str] = Field(description="The name of each class, by index.")
     seed: int = Field(description=SEED)
     settings: ScoreSettings | None = Field(None, description=SETTINGS)
-    results: list[ImageClass]
+    results: list[ImageClass] = Field(description="One answer per image, in the order sent.")
 
 
 class EncodeRequest(ImagesRequest):
@@ -368,7 +392,7 @@ class InterpolateRequest(BaseModel):
     seed: int | None = Field(
         None, ge=0, lt=2**63, description="Seed of the class draw and binary draws; omit for fresh ones."
     )
-    binary: bool = False
+    binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -379,20 +403,23 @@ class InterpolateRequest(BaseModel):
 
 
 class Sample(BaseModel):
-    y: int
-    z: list[float]
+    y: int = Field(description="The class the image was drawn from.")
+    z: list[float] = Field(description="The latent vector it was decoded from.")
     mean: list[float] = Field(description="Bernoulli means sigmoid(logits), row-major 28x28.")
     x: list[int] | None = Field(None, description="A binary draw x ~ p(x|z,y), when binary=true.")
 
 
 class SampleResponse(Answer):
     seed: int = Field(description="The seed the answer used: send it back to get the same images.")
-    samples: list[Sample]
+    samples: list[Sample] = Field(description="One per image drawn, in order.")
 
 
 class Problem(BaseModel):
-    field: str
-    message: str
+    field: str = Field(
+        description="The request field at fault: body fields dotted (images[0]), query parameters "
+        "by name, or path or method."
+    )
+    message: str = Field(description="What is wrong with it and how to fix it.")
 
 
 class ErrorResponse(BaseModel):
@@ -401,23 +428,23 @@ class ErrorResponse(BaseModel):
 
 
 class ModelInfo(Answer):
-    description: str | None = None
-    latent_dim: int
-    num_classes: int
-    class_names: list[str]
-    image_shape: list[int]
-    likelihood: dict
-    class_prior: list[float]
+    description: str | None = Field(None, description="What distinguishes this version, from its manifest.")
+    latent_dim: int = Field(description="The size of z.")
+    num_classes: int = Field(description="The number of classes y.")
+    class_names: list[str] = Field(description="The name of each class, by index.")
+    image_shape: list[int] = Field(description="Rows and columns of an image.")
+    likelihood: dict = Field(description="p(x|z,y): its kind (bernoulli or gaussian) and parameters.")
+    class_prior: list[float] = Field(description="p(y), the training class frequencies.")
     metrics: dict = Field(description="The headline test metrics (the manifest has how each was measured).")
-    requested_providers: list[str]
+    requested_providers: list[str] = Field(description="The execution providers asked for (CVAE_PROVIDERS).")
     active_providers: list[str] = Field(description="The execution providers ONNX Runtime really uses.")
     limits: dict = Field(description="The limits and defaults of requests (settings and the model's own).")
     manifest: dict | None = Field(None, description="(include=manifest) The whole manifest.")
 
 
 class ModelVersion(BaseModel):
-    model: str
-    version: str
+    model: str = Field(description="The model's name.")
+    version: str = Field(description="The version.")
     state: str = Field(
         description="loading, ready (takes traffic), failed (never took traffic: see reason), unloading (finishing "
         "its requests) or unloaded"
@@ -434,7 +461,7 @@ class ModelVersion(BaseModel):
 
 
 class ModelList(BaseModel):
-    models: list[ModelVersion]
+    models: list[ModelVersion] = Field(description="Every version of every model, by model and version.")
     refused: dict[str, str] = Field(
         default_factory=dict, description="folders of the repository that are not model versions, with the reason"
     )
