@@ -55,7 +55,10 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
 
 def table(model: type[BaseModel]) -> list[str]:
     lines = ["| field | meaning |", "|---|---|"]
-    return lines + ["| `%s` | %s |" % (path, text.replace("|", "\\|")) for path, text in rows(model)]
+    for path, text in rows(model):
+        escaped = text.replace("|", "\\|")  # a pipe inside a cell would end it
+        lines.append(f"| `{path}` | {escaped} |")
+    return lines
 
 
 def render() -> str:
