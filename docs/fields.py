@@ -1,4 +1,4 @@
-"""Writes docs/answers.md: every field of every /v1 answer and request, from service/schemas.py.
+"""Writes docs/answers.md: every field of every /v1 answer and request, from service/schemas/.
 
 The OpenAPI descriptions at /docs and this page come from the same Field descriptions, so they
 cannot disagree; tests/test_docs.py fails when the page is older than the schemas.
@@ -65,7 +65,7 @@ def render() -> str:
     lines = [
         "# Every field of the /v1 API",
         "",
-        "Written by `python docs/fields.py` from `service/schemas.py`, which also gives the descriptions",
+        "Written by `python docs/fields.py` from `service/schemas/`, which also gives the descriptions",
         "at `/docs`. Fields marked (include '...') come only when the request's `include` names that group.",
         "",
         "## Answers",

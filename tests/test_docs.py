@@ -1,4 +1,4 @@
-"""docs/answers.md is written from service/schemas.py: the page and the OpenAPI descriptions agree."""
+"""docs/answers.md is written from service/schemas/: the page and the OpenAPI descriptions agree."""
 
 import importlib.util
 from pathlib import Path
@@ -11,7 +11,7 @@ def test_the_fields_page_is_current():
     fields = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fields)
     page = (ROOT / "docs" / "answers.md").read_text()
-    assert page == fields.render(), "docs/answers.md is older than service/schemas.py: run python docs/fields.py"
+    assert page == fields.render(), "docs/answers.md is older than service/schemas/: run python docs/fields.py"
     for endpoint in ("/v1/classify", "/v1/log-likelihood", "/v1/encode", "/v1/model"):
         assert f"### POST {endpoint}" in page or f"### GET {endpoint}" in page
     described = [line for line in page.splitlines() if line.startswith("| `results.")]

@@ -1,68 +1,10 @@
-"""Request and response bodies of the /v1 API, with the examples /docs shows."""
+"""Answer bodies of the /v1 API: every field's meaning is written here once (docs/answers.md is made from it)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
-
-from service.answers import INCLUDE
-
-Include = Literal[tuple(INCLUDE)]
-
-# A 28x28 greyscale PNG of a "3", drawn by the shipped model (the Bernoulli means of one sample): the
-# example image of /docs, small enough to read and to send with "Try it out".
-DIGIT_PNG = (
-    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAABN0lEQVR42mNgoD9gRuUyMrOzMvzHpk6++u7nb9+/vtnJhy7FqHf6658/"
-    "vz4/e/bpvR8jmpzcvV+/vj0oVxMLuP0uEirJApPl+//5VsPh7wzMvwV/nUa3lcvdgoORgZHF992PeUwYdrIwMzIwCve8/XGODYtj2dhEA3Y+"
-    "eL6UB1OOkSdu2cNPH58vlmfElGTyvP399+9vr0+GsGAJIQEPnm/PHv+X8vpxCoudorICnBxyC969MMUZ2GwLP25At5URJsBo+eo8zC9Q/zKy"
-    "s0NZ/9/9/sfKgBJ8rF5/Dn76z8DAwMDkyP72F6qpoifPp3IyMjAwMBo9eJ2CZiff+S/P6yQ5OCVqXnw5gx5ETNlvf3x5fOvhhx/fzylg+ICl"
-    "6NmPP3///vm2WwJL8DGKlB+593CbIyvt0y0Aibtyk/SRVA4AAAAASUVORK5CYII="
-)
-
-ImageInput = Annotated[
-    Any,
-    WithJsonSchema(
-        {
-            "description": "One image: 784 numbers, 28 rows of 28 numbers, or a base64 PNG (28x28, greyscale "
-            "or with ink in the alpha channel; a data: URL is accepted). With preprocess 'mnist', a PNG of any "
-            "size or rows of any equal length (see limits.max_image_side and max_request_pixels of /v1/model). "
-            "Numbers lie in [0, 1], "
-            "or are integers 0-255 (see pixel_scale). Bright pixels (1 or 255) are ink, dark ones background, "
-            "as in MNIST; for dark ink on a light background send invert: true.",
-            "anyOf": [
-                {"type": "string", "title": "base64 PNG"},
-                {"type": "array", "items": {"type": "number"}, "title": "784 numbers"},
-                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "title": "rows"},
-            ],
-        }
-    ),
-]
-
-
-class ImagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    images: list[ImageInput] = Field(..., min_length=1, description="The images, one entry each.")
-    pixel_scale: Literal["auto", "unit", "byte"] = Field(
-        "auto", description="'unit': values in [0, 1]; 'byte': integers 0-255; 'auto': 'byte' if any value exceeds 1."
-    )
-    binarize: Literal["threshold", "bernoulli", "none"] = Field(
-        "threshold",
-        description="How grey pixels become the binary pixels the Bernoulli likelihood is defined on: "
-        "'threshold' sets x = 1 where pixel > threshold; 'bernoulli' draws x ~ Bernoulli(pixel) with the seed "
-        "(as the model was trained); 'none' uses pixels as sent (they must then already be 0 or 1).",
-    )
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="The cut-off for binarize='threshold'.")
-    invert: bool = Field(
-        False, description="Use 1 - pixel: for images drawn dark on light, such as the tiles of /v1/samples.png."
-    )
-    preprocess: Literal["none", "mnist"] = Field(
-        "none",
-        description="'mnist' prepares free-form drawings of any size as MNIST's digits were made: crop to the ink, "
-        "scale into a 20x20 box keeping the aspect ratio (anti-aliased), centre the centre of mass in the 28x28 "
-        "field (after invert). 'none': images must be 28x28.",
-    )
+from pydantic import BaseModel, Field, create_model
 
 
 class InputWarning(BaseModel):
@@ -71,82 +13,6 @@ class InputWarning(BaseModel):
         "nearly_empty: fewer than 10 ink pixels."
     )
     message: str = Field(description="What looks wrong with the image and what to do.")
-
-
-class ScoreRequest(ImagesRequest):
-    num_samples: int | None = Field(
-        None,
-        ge=2,
-        description="Importance samples K per image and class in the first round, at least 2 so that a standard "
-        "error exists (default and maximum: see GET /v1/model).",
-    )
-    tolerance: float | None = Field(
-        None,
-        gt=0,
-        description="Target standard error of log p(x) in nats: after the first round, the classes that matter "
-        "double their samples until log_px_std_error is at most this and every such class has reliable weights "
-        "(Pareto k-hat), or max_num_samples is reached. Omit for the service's default (see GET /v1/model).",
-    )
-    max_num_samples: int | None = Field(
-        None,
-        ge=2,
-        description="Most importance samples per class that rounds may reach; at most the service's limit, which "
-        "is also the default. Set it to num_samples for a single round.",
-    )
-    seed: int | None = Field(
-        None,
-        ge=0,
-        lt=2**63,
-        description="Seed of the importance-sampling noise (and of binarize='bernoulli'); omit for a fresh one. "
-        "The answer gives the seed it used, which reproduces it exactly.",
-    )
-    adaptive: bool = Field(
-        True,
-        description="Screen every class with a few samples, then spend all num_samples only on the classes "
-        "within the margin of the best (see GET /v1/model); false spends num_samples on every class.",
-    )
-    include: list[Include] = Field(
-        [],
-        description="Diagnostics to add to each image's answer: "
-        + "; ".join(f"'{name}': {text}" for name, text in INCLUDE.items())
-        + ".",
-    )
-    ood_fpr: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="False-positive rate of the out-of-distribution flag: the share of genuine digits it may flag "
-        "(default: see GET /v1/model, 0.01). Lower flags less, higher catches more.",
-    )
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"images": [DIGIT_PNG], "num_samples": 1000, "tolerance": 0.3, "seed": 0}]},
-    )
-
-
-class ClassifyRequest(ScoreRequest):
-    min_probability: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Abstain when p(predicted|x), or the critic's probability of the predicted class (when "
-        "critic_vote), is below this (default: see GET /v1/model; 0 never abstains for these reasons). The answer "
-        "keeps p(y|x) either way.",
-    )
-    critic_vote: bool = Field(
-        True,
-        description="Whether the critic's vote on the class counts (abstain reason critic_disagrees). false: abstain "
-        "only when flagged out of distribution (a flag that still weighs the critic's log-odds) or when "
-        "p(predicted|x) < min_probability; critic_probs is returned either way. The default min_probability was "
-        "chosen with the vote: the model card's validation curve without it suggests a threshold on p(predicted|x) "
-        "alone.",
-    )
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"images": [DIGIT_PNG], "min_probability": 0.9, "seed": 0}]},
-    )
 
 
 class OutOfDistribution(BaseModel):
@@ -347,15 +213,6 @@ class ClassifyResponse(Answer):
     results: list[ImageClass] = Field(description="One answer per image, in the order sent.")
 
 
-class EncodeRequest(ImagesRequest):
-    y: int | None = Field(None, description="Class to condition q(z|x,y) on; omit for every class.")
-    seed: int | None = Field(
-        None, ge=0, lt=2**63, description="Seed for binarize='bernoulli'; omit for a fresh one (the answer gives it)."
-    )
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [DIGIT_PNG], "y": 3}]})
-
-
 class LatentPosterior(BaseModel):
     y: int = Field(description="The class q(z|x,y) is conditioned on.")
     mu: list[float] = Field(description="Mean of q(z|x,y).")
@@ -366,39 +223,6 @@ class EncodeResponse(Answer):
     seed: int = Field(description="The seed of binarize='bernoulli'.")
     results: list[list[LatentPosterior]] = Field(
         description="Per image, q(z|x,y) for the class y asked for, or for every class when y is omitted."
-    )
-
-
-class SampleRequest(BaseModel):
-    n: int | None = Field(None, ge=1, description="How many images (default 1; with z given, one per z).")
-    y: int | None = Field(None, description="Class of every image; omit to draw y ~ p(y).")
-    z: list[list[float]] | None = Field(
-        None, min_length=1, description="Latent vectors, one image each; omit to draw z ~ N(0, I)."
-    )
-    seed: int | None = Field(
-        None, ge=0, lt=2**63, description="Makes the answer reproducible; omit for fresh draws (the answer gives it)."
-    )
-    binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"n": 4, "y": 7, "seed": 1}]})
-
-
-class InterpolateRequest(BaseModel):
-    z_from: list[float] = Field(..., description="Start point in latent space.")
-    z_to: list[float] = Field(..., description="End point in latent space.")
-    steps: int = Field(8, ge=2, description="Images along the path, both ends included.")
-    y: int | None = Field(None, description="Class of every image; omit to draw one class for the whole path.")
-    spherical: bool = Field(True, description="Slerp (keeps latent norms typical of N(0, I)) rather than a line.")
-    seed: int | None = Field(
-        None, ge=0, lt=2**63, description="Seed of the class draw and binary draws; omit for fresh ones."
-    )
-    binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"z_from": [-1.0] * 16 + [0.5] * 16, "z_to": [0.5] * 16 + [-1.0] * 16, "steps": 8, "y": 4}]
-        },
     )
 
 
