@@ -7,17 +7,8 @@ with Client("http://127.0.0.1:8000") as cvae:
     classes = cvae.classify(samples.mean)           # classes.probs: [4, 10]
 """
 
-from client.api import (
-    ApiError,
-    AsyncClient,
-    Classes,
-    Client,
-    ClientError,
-    Posteriors,
-    Samples,
-    Scores,
-    ServerError,
-)
+from client.answers import Classes, Posteriors, Samples, Scores
+from client.api import ApiError, AsyncClient, Client, ClientError, ServerError
 
 __all__ = [
     "ApiError",
