@@ -35,8 +35,8 @@ import numpy as np
 
 from bench.common import RESULTS, free_port, save, server
 from bench.mixed_load import MIX
-from service.repository import newest, version_key
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
+from service.versions import newest, version_key
 
 
 def place(

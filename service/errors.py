@@ -11,7 +11,7 @@ from service.admission import RequestTimeout
 from service.batching import Overloaded
 from service.images import InputError
 from service.middleware import BodyTooLarge, too_large_body
-from service.repository import NotServed
+from service.versions import NotServed
 
 RENAMED = {"return_x": 'send "include": ["x"] instead'}  # fields of earlier releases, and what to send now
 

@@ -1,18 +1,12 @@
 """The model repository: every model version under a folder, loaded, swapped and unloaded while serving.
 
-Layout: `<repository>/<name>/<version>/`, each a directory made by `cvae export` whose manifest
-says the same name and version. Folders whose names start with "." are ignored, so a new
-version can be copied in under a hidden name and renamed into place in one step.
-
-A version takes traffic only once it is loaded, checked against its manifest and warmed up.
-Requests hold a lease on the version they started on, so a swap never cuts one short: a
-replaced or retired version stops only when its last request has finished.
-
-Policy: per name, the newest `keep_versions` versions that load successfully serve; older ones
-are not loaded, and are unloaded (after draining) when newer ones become ready. A version loaded
-by request is kept until it is unloaded by request; a version unloaded by request stays unloaded
-until it is loaded by request. A version that fails its checks never takes traffic: it is listed
-with the reason, and tried again only when its files change.
+A version (service.versions) takes traffic only once it is loaded, checked against its manifest and
+warmed up. Requests hold a lease on the version they started on, so a swap never cuts one short: a
+replaced or retired version stops only when its last request has finished. Per name, the newest
+`keep_versions` versions that load serve; older ones are unloaded (after draining) when newer ones
+become ready. A version loaded by request is kept until unloaded by request, and the other way
+round. A version that fails its checks never takes traffic: it is listed with the reason, and tried
+again only when its files change.
 """
 
 from __future__ import annotations
@@ -22,101 +16,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from service.calls import ModelCalls
 from service.inference import Inference
 from service.runtime import ModelLoadError, load_model, read_manifest
 from service.scoring import Scorer
 from service.settings import Settings
+from service.versions import NotServed, Version, fingerprint, version_folders, version_key, warm_up
 
 log = logging.getLogger("cvae.repository")
-
-
-class NotServed(LookupError):
-    """A request names a model or version that cannot answer: unknown, failed or unloaded, or (`loading`)
-    not ready yet, so worth a retry."""
-
-    def __init__(self, field: str, message: str, loading: bool = False):
-        super().__init__(message)
-        self.field, self.message, self.loading = field, message, loading
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Versions order by their dot-separated numbers: 1 < 1.0.1 < 1.2 < 10. ValueError otherwise."""
-    parts = version.split(".")
-    if not all(part.isascii() and part.isdigit() for part in parts):
-        raise ValueError(f"version folder {version!r} is not a number like 2 or 1.0.0")
-    return tuple(int(part) for part in parts)
-
-
-def version_folders(model: Path) -> tuple[list[Path], dict[str, str]]:
-    """The version folders of one model's folder, and the other visible folders with why they are not."""
-    found, refused = [], {}
-    for path in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            version_key(path.name)
-        except ValueError as error:
-            refused[f"{model.name}/{path.name}"] = str(error)  # relative: answers name no server paths
-            continue
-        found.append(path)
-    return found, refused
-
-
-def newest(repository: Path, name: str) -> Path:
-    """The folder of the newest version of model `name` in `repository` (what a request naming none gets,
-    when every version loads)."""
-    found, _ = version_folders(repository / name)
-    if not found:
-        raise ModelLoadError(f"{repository / name} holds no version folder.")
-    return max(found, key=lambda p: version_key(p.name))
-
-
-def fingerprint(path: Path) -> tuple:
-    """What changes when any file of a version directory is written, added or removed."""
-    try:
-        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()))
-    except OSError:
-        return ()
-
-
-def warm_up(model) -> None:
-    """One pass through every graph, so the first client does not pay for it."""
-    y = np.zeros(1, dtype=np.int64)
-    model.decode(np.zeros((1, model.latent_dim)), y)
-    model.encode(np.zeros((1, model.x_dim)), y)
-    model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
-
-
-class Version:
-    """One model version: its state, its answers (once ready), and the requests it is serving."""
-
-    def __init__(self, name: str, version: str, path: Path, prints: tuple):
-        self.name, self.version, self.path, self.fingerprint = name, version, path, prints
-        self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed
-        self.reason: str | None = None
-        self.inference: Inference | None = None
-        self.in_flight = 0
-        self.loaded_at: float | None = None
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.name, self.version
-
-    def describe(self) -> dict:
-        manifest = self.inference.model.manifest if self.inference else {}
-        return {
-            "model": self.name,
-            "version": self.version,
-            "state": self.state,
-            "reason": self.reason and self.reason.replace(str(self.path.parent.parent), "<repository>"),
-            "in_flight": self.in_flight,
-            "loaded_at": self.loaded_at,
-            "description": manifest.get("description"),
-            "metrics": {k: manifest.get("metrics", {}).get(k) for k in ("nll", "accuracy")} if manifest else None,
-        }
 
 
 class Repository:
@@ -388,18 +295,3 @@ class Repository:
         for entry in [*self.serving.values(), *self.draining]:
             if entry.inference is not None:
                 await entry.inference.calls.stop()
-
-
-def served_version(app) -> str | None:
-    """The version that answers requests naming none, None while there is none."""
-    repository = getattr(app.state, "repository", None)
-    try:
-        return repository.resolve().version if repository is not None else None
-    except NotServed:
-        return None
-
-
-def is_ready(app) -> bool:
-    """Whether the app's repository answers requests that name no model."""
-    repository = getattr(app.state, "repository", None)
-    return repository is not None and repository.ready

@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from service import tensors
-from service.repository import NotServed, is_ready, served_version, version_key
+from service.routes.health import is_ready, served_version
 from service.runtime import GRAPHS
 from service.tensors import DATATYPE, InferRequest, TensorError
+from service.versions import NotServed, version_key
 
 
 class ProtocolError(BaseModel):

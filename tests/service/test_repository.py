@@ -12,8 +12,9 @@ from servers import wait_ready
 
 from bench.swap import place
 from service.app import create_app
-from service.repository import NotServed, Repository, version_key
+from service.repository import Repository
 from service.settings import Settings
+from service.versions import NotServed, version_key
 
 IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink
 

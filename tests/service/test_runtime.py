@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.repository import is_ready
+from service.routes.health import is_ready
 from service.runtime import ModelLoadError, load_model, requested_providers
 from service.settings import Settings
 

@@ -1,0 +1,101 @@
+"""One model version and the folders it lives in: how versions are named, ordered, found and told apart.
+
+A repository is `<repository>/<name>/<version>/`; versions are dot-separated numbers and order by
+them (1 < 1.0.1 < 1.2 < 10); folders whose names start with "." are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from service.inference import Inference
+from service.runtime import ModelLoadError
+
+
+class NotServed(LookupError):
+    """A request names a model or version that cannot answer: unknown, failed or unloaded, or (`loading`)
+    not ready yet, so worth a retry."""
+
+    def __init__(self, field: str, message: str, loading: bool = False):
+        super().__init__(message)
+        self.field, self.message, self.loading = field, message, loading
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Versions order by their dot-separated numbers: 1 < 1.0.1 < 1.2 < 10. ValueError otherwise."""
+    parts = version.split(".")
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValueError(f"version folder {version!r} is not a number like 2 or 1.0.0")
+    return tuple(int(part) for part in parts)
+
+
+def version_folders(model: Path) -> tuple[list[Path], dict[str, str]]:
+    """The version folders of one model's folder, and the other visible folders with why they are not."""
+    found, refused = [], {}
+    for path in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            version_key(path.name)
+        except ValueError as error:
+            refused[f"{model.name}/{path.name}"] = str(error)  # relative: answers name no server paths
+            continue
+        found.append(path)
+    return found, refused
+
+
+def newest(repository: Path, name: str) -> Path:
+    """The folder of the newest version of model `name` in `repository` (what a request naming none gets,
+    when every version loads)."""
+    found, _ = version_folders(repository / name)
+    if not found:
+        raise ModelLoadError(f"{repository / name} holds no version folder.")
+    return max(found, key=lambda p: version_key(p.name))
+
+
+def fingerprint(path: Path) -> tuple:
+    """What changes when any file of a version directory is written, added or removed."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file()))
+    except OSError:
+        return ()
+
+
+def warm_up(model) -> None:
+    """One pass through every graph, so the first client does not pay for it."""
+    y = np.zeros(1, dtype=np.int64)
+    model.decode(np.zeros((1, model.latent_dim)), y)
+    model.encode(np.zeros((1, model.x_dim)), y)
+    model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
+
+
+class Version:
+    """One model version: its state, its answers (once ready), and the requests it is serving."""
+
+    def __init__(self, name: str, version: str, path: Path, prints: tuple):
+        self.name, self.version, self.path, self.fingerprint = name, version, path, prints
+        self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed
+        self.reason: str | None = None
+        self.inference: Inference | None = None
+        self.in_flight = 0
+        self.loaded_at: float | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.version
+
+    def describe(self) -> dict:
+        manifest = self.inference.model.manifest if self.inference else {}
+        return {
+            "model": self.name,
+            "version": self.version,
+            "state": self.state,
+            "reason": self.reason and self.reason.replace(str(self.path.parent.parent), "<repository>"),
+            "in_flight": self.in_flight,
+            "loaded_at": self.loaded_at,
+            "description": manifest.get("description"),
+            "metrics": {k: manifest.get("metrics", {}).get(k) for k in ("nll", "accuracy")} if manifest else None,
+        }
