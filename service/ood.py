@@ -46,22 +46,14 @@ conformal prediction. The held-out validation digits are split in two:
 so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the numbers' joint
 law and whatever the weight, and flagging p <= alpha holds the false-positive rate at alpha.
 
-The weight (the manifest's `files.ood.critic_weight`; EQUAL_WEIGHT where a calibration names none,
-which ranks images as Fisher's combination -2 (log p_d + log p_c) does) sets which evidence counts
-more where they disagree. A printed letter or a mirrored digit looks like a digit in all six numbers
-and not to the critic; a scribble the other way round. `cvae calibrate --critic-weight` records the
-weight (docs/decisions.md says how the shipped one was chosen).
-
-A non-finite number (log p(x) = -inf) puts the distance infinitely far. At any weight strictly
-between 0 and 1, either piece alone far enough off takes the p-value to its smallest, 1 / (m + 1).
-
-The verdicts also carry score, log p(x), ink and the critic's own p-values against all validation
-digits, to say which of them is unusual (answers give them with include 'ood'); the flag uses only
-the combined p-value.
-
-An image with fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST
-training digit has at least 15, so the rule flags no digit, and it catches the nearly blank pages
-whose estimated log p(x) is noisy enough to reach the digits' range.
+The weight (the manifest's `files.ood.critic_weight`, recorded by `cvae calibrate --critic-weight`;
+EQUAL_WEIGHT where a calibration names none) sets which evidence counts more where they disagree: a
+printed letter looks like a digit in all six numbers and not to the critic, a scribble the other way
+round. At any weight strictly between 0 and 1, either piece alone far enough off (a non-finite
+number puts the distance infinitely far) takes the p-value to its smallest, 1 / (m + 1). The
+explanatory p-values of score, log p(x), ink and the critic do not enter the flag. An image with
+fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST training digit has
+at least 15. docs/out-of-distribution.md has the measurements.
 """
 
 from __future__ import annotations
