@@ -4,7 +4,7 @@ The input is cut into blocks of `block_size` rows. Ray Data hands the blocks to 
 (`map_batches` with a stateful class), each holding one ONNX Runtime session of the model, which
 reads its block from the input, answers every image as /v1/classify would, and writes
 `part-NNNNNN.parquet` (and `errors/part-NNNNNN.parquet` for rows that are not images) into the
-output folder, atomically. A rerun skips the blocks whose part exists, so an interrupted job
+output folder (batch.output), atomically. A rerun skips the blocks whose part exists, so an interrupted job
 resumes where it stopped and ends with the same files as an uninterrupted one.
 
 Every image gets its own seed, derived from the job's seed and its row number, and is answered
@@ -15,98 +15,22 @@ column), so any row can be checked against the service, and no answer depends on
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from batch.output import ERRORS, RESULTS, Job, input_stamp, model_sha256, part_path, prepare, write_part
 from batch.sources import Source, open_source
-
-JOB_FILE = "job.json"
-RESULTS = pa.schema(
-    [
-        ("id", pa.string()),
-        ("row", pa.int64()),
-        ("seed", pa.int64()),
-        ("predicted", pa.int64()),
-        ("probability", pa.float64()),
-        ("entropy", pa.float64()),
-        ("probs", pa.list_(pa.float64())),
-        ("log_px", pa.float64()),
-        ("log_px_std_error", pa.float64()),
-        ("log_px_reliable", pa.bool_()),
-        ("ood_score", pa.float64()),
-        ("ood_p_value", pa.float64()),
-        ("ood_flagged", pa.bool_()),
-        ("abstained", pa.bool_()),
-        ("abstain_reasons", pa.list_(pa.string())),
-        ("critic_probs", pa.list_(pa.float64())),  # null when the model has no critic's digit output
-        ("warnings", pa.list_(pa.string())),
-        ("num_samples_used", pa.int64()),
-    ]
-)
-ERRORS = pa.schema([("id", pa.string()), ("row", pa.int64()), ("field", pa.string()), ("reason", pa.string())])
-
-
-@dataclass(frozen=True)
-class Job:
-    """What a job computes; stored as job.json in the output so that a rerun can check it resumes the same job."""
-
-    input: str
-    num_rows: int
-    model_dir: str
-    seed: int = 0
-    block_size: int = 1024
-    request: dict = field(default_factory=dict)  # further /v1/classify fields: num_samples, binarize, ...
-    column: str | None = None
-    model_sha256: str = ""  # of the manifest, which holds the sha256 of every model file
-    input_stamp: str = ""  # size and modification time of the input: a changed input is another job
-
-    @property
-    def blocks(self) -> list[tuple[int, int, int]]:
-        """(block, first row, row after the last) of every block."""
-        starts = range(0, self.num_rows, self.block_size)
-        return [(b, s, min(s + self.block_size, self.num_rows)) for b, s in enumerate(starts)]
-
-
-def model_sha256(model_dir: str | Path) -> str:
-    """The model's identity: the sha256 of its manifest, which lists the sha256 of each of its files."""
-    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
-
-
-def input_stamp(path: str | Path) -> str:
-    """Size and modification time of an input file, or of every file of an input folder."""
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    stamps = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
 
 
 def image_seed(seed: int, row: int) -> int:
     """The seed of one image: from the job's seed and the row, below 2**63 as the API requires."""
     return int(np.random.SeedSequence(seed, spawn_key=(row,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def part_path(out: Path, block: int, errors: bool = False) -> Path:
-    return out / ("errors" if errors else "") / f"part-{block:06d}.parquet"
-
-
-def _write(table: pa.Table, path: Path) -> None:
-    """Write a table so that the file either exists whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")  # unique even across nodes and retries
-    pq.write_table(table, partial)
-    with open(partial, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(partial, path)
 
 
 def _record(image_id: str, row: int, seed: int, scores, warnings: list[dict]) -> dict:
@@ -191,8 +115,8 @@ class BlockScorer:
         for block, start, stop in zip(batch["block"], batch["start"], batch["stop"]):
             rows = self.source.read(int(start), int(stop))
             results, errors = self.scorer.score(rows.ids, rows.images, int(start), self.job)
-            _write(pa.Table.from_pylist(errors, schema=ERRORS), part_path(self.out, int(block), errors=True))
-            _write(pa.Table.from_pylist(results, schema=RESULTS), part_path(self.out, int(block)))
+            write_part(pa.Table.from_pylist(errors, schema=ERRORS), part_path(self.out, int(block), errors=True))
+            write_part(pa.Table.from_pylist(results, schema=RESULTS), part_path(self.out, int(block)))
             done["block"].append(int(block))
             done["rows"].append(int(stop - start))
             done["errors"].append(len(errors))
@@ -213,24 +137,6 @@ def check(job: Job) -> None:
     except ValidationError as error:
         problem = error.errors()[0]
         raise ValueError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from error
-
-
-def prepare(out: Path, job: Job) -> list[tuple[int, int, int]]:
-    """Check that `out` is empty or holds this same job; the blocks still to score."""
-    out.mkdir(parents=True, exist_ok=True)
-    record = out / JOB_FILE
-    wanted = asdict(job)
-    if record.exists():
-        found = json.loads(record.read_text())
-        if found != wanted:
-            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
-            raise ValueError(
-                f"{out} holds the results of another job (it differs in {changed}); give another --out, "
-                "or delete the folder to start again."
-            )
-    else:
-        record.write_text(json.dumps(wanted, indent=2) + "\n")
-    return [b for b in job.blocks if not part_path(out, b[0]).exists()]
 
 
 @dataclass
@@ -329,11 +235,3 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", disable=not enabled, desc="scoring", smoothing=0.1)
 
 
-def read_results(out: str | Path, errors: bool = False) -> pa.Table:
-    """Every part of a job's output (or its errors) as one table, in row order; a column that a part
-    written by an earlier release lacks (critic_probs) reads as null."""
-    folder = Path(out) / ("errors" if errors else "")
-    parts = sorted(folder.glob("part-*.parquet"))
-    schema = ERRORS if errors else RESULTS
-    tables = [pq.read_table(p, schema=schema) for p in parts]
-    return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -43,7 +43,8 @@ from training.data import DATA_DIR_HELP, MnistDataError
 
 def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
     """Images per second of one Scorer with 2 threads, scoring every image in a loop."""
-    from batch.score import Job, Scorer
+    from batch.output import Job
+    from batch.score import Scorer
 
     scorer = Scorer(model_dir, threads=2)
     job = Job(input="", num_rows=len(images), model_dir=model_dir, request=request)

@@ -21,7 +21,8 @@ ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from batch.score import image_seed, read_results, run  # noqa: E402
+from batch.output import read_results  # noqa: E402
+from batch.score import image_seed, run  # noqa: E402
 
 REQUEST = {"num_samples": 20}
 COLUMNS = ["predicted", "probability", "log_px", "log_px_std_error", "probs", "ood_p_value", "seed", "row"]
@@ -197,7 +198,7 @@ def test_parts_written_before_critic_probs_read_with_it_null(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from batch.score import RESULTS
+    from batch.output import RESULTS
 
     older = pa.schema([f for f in RESULTS if f.name != "critic_probs"])
     row = {f.name: None for f in older} | {"id": "0", "row": 0, "abstain_reasons": [], "warnings": []}
