@@ -1,54 +1,15 @@
-"""MODEL_CARD.md and its two PNG grids: samples per class and reconstructions."""
+"""MODEL_CARD.md, written from the manifest, with the grids of training.grids beside it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from service import abstention, adaptive
 from training.anneal import STARTS
+from training.grids import image_grid, reconstruction_grid, sample_grid
 from training.model import CVAE, Checkpoint
-from training.train import one_hot
-
-
-def image_grid(images: np.ndarray, columns: int, side: int = 28, scale: int = 2) -> Image.Image:
-    """Tile images [N, side*side] in [0, 1] into a greyscale grid, `columns` wide."""
-    rows = -(-len(images) // columns)
-    canvas = np.ones((rows * (side + 2), columns * (side + 2)), dtype=np.float32)
-    for i, img in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[r * (side + 2) + 1 : r * (side + 2) + 1 + side, c * (side + 2) + 1 : c * (side + 2) + 1 + side] = (
-            img.reshape(side, side)
-        )
-    picture = Image.fromarray((255 * (1 - canvas)).round().astype(np.uint8), mode="L")
-    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-
-
-@torch.no_grad()
-def sample_grid(model: CVAE, per_class: int, seed: int) -> np.ndarray:
-    """Bernoulli means of p(x|z,y), z ~ N(0, I): `per_class` for each class, one row per class."""
-    config = model.config
-    generator = torch.Generator().manual_seed(seed)
-    y = one_hot(torch.arange(config.num_classes).repeat_interleave(per_class), config.num_classes)
-    z = torch.randn(len(y), config.latent_dim, generator=generator)
-    return torch.sigmoid(model.decode(z, y)).numpy()
-
-
-@torch.no_grad()
-def reconstruction_grid(model: CVAE, x: torch.Tensor, labels: torch.Tensor, per_class: int) -> np.ndarray:
-    """Rows alternate test images and their reconstructions sigmoid(decode(mu(x, y), y))."""
-    config = model.config
-    picks = torch.cat([torch.nonzero(labels == c)[:per_class, 0] for c in range(config.num_classes)])
-    xs = x[picks]
-    y = one_hot(labels[picks], config.num_classes)
-    mu, _ = model.encode(xs, y)
-    recon = torch.sigmoid(model.decode(mu, y))
-    half = len(picks) // 2
-    rows = [xs[:half], recon[:half], xs[half:], recon[half:]]
-    return torch.cat(rows).numpy()
 
 
 def write_card(
@@ -91,9 +52,6 @@ def _proposal_section(manifest: dict) -> str:
         ]
     else:
         lines.append("- The encoder's Gaussian N(mu, diag exp(logvar)); z = mu + sigma * eps.")
-    trials = (manifest.get("metrics") or {}).get("proposals")
-    if trials:
-        lines += _trial_lines(trials, flow=proposal["type"] == "coupling_flow")
     return "\n".join(lines) + "\n"
 
 
@@ -125,32 +83,6 @@ class's distance from the best: {errors}.
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
-
-
-def _trial_lines(trials: dict, flow: bool) -> list[str]:
-    base = (
-        " Every row but the flow's starts from the encoder's Gaussian base alone (the flow left out), which "
-        "was trained only as the flow's input."
-        if flow
-        else ""
-    )
-    return [
-        "",
-        f"Proposals tried, each on {trials['images']} validation images and their true class, "
-        f"{trials['seeds']} seeds, K = {trials['num_samples']} (`{trials['command']}`): the spread is the "
-        "seed-to-seed standard deviation of log p(x|y); the mean estimate is a lower bound in expectation, "
-        f"so higher is closer to the truth.{base}",
-        "",
-        "| proposal | decoder passes | spread median / p95 (nats) | reported / spread | k-hat (– below 25 "
-        "samples) | ESS | mean estimate | ms per image |",
-        "|---|---|---|---|---|---|---|---|",
-        *(
-            f"| {r['proposal']} | {r['decoder_passes']} | {r['spread_median']:.3f} / {r['spread_p95']:.3f} "
-            f"| {r['reported_over_spread']:.2f} | {_number(r['khat_median'])} | {r['ess_median']:.1f} "
-            f"| {r['mean_estimate']:.3f} | {1000 * r['seconds_per_image']:.0f} |"
-            for r in trials["results"]
-        ),
-    ]
 
 
 def _ais_section(manifest: dict) -> str:

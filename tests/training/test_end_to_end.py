@@ -118,7 +118,7 @@ def test_adaptive_evaluation_spends_all_samples_on_the_classes_that_matter(expor
 def test_a_new_evaluation_keeps_what_other_commands_recorded():
     from training.evaluate import merged_metrics
 
-    manifest = {"metrics": {"nll": 90.0, "accuracy": 0.9, "ais": {"mean_gap_nats": 0.1}, "proposals": {"rows": []}}}
+    manifest = {"metrics": {"nll": 90.0, "accuracy": 0.9, "ais": {"mean_gap_nats": 0.1}}}
     merged = merged_metrics(manifest, {"nll": 85.0, "accuracy": 0.95})
-    assert merged == {"nll": 85.0, "accuracy": 0.95, "ais": {"mean_gap_nats": 0.1}, "proposals": {"rows": []}}
+    assert merged == {"nll": 85.0, "accuracy": 0.95, "ais": {"mean_gap_nats": 0.1}}
     assert merged_metrics({}, {"nll": 85.0}) == {"nll": 85.0}
