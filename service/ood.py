@@ -22,8 +22,7 @@ once. The assessment takes six numbers per image from the answer (DISTANCE_FEATU
     log(1 + margin)              log p(x|y) of the best class minus the second best's
     KL(q(z|x,y) || p(z))         how far the encoder moves from the prior to explain the image
 
-and measures how far they lie from the validation digits' as a Mahalanobis distance (Lee et al. 2018
-use it over a classifier's features). Any one number far off makes the distance large.
+and measures how far they lie from the validation digits' as a Mahalanobis distance (Lee et al. 2018).
 
 A model of digits sees a printed "S" or "o" as a fair 5 or 0, in all six numbers. The seventh is
 the critic's (training.critic): a small network trained to tell the training digits from printed
@@ -52,8 +51,7 @@ printed letter looks like a digit in all six numbers and not to the critic, a sc
 round. At any weight strictly between 0 and 1, either piece alone far enough off (a non-finite
 number puts the distance infinitely far) takes the p-value to its smallest, 1 / (m + 1). The
 explanatory p-values of score, log p(x), ink and the critic do not enter the flag. An image with
-fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value: every MNIST training digit has
-at least 15. docs/out-of-distribution.md has the measurements.
+fewer than MIN_INK_PIXELS ink pixels is flagged whatever its p-value (every MNIST digit has 15 or more).
 """
 
 from __future__ import annotations
