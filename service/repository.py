@@ -6,7 +6,8 @@ replaced or retired version stops only when its last request has finished. Per n
 `keep_versions` versions that load serve; older ones are unloaded (after draining) when newer ones
 become ready. A version loaded by request is kept until unloaded by request, and the other way
 round. A version that fails its checks never takes traffic: it is listed with the reason, and tried
-again only when its files change.
+again only when its files change. Loading holds no lock that requests wait on: a version is checked and
+warmed up in a worker thread while the others answer; of two loads of one version, the later is kept.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ from pathlib import Path
 
 from service.calls import ModelCalls
 from service.inference import Inference
-from service.runtime import ModelLoadError, load_model, read_manifest
+from service.runtime import ModelLoadError, read_manifest
 from service.scoring import Scorer
 from service.settings import Settings
-from service.versions import NotServed, Version, fingerprint, version_folders, version_key, warm_up
+from service.versions import (
+    NotServed,
+    Version,
+    fingerprint,
+    not_found,
+    not_ready,
+    prepare,
+    version_folders,
+    version_key,
+)
 
 log = logging.getLogger("cvae.repository")
 
@@ -36,7 +46,7 @@ class Repository:
         self.pinned: set[tuple[str, str]] = set()  # loaded by request
         self.unloaded: set[tuple[str, str]] = set()  # unloaded by request
         self.refused: dict[str, str] = {}  # folders that are not versions, with the reason
-        self._lock = asyncio.Lock()
+        self._scanning = asyncio.Lock()  # one scan at a time; nothing else waits on it
         self._poller: asyncio.Task | None = None
         self._drains: set[asyncio.Task] = set()
 
@@ -62,28 +72,19 @@ class Repository:
         return found
 
     def default_name(self) -> str | None:
+        """CVAE_DEFAULT_MODEL, else the first name with a ready version (the first name while none is), so a
+        model whose versions all fail never takes the default from one that serves."""
+        if self.settings.default_model:
+            return self.settings.default_model
         names = sorted({name for name, _ in (*self.serving, *self.updates)})
-        wanted = self.settings.default_model
-        if wanted:
-            return wanted
-        return names[0] if names else None
+        ready = sorted({name for (name, _), entry in self.serving.items() if entry.state == "ready"})
+        return (ready or names or [None])[0]
 
     # --- loading and unloading
 
-    def _prepare(self, key: tuple[str, str], path: Path):
-        """Load and check a version directory, then warm it up (blocking; runs in a worker thread)."""
-        model = load_model(self.settings.model_copy(update={"model_dir": path}))
-        name, version = str(model.manifest.get("name")), str(model.manifest.get("version"))
-        if self.settings.model_dir is None and (name, version) != key:
-            raise ModelLoadError(
-                f"{path / 'manifest.json'} says {name} {version}, but the folder is {key[0]}/{key[1]}: "
-                "rename the folder or re-export with --version."
-            )
-        warm_up(model)
-        return model
-
     async def _load(self, key: tuple[str, str], path: Path) -> Version:
-        """Load `path` as version `key`; it takes traffic only when ready. Returns the new Version."""
+        """Load `path` as version `key`; it takes traffic only when ready, and only if no unload, removal or
+        later load of `key` came meanwhile (then it is dropped, "unloaded"). Returns the new Version."""
         current = self.serving.get(key)
         candidate = Version(*key, path, fingerprint(path))
         if current is not None and current.state == "ready":
@@ -92,22 +93,32 @@ class Repository:
             self.serving[key] = candidate
         log.info("loading model %s version %s from %s", *key, path)
         try:
-            model = await asyncio.to_thread(self._prepare, key, path)
+            model = await asyncio.to_thread(prepare, self.settings, key, path)
         except Exception as error:  # every failure keeps the version out of traffic, with its reason
             candidate.state = "failed"
             candidate.reason = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
             log.error("model %s version %s refused: %s", *key, candidate.reason)
-            return candidate
+        else:
+            self._take_over(candidate, model)
+        return candidate
+
+    def _take_over(self, candidate: Version, model) -> None:
+        """Let a loaded candidate take traffic in place of the version it replaces, if it is still wanted."""
+        key = candidate.key
+        if candidate is not self.serving.get(key) and candidate is not self.updates.get(key):
+            candidate.state = "unloaded"
+            log.info("model %s version %s loaded but dropped: unloaded, removed or loaded again meanwhile", *key)
+            return
         calls = ModelCalls(model, self.settings, on_batch=self.on_batch)
         calls.start()
         candidate.inference = Inference(Scorer(model, self.settings, calls))
         candidate.state, candidate.loaded_at = "ready", time.time()
         self.updates.pop(key, None)
+        previous = self.serving.get(key)
         self.serving[key] = candidate
-        if current is not None and current.state == "ready":
-            self._retire(current)
+        if previous is not None and previous is not candidate:
+            self._retire(previous)
         log.info("model %s version %s ready on %s", *key, model.active_providers)
-        return candidate
 
     def _retire(self, version: Version) -> None:
         """Take a version out of traffic; stop it once its requests have finished."""
@@ -132,7 +143,7 @@ class Repository:
 
     async def refresh(self) -> None:
         """Bring what serves in line with the repository and the policy."""
-        async with self._lock:
+        async with self._scanning:
             found = self.discover()
             by_name: dict[str, list[tuple[str, str]]] = {}
             for key in found:
@@ -145,6 +156,7 @@ class Repository:
                     current = self.serving.get(key)
                     if ready >= self.settings.keep_versions and key not in self.pinned:
                         if current is not None:
+                            self.updates.pop(key, None)
                             self._retire(current)
                         continue
                     latest = self.updates.get(key) or current  # a failed try is retried only with new files
@@ -162,31 +174,25 @@ class Repository:
 
     async def load(self, name: str, version: str) -> Version:
         """Load (or reload from disk) one version by request, and keep it until it is unloaded by request."""
-        async with self._lock:
-            found = self.discover()
-            if (name, version) not in found:
-                raise NotServed("version", self._unknown(name, version, found))
-            self.unloaded.discard((name, version))
-            self.pinned.add((name, version))
-            return await self._load((name, version), found[(name, version)])
+        key = (name, version)
+        found = self.discover()
+        if key not in found:
+            raise not_found(name, version, found, self.unloaded, "name")
+        self.unloaded.discard(key)
+        self.pinned.add(key)
+        return await self._load(key, found[key])
 
     async def unload(self, name: str, version: str) -> Version:
-        """Take one version out of traffic by request; it stays unloaded until it is loaded by request."""
-        async with self._lock:
-            current = self.serving.get((name, version))
-            if current is None:
-                raise NotServed("version", self._unknown(name, version, self.serving))
-            self.pinned.discard((name, version))
-            self.unloaded.add((name, version))
-            self.updates.pop((name, version), None)
-            self._retire(current)
-            return current
-
-    def _unknown(self, name: str, version: str, known) -> str:
-        versions = sorted((v for n, v in known if n == name), key=version_key)
-        if not versions:
-            return f"No model {name!r}; models are {sorted({n for n, _ in known})} (GET /v1/models)."
-        return f"Model {name!r} has no version {version!r}; it has {versions} (GET /v1/models)."
+        """Take one version out of traffic by request (a load under way is dropped); it stays unloaded until
+        it is loaded by request."""
+        current = self.serving.get((name, version))
+        if current is None:
+            raise not_found(name, version, self.serving, self.unloaded, "name")
+        self.pinned.discard((name, version))
+        self.unloaded.add((name, version))
+        self.updates.pop((name, version), None)
+        self._retire(current)
+        return current
 
     # --- serving
 
@@ -195,24 +201,21 @@ class Repository:
         (the default model when none is named)."""
         name = name or self.default_name()
         versions = {v: entry for (n, v), entry in self.serving.items() if n == name}
+        if version is not None:
+            entry = versions.get(version)
+            if entry is None:
+                raise not_found(name, version, self.serving, self.unloaded)
+            if entry.state != "ready":
+                raise not_ready(entry, "version", f"Model {name!r} ")
+            return entry
         if not versions:
-            names = sorted({n for n, _ in self.serving})
-            raise NotServed("model", f"No model {name!r}; models are {names} (GET /v1/models).")
-        if version is None:
-            ready = [v for v, entry in versions.items() if entry.state == "ready"]
-            if not ready:
-                raise NotServed("model", f"Model {name!r} has no version ready yet; retry shortly.", loading=True)
+            raise not_found(name, None, self.serving, self.unloaded)
+        ready = [v for v, entry in versions.items() if entry.state == "ready"]
+        if ready:
             return versions[max(ready, key=version_key)]
-        entry = versions.get(version)
-        if entry is None:
-            raise NotServed("version", self._unknown(name, version, self.serving))
-        if entry.state == "loading":
-            raise NotServed(
-                "version", f"Model {name!r} version {version!r} is still loading; retry shortly.", loading=True
-            )
-        if entry.state != "ready":
-            raise NotServed("version", f"Model {name!r} version {version!r} cannot serve: {entry.reason}")
-        return entry
+        loading = [entry for entry in versions.values() if entry.state == "loading"]
+        newest = loading[0] if loading else versions[max(versions, key=version_key)]
+        raise not_ready(newest, "model", f"Model {name!r} has no version ready: ")
 
     def acquire(self, name: str | None = None, version: str | None = None) -> Version:
         """The version for a request, kept loaded until `release`: raises NotServed when none can answer."""

@@ -113,8 +113,15 @@ class Model:
         return log_w, lpx_z, kl
 
 
+HASH_CHUNK_BYTES = 1 << 20  # a file is hashed 1 MiB at a time, never read whole
+
+
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -147,25 +154,57 @@ def _check_shapes(name: str, session: ort.InferenceSession, entry: dict) -> None
             raise ModelLoadError(f"{name}.onnx {arg.name!r} has shape {got}; the manifest says {want}.")
 
 
-def verify_files(model_dir: Path) -> dict:
-    """The manifest of `model_dir`, once every file it lists exists and matches its sha256."""
+def listed_file(model_dir: Path, name: str, entry) -> Path:
+    """The file the manifest's entry `name` names, resolved; refused unless it lies inside `model_dir`."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+        raise ModelLoadError(
+            f"The manifest in {model_dir} gives files.{name} as {entry!r}, not a file name and its sha256: "
+            "re-export the model."
+        )
+    named = model_dir / entry["file"]
+    path = named.resolve()
+    if not path.is_relative_to(model_dir.resolve()):
+        why = (
+            "an absolute path" if Path(entry["file"]).is_absolute()
+            else "a symlink that points outside it" if named.is_symlink()
+            else "a path that leads outside it"
+        )  # fmt: skip
+        raise ModelLoadError(
+            f"The manifest in {model_dir} names {entry['file']!r} as its {name!r} file, {why}: a manifest names "
+            "files inside its own version folder only; copy the file in and re-export the model."
+        )
+    return path
+
+
+def verify_files(model_dir: Path, max_file_bytes: int | None = None) -> dict:
+    """The manifest of `model_dir`, once every file it lists lies inside it, is at most `max_file_bytes`
+    long (checked before it is read) and matches its sha256."""
     manifest = read_manifest(model_dir)
     for name in (*GRAPHS, *(n for n in OPTIONAL_FILES if n in manifest["files"])):
         entry = manifest["files"].get(name)
         if entry is None:
             raise ModelLoadError(f"The manifest in {model_dir} lists no {name!r} graph: re-export the model.")
-        path = model_dir / entry["file"]
+        path = listed_file(model_dir, name, entry)
         if not path.is_file():
-            raise ModelLoadError(f"{path} is missing; the manifest lists it.")
+            raise ModelLoadError(f"{model_dir / entry['file']} is missing; the manifest lists it.")
+        size = path.stat().st_size
+        if max_file_bytes is not None and size > max_file_bytes:
+            raise ModelLoadError(
+                f"{model_dir / entry['file']} is {size} bytes, more than CVAE_MAX_MODEL_FILE_BYTES "
+                f"({max_file_bytes}): it was not read; raise the setting if the model is meant to be this large."
+            )
         if _sha256(path) != entry["sha256"]:
-            raise ModelLoadError(f"{path} does not match the sha256 in the manifest: the file is corrupt or replaced.")
+            raise ModelLoadError(
+                f"{model_dir / entry['file']} does not match the sha256 in the manifest: the file is corrupt or "
+                "replaced."
+            )
     return manifest
 
 
 def load_model(settings: Settings) -> Model:
     """Open every graph, after checking files against the manifest's sha256 and shapes."""
     model_dir = Path(settings.model_dir)
-    manifest = verify_files(model_dir)
+    manifest = verify_files(model_dir, settings.max_model_file_bytes)
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
@@ -175,11 +214,11 @@ def load_model(settings: Settings) -> Model:
     sessions = {}
     for name in (*GRAPHS, *([CRITIC] if CRITIC in manifest["files"] else [])):
         entry = manifest["files"][name]
-        path = model_dir / entry["file"]
+        path = listed_file(model_dir, name, entry)
         try:
             sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"ONNX Runtime cannot open {path}: {error}") from error
+            raise ModelLoadError(f"ONNX Runtime cannot open {model_dir / entry['file']}: {error}") from error
         _check_shapes(name, sessions[name], entry)
     if CRITIC in sessions and not set(CRITIC_OUTPUTS) <= {o.name for o in sessions[CRITIC].get_outputs()}:
         raise ModelLoadError(
@@ -225,6 +264,6 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
             "recalibrate with `cvae calibrate --critic-weight`."
         ) from error
     try:
-        return ood.Calibration.load(model_dir / entry["file"], critic_weight=weight)
+        return ood.Calibration.load(listed_file(model_dir, "ood", entry), critic_weight=weight)
     except (ValueError, KeyError, OSError) as error:
         raise ModelLoadError(f"{model_dir / entry['file']} cannot be read: {error}") from error

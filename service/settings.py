@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     keep_versions: int = Field(
         2, ge=1, description="per model, how many of the newest versions that load serve; older ones are unloaded"
     )
+    max_model_file_bytes: int = Field(
+        1 << 30,
+        ge=1,
+        description="largest model file a version may list; a larger one is refused by its size, before it is read",
+    )
+    model_control: bool = Field(
+        False,
+        description="open POST /v1/models/{name}/versions/{version}/load and /unload without API keys (with "
+        "CVAE_API_KEYS set, a key opens them; with neither, they answer 403)",
+    )
     repository_poll_s: float = Field(
         2.0, ge=0, description="how often the repository is scanned for new, changed or removed versions (0: never)"
     )

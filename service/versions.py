@@ -1,4 +1,4 @@
-"""One model version and the folders it lives in: how versions are named, ordered, found and told apart.
+"""One model version and the folders it lives in: how versions are named, ordered, found, loaded and told apart.
 
 A repository is `<repository>/<name>/<version>/`; versions are dot-separated numbers and order by
 them (1 < 1.0.1 < 1.2 < 10); folders whose names start with "." are ignored.
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from service.inference import Inference
-from service.runtime import ModelLoadError
+from service.runtime import ModelLoadError, load_model
+from service.settings import Settings
 
 
 class NotServed(LookupError):
@@ -22,6 +23,26 @@ class NotServed(LookupError):
     def __init__(self, field: str, message: str, loading: bool = False):
         super().__init__(message)
         self.field, self.message, self.loading = field, message, loading
+
+
+def not_found(name: str, version: str | None, known, unloaded: set, model_field: str = "model") -> NotServed:
+    """No such model or version among `known` (name, version) pairs; the model's field is `model` in a
+    query, `name` in a path."""
+    versions = sorted((v for n, v in known if n == name), key=version_key)
+    if (name, version) in unloaded:
+        message = f"Model {name!r} version {version!r} was unloaded by request; POST .../load brings it back."
+        return NotServed("version", message)
+    if not versions:
+        names = sorted({n for n, _ in known})
+        return NotServed(model_field, f"No model {name!r}; models are {names} (GET /v1/models).")
+    return NotServed("version", f"Model {name!r} has no version {version!r}; it has {versions} (GET /v1/models).")
+
+
+def not_ready(entry: Version, field: str, prefix: str) -> NotServed:
+    """A version that cannot answer: still loading (503, worth a retry) or failed its checks (404)."""
+    if entry.state == "loading":
+        return NotServed(field, f"{prefix}version {entry.version!r} is still loading; retry shortly.", loading=True)
+    return NotServed(field, f"{prefix}version {entry.version!r} failed its checks: {entry.public_reason}")
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -70,12 +91,25 @@ def warm_up(model) -> None:
     model.log_weights(np.zeros((1, model.x_dim)), y, np.zeros((2, 1, model.latent_dim)))
 
 
+def prepare(settings: Settings, key: tuple[str, str], path: Path):
+    """Load and check version `key` from its directory, then warm it up (blocking: for a worker thread)."""
+    model = load_model(settings.model_copy(update={"model_dir": path}))
+    name, version = str(model.manifest.get("name")), str(model.manifest.get("version"))
+    if settings.model_dir is None and (name, version) != key:
+        raise ModelLoadError(
+            f"{path / 'manifest.json'} says {name} {version}, but the folder is {key[0]}/{key[1]}: "
+            "rename the folder or re-export with --version."
+        )
+    warm_up(model)
+    return model
+
+
 class Version:
     """One model version: its state, its answers (once ready), and the requests it is serving."""
 
     def __init__(self, name: str, version: str, path: Path, prints: tuple):
         self.name, self.version, self.path, self.fingerprint = name, version, path, prints
-        self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed
+        self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed | unloaded
         self.reason: str | None = None
         self.inference: Inference | None = None
         self.in_flight = 0
@@ -87,13 +121,18 @@ class Version:
     def key(self) -> tuple[str, str]:
         return self.name, self.version
 
+    @property
+    def public_reason(self) -> str | None:
+        """Why the version failed, naming no server paths."""
+        return self.reason and self.reason.replace(str(self.path.parent.parent), "<repository>")
+
     def describe(self) -> dict:
         manifest = self.inference.model.manifest if self.inference else {}
         return {
             "model": self.name,
             "version": self.version,
             "state": self.state,
-            "reason": self.reason and self.reason.replace(str(self.path.parent.parent), "<repository>"),
+            "reason": self.public_reason,
             "in_flight": self.in_flight,
             "loaded_at": self.loaded_at,
             "description": manifest.get("description"),

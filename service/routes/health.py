@@ -35,13 +35,21 @@ async def healthz():
 @router.get(
     "/readyz",
     summary="Readiness: the model is loaded and warmed up",
-    responses={503: {"description": "Still loading or warming up."}},
+    responses={503: {"description": "Still loading or warming up (with Retry-After), or no version can serve."}},
 )
 async def readyz(request: Request):
-    """200 once a version of the default model is loaded, checked and warmed up; 503 before. It stays 200
-    while versions are swapped: the old version serves until the new one is ready."""
-    if is_ready(request.app):
-        return {"status": "ready"}
+    """200 once a version of the default model is loaded, checked and warmed up; 503 before, with
+    Retry-After while one is loading, without once none can (it is open to all, so it names no reasons).
+    It stays 200 while versions are swapped: the old version serves until the new one is ready."""
+    repository = getattr(request.app.state, "repository", None)
+    try:
+        if repository is not None:
+            repository.resolve()
+            return {"status": "ready"}
+    except NotServed as error:
+        if not error.loading:
+            failed = {"status": "failed", "reason": "no version of the default model can serve (GET /v1/models)"}
+            return JSONResponse(failed, status_code=503)
     return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
 
 

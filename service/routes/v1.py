@@ -222,12 +222,16 @@ def _repository(request: Request):
     tags=["model"],
     summary="Load (or reload from disk) one version; it takes traffic once checked and warmed up",
     response_model=schemas.ModelVersion,
-    responses={409: {"model": schemas.ErrorResponse, "description": "The version failed its checks."}},
+    responses={
+        403: {"model": schemas.ErrorResponse, "description": "Model control is closed: no API keys are set."},
+        409: {"model": schemas.ErrorResponse, "description": "The version failed its checks."},
+    },
 )
 async def load_version(name: str, version: str, request: Request):
     """Checks the version's files against its manifest, opens and warms up its graphs, then lets it take
     traffic; the version it replaces finishes its requests first. A version loaded this way stays loaded
-    until it is unloaded by request. Needs an API key when keys are set."""
+    until it is unloaded by request. Needs an API key, or CVAE_MODEL_CONTROL=true when no keys are set."""
+    _control(request)
     entry = await _repository(request).load(name, version)
     if entry.state == "failed":
         raise HTTPException(409, f"Model {name!r} version {version!r} failed its checks: {entry.reason}")
@@ -239,8 +243,23 @@ async def load_version(name: str, version: str, request: Request):
     tags=["model"],
     summary="Take one version out of traffic; it finishes its requests first",
     response_model=schemas.ModelVersion,
+    responses={403: {"model": schemas.ErrorResponse, "description": "Model control is closed: no API keys are set."}},
 )
 async def unload_version(name: str, version: str, request: Request):
     """The version stops taking new requests at once and is unloaded when its running requests are done.
-    It stays unloaded (the repository scan does not bring it back) until it is loaded by request."""
+    It stays unloaded (the repository scan does not bring it back) until it is loaded by request. Needs an
+    API key, or CVAE_MODEL_CONTROL=true when no keys are set."""
+    _control(request)
     return (await _repository(request).unload(name, version)).describe()
+
+
+def _control(request: Request) -> None:
+    """Refuse loading and unloading while anyone who reaches the port could do it: no API keys set and
+    CVAE_MODEL_CONTROL not opening it."""
+    settings = request.app.state.settings
+    if not settings.api_key_list and not settings.model_control:
+        raise HTTPException(
+            403,
+            "Loading and unloading versions is closed while no API keys are set: set CVAE_API_KEYS and send a "
+            "key, or set CVAE_MODEL_CONTROL=true to open it to anyone who reaches the port.",
+        )
