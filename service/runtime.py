@@ -177,9 +177,10 @@ def listed_file(model_dir: Path, name: str, entry) -> Path:
 
 
 def verify_files(model_dir: Path, max_file_bytes: int | None = None) -> dict:
-    """The manifest of `model_dir`, once every file it lists lies inside it, is at most `max_file_bytes`
-    long (checked before it is read) and matches its sha256."""
+    """The manifest of `model_dir`, once every file it lists lies inside it and is at most `max_file_bytes`
+    long (all checked before any is read), and then matches its sha256."""
     manifest = read_manifest(model_dir)
+    listed = []
     for name in (*GRAPHS, *(n for n in OPTIONAL_FILES if n in manifest["files"])):
         entry = manifest["files"].get(name)
         if entry is None:
@@ -193,6 +194,8 @@ def verify_files(model_dir: Path, max_file_bytes: int | None = None) -> dict:
                 f"{model_dir / entry['file']} is {size} bytes, more than CVAE_MAX_MODEL_FILE_BYTES "
                 f"({max_file_bytes}): it was not read; raise the setting if the model is meant to be this large."
             )
+        listed.append((path, entry))
+    for path, entry in listed:
         if _sha256(path) != entry["sha256"]:
             raise ModelLoadError(
                 f"{model_dir / entry['file']} does not match the sha256 in the manifest: the file is corrupt or "
