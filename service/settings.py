@@ -23,7 +23,9 @@ class Settings(BaseSettings):
         "is served (see keep_versions); folders named .* are ignored",
     )
     model_dir: Path | None = Field(None, description="serve this one model directory instead of a repository")
-    default_model: str = Field("", description="the model a request gets when it names none (empty: the first name)")
+    default_model: str = Field(
+        "", description="the model a request gets when it names none (empty: the first name with a ready version)"
+    )
     keep_versions: int = Field(
         2, ge=1, description="per model, how many of the newest versions that load serve; older ones are unloaded"
     )
