@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
 
     try:  # fail before uvicorn starts, with one line rather than a traceback
         if settings.model_dir is not None:
-            verify_files(settings.model_dir)
+            verify_files(settings.model_dir, settings.max_model_file_bytes)
         elif not settings.model_repository.is_dir():
             raise ModelLoadError(f"The model repository {settings.model_repository} is not a folder.")
         requested_providers(settings.providers)
