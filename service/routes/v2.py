@@ -4,8 +4,9 @@ and the binary tensor data extension (what Triton's clients send by default).
 Models: `encoder` (x [N,784], y [N,10] one-hot -> mu, logvar), `decoder` (z [N,D], y -> logits)
 and `scorer` (x, y, eps [K,N,D] -> log_w, log_px_z [K,N], kl [N]), exactly as in the manifest.
 
-The tensors and their binary data are read and written by service.tensors; this module is HTTP:
-paths, versions, content types, status codes.
+The tensors and their binary data are read and written by service.tensors, and a run is cut into
+chunks of CVAE_SCORE_CHUNK_ROWS rows by service.chunks; this module is HTTP: paths, versions,
+content types, limits, status codes.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ router = APIRouter(
             (400, "The tensors are malformed or do not fit the model."),
             (404, "No model of that name: the models are encoder, decoder and scorer."),
             (413, "Too many rows for one request."),
-            (499, "The client closed the connection before sending the whole body; no answer reaches it."),
             (415, "A content type that browsers send across origins: use application/json."),
+            (499, "The client closed the connection before sending the whole body; no answer reaches it."),
             (503, "The model is still loading, or the service is at capacity."),
         )
     },
