@@ -11,6 +11,7 @@ order of the inputs. An output goes back the same way when its request says
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,11 @@ def shape(dims) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in dims]
 
 
+def dims_text(dims) -> str:
+    """A manifest's dimensions as a reader writes them: [K, N, 32]."""
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
 def _binary_size(parameters: dict | None) -> int | None:
     size = (parameters or {}).get("binary_data_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
@@ -72,18 +78,41 @@ def _array(tensor: Tensor, binary: memoryview, offset: int) -> tuple[np.ndarray,
         if offset + size > len(binary):
             raise TensorError(f"The binary data end before input {tensor.name!r}'s {size} bytes.")
         array = np.frombuffer(binary[offset : offset + size], dtype=LITTLE_ENDIAN_FP32).astype(np.float32)
+        if not np.isfinite(array).all():
+            raise TensorError(f"Input {tensor.name!r} holds NaN or infinite values.")
         return array.reshape(tensor.shape), offset + size
     if tensor.data is None:
         raise TensorError(f"Input {tensor.name!r} has neither data nor parameters.binary_data_size.")
     try:
-        return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape), offset
+        with np.errstate(over="ignore"):  # a number beyond FP32 becomes inf, refused below
+            array = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except (ValueError, TypeError, OverflowError) as error:
         problem = f"Input {tensor.name!r}: data do not fill shape {tensor.shape} with numbers ({error})."
         raise TensorError(problem) from error
+    if not np.isfinite(array).all():
+        _not_a_number(tensor)
+    return array, offset
 
 
-def feeds(graph: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
-    """The graph's inputs (`graph`: its manifest entry) from the request's tensors and binary data."""
+def _not_a_number(tensor: Tensor) -> None:
+    """Raise the reason data hold a value that is not a finite number: null (or a string) where a number
+    belongs, which numpy reads as NaN, or a number that overflows FP32."""
+    values = np.asarray(tensor.data, dtype=object)
+    for i, value in enumerate(values.ravel()):
+        if value is None or isinstance(value, str):
+            where = f"data[{i}]" if values.ndim == 1 else f"value {i} of data (row-major)"
+            what = "null" if value is None else f"the string {value!r}"
+            raise TensorError(
+                f"Input {tensor.name!r}: {where} is {what}, not a number; send every value as a JSON number."
+            )
+    raise TensorError(f"Input {tensor.name!r} holds NaN, infinite or too large values (FP32 ends at ±3.4e38).")
+
+
+def sizes(graph: dict, inputs: list[Tensor]) -> dict[str, int]:
+    """The size of each named dimension of the graph (`graph`: its manifest entry), e.g. {"N": 4, "K": 100}
+    for the scorer, once the inputs are exactly the graph's, in FP32, of its shapes, and agree on every
+    named dimension: the scorer's x [N, 784], y [N, 10] and eps [K, N, D] share one N, with no broadcasting.
+    Reads no data."""
     expected = {n: shape(s) for n, s in graph["inputs"].items()}
     given = {t.name: t for t in inputs}
     if len(given) < len(inputs):
@@ -93,9 +122,9 @@ def feeds(graph: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndar
         raise TensorError(
             f"Inputs must be exactly {sorted(expected)}; missing {sorted(missing)}, unknown {sorted(unknown)}."
         )
-    found, offset, data = {}, 0, memoryview(binary)
-    for tensor in inputs:  # binary data follow the order of the inputs
-        name = tensor.name
+    bound: dict[str, tuple[int, Tensor]] = {}  # named dimension -> its size, and the input that set it
+    for tensor in inputs:
+        name, dims = tensor.name, graph["inputs"][tensor.name]
         if tensor.datatype != DATATYPE:
             raise TensorError(
                 f"Input {name!r} has datatype {tensor.datatype}; this model takes {DATATYPE} "
@@ -106,13 +135,46 @@ def feeds(graph: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndar
             raise TensorError(f"Input {name!r} has shape {tensor.shape}; this model takes {want} (-1: any size).")
         if any(s < 1 for s in tensor.shape) or math.prod(tensor.shape) > MAX_ELEMENTS:
             raise TensorError(f"Input {name!r} has an empty or too large shape {tensor.shape}.")
-        array, offset = _array(tensor, data, offset)
-        if not np.isfinite(array).all():
-            raise TensorError(f"Input {name!r} holds NaN or infinite values.")
-        found[name] = array
+        for dim, size in zip(dims, tensor.shape):
+            if isinstance(dim, int):
+                continue
+            first = bound.setdefault(dim, (size, tensor))
+            if first[0] != size:
+                other = first[1]
+                raise TensorError(
+                    f"Inputs {other.name!r} {other.shape} and {name!r} {tensor.shape} disagree on {dim} "
+                    f"({first[0]} and {size}): this model takes "
+                    + ", ".join(f"{n} {dims_text(d)}" for n, d in graph["inputs"].items())
+                    + f", each {dim} the same (no broadcasting)."
+                )
+    return {dim: size for dim, (size, _) in bound.items()}
+
+
+def feeds(graph: dict, inputs: list[Tensor], binary: bytes) -> dict[str, np.ndarray]:
+    """The graph's inputs (`graph`: its manifest entry) from the request's tensors and binary data,
+    once `sizes` has found them to fit the graph."""
+    sizes(graph, inputs)
+    found, offset, data = {}, 0, memoryview(binary)
+    for tensor in inputs:  # binary data follow the order of the inputs
+        found[tensor.name], offset = _array(tensor, data, offset)
     if offset != len(binary):
         raise TensorError(f"{len(binary) - offset} bytes of binary data belong to no input's binary_data_size.")
     return found
+
+
+def outputs(graph: dict, body: InferRequest) -> list[str]:
+    """The outputs to compute: those the request names, each once and each the graph's, else all of them."""
+    names = list(graph["outputs"])
+    if not body.outputs:
+        return names
+    wanted = [o.name for o in body.outputs]
+    repeated = sorted(n for n, count in Counter(wanted).items() if count > 1)
+    if repeated:
+        raise TensorError(f"Outputs {repeated} are requested more than once; name each output once.")
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise TensorError(f"Unknown outputs {unknown}; this model gives {names}.")
+    return wanted
 
 
 def binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:

@@ -4,22 +4,26 @@ and the binary tensor data extension (what Triton's clients send by default).
 Models: `encoder` (x [N,784], y [N,10] one-hot -> mu, logvar), `decoder` (z [N,D], y -> logits)
 and `scorer` (x, y, eps [K,N,D] -> log_w, log_px_z [K,N], kl [N]), exactly as in the manifest.
 
-The tensors and their binary data are read and written by service.tensors; this module is HTTP:
-paths, versions, content types, status codes.
+The tensors and their binary data are read and written by service.tensors, and a run is cut into
+chunks of CVAE_SCORE_CHUNK_ROWS rows by service.chunks; this module is HTTP: paths, versions,
+content types, limits, status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
-from service import tensors
+from service import chunks, tensors
 from service.routes.health import is_ready, served_version
 from service.runtime import GRAPHS
 from service.tensors import DATATYPE, InferRequest, TensorError
@@ -40,12 +44,14 @@ router = APIRouter(
             (404, "No model of that name: the models are encoder, decoder and scorer."),
             (413, "Too many rows for one request."),
             (415, "A content type that browsers send across origins: use application/json."),
+            (499, "The client closed the connection before sending the whole body; no answer reaches it."),
             (503, "The model is still loading, or the service is at capacity."),
         )
     },
 )
 
 BINARY_HEADER = "inference-header-content-length"
+CLIENT_CLOSED = 499  # the client went away before its request was read (nginx's status)
 SIMPLE_CONTENT_TYPES = {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
 
 
@@ -192,7 +198,10 @@ async def _infer_request(request: Request) -> tuple[InferRequest, bytes]:
             "with Inference-Header-Content-Length for binary tensors).",
             415,
         )
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect as error:
+        raise V2Error("The client closed the connection before sending the whole body.", CLIENT_CLOSED) from error
     header_length = request.headers.get(BINARY_HEADER)
     if header_length is None:
         header, binary = raw, b""
@@ -255,28 +264,50 @@ async def _infer(request: Request, name: str, version: str | None = None):
         repository.release(entry)
 
 
+def _check_rows(request: Request, graph: str, sizes: dict[str, int]) -> None:
+    """413 when the rows the graph will compute (K x N decoder passes for the scorer) exceed the limit."""
+    settings = request.app.state.settings
+    setting = "max_work" if graph == "scorer" else "max_samples"
+    rows, limit = math.prod(sizes.values()), getattr(settings, setting)
+    if rows > limit:
+        counted = " x ".join(f"{dim} {size}" for dim, size in sizes.items())
+        raise V2Error(
+            f"{counted} = {rows} rows exceed the limit {limit} (setting CVAE_{setting.upper()}); "
+            "send fewer per request.",
+            413,
+        )
+
+
+def _does_not_fit(name: str, declared: dict, inputs) -> V2Error:
+    """The protocol's account of tensors that ONNX Runtime refused past every check: the shapes given
+    and taken, not ONNX Runtime's own words (those go to the log)."""
+    given = ", ".join(f"{t.name} {t.shape}" for t in inputs)
+    takes = ", ".join(f"{n} {tensors.dims_text(d)}" for n, d in declared["inputs"].items())
+    return V2Error(f"{name} cannot run on {given}: it takes {takes} of {DATATYPE}, each named dimension the same.")
+
+
 async def _run(request: Request, name: str, entry, graph: str):
     session = entry.inference.model.sessions[graph]
+    declared = entry.inference.model.manifest["files"][graph]
     body, binary = await _infer_request(request)
     try:
-        feeds = tensors.feeds(entry.inference.model.manifest["files"][graph], body.inputs, binary)
+        sizes = tensors.sizes(declared, body.inputs)
+        wanted = tensors.outputs(declared, body)
+        _check_rows(request, graph, sizes)
+        feeds = tensors.feeds(declared, body.inputs, binary)
     except TensorError as error:
         raise V2Error(str(error)) from error
-    names = [a.name for a in session.get_outputs()]
-    wanted = [o.name for o in body.outputs] if body.outputs else names
-    unknown = [o for o in wanted if o not in names]
-    if unknown:
-        raise V2Error(f"Unknown outputs {unknown}; {name} gives {names}.")
-    settings = request.app.state.settings
-    rows = next(iter(feeds.values())).shape[0] if graph != "scorer" else int(np.prod(feeds["eps"].shape[:2]))
-    limit = settings.max_samples if graph != "scorer" else settings.max_work
-    if rows > limit:
-        raise V2Error(f"{rows} rows (K x N for the scorer) exceed the limit {limit}; send fewer per request.", 413)
+
+    async def call(names, part):
+        return await asyncio.to_thread(session.run, names, part)
+
+    work = chunks.run(call, declared, wanted, feeds, sizes, request.app.state.settings.score_chunk_rows)
     try:
-        values = await request.app.state.admission.run(asyncio.to_thread(session.run, wanted, feeds))
+        values = await request.app.state.admission.run(work)
     except Exception as error:
         if type(error).__module__.startswith("onnxruntime"):
-            raise V2Error(f"The tensors do not fit together: {error}") from error
+            logging.getLogger(__name__).warning("ONNX Runtime refused %s inputs: %s", name, error)
+            raise _does_not_fit(name, declared, body.inputs) from error
         raise
     if not all(np.isfinite(v).all() for v in values):
         raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
