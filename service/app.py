@@ -13,7 +13,7 @@ from service.admission import Admission
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.repository import Repository
-from service.routes import docs, health, page, v1, v2
+from service.routes import docs, health, page, v1, v2, v2_infer
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
+    app.include_router(v2_infer.router)
     v2.install(app)
     # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
