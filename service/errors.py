@@ -42,6 +42,8 @@ def install(app: FastAPI) -> None:
                 location = ("body",)
             elif kind == "extra_forbidden" and location[-1] in RENAMED:
                 message = f"is no longer a field: {RENAMED[location[-1]]}"
+            elif kind == "finite_number":
+                message = "is not a finite number (NaN, Infinity, or beyond 1.8e308, as 1e400 is); send a finite number"
             elif kind == "extra_forbidden":
                 message = "is not a known field; see /docs for the fields of this endpoint"
             elif location == ("body",) and kind == "missing":
