@@ -155,9 +155,8 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0), None
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float64) / 255.0, None
-    alpha = np.asarray(image.convert("RGBA"), dtype=np.float64)[..., 3] / 255.0
-    luminance = np.asarray(image.convert("RGB").convert("L"), dtype=np.float64) / 255.0
-    return luminance, alpha
+    rgba = image.convert("RGBA")  # RGBA -> L reads the colour and leaves the alpha, as RGB -> L does
+    return np.asarray(rgba.convert("L"), dtype=np.float64) / 255.0, np.asarray(rgba, dtype=np.float64)[..., 3] / 255.0
 
 
 def _ink(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
