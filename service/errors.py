@@ -1,4 +1,5 @@
-"""Every client mistake as a JSON body that names the field and the fix."""
+"""Every client mistake as a JSON body that names the field and the fix (an unexpected error is
+answered, and its traceback logged, by middleware.RequestContext)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service.admission import RequestTimeout
 from service.batching import Overloaded
@@ -42,6 +44,8 @@ def install(app: FastAPI) -> None:
                 location = ("body",)
             elif kind == "extra_forbidden" and location[-1] in RENAMED:
                 message = f"is no longer a field: {RENAMED[location[-1]]}"
+            elif kind == "finite_number":
+                message = "is not a finite number (NaN, Infinity, or beyond 1.8e308, as 1e400 is); send a finite number"
             elif kind == "extra_forbidden":
                 message = "is not a known field; see /docs for the fields of this endpoint"
             elif location == ("body",) and kind == "missing":
@@ -91,6 +95,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ClientDisconnect):  # the client left while FastAPI read the body: no answer
+            raise cause  # middleware.RequestContext logs it as such
         if isinstance(cause, BodyTooLarge):  # a streamed body crossed the limit while FastAPI read it
             return JSONResponse(status_code=413, content=too_large_body(request.app.state.settings.max_body_bytes))
         if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not JSON text
@@ -109,7 +115,3 @@ def install(app: FastAPI) -> None:
             problems = [{"field": "method", "message": message}]
             return JSONResponse(status_code=405, content=error_body(message, problems), headers=exc.headers)
         return JSONResponse(status_code=exc.status_code, content=error_body(str(exc.detail)), headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=500, content=error_body("Internal error; the request id is in the logs."))

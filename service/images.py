@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 
 class InputError(ValueError):
@@ -25,6 +26,7 @@ class InputError(ValueError):
         self.message = message
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ANY_SIZE = 'or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were.'
 
 
@@ -54,35 +56,80 @@ class PixelBudget:
 
 
 def decode_png(text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None) -> np.ndarray:
-    """A base64 PNG (optionally a data: URL) of a greyscale image -> float pixels in [0, 1]: [784]
-    of `shape`, or with a budget [H, W] of any size within it."""
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded PNG.") from error
-    unreadable = InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.")
+    """A base64 PNG (optionally a data: URL; line breaks allowed) of a greyscale image -> float pixels
+    in [0, 1]: [784] of `shape`, or with a budget [H, W] of any size within it. Whatever the bytes,
+    the only error is an InputError naming `field`."""
+    raw = _base64(text, field)
     try:
         with warnings.catch_warnings():  # Pillow warns of large images; the size is judged below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(raw), formats=["PNG"])
     except Image.DecompressionBombError as error:  # more pixels than Pillow decodes at all
+        if size := _header_size(raw):
+            _judge_size(field, *size, shape, budget)
         limit = f"at most {budget.side} pixels on a side" if budget else f"{shape[1]}x{shape[0]} pixels"
         raise InputError(field, f"is a PNG of more pixels than can be decoded safely; send {limit}.") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise unreadable from error
-    width, height = image.size  # read from the header, before any pixel is decoded
+    except Exception as error:  # Pillow raises many kinds for a malformed file (see _unreadable)
+        raise _unreadable(field, error) from error
+    _judge_size(field, *image.size, shape, budget)  # read from the header, before any pixel is decoded
+    try:
+        image.load()
+        luminance, alpha = _planes(image)
+    except Exception as error:
+        raise _unreadable(field, error) from error
+    pixels = _ink(luminance, alpha)
+    return pixels if budget is not None else pixels.reshape(-1)
+
+
+# Line breaks and spaces are not base64 but its writers add them: RFC 2045 wraps at 76 columns
+_WRAPPING = str.maketrans("", "", " \t\r\n")
+
+
+def _base64(text: str, field: str) -> bytes:
+    text = text.strip()
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text.translate(_WRAPPING), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded PNG.") from error
+
+
+def _header_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None when the bytes do not start as a PNG."""
+    if raw[:8] != PNG_SIGNATURE or raw[12:16] != b"IHDR" or len(raw) < 24:
+        return None
+    return struct.unpack(">II", raw[16:24])
+
+
+def _judge_size(field: str, width: int, height: int, shape: tuple[int, int], budget: PixelBudget | None) -> None:
     if budget is not None:
         budget.spend(field, height, width, f"is a {width}x{height} PNG")
     elif (height, width) != shape:
         raise InputError(field, f"is a {width}x{height} PNG; send {shape[1]}x{shape[0]} pixels, {ANY_SIZE}")
-    try:
-        image.load()
-    except (OSError, ValueError) as error:
-        raise unreadable from error
-    pixels = png_pixels(image)
-    return pixels if budget is not None else pixels.reshape(-1)
+
+
+def _unreadable(field: str, error: Exception) -> InputError:
+    """The refusal of a PNG that Pillow could not decode.
+
+    A malformed file raises SyntaxError, ValueError, OSError, struct.error, IndexError, EOFError and
+    more, by where the decoder stumbled: every one of them means the bytes are not a readable PNG. A
+    compressed text or colour-profile chunk that expands beyond Pillow's limits is a decompression
+    bomb, and is called one."""
+    said = str(error)
+    if "MAX_TEXT_CHUNK" in said:
+        return InputError(
+            field,
+            f"has a compressed text or colour-profile chunk that expands beyond {PngImagePlugin.MAX_TEXT_CHUNK} "
+            "bytes, more than can be decoded safely; send the PNG without its metadata (save it again).",
+        )
+    if "MAX_TEXT_MEMORY" in said:
+        return InputError(
+            field,
+            f"has text chunks of more than {PngImagePlugin.MAX_TEXT_MEMORY} bytes together, more than can be "
+            "decoded safely; send the PNG without its metadata (save it again).",
+        )
+    return InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.")
 
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
@@ -98,13 +145,24 @@ def png_pixels(image: Image.Image) -> np.ndarray:
       which keeps their grey levels;
     - an opaque image is read by its luminance, whatever its alpha channel says.
     """
+    return _ink(*_planes(image))
+
+
+def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pillow's part of png_pixels: luminance [H, W] in [0, 1], and alpha [H, W] where the image has
+    transparency (None otherwise)."""
     if image.mode in SIXTEEN_BIT:
-        return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0)
+        return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0), None
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
-        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
-    alpha = rgba[..., 3]
-    luminance = np.asarray(image.convert("RGB").convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0, None
+    rgba = image.convert("RGBA")  # RGBA -> L reads the colour and leaves the alpha, as RGB -> L does
+    return np.asarray(rgba.convert("L"), dtype=np.float64) / 255.0, np.asarray(rgba, dtype=np.float64)[..., 3] / 255.0
+
+
+def _ink(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """The ink [H, W] of an image's luminance and alpha (see png_pixels)."""
+    if alpha is None:
+        return luminance
     transparent = alpha < 0.5
     if transparent.mean() <= 0.5:  # an opaque picture: its alpha is not the drawing
         return luminance

@@ -1,4 +1,5 @@
-"""Log lines as JSON objects (or plain text), configured by the entry point, never at import."""
+"""Log lines as JSON objects (or plain text), configured by the entry point, never at import; every
+line logged while a request runs carries its request_id."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)  # set by middleware.RequestContext
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
@@ -35,9 +39,20 @@ class TextFormatter(logging.Formatter):
         return super().format(record) + (" " + fields if fields else "")
 
 
+class RequestIdFilter(logging.Filter):
+    """Give a record logged while a request runs that request's id, unless it names one itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
+
 def configure(log_format: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

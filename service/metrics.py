@@ -7,6 +7,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+CLIENT_CLOSED = 499  # the status of a request whose client left before it was answered (as nginx logs it)
+
 
 class _Versions:
     """The model versions' states and in-flight requests, read from the repository at each scrape."""
@@ -80,7 +82,8 @@ class Metrics:
         self.model_batch.labels(graph).observe(size)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count a request; one its client closed (CLIENT_CLOSED) got no answer, so it is no error answer."""
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
-        if status >= 400:
+        if status >= 400 and status != CLIENT_CLOSED:
             self.errors.labels(endpoint, str(status)).inc()

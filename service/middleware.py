@@ -1,4 +1,5 @@
-"""ASGI middleware: the request-body limit and per-request metrics."""
+"""ASGI middleware: the request-body limit, API keys, per-request metrics, and each request's id and
+log lines."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import logging
 import time
 import uuid
 
-from service.metrics import Metrics
+from starlette.requests import ClientDisconnect
+
+from service.logs import REQUEST_ID
+from service.metrics import CLIENT_CLOSED, Metrics
+
+log = logging.getLogger("cvae.errors")
 
 
 class BodyTooLarge(Exception):
@@ -85,6 +91,9 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+            raise
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
@@ -177,10 +186,19 @@ def _error_message(body: bytes) -> str | None:
     return str(message)[:300] if message else None
 
 
+CLOSED = "The client closed the request before it was answered."
+
+
+def internal_error(request_id: str) -> dict:
+    return {"error": f"Internal error; the logs hold its traceback under request id {request_id}.", "problems": []}
+
+
 class RequestContext:
     """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
     id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
-    request's body, query or headers."""
+    request's body, query or headers. A client that left before its answer is logged with status
+    CLIENT_CLOSED and sent nothing. An unexpected error is logged here with its traceback and answered
+    500, both with the id; any other line logged while the request runs takes it from logs.REQUEST_ID."""
 
     def __init__(self, app, logger: logging.Logger):
         self.app = app
@@ -192,8 +210,10 @@ class RequestContext:
         given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        where = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
         start = time.perf_counter()
-        status = 500
+        status = None
         error_body = bytearray()
 
         async def with_id(message):
@@ -207,15 +227,23 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+        except Exception:
+            log.exception("unexpected error", extra=where)
+            if status is not None:  # the answer had begun: the server can only drop the connection
+                raise
+            await _send_json(with_id, 500, internal_error(request_id))
         finally:
+            status = 500 if status is None else status
+            error = CLOSED if status == CLIENT_CLOSED else _error_message(bytes(error_body))
             self.log.info(
                 "request",
                 extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    **where,
                     "status": status,
                     "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-                    **({"error": _error_message(bytes(error_body))} if status >= 400 else {}),
+                    **({"error": error} if status >= 400 else {}),
                 },
             )
+            REQUEST_ID.reset(token)

@@ -40,9 +40,14 @@ ImageInput = Annotated[
 ]
 
 
-class ImagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RequestBody(BaseModel):
+    """Every /v1 request body: an unknown field, or a number that is not finite (NaN, or 1e400 read as
+    infinity), is refused naming its field."""
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ImagesRequest(RequestBody):
     images: list[ImageInput] = Field(..., min_length=1, description="The images, one entry each.")
     pixel_scale: Literal["auto", "unit", "byte"] = Field(
         "auto", description="'unit': values in [0, 1]; 'byte': integers 0-255; 'auto': 'byte' if any value exceeds 1."
@@ -112,7 +117,6 @@ class ScoreRequest(ImagesRequest):
     )
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"images": [DIGIT_PNG], "num_samples": 1000, "tolerance": 0.3, "seed": 0}]},
     )
 
@@ -136,7 +140,6 @@ class ClassifyRequest(ScoreRequest):
     )
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"images": [DIGIT_PNG], "min_probability": 0.9, "seed": 0}]},
     )
 
@@ -147,10 +150,10 @@ class EncodeRequest(ImagesRequest):
         None, ge=0, lt=2**63, description="Seed for binarize='bernoulli'; omit for a fresh one (the answer gives it)."
     )
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [DIGIT_PNG], "y": 3}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"images": [DIGIT_PNG], "y": 3}]})
 
 
-class SampleRequest(BaseModel):
+class SampleRequest(RequestBody):
     n: int | None = Field(None, ge=1, description="How many images (default 1; with z given, one per z).")
     y: int | None = Field(None, description="Class of every image; omit to draw y ~ p(y).")
     z: list[list[float]] | None = Field(
@@ -161,10 +164,10 @@ class SampleRequest(BaseModel):
     )
     binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"n": 4, "y": 7, "seed": 1}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"n": 4, "y": 7, "seed": 1}]})
 
 
-class InterpolateRequest(BaseModel):
+class InterpolateRequest(RequestBody):
     z_from: list[float] = Field(..., description="Start point in latent space.")
     z_to: list[float] = Field(..., description="End point in latent space.")
     steps: int = Field(8, ge=2, description="Images along the path, both ends included.")
@@ -176,7 +179,6 @@ class InterpolateRequest(BaseModel):
     binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"z_from": [-1.0] * 16 + [0.5] * 16, "z_to": [0.5] * 16 + [-1.0] * 16, "steps": 8, "y": 4}]
         },
