@@ -42,7 +42,7 @@ import numpy as np
 from bench.common import RESULTS, grey_test_digits, save
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
 from service import abstention, estimator
-from service.images import binarize as binarize_pixels
+from service.preparation import binarize as binarize_pixels
 from service.runtime import load_model
 from service.scoring import Options, Scorer
 from service.settings import SHIPPED_MODEL, Settings

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from service.images import prepare_mnist, shrink_to_field
+from service.preparation import prepare_mnist, shrink_to_field
 
 SHAPE = (28, 28)
 SIZE = SHAPE[0] * SHAPE[1]

@@ -12,17 +12,8 @@ import math
 import numpy as np
 
 from service import answers, estimator, schemas
-from service.images import (
-    InputError,
-    PixelBudget,
-    binarize,
-    decode_png,
-    emptiness_warning,
-    parse_pixels,
-    png_grid,
-    polarity_warning,
-    prepare_mnist,
-)
+from service.images import InputError, PixelBudget, decode_png, parse_pixels, png_grid
+from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
 from service.scoring import Options, Scorer, Scores
 
 

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.images import MIN_INK_PIXELS
+from service.preparation import MIN_INK_PIXELS
 
 # (row offset, column offset) of the causal neighbours, as in JBIG's three-line template
 TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import InputError, PixelBudget, decode_png, parse_pixels, polarity_warning, prepare_mnist
+from service.images import InputError, PixelBudget, decode_png, parse_pixels
+from service.preparation import polarity_warning, prepare_mnist
 
 SHAPE = (28, 28)
 CANVAS = (200, 280)  # (height, width) of a drawing larger than the field and not square
