@@ -213,6 +213,8 @@ def load_model(settings: Settings) -> Model:
     options.inter_op_num_threads = settings.inter_op_threads
     options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
     options.log_severity_level = 3
+    # Idle intra-op threads spin by default, taking the cores from the other requests' Python work
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     providers = requested_providers(settings.providers)
     sessions = {}
     for name in (*GRAPHS, *([CRITIC] if CRITIC in manifest["files"] else [])):

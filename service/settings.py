@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     )
     strict_providers: bool = Field(False, description="refuse to start when a requested GPU provider is not active")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+    ort_spinning: bool = Field(
+        False,
+        description="let ONNX Runtime's idle intra-op threads spin: quicker for one client at a time, slower under "
+        "concurrent requests, whose parsing and assessment then wait for the cores",
+    )
     inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0: its default)")
     graph_optimization: str = Field("all", pattern="^(disable|basic|extended|all)$")
 

@@ -79,3 +79,15 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CVAE_MODEL_DIR", str(tmp_path))
     settings = Settings()
     assert (settings.port, settings.max_images, settings.model_dir) == (9123, 7, tmp_path)
+
+
+def test_idle_onnx_runtime_threads_do_not_spin_unless_asked(shipped_model):
+    from service.runtime import load_model
+    from service.settings import Settings
+
+    def spinning(settings) -> str:
+        session = load_model(settings).sessions["scorer"]
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(Settings(model_dir=shipped_model)) == "0"
+    assert spinning(Settings(model_dir=shipped_model, ort_spinning=True)) == "1"
