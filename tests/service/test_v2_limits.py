@@ -170,7 +170,8 @@ def test_a_client_that_disconnects_mid_body_is_no_server_error(client, model):
     assert status == 499
     metrics = client.get("/metrics").text
     assert 'cvae_errors_total{endpoint="/v2/models/{name}/infer",status="500"}' not in metrics
-    assert 'cvae_errors_total{endpoint="/v2/models/{name}/infer",status="499"}' in metrics
+    assert 'cvae_errors_total{endpoint="/v2/models/{name}/infer",status="499"}' not in metrics  # no answer sent
+    assert 'cvae_requests_total{endpoint="/v2/models/{name}/infer",method="POST",status="499"}' in metrics
 
 
 def test_null_in_data_is_called_null(client, model):
