@@ -64,3 +64,54 @@ def running_server(model_dir, **settings):
             process.terminate()
             process.wait(timeout=30)
         log.close()
+
+
+def send_partial_body(app, path: str, body: bytes, headers: list[tuple[bytes, bytes]], call=None) -> list[dict]:
+    """Call the ASGI `app` as a client that sends the first bytes of a POST body to `path`, then leaves;
+    the messages the app sent back. `call(app, scope, receive, send)` runs it (default asyncio.run)."""
+    import asyncio
+
+    messages = iter([{"type": "http.request", "body": body, "more_body": True}, {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    if call is None:
+        asyncio.run(app(scope, receive, send))
+    else:
+        call(app, scope, receive, send)
+    return sent
+
+
+def wait_for(predicate, timeout=30.0):
+    """Poll `predicate` until it is true, failing the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never came true")
+
+
+def states(client, headers=None) -> dict:
+    """(model, version) -> its row of GET /v1/models."""
+    rows = client.get("/v1/models", headers=headers).json()["models"]
+    return {(m["model"], m["version"]): m for m in rows}

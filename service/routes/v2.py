@@ -35,7 +35,6 @@ RESPONSES = {
         (404, "No model of that name: the models are encoder, decoder and scorer."),
         (413, "Too many rows for one request."),
         (415, "A content type that browsers send across origins: use application/json."),
-        (499, "The client closed the connection before sending the whole body; no answer reaches it."),
         (503, "The model is still loading, or the service is at capacity."),
     )
 }
@@ -43,7 +42,6 @@ TAGS = ["Open Inference Protocol (KServe V2)"]
 router = APIRouter(prefix="/v2", tags=TAGS, responses=RESPONSES)
 
 BINARY_HEADER = "inference-header-content-length"
-CLIENT_CLOSED = 499  # the client went away before its request was read (nginx's status)
 SIMPLE_CONTENT_TYPES = {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
 
 

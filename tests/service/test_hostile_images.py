@@ -1,7 +1,6 @@
 """Whatever bytes arrive as an image, the answer is a 422 naming the image and the fix; every log
 line of a request, an unexpected error's traceback included, carries the request's id."""
 
-import asyncio
 import base64
 import json
 import logging
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import send_partial_body
 
 from service.app import create_app
 from service.images import InputError, PixelBudget, decode_png
@@ -155,30 +155,8 @@ def test_every_line_logged_during_a_request_carries_its_id(client, monkeypatch, 
 
 def test_a_client_that_leaves_mid_body_is_logged_as_closed_not_as_an_error(shipped_model, caplog):
     app = create_app(Settings(model_dir=shipped_model))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/classify",
-        "raw_path": b"/v1/classify",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"gone-1")],
-        "server": ("test", 80),
-        "client": ("test", 1),
-    }
-    messages = iter([{"type": "http.request", "body": b'{"images": [', "more_body": True}, {"type": "http.disconnect"}])
-    sent = []
-
-    async def receive():
-        return next(messages)
-
-    async def send(message):
-        sent.append(message)
-
     with caplog.at_level(logging.INFO):
-        asyncio.run(app(scope, receive, send))
+        sent = send_partial_body(app, "/v1/classify", b'{"images": [', [(b"x-request-id", b"gone-1")])
     assert sent == []  # nothing is answered to a client that is gone
     (line,) = [r for r in caplog.records if r.name == "cvae.access"]
     assert line.status == 499 and line.request_id == "gone-1" and "client closed" in line.error

@@ -3,12 +3,11 @@
 import asyncio
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from servers import wait_ready
+from servers import states, wait_for, wait_ready
 
 from bench.swap import place
 from service.app import create_app
@@ -34,19 +33,6 @@ def repository(shipped_model, tmp_path):
     root = tmp_path / "models"
     add_version(root, shipped_model, "1.0.0")
     return root
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never came true")
-
-
-def states(client) -> dict:
-    return {(m["model"], m["version"]): m for m in client.get("/v1/models").json()["models"]}
 
 
 def log_px(client, **query) -> tuple[float, str]:
@@ -169,20 +155,16 @@ def test_load_and_unload_by_request_need_the_key(repository, shipped_model):
         assert client.get("/v1/models").status_code == 401
         loaded = client.post(load, headers=key)
         assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
-        assert states_with(client, key)[("mnist-cvae", "1.0.0")]["pinned"] is True
+        assert states(client, key)[("mnist-cvae", "1.0.0")]["pinned"] is True
         assert log_px_with(client, key, version="1.0.0") == "1.0.0"
 
         unload = "/v1/models/mnist-cvae/versions/2.0.0/unload"
         assert client.post(unload).status_code == 401
         assert client.post(unload, headers=key).status_code == 200
-        wait_for(lambda: states_with(client, key)[("mnist-cvae", "2.0.0")]["state"] == "unloaded")
+        wait_for(lambda: states(client, key)[("mnist-cvae", "2.0.0")]["state"] == "unloaded")
         assert log_px_with(client, key) == "1.0.0"  # the newest left: 1.0.0 answers now
         gone = client.post("/v1/models/mnist-cvae/versions/7/load", headers=key)
         assert gone.status_code == 404 and "has no version '7'" in gone.json()["error"]
-
-
-def states_with(client, headers) -> dict:
-    return {(m["model"], m["version"]): m for m in client.get("/v1/models", headers=headers).json()["models"]}
 
 
 def log_px_with(client, headers, **query) -> str:

@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 from fastapi.testclient import TestClient
-from servers import wait_ready
+from servers import states, wait_for, wait_ready
 
 from bench.swap import place
 from service import runtime
@@ -43,19 +43,6 @@ def corrupt(path):
     data = bytearray(path.read_bytes())
     data[-10:] = bytes(b ^ 0xFF for b in data[-10:])
     path.write_bytes(bytes(data))
-
-
-def states(client) -> dict:
-    return {(m["model"], m["version"]): m for m in client.get("/v1/models").json()["models"]}
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never came true")
 
 
 def no_hashing(path):
