@@ -14,7 +14,7 @@ import numpy as np
 from service import answers, estimator, schemas
 from service.images import InputError, PixelBudget, decode_png, parse_pixels, png_grid
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
-from service.scoring import Options, Scorer, Scores
+from service.scoring import Options, Scorer, Scores, check_count
 
 
 def _seed(given: int | None) -> int:
@@ -45,10 +45,6 @@ class Inference:
         if y is not None and not 0 <= y < self.model.num_classes:
             raise InputError(field, f"is {y}; classes are 0 to {self.model.num_classes - 1}.")
 
-    def _check_count(self, count: int, limit: int, field: str, setting: str) -> None:
-        if count > limit:
-            raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
-
     def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list]:
         """The request's images as what the likelihood scores [N, 784], how they were prepared and
         binarized, and per image its warnings."""
@@ -60,7 +56,7 @@ class Inference:
                 f"is a flat list of {len(request.images)} numbers, but it is a list of images: put each image in a "
                 f'list of its own, {{"images": [[{size} numbers]]}}, or send 28 rows of 28 numbers per image.',
             )
-        self._check_count(len(request.images), self.settings.max_images, "images", "max_images")
+        check_count(len(request.images), self.settings.max_images, "images", "max_images")
         # preprocess takes images of any size within a budget ([H, W] each); without, each is [784]
         s = self.settings
         budget = PixelBudget(s.max_image_side, s.max_request_pixels) if request.preprocess == "mnist" else None
@@ -191,7 +187,7 @@ class Inference:
             latents = self._latents(z, "z")
             n = len(latents)
         n = n or 1
-        self._check_count(n, self.settings.max_samples, fields[1] if z is None else "z", "max_samples")
+        check_count(n, self.settings.max_samples, fields[1] if z is None else "z", "max_samples")
         rng = np.random.default_rng(seed)
         classes = np.full(n, y) if y is not None else estimator.draw_classes(self.model, n, rng)
         if z is None:
@@ -205,7 +201,7 @@ class Inference:
 
     async def interpolate(self, request: schemas.InterpolateRequest) -> dict:
         self._check_class(request.y)
-        self._check_count(request.steps, self.settings.max_samples, "steps", "max_samples")
+        check_count(request.steps, self.settings.max_samples, "steps", "max_samples")
         z_from = self._latents([request.z_from], "z_from")[0]
         z_to = self._latents([request.z_to], "z_to")[0]
         seed = _seed(request.seed)

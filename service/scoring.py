@@ -58,7 +58,8 @@ class Scores:
         return self.abstain.any(axis=1)
 
 
-def _check_count(count: int, limit: int, field: str, setting: str) -> None:
+def check_count(count: int, limit: int, field: str, setting: str) -> None:
+    """InputError naming `field` and the setting when `count` is above its `limit`."""
     if count > limit:
         raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
 
@@ -92,7 +93,7 @@ class Scorer:
         """The options with every default filled in, checked against the limits (InputError naming the field)."""
         s, classes = self.settings, self.model.num_classes
         k = options.num_samples or min(s.default_num_samples, s.max_num_samples)
-        _check_count(k, s.max_num_samples, "num_samples", "max_num_samples")
+        check_count(k, s.max_num_samples, "num_samples", "max_num_samples")
         work = num_images * classes * k
         if work > s.max_work:
             raise InputError(
@@ -102,7 +103,7 @@ class Scorer:
                 "send fewer images per request or a smaller num_samples.",
             )
         budget = options.max_num_samples or s.max_num_samples
-        _check_count(budget, s.max_num_samples, "max_num_samples", "max_num_samples")
+        check_count(budget, s.max_num_samples, "max_num_samples", "max_num_samples")
         if budget < k:
             raise InputError("max_num_samples", f"is {budget}, below num_samples {k}; raise it or omit it.")
         tolerance = options.tolerance or s.default_tolerance or None
