@@ -31,6 +31,9 @@ class Admission:
         try:
             return await asyncio.wait_for(work, self.timeout)
         except asyncio.TimeoutError as error:
-            raise RequestTimeout(f"the request took longer than {self.timeout:g} s") from error
+            raise RequestTimeout(
+                f"The request took longer than {self.timeout:g} s (setting CVAE_REQUEST_TIMEOUT_S) with "
+                f"{self.in_flight} requests in flight: retry later, send less work per request, or raise the setting."
+            ) from error
         finally:
             self.in_flight -= 1

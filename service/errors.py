@@ -89,7 +89,7 @@ def install(app: FastAPI) -> None:
         request.app.state.metrics.rejected.labels("timeout").inc()
         return JSONResponse(
             status_code=504,
-            content=error_body(f"Timed out: {exc} (setting CVAE_REQUEST_TIMEOUT_S); send less work per request."),
+            content=error_body(str(exc)),
         )
 
     @app.exception_handler(HTTPException)

@@ -56,6 +56,7 @@ class Model:
     sessions: dict[str, ort.InferenceSession]
     requested: list[str]
     ood: ood.Calibration | None = None
+    passes_per_s: float | None = None  # the scorer's rate on this machine, measured by versions.warm_up
 
     @property
     def latent_dim(self) -> int:

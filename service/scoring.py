@@ -64,6 +64,17 @@ def check_count(count: int, limit: int, field: str, setting: str) -> None:
         raise InputError(field, f"asks for {count}; the limit is {limit} (setting CVAE_{setting.upper()}).")
 
 
+TIMEOUT_SHARE = 0.5  # what one request may ask for takes at most this share of the timeout, alone
+
+
+def work_limit(settings: Settings, passes_per_s: float | None) -> int:
+    """The decoder passes one request may cost: CVAE_MAX_WORK, lowered to what this machine computes in
+    half of CVAE_REQUEST_TIMEOUT_S at the rate measured when the version loaded (none measured: the setting)."""
+    if passes_per_s is None:
+        return settings.max_work
+    return max(1, min(settings.max_work, int(passes_per_s * settings.request_timeout_s * TIMEOUT_SHARE)))
+
+
 class Scorer:
     """A loaded model version's scoring, with the settings that bound it."""
 
@@ -71,6 +82,7 @@ class Scorer:
         self.model = model
         self.settings = settings
         self.calls = calls or ModelCalls(model, settings)
+        self.max_work = work_limit(settings, model.passes_per_s)
         self.screening = adaptive.screening_for(
             model.manifest, settings.adaptive_screen_samples, settings.adaptive_margin
         )
@@ -95,11 +107,11 @@ class Scorer:
         k = options.num_samples or min(s.default_num_samples, s.max_num_samples)
         check_count(k, s.max_num_samples, "num_samples", "max_num_samples")
         work = num_images * classes * k
-        if work > s.max_work:
+        if work > self.max_work:
             raise InputError(
                 "num_samples",
                 f"{num_images} images x {classes} classes x {k} samples = {work} decoder passes "
-                f"exceeds the per-request limit {s.max_work} (setting CVAE_MAX_WORK); "
+                f"exceeds the per-request limit {self.max_work} ({self.limit_reason()}); "
                 "send fewer images per request or a smaller num_samples.",
             )
         budget = options.max_num_samples or s.max_num_samples
@@ -121,13 +133,23 @@ class Scorer:
             ),
         )
 
+    def limit_reason(self) -> str:
+        """Which setting the work limit comes from, for the errors that quote it."""
+        if self.max_work == self.settings.max_work:
+            return "setting CVAE_MAX_WORK"
+        rate = self.model.passes_per_s
+        return (
+            f"what {rate:,.0f} passes/s, this machine's rate, computes in half of CVAE_REQUEST_TIMEOUT_S "
+            f"= {self.settings.request_timeout_s:g} s; raise that setting to allow more"
+        )
+
     # ---- scoring ------------------------------------------------------------------------
     async def score(self, x: np.ndarray, options: Options) -> Scores:
         """Score binary images x [N, H*W]: log p(x|y) per class, Bayes' rule, the out-of-distribution
         verdicts and the abstention, each image from its own noise streams."""
         options = self.resolve(options, len(x))
         rounds = (
-            adaptive.Rounds(options.tolerance, options.max_num_samples, self.settings.max_work)
+            adaptive.Rounds(options.tolerance, options.max_num_samples, self.max_work)
             if options.tolerance is not None
             else None
         )
@@ -180,7 +202,7 @@ class Scorer:
         s, classes = self.settings, self.model.num_classes
         k = options.num_samples or s.default_num_samples
         most = (options.max_num_samples or s.max_num_samples) if (options.tolerance or s.default_tolerance) else k
-        size = max(1, min(s.max_images, s.max_work // (classes * most)))
+        size = max(1, min(s.max_images, self.max_work // (classes * most)))
         parts = [asyncio.run(self.score(x[start : start + size], options)) for start in range(0, len(x), size)]
         return parts[0] if len(parts) == 1 else join(parts)
 

@@ -80,7 +80,10 @@ class Settings(BaseSettings):
         "samples of the classes that matter until it is met (0: a single round)",
     )
     max_work: int = Field(
-        2_000_000, ge=1, description="most decoder passes (images x classes x K) one request may cost"
+        2_000_000,
+        ge=1,
+        description="most decoder passes (images x classes x K) one request may cost; lowered to what this machine "
+        "computes in half of request_timeout_s at the rate measured when a version loads (GET /v1/model's limits)",
     )
     max_body_bytes: int = Field(8_000_000, ge=1024, description="largest request body accepted (413 beyond)")
     score_chunk_rows: int = Field(

@@ -185,7 +185,7 @@ async def model_info(
             "max_num_samples": s.max_num_samples,
             "default_num_samples": s.default_num_samples,
             "default_tolerance": s.default_tolerance,
-            "max_work": s.max_work,
+            "max_work": inference.scorer.max_work,
             "max_body_bytes": s.max_body_bytes,
             "adaptive_screening": [
                 {"samples": samples, "margin": margin} for samples, margin in inference.scorer.screening.looks()

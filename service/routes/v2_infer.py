@@ -122,18 +122,16 @@ async def _infer(request: Request, name: str, version: str | None = None):
         repository.release(entry)
 
 
-def _check_rows(request: Request, graph: str, sizes: dict[str, int]) -> None:
+def _check_rows(request: Request, scorer, graph: str, sizes: dict[str, int]) -> None:
     """413 when the rows the graph will compute (K x N decoder passes for the scorer) exceed the limit."""
-    settings = request.app.state.settings
-    setting = "max_work" if graph == "scorer" else "max_samples"
-    rows, limit = math.prod(sizes.values()), getattr(settings, setting)
+    if graph == "scorer":
+        limit, reason = scorer.max_work, scorer.limit_reason()
+    else:
+        limit, reason = request.app.state.settings.max_samples, "setting CVAE_MAX_SAMPLES"
+    rows = math.prod(sizes.values())
     if rows > limit:
         counted = " x ".join(f"{dim} {size}" for dim, size in sizes.items())
-        raise V2Error(
-            f"{counted} = {rows} rows exceed the limit {limit} (setting CVAE_{setting.upper()}); "
-            "send fewer per request.",
-            413,
-        )
+        raise V2Error(f"{counted} = {rows} rows exceed the limit {limit} ({reason}); send fewer per request.", 413)
 
 
 def _does_not_fit(name: str, declared: dict, inputs) -> V2Error:
@@ -151,7 +149,7 @@ async def _run(request: Request, name: str, entry, graph: str):
     try:
         sizes = tensors.sizes(declared, body.inputs)
         wanted = tensors.outputs(declared, body)
-        _check_rows(request, graph, sizes)
+        _check_rows(request, entry.inference.scorer, graph, sizes)
         feeds = tensors.feeds(declared, body.inputs, binary)
     except TensorError as error:
         raise V2Error(str(error)) from error

@@ -51,11 +51,32 @@ def test_a_full_batch_queue_is_503_too(shipped_model):
         assert 200 in statuses and 503 in statuses and set(statuses) <= {200, 503}
 
 
-def test_past_the_timeout_the_answer_is_504(shipped_model):
-    settings = Settings(model_dir=shipped_model, request_timeout_s=0.05, max_work=10**8)
+def test_what_the_limits_admit_finishes_within_the_timeout(shipped_model):
+    settings = Settings(model_dir=shipped_model, request_timeout_s=1.0, max_work=10**8)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        response = client.post("/v1/log-likelihood", json={**HEAVY, "num_samples": 20000})
-        assert response.status_code == 504 and "CVAE_REQUEST_TIMEOUT_S" in response.json()["error"]
-        assert 'cvae_rejected_total{reason="timeout"} 1.0' in client.get("/metrics").text
+        limit = client.get("/v1/model").json()["limits"]["max_work"]
+        assert 0 < limit < 10**8  # what this machine computes in half a second, not the setting
+        most = {"images": [[0.0] * 784], "num_samples": limit // 10, "adaptive": False}
+        assert client.post("/v1/log-likelihood", json=most).status_code == 200
+        over = client.post("/v1/log-likelihood", json={**most, "num_samples": limit // 10 + 1})
+        assert over.status_code == 422 and "CVAE_REQUEST_TIMEOUT_S" in over.json()["error"]
+
+
+def test_past_the_timeout_the_answer_is_504_naming_the_setting(shipped_model):
+    settings = Settings(model_dir=shipped_model, request_timeout_s=0.3, max_work=10**8)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        most = {"images": [[0.0] * 784], "adaptive": False}
+        most["num_samples"] = client.get("/v1/model").json()["limits"]["max_work"] // 10
+
+        async def fire():  # each alone within the timeout, sixteen at once not
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+                return await asyncio.gather(*(http.post("/v1/log-likelihood", json=most) for _ in range(16)))
+
+        late = [r for r in client.portal.call(fire) if r.status_code == 504]
+        assert late and "CVAE_REQUEST_TIMEOUT_S" in late[0].json()["error"]
+        assert "in flight" in late[0].json()["error"]
+        assert f'cvae_rejected_total{{reason="timeout"}} {len(late)}.0' in client.get("/metrics").text
         assert client.post("/v1/samples", json={"n": 1}).status_code == 200
