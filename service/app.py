@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import errors
 from service.admission import Admission
+from service.cancellation import CancelAbandoned
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.repository import Repository
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Integrity and shape checks run here: start-up fails when the default model cannot be served.
-        repository = Repository(settings, on_batch=app.state.metrics.observe_model_batch)
+        repository = Repository(settings, on_call=app.state.metrics.observe_model_call)
         app.state.repository = repository
         await repository.start()
         app.state.metrics.watch_versions(repository.listing)
@@ -90,7 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(v2_infer.router)
     v2.install(app)
-    # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit.
+    # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit,
+    # CancelAbandoned.
+    if settings.cancel_abandoned:
+        app.add_middleware(CancelAbandoned)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
     if settings.cors_origin_list:

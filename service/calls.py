@@ -20,8 +20,10 @@ class ModelCalls:
     at a time; bench/run.py compares batching on and off.
     """
 
-    def __init__(self, model: Model, settings: Settings, on_batch=None):
+    def __init__(self, model: Model, settings: Settings, on_call=None):
+        """`on_call(graph, rows, batched)` is told of every model call."""
         self.model = model
+        self.on_call = on_call
         self.batching = settings.batching
         self.direct_rows = max(1, settings.score_chunk_rows // 4)
         wait = settings.batch_max_wait_ms / 1000.0
@@ -32,7 +34,7 @@ class ModelCalls:
             max_queue=settings.max_queue,
             size=lambda item: item[2].shape[0] * item[2].shape[1],  # K x rows decoder passes
             key=lambda item: item[2].shape[0],  # calls share a run only with the same K
-            on_batch=on_batch and (lambda size: on_batch("scorer", size)),
+            on_batch=on_call and (lambda size: on_call("scorer", size, True)),
         )
         self._decoder = Batcher(
             self._decode_batch,
@@ -40,7 +42,7 @@ class ModelCalls:
             max_wait=wait,
             max_queue=settings.max_queue,
             size=lambda item: len(item[0]),
-            on_batch=on_batch and (lambda size: on_batch("decoder", size)),
+            on_batch=on_call and (lambda size: on_call("decoder", size, True)),
         )
 
     def start(self) -> None:
@@ -57,12 +59,16 @@ class ModelCalls:
         """x [R, 784], y [R], eps [K, R, D] -> log_w, log_px_z [K, R], KL [R]."""
         if self.batching and eps.shape[0] * eps.shape[1] < self.direct_rows:
             return await self._scorer.submit((x, y, eps))
+        if self.on_call:
+            self.on_call("scorer", eps.shape[0] * eps.shape[1], False)
         return await asyncio.to_thread(self.model.log_weights, x, y, eps)
 
     async def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         """z [N, D], y [N] -> logits [N, 784]."""
         if self.batching:
             return await self._decoder.submit((z, y))
+        if self.on_call:
+            self.on_call("decoder", len(z), False)
         return await asyncio.to_thread(self.model.decode, z, y)
 
     def _score_batch(self, items: list) -> list:

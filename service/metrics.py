@@ -70,6 +70,12 @@ class Metrics:
             buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
             registry=self.registry,
         )
+        self.model_passes = Counter(
+            "cvae_model_passes",
+            "Decoder rows (x K for the scorer) computed, batched or not",
+            ["graph"],
+            registry=self.registry,
+        )
 
     def watch_versions(self, listing: Callable[[], list[dict]]) -> None:
         """Export the states of the model versions that `listing` returns (GET /v1/models' rows)."""
@@ -78,8 +84,11 @@ class Metrics:
             self.registry.register(self._versions)
         self._versions.listing = listing  # an app started again reports its new repository
 
-    def observe_model_batch(self, graph: str, size: int) -> None:
-        self.model_batch.labels(graph).observe(size)
+    def observe_model_call(self, graph: str, size: int, batched: bool) -> None:
+        """A model call of `size` decoder rows, run in a batch of concurrent calls or on its own."""
+        self.model_passes.labels(graph).inc(size)
+        if batched:
+            self.model_batch.labels(graph).observe(size)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count a request; one its client closed (CLIENT_CLOSED) got no answer, so it is no error answer."""

@@ -37,9 +37,9 @@ log = logging.getLogger("cvae.repository")
 
 
 class Repository:
-    def __init__(self, settings: Settings, on_batch=None):
+    def __init__(self, settings: Settings, on_call=None):
         self.settings = settings
-        self.on_batch = on_batch
+        self.on_call = on_call
         self.serving: dict[tuple[str, str], Version] = {}  # ready versions, and failed or loading ones
         self.updates: dict[tuple[str, str], Version] = {}  # a replacement loading or failed behind a ready one
         self.draining: set[Version] = set()
@@ -109,7 +109,7 @@ class Repository:
             candidate.state = "unloaded"
             log.info("model %s version %s loaded but dropped: unloaded, removed or loaded again meanwhile", *key)
             return
-        calls = ModelCalls(model, self.settings, on_batch=self.on_batch)
+        calls = ModelCalls(model, self.settings, on_call=self.on_call)
         calls.start()
         candidate.inference = Inference(Scorer(model, self.settings, calls))
         candidate.state, candidate.loaded_at = "ready", time.time()

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     )
     max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
     request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
+    cancel_abandoned: bool = Field(
+        True, description="stop a request's model work when its client disconnects before the answer"
+    )
     keep_alive_s: float = Field(
         75.0, gt=0, description="idle keep-alive before the server closes a connection; longer than clients' pools"
     )

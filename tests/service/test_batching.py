@@ -152,7 +152,14 @@ def test_small_scorer_calls_are_batched_and_large_ones_run_at_once(shipped_model
     settings = Settings(model_dir=shipped_model, score_chunk_rows=400)  # calls of 100 passes or more run at once
     model = load_model(settings)
     batched = []
-    calls = ModelCalls(model, settings, on_batch=lambda graph, size: batched.append((graph, size)))
+    seen = []
+
+    def on_call(graph, size, in_batch):
+        seen.append((graph, size))
+        if in_batch:
+            batched.append((graph, size))
+
+    calls = ModelCalls(model, settings, on_call=on_call)
     rng = np.random.default_rng(0)
     x = (rng.random((2, 784)) < 0.3).astype(np.float32)
     y = np.array([1, 7])
@@ -168,6 +175,7 @@ def test_small_scorer_calls_are_batched_and_large_ones_run_at_once(shipped_model
 
     got_small, got_large = run(main())
     assert batched == [("scorer", 20)]
+    assert seen == [("scorer", 20), ("scorer", 120)]  # every call is counted among the passes computed
     for got, eps in ((got_small, small), (got_large, large)):
         for a, b in zip(got, model.log_weights(x, y, eps), strict=True):
             np.testing.assert_array_equal(a, b)
