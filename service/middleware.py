@@ -129,6 +129,24 @@ def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
+def given_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """The API key of a request's headers (or gRPC metadata), lower-case names to values: X-API-Key: KEY,
+    else Authorization: Bearer KEY."""
+    given = headers.get(b"x-api-key")
+    authorization = headers.get(b"authorization", b"")
+    if given is None and authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    return given
+
+
+def key_matches(keys: list[bytes], given: bytes) -> bool:
+    """Whether `given` is one of `keys`, every key compared in constant time."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
 class ApiKeyAuth:
     """Require one of `keys` (Authorization: Bearer KEY, or X-API-Key: KEY) on every path but the probes.
 
@@ -138,20 +156,10 @@ class ApiKeyAuth:
         self.app = app
         self.keys = [key.encode() for key in keys]
 
-    def _matches(self, given: bytes) -> bool:
-        found = False
-        for key in self.keys:
-            found |= hmac.compare_digest(given, key)
-        return found
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.keys or _is_open(scope["path"]):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers", []))
-        given = headers.get(b"x-api-key")
-        authorization = headers.get(b"authorization", b"")
-        if given is None and authorization[:7].lower() == b"bearer ":
-            given = authorization[7:].strip()
+        given = given_key(dict(scope.get("headers", [])))
         if not given:
             return await _send_json(
                 send,
@@ -162,7 +170,7 @@ class ApiKeyAuth:
                 },
                 [(b"www-authenticate", b"Bearer")],
             )
-        if not self._matches(given):
+        if not key_matches(self.keys, given):
             return await _send_json(
                 send,
                 403,
