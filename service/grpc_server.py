@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2_grpc
 from service import protocol
 from service.admission import RequestTimeout
 from service.batching import Overloaded
-from service.middleware import given_key, key_matches
+from service.grpc_middleware import AccessLog, KeyCheck
 from service.protocol import V2Error
 from service.routes.health import is_ready, served_version
 from service.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
@@ -213,45 +213,11 @@ for _method in SERVICE.methods:  # the generated servicer's stand-ins are not co
         setattr(InferenceServicer, _method.name, _unimplemented(_method.name))
 
 
-class KeyCheck(grpc.aio.ServerInterceptor):
-    """Require one of `keys` in the call's metadata on every RPC but the probes, matched as HTTP's are."""
-
-    def __init__(self, keys: list[str]):
-        self.keys = [key.encode() for key in keys]
-
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if not self.keys or details.method in OPEN_METHODS or handler is None:
-            return handler
-        metadata = {
-            k.lower().encode(): v if isinstance(v, bytes) else v.encode() for k, v in details.invocation_metadata
-        }
-        given = given_key(metadata)
-        if not given:
-            code = grpc.StatusCode.UNAUTHENTICATED
-            message = "An API key is required: send the metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'."
-        elif not key_matches(self.keys, given):
-            code, message = (
-                grpc.StatusCode.PERMISSION_DENIED,
-                "The API key is not valid; check it with whoever runs this service.",
-            )
-        else:
-            return handler
-
-        async def refuse(request, context):
-            await context.abort(code, message)
-
-        kind = (
-            grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
-        )
-        return kind(refuse, handler.request_deserializer, handler.response_serializer)
-
-
 async def start(app, settings) -> grpc.aio.Server:
     """The gRPC server on settings.host and settings.grpc_port, started, answering from `app`'s state;
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
     server = grpc.aio.server(
-        interceptors=[KeyCheck(settings.api_key_list)],
+        interceptors=[AccessLog(logging.getLogger("cvae.access")), KeyCheck(settings.api_key_list, OPEN_METHODS)],
         options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)

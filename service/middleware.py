@@ -201,6 +201,11 @@ def internal_error(request_id: str) -> dict:
     return {"error": f"Internal error; the logs hold its traceback under request id {request_id}.", "problems": []}
 
 
+def request_id_of(given: str) -> str:
+    """The id a client gave its request (X-Request-ID), when it is short and plain; else a new one."""
+    return given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+
+
 class RequestContext:
     """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
     id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
@@ -215,8 +220,7 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+        request_id = request_id_of(dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1"))
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         where = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}

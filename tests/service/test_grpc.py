@@ -2,6 +2,7 @@
 and answers as /v2 over HTTP, bit for bit, its refusals in gRPC's status codes, the API keys as
 metadata, and no gRPC unless it is asked for."""
 
+import logging
 import queue
 import time
 
@@ -229,6 +230,21 @@ def test_a_full_house_is_unavailable_and_a_slow_call_past_its_deadline(shipped_m
         metrics = client.get("/metrics").text
         assert 'cvae_rejected_total{reason="overloaded"} 1.0' in metrics
         assert 'cvae_rejected_total{reason="timeout"} 1.0' in metrics
+
+
+def test_every_call_is_logged_under_its_request_id(shipped_model, caplog):
+    port = free_port()
+    app = create_app(Settings(model_dir=shipped_model, grpc_port=port))
+    # at INFO until the server has stopped: a refused call's line is written after the client has its answer
+    with caplog.at_level(logging.INFO, logger="cvae.access"), TestClient(app) as client:
+        wait_ready(client)
+        grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        grpc_client.get_model_metadata("decoder", headers={"x-request-id": "grpc-1"})
+        with pytest.raises(InferenceServerException):
+            grpc_client.get_model_metadata("nonexistent", headers={"x-request-id": "grpc-2"})
+    lines = {r.request_id: r for r in caplog.records if r.name == "cvae.access"}
+    assert lines["grpc-1"].path.endswith("/ModelMetadata") and lines["grpc-1"].status == "OK"
+    assert lines["grpc-2"].status == "NOT_FOUND" and "Unknown model 'nonexistent'" in lines["grpc-2"].error
 
 
 def test_grpc_is_off_by_default(shipped_model):
