@@ -10,7 +10,8 @@ much work for one request (413), since only a smaller request succeeds (Triton r
 its max_batch_size the same way; RESOURCE_EXHAUSTED would tell clients a retry may pass); an unknown
 model or version NOT_FOUND, loading or at capacity (503) UNAVAILABLE, past the request timeout (504)
 DEADLINE_EXCEEDED, a version that fails its checks on load (409) FAILED_PRECONDITION, no key
-UNAUTHENTICATED, a wrong key or closed model control PERMISSION_DENIED.
+UNAUTHENTICATED, a wrong key or closed model control PERMISSION_DENIED; a message over
+CVAE_MAX_BODY_BYTES is RESOURCE_EXHAUSTED, gRPC's own refusal.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _answered(rpc):
     return answered
 
 
-def infer_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bytes]:
+def _infer_request(request: pb.ModelInferRequest) -> tuple[InferRequest, bytes]:
     """The protocol's request and binary tensor data of a ModelInferRequest: each FP32 input's values,
     from raw_input_contents or contents.fp32_contents, as little-endian bytes in the order of the inputs."""
     raw = request.raw_input_contents
@@ -145,7 +146,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         name = request.model_name
         with protocol.held(self.state, name, request.model_version or None) as (entry, graph):
-            body, binary = infer_request(request)
+            body, binary = _infer_request(request)
             wanted, values = await protocol.run(self.state, name, entry, graph, body, binary)
         return pb.ModelInferResponse(
             model_name=name,
@@ -201,15 +202,19 @@ def _version(request) -> str | None:
     return parameter.string_param if parameter is not None and parameter.string_param else None
 
 
+SERVED = [method.name for method in SERVICE.methods if method.name in InferenceServicer.__dict__]
+
+
 def _unimplemented(name: str):
     async def rpc(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not served here; the HTTP API may have it.")
+        served = ", ".join(SERVED)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not served; this service answers {served}.")
 
     return rpc
 
 
 for _method in SERVICE.methods:  # the generated servicer's stand-ins are not coroutines: replace them
-    if _method.name not in InferenceServicer.__dict__:
+    if _method.name not in SERVED:
         setattr(InferenceServicer, _method.name, _unimplemented(_method.name))
 
 

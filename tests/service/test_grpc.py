@@ -161,11 +161,19 @@ def test_other_datatypes_and_short_contents_are_invalid_arguments(served):
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs 16" in raised.value.details()
 
 
+def test_a_message_over_the_body_limit_is_refused_by_grpc(served):
+    _, _, address = served
+    request = pb.ModelInferRequest(model_name="decoder", raw_input_contents=[bytes(Settings().max_body_bytes + 1)])
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as raised:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_unserved_rpcs_and_closed_model_control(served):
     client, _, _ = served
     with pytest.raises(InferenceServerException) as raised:
         client.get_inference_statistics()
-    assert status(raised) == "UNIMPLEMENTED"
+    assert status(raised) == "UNIMPLEMENTED" and "ModelInfer" in raised.value.message()
     with pytest.raises(InferenceServerException) as raised:
         client.unload_model("mnist-cvae")
     assert status(raised) == "PERMISSION_DENIED" and "CVAE_MODEL_CONTROL" in raised.value.message()
