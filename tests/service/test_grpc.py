@@ -37,10 +37,10 @@ def served(shipped_model):
 
 @pytest.fixture(scope="module")
 def locked(shipped_model):
-    """A gRPC client of a server with API keys set."""
+    """(gRPC client, gRPC address) of a server with API keys set."""
     port = free_port()
     with running_server(shipped_model, grpc_port=port, api_keys=KEYS, log_format="text"):
-        yield grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        yield grpcclient.InferenceServerClient(f"127.0.0.1:{port}"), f"127.0.0.1:{port}"
 
 
 def decoder_inputs(latent: int, n: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
@@ -181,6 +181,7 @@ def test_unserved_rpcs_and_closed_model_control(served):
 
 
 def test_api_keys_come_as_metadata(locked):
+    locked, _ = locked
     assert locked.is_server_live() and locked.is_server_ready()  # the probes are open, as over HTTP
     with pytest.raises(InferenceServerException) as raised:
         locked.get_model_metadata("decoder")
@@ -199,13 +200,27 @@ def latent_with(client, headers) -> int:
 
 
 def test_a_key_unloads_and_loads_a_version(locked):
+    locked, address = locked
     key = {"authorization": "Bearer first-key"}
-    locked.unload_model("mnist-cvae", headers=key)
+    unknown, known = (pb.RepositoryModelUnloadRequest(model_name="mnist-cvae") for _ in range(2))
+    unknown.parameters["version"].string_param, known.parameters["version"].string_param = "9.9", "1.0.0"
+    with grpc.insecure_channel(address) as channel:
+        unload = service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelUnload
+        with pytest.raises(grpc.RpcError) as raised:
+            unload(unknown, metadata=[("x-api-key", "second-key")])
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "'9.9'" in raised.value.details()
+        unload(known, metadata=[("x-api-key", "second-key")])
     with pytest.raises(InferenceServerException) as raised:
         locked.get_model_metadata("decoder", "1.0.0", headers=key)
     assert status(raised) == "NOT_FOUND"
-    locked.load_model("mnist-cvae", headers=key)
+    locked.load_model("mnist-cvae", headers=key)  # no version: the newest on disk
     assert locked.is_model_ready("decoder", "1.0.0", headers=key)
+    locked.unload_model("mnist-cvae", headers=key)  # no version: every one that serves
+    with pytest.raises(InferenceServerException) as raised:
+        locked.get_model_metadata("decoder", headers=key)
+    assert status(raised) == "NOT_FOUND"
+    locked.load_model("mnist-cvae", headers=key)
+    assert locked.is_model_ready("decoder", headers=key)
 
 
 def test_a_full_house_is_unavailable_and_a_slow_call_past_its_deadline(shipped_model, monkeypatch):
