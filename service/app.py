@@ -1,4 +1,5 @@
-"""create_app(): the FastAPI application, serving the versions of a model repository."""
+"""create_app(): the FastAPI application, serving the versions of a model repository (and over gRPC too,
+when CVAE_GRPC_PORT is set)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.repository = repository
         await repository.start()
         app.state.metrics.watch_versions(repository.listing)
+        grpc = None
+        if settings.grpc_port is not None:
+            from service import grpc_server  # grpc and its messages are imported only when served
+
+            grpc = await grpc_server.start(app, settings)
         yield
+        if grpc is not None:
+            await grpc.stop(settings.shutdown_grace_s)  # its running calls finish first, as HTTP's do
         app.state.repository = None
         await repository.stop()
 

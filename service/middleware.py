@@ -129,6 +129,24 @@ def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
+def given_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """The API key of a request's headers (or gRPC metadata), lower-case names to values: X-API-Key: KEY,
+    else Authorization: Bearer KEY."""
+    given = headers.get(b"x-api-key")
+    authorization = headers.get(b"authorization", b"")
+    if given is None and authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    return given
+
+
+def key_matches(keys: list[bytes], given: bytes) -> bool:
+    """Whether `given` is one of `keys`, every key compared in constant time."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
 class ApiKeyAuth:
     """Require one of `keys` (Authorization: Bearer KEY, or X-API-Key: KEY) on every path but the probes.
 
@@ -138,20 +156,10 @@ class ApiKeyAuth:
         self.app = app
         self.keys = [key.encode() for key in keys]
 
-    def _matches(self, given: bytes) -> bool:
-        found = False
-        for key in self.keys:
-            found |= hmac.compare_digest(given, key)
-        return found
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not self.keys or _is_open(scope["path"]):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers", []))
-        given = headers.get(b"x-api-key")
-        authorization = headers.get(b"authorization", b"")
-        if given is None and authorization[:7].lower() == b"bearer ":
-            given = authorization[7:].strip()
+        given = given_key(dict(scope.get("headers", [])))
         if not given:
             return await _send_json(
                 send,
@@ -162,7 +170,7 @@ class ApiKeyAuth:
                 },
                 [(b"www-authenticate", b"Bearer")],
             )
-        if not self._matches(given):
+        if not key_matches(self.keys, given):
             return await _send_json(
                 send,
                 403,
@@ -193,6 +201,11 @@ def internal_error(request_id: str) -> dict:
     return {"error": f"Internal error; the logs hold its traceback under request id {request_id}.", "problems": []}
 
 
+def request_id_of(given: str) -> str:
+    """The id a client gave its request (X-Request-ID), when it is short and plain; else a new one."""
+    return given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+
+
 class RequestContext:
     """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
     id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
@@ -207,8 +220,7 @@ class RequestContext:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+        request_id = request_id_of(dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1"))
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         where = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}

@@ -17,6 +17,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (on host), the same graphs "
+        "as /v2 (unset: no gRPC)",
+    )
     model_repository: Path = Field(
         SHIPPED_REPOSITORY,
         description="folder of <name>/<version>/ model directories made by `cvae export`; every version found "

@@ -1,5 +1,5 @@
 """The tensors of the Open Inference Protocol (KServe V2): the request's data model, and its JSON
-and binary tensor data in and out. Knows nothing of HTTP; routes/v2.py turns TensorError into 400.
+and binary tensor data in and out. Knows nothing of HTTP; service.protocol turns TensorError into a 400.
 
 Binary tensor data: the body is the JSON request of `Inference-Header-Content-Length` bytes, then
 the raw little-endian data of each input that says `"parameters": {"binary_data_size": n}`, in the

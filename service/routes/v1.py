@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from service import schemas
+from service import protocol, schemas
 from service.routes.dependencies import InferenceDep, known_query
 
 ERRORS = {
@@ -254,12 +254,7 @@ async def unload_version(name: str, version: str, request: Request):
 
 
 def _control(request: Request) -> None:
-    """Refuse loading and unloading while anyone who reaches the port could do it: no API keys set and
-    CVAE_MODEL_CONTROL not opening it."""
-    settings = request.app.state.settings
-    if not settings.api_key_list and not settings.model_control:
-        raise HTTPException(
-            403,
-            "Loading and unloading versions is closed while no API keys are set: set CVAE_API_KEYS and send a "
-            "key, or set CVAE_MODEL_CONTROL=true to open it to anyone who reaches the port.",
-        )
+    """403 while loading and unloading versions is closed (service.protocol.control_closed)."""
+    closed = protocol.control_closed(request.app.state.settings)
+    if closed:
+        raise HTTPException(403, closed)

@@ -1,32 +1,20 @@
 """Inference over the Open Inference Protocol: POST /v2/models/{name}[/versions/{version}]/infer, with
 JSON tensors or the binary tensor data extension, checked against the manifest and the limits before
-any data is read, and run in chunks of CVAE_SCORE_CHUNK_ROWS rows."""
+any data is read, and run in chunks of CVAE_SCORE_CHUNK_ROWS rows (service.protocol.run, as over gRPC)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import math
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service import chunks, tensors
-from service.routes.v2 import (
-    BINARY_HEADER,
-    RESPONSES,
-    SIMPLE_CONTENT_TYPES,
-    TAGS,
-    NamePath,
-    V2Error,
-    VersionPath,
-    graph_version,
-    repository_of,
-)
-from service.tensors import DATATYPE, InferRequest, TensorError
+from service import protocol, tensors
+from service.protocol import V2Error
+from service.routes.v2 import BINARY_HEADER, RESPONSES, SIMPLE_CONTENT_TYPES, TAGS, NamePath, VersionPath
+from service.tensors import InferRequest
 
 router = APIRouter(prefix="/v2", tags=TAGS, responses=RESPONSES)
 
@@ -113,62 +101,11 @@ async def infer_version(request: Request, name: NamePath, version: VersionPath):
 
 async def _infer(request: Request, name: str, version: str | None = None):
     """Parse, run on the version (held until the answer is made, so a swap never stops it) and answer."""
-    repository = repository_of(request)
-    entry, graph = graph_version(request, name, version)
-    repository.hold(entry)
-    try:
-        return await _run(request, name, entry, graph)
-    finally:
-        repository.release(entry)
-
-
-def _check_rows(request: Request, scorer, graph: str, sizes: dict[str, int]) -> None:
-    """413 when the rows the graph will compute (K x N decoder passes for the scorer) exceed the limit."""
-    if graph == "scorer":
-        limit, reason = scorer.max_work, scorer.limit_reason()
-    else:
-        limit, reason = request.app.state.settings.max_samples, "setting CVAE_MAX_SAMPLES"
-    rows = math.prod(sizes.values())
-    if rows > limit:
-        counted = " x ".join(f"{dim} {size}" for dim, size in sizes.items())
-        raise V2Error(f"{counted} = {rows} rows exceed the limit {limit} ({reason}); send fewer per request.", 413)
-
-
-def _does_not_fit(name: str, declared: dict, inputs) -> V2Error:
-    """The protocol's account of tensors that ONNX Runtime refused past every check: the shapes given
-    and taken, not ONNX Runtime's own words (those go to the log)."""
-    given = ", ".join(f"{t.name} {t.shape}" for t in inputs)
-    takes = ", ".join(f"{n} {tensors.dims_text(d)}" for n, d in declared["inputs"].items())
-    return V2Error(f"{name} cannot run on {given}: it takes {takes} of {DATATYPE}, each named dimension the same.")
-
-
-async def _run(request: Request, name: str, entry, graph: str):
-    session = entry.inference.model.sessions[graph]
-    declared = entry.inference.model.manifest["files"][graph]
-    body, binary = await _infer_request(request)
-    try:
-        sizes = tensors.sizes(declared, body.inputs)
-        wanted = tensors.outputs(declared, body)
-        _check_rows(request, entry.inference.scorer, graph, sizes)
-        feeds = tensors.feeds(declared, body.inputs, binary)
-    except TensorError as error:
-        raise V2Error(str(error)) from error
-
-    async def call(names, part):
-        return await asyncio.to_thread(session.run, names, part)
-
-    work = chunks.run(call, declared, wanted, feeds, sizes, request.app.state.settings.score_chunk_rows)
-    try:
-        values = await request.app.state.admission.run(work)
-    except Exception as error:
-        if type(error).__module__.startswith("onnxruntime"):
-            logging.getLogger(__name__).warning("ONNX Runtime refused %s inputs: %s", name, error)
-            raise _does_not_fit(name, declared, body.inputs) from error
-        raise
-    if not all(np.isfinite(v).all() for v in values):
-        raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
-    as_binary = tensors.binary_outputs(body, wanted)
-    outputs, data = await asyncio.to_thread(tensors.encode, wanted, values, as_binary)
+    with protocol.held(request.app.state, name, version) as (entry, graph):
+        body, binary = await _infer_request(request)
+        wanted, values = await protocol.run(request.app.state, name, entry, graph, body, binary)
+        as_binary = tensors.binary_outputs(body, wanted)
+        outputs, data = await asyncio.to_thread(tensors.encode, wanted, values, as_binary)
     answer = {"model_name": name, "model_version": entry.version, "outputs": outputs}
     if body.id is not None:
         answer["id"] = body.id

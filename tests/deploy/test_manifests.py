@@ -29,10 +29,11 @@ def test_compose_parses_and_uses_real_settings_ports_and_probes():
         service = services[name]
         env = service["environment"]
         assert env_names(env) <= SETTING_NAMES, env_names(env) - SETTING_NAMES
-        assert int(env["CVAE_PORT"]) == 8000
+        assert int(env["CVAE_PORT"]) == 8000 and int(env["CVAE_GRPC_PORT"]) == 8001
         probe = " ".join(service["healthcheck"]["test"])
         assert "/readyz" in probe and ":8000/" in probe
-    assert services["cvae"]["ports"] == ["8000:8000"]
+    assert services["cvae"]["ports"] == ["8000:8000", "8002:8001"]
+    assert services["cvae-gpu"]["ports"] == ["8001:8000", "8003:8001"]
     assert services["cvae-gpu"]["profiles"] == ["gpu"]
     assert services["cvae-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["cvae-gpu"]["build"]["target"] == "gpu"
@@ -47,6 +48,8 @@ def test_kubernetes_manifests_parse_and_match_the_service():
     assert env_names(container["env"]) <= SETTING_NAMES
     port = next(e["value"] for e in container["env"] if e["name"] == "CVAE_PORT")
     assert container["ports"][0]["containerPort"] == int(port)
+    grpc_port = next(e["value"] for e in container["env"] if e["name"] == "CVAE_GRPC_PORT")
+    assert {"name": "grpc", "containerPort": int(grpc_port)} in container["ports"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" and "/healthz" in ROUTES
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" and "/readyz" in ROUTES
     assert container["resources"]["requests"]["cpu"]
@@ -54,6 +57,7 @@ def test_kubernetes_manifests_parse_and_match_the_service():
     assert annotations["prometheus.io/path"] in ROUTES
     service = yaml.safe_load((ROOT / "deploy/k8s/service.yaml").read_text())
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {p["name"] for p in container["ports"]}
     hpa = yaml.safe_load((ROOT / "deploy/k8s/hpa.yaml").read_text())
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
