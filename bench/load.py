@@ -71,8 +71,8 @@ class Connection:
             self.writer = None
 
 
-def _head(method: str, host: str, path: str, length: int) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Accept: application/json"]
+def _head(method: str, host: str, path: str, length: int, headers: tuple[str, ...] = ()) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Accept: application/json", *headers]
     if method != "GET":
         lines += ["Content-Type: application/json", f"Content-Length: {length}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -87,6 +87,7 @@ async def _load(
     concurrency: int,
     duration: float,
     timeout: float,
+    headers: tuple[str, ...] = (),
 ) -> LoadResult:
     url = urlsplit(base_url)
     host, port = url.hostname, url.port or 80
@@ -102,12 +103,12 @@ async def _load(
         try:
             while time.perf_counter() < stop:
                 payload = json.dumps(body(i)).encode() if body is not None else b""
-                head = _head(method, url.netloc, path, len(payload))
+                head = _head(method, url.netloc, path, len(payload), headers)
                 started = time.perf_counter()
                 try:
                     status, _ = await asyncio.wait_for(connection.request(head, payload), timeout)
                     ok = status == 200
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                     ok = False
                     await connection.close()
                 if ok:

@@ -1,39 +1,161 @@
-"""Bounded admission of model work: a full house answers at once, a slow request times out."""
+"""Admission of model work, fair between callers.
+
+At most `max_in_flight` requests are admitted (503 beyond) and at most `max_running` of them run at
+once; the others wait in one queue per caller. A freed place goes to the waiting caller that holds
+the fewest requests (the longest waiting of those, on a tie), so that a caller sending many requests
+cannot slow one sending few: the light caller's requests run as soon as a place frees, and callers
+that send alike take turns. Each caller's requests run in the order they came. A caller may hold at
+most its share of `max_in_flight` and, when a rate is set, send at most that rate (429 with
+Retry-After beyond).
+A request that times out or is cancelled while it waits leaves its queue without running.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections import deque
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from typing import TypeVar
+
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from service.batching import Overloaded
 
 T = TypeVar("T")
+
+# who sends the request being handled: `key-N` (the Nth of CVAE_API_KEYS), or its address without keys;
+# set by the HTTP and gRPC key checks
+CALLER: ContextVar[str] = ContextVar("caller", default="")
 
 
 class RequestTimeout(RuntimeError):
     """A request took longer than the timeout setting."""
 
 
+class CallerLimited(RuntimeError):
+    """A caller went past its share or its rate: answered 429, retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, reason: str, retry_after: int):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class Admission:
-    def __init__(self, max_in_flight: int, timeout: float):
+    def __init__(
+        self,
+        max_in_flight: int,
+        timeout: float,
+        max_running: int | None = None,
+        caller_share: float = 1.0,
+        caller_rate: str = "",
+    ):
         self.max_in_flight = max_in_flight
         self.timeout = timeout
+        self.max_running = max_running or max_in_flight
+        self.caller_limit = max(1, math.floor(caller_share * max_in_flight))
+        self.caller_rate = parse(caller_rate) if caller_rate else None
+        self._limiter = MovingWindowRateLimiter(MemoryStorage()) if caller_rate else None
         self.in_flight = 0
+        self.running = 0
+        self._held: dict[str, int] = {}  # caller -> requests admitted
+        self._waiting: dict[str, deque[asyncio.Future]] = {}  # caller -> its requests waiting to run
+        self._turns: deque[str] = deque()  # the callers with requests waiting, longest waiting first
 
     async def run(self, work: Awaitable[T]) -> T:
-        """Await `work` if a slot is free (else Overloaded), for at most `timeout` seconds."""
-        if self.in_flight >= self.max_in_flight:
+        """Await `work` once admitted and given a place to run (else Overloaded or CallerLimited), for at
+        most `timeout` seconds in all; counted against the share and rate of the CALLER."""
+        caller = CALLER.get()
+        try:
+            self._admit(caller)
+        except Exception:
             if asyncio.iscoroutine(work):
                 work.close()
-            raise Overloaded(f"{self.in_flight} requests are already in progress")
+            raise
         self.in_flight += 1
+        self._held[caller] = self._held.get(caller, 0) + 1
+        placed = False
         try:
-            return await asyncio.wait_for(work, self.timeout)
-        except asyncio.TimeoutError as error:
+            async with asyncio.timeout(self.timeout):  # waiting for a place included
+                placed = await self._place(caller)
+                return await work
+        except TimeoutError as error:
             raise RequestTimeout(
                 f"The request took longer than {self.timeout:g} s (setting CVAE_REQUEST_TIMEOUT_S) with "
                 f"{self.in_flight} requests in flight: retry later, send less work per request, or raise the setting."
             ) from error
         finally:
             self.in_flight -= 1
+            self._held[caller] -= 1
+            if not self._held[caller]:
+                del self._held[caller]
+            if placed:
+                self._next()
+            elif asyncio.iscoroutine(work):
+                work.close()
+
+    def _admit(self, caller: str) -> None:
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"{self.in_flight} requests are already in progress")
+        if self._held.get(caller, 0) >= self.caller_limit:
+            raise CallerLimited(
+                f"This caller already has {self.caller_limit} requests in progress, its share of "
+                f"{self.max_in_flight} (setting CVAE_CALLER_SHARE); wait for an answer before sending more.",
+                "share",
+                1,
+            )
+        if self._limiter is not None and not self._limiter.hit(self.caller_rate, caller):
+            reset = self._limiter.get_window_stats(self.caller_rate, caller).reset_time
+            raise CallerLimited(
+                f"This caller sent more than {self.caller_rate} (setting CVAE_CALLER_RATE); retry after the "
+                "Retry-After delay.",
+                "rate",
+                max(1, math.ceil(reset - time.time())),
+            )
+
+    async def _place(self, caller: str) -> bool:
+        """Wait until this request may run (True); cancelled meanwhile, it leaves its queue."""
+        if self.running < self.max_running and not self._turns:
+            self.running += 1
+            return True
+        place = asyncio.get_running_loop().create_future()
+        if caller not in self._waiting:
+            self._waiting[caller] = deque()
+            self._turns.append(caller)
+        self._waiting[caller].append(place)
+        try:
+            await place  # set by _next when this request's turn comes, with the place it frees
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled():
+                self._next()  # the place came at the moment it was cancelled: pass it on
+            else:
+                self._leave(caller, place)
+            raise
+        return True
+
+    def _leave(self, caller: str, place: asyncio.Future) -> None:
+        queue = self._waiting[caller]
+        queue.remove(place)
+        if not queue:
+            del self._waiting[caller]
+            self._turns.remove(caller)
+
+    def _next(self) -> None:
+        """A running place is free: give it to the next caller in turn, else free it."""
+        if not self._turns:
+            self.running -= 1
+            return
+        caller = min(self._turns, key=self._held.__getitem__)  # min keeps the first of equals
+        self._turns.remove(caller)
+        queue = self._waiting[caller]
+        place = queue.popleft()
+        if queue:
+            self._turns.append(caller)
+        else:
+            del self._waiting[caller]
+        place.set_result(None)  # the place passes on: running stays as it is

@@ -90,7 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.repository = None
     app.state.metrics = Metrics()
-    app.state.admission = Admission(settings.max_in_flight, settings.request_timeout_s)
+    app.state.admission = Admission(
+        settings.max_in_flight,
+        settings.request_timeout_s,
+        settings.max_running,
+        settings.caller_share,
+        settings.caller_rate,
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(page.router)

@@ -102,7 +102,7 @@ class Batcher:
             return self._queue.get_nowait() if not self._queue.empty() else None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _gather(self) -> list[_Pending]:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from service.admission import RequestTimeout
+from service.admission import CALLER, CallerLimited, RequestTimeout
 from service.batching import Overloaded
 from service.images import InputError
 from service.middleware import BodyTooLarge, too_large_body
@@ -82,6 +82,15 @@ def install(app: FastAPI) -> None:
             status_code=503,
             content=error_body(f"The service is at capacity ({exc}); retry after the Retry-After delay."),
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(CallerLimited)
+    async def caller_limited(request: Request, exc: CallerLimited) -> JSONResponse:
+        request.app.state.metrics.observe_refused_caller(CALLER.get(), exc.reason)
+        return JSONResponse(
+            status_code=429,
+            content=error_body(str(exc), [{"field": "Authorization", "message": f"past this caller's {exc.reason}"}]),
+            headers={"Retry-After": str(exc.retry_after)},
         )
 
     @app.exception_handler(RequestTimeout)

@@ -8,8 +8,9 @@ import time
 
 import grpc
 
+from service.admission import CALLER
 from service.logs import REQUEST_ID
-from service.middleware import given_key, key_matches, request_id_of
+from service.middleware import given_key, request_id_of, which_key
 
 log = logging.getLogger("cvae.errors")
 
@@ -35,22 +36,42 @@ class KeyCheck(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if not self.keys or details.method in self.open_methods or handler is None:
+        if handler is None:
             return handler
+        if not self.keys or details.method in self.open_methods:
+            return _as(None, handler)
         given = given_key(_metadata(details))
+        index = which_key(self.keys, given) if given else None
         if not given:
             code = grpc.StatusCode.UNAUTHENTICATED
             message = "An API key is required: send the metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'."
-        elif not key_matches(self.keys, given):
+        elif index is None:
             code = grpc.StatusCode.PERMISSION_DENIED
             message = "The API key is not valid; check it with whoever runs this service."
         else:
-            return handler
+            return _as(f"key-{index + 1}", handler)
 
         async def refuse(request, context):
             await context.abort(code, message)
 
         return _handler(refuse, handler)
+
+
+def _as(caller: str | None, handler):
+    """`handler` run as `caller` (None: the peer's address), the one whose share and rate admission counts."""
+    if handler.request_streaming:  # no streaming method is served (they answer UNIMPLEMENTED)
+        return handler
+    behaviour = handler.unary_unary
+
+    async def as_caller(request, context):
+        # a peer reads "ipv4:HOST:PORT" or "ipv6:[HOST]:PORT": the caller is the host
+        token = CALLER.set(caller or context.peer().partition(":")[2].rpartition(":")[0] or "unknown")
+        try:
+            return await behaviour(request, context)
+        finally:
+            CALLER.reset(token)
+
+    return _handler(as_caller, handler)
 
 
 class AccessLog(grpc.aio.ServerInterceptor):

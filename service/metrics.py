@@ -70,6 +70,12 @@ class Metrics:
             buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
             registry=self.registry,
         )
+        self.callers_refused = Counter(
+            "cvae_caller_refused",
+            "Requests refused (429) past their caller's share or rate, by caller (key-N; 'address' without keys)",
+            ["caller", "reason"],
+            registry=self.registry,
+        )
         self.model_passes = Counter(
             "cvae_model_passes",
             "Decoder rows (x K for the scorer) computed, batched or not",
@@ -83,6 +89,10 @@ class Metrics:
             self._versions = _Versions(listing)
             self.registry.register(self._versions)
         self._versions.listing = listing  # an app started again reports its new repository
+
+    def observe_refused_caller(self, caller: str, reason: str) -> None:
+        """A 429; callers known by address are counted together, so that no address becomes a label."""
+        self.callers_refused.labels(caller if caller.startswith("key-") else "address", reason).inc()
 
     def observe_model_call(self, graph: str, size: int, batched: bool) -> None:
         """A model call of `size` decoder rows, run in a batch of concurrent calls or on its own."""

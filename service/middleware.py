@@ -11,6 +11,7 @@ import uuid
 
 from starlette.requests import ClientDisconnect
 
+from service.admission import CALLER
 from service.logs import REQUEST_ID
 from service.metrics import CLIENT_CLOSED, Metrics
 
@@ -125,6 +126,11 @@ async def _send_json(send, status: int, payload: dict, headers: list | None = No
     await send({"type": "http.response.body", "body": body})
 
 
+def address_of(client) -> str:
+    """A caller known by its address (no API keys): the host of an ASGI client (host, port)."""
+    return client[0] if client else "unknown"
+
+
 def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
@@ -139,11 +145,12 @@ def given_key(headers: dict[bytes, bytes]) -> bytes | None:
     return given
 
 
-def key_matches(keys: list[bytes], given: bytes) -> bool:
-    """Whether `given` is one of `keys`, every key compared in constant time."""
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given, key)
+def which_key(keys: list[bytes], given: bytes) -> int | None:
+    """The index of `given` among `keys` (None: not one of them), every key compared in constant time."""
+    found = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, key):
+            found = index
     return found
 
 
@@ -157,8 +164,10 @@ class ApiKeyAuth:
         self.keys = [key.encode() for key in keys]
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.keys or _is_open(scope["path"]):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if not self.keys or _is_open(scope["path"]):
+            return await self._as(address_of(scope.get("client")), scope, receive, send)
         given = given_key(dict(scope.get("headers", [])))
         if not given:
             return await _send_json(
@@ -170,7 +179,8 @@ class ApiKeyAuth:
                 },
                 [(b"www-authenticate", b"Bearer")],
             )
-        if not key_matches(self.keys, given):
+        index = which_key(self.keys, given)
+        if index is None:
             return await _send_json(
                 send,
                 403,
@@ -179,7 +189,15 @@ class ApiKeyAuth:
                     "problems": [{"field": "Authorization", "message": "unknown key"}],
                 },
             )
-        return await self.app(scope, receive, send)
+        return await self._as(f"key-{index + 1}", scope, receive, send)
+
+    async def _as(self, caller: str, scope, receive, send):
+        """Run the request as `caller`, the one whose share and rate admission counts."""
+        token = CALLER.set(caller)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
 
 
 ERROR_BODY_BYTES = 8192  # the most of an error answer kept to find its message for the log

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
@@ -113,6 +113,21 @@ class Settings(BaseSettings):
     )
     max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
     request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
+    max_running: int = Field(
+        4,
+        ge=1,
+        description="most admitted requests running at once; the others wait, the caller holding fewest first "
+        "(on a CPU more only share its cores: docs/decisions.md); raise it for a GPU",
+    )
+    caller_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of max_in_flight one caller (API key, or client address) may hold (429 beyond)",
+    )
+    caller_rate: str = Field(
+        "", description="most requests one caller may send, as '100/second' or '1000/minute' (429 beyond; empty: none)"
+    )
     cancel_abandoned: bool = Field(
         True, description="stop a request's model work when its client disconnects before the answer"
     )
@@ -151,6 +166,18 @@ class Settings(BaseSettings):
         "class, when a request does not say (unset: the "
         "model's calibrated default, the largest that abstains on at most 2 % of validation digits; 0 without one)",
     )
+
+    @field_validator("caller_rate")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError as error:
+                raise ValueError(f"{value!r} is not a rate: write it as '100/second' or '1000/minute'") from error
+        return value.strip()
 
     @property
     def api_key_list(self) -> list[str]:

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(known_q
 
 
 async def _admit(request: Request, work):
-    """Run model work under the app's admission bound and timeout."""
+    """Run model work under the app's admission bounds, its caller's share and the timeout."""
     return await request.app.state.admission.run(work)
 
 
