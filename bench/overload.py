@@ -22,7 +22,6 @@ Writes bench/results/overload.json and OVERLOAD.md, and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -33,7 +32,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench.common import RESULTS, binary_test_digits, free_port, save, server
+from bench.common import arguments, binary_test_digits, free_port, save, server
 from bench.load import Connection, _head, _load, run_load
 
 
@@ -97,83 +96,85 @@ def goodput(args, bodies: list[bytes]) -> dict:
     }
 
 
-async def _beside(base: str, bodies: list[bytes], seconds: float, heavy: bool) -> float:
-    """The light key's p99 (ms) at concurrency 4, alone or beside the heavy key at 64."""
+async def _beside(base: str, bodies: list[bytes], seconds: float, heavy: bool):
+    """The light key's load at concurrency 4 and, when `heavy`, the heavy key's at 64 beside it."""
     body = lambda i: json.loads(bodies[i % len(bodies)])  # noqa: E731
-    light = _load(base, "POST", "/v1/classify", body, 1, 4, seconds, 60, ("X-API-Key: light",))
-    if not heavy:
-        return (await light).percentile(99)
-    loads = await asyncio.gather(
-        light, _load(base, "POST", "/v1/classify", body, 1, 64, seconds, 60, ("X-API-Key: heavy",))
-    )
-    return loads[0].percentile(99)
+    keys = [("light", 4), ("heavy", 64)][: 1 + heavy]
+    loads = [_load(base, "POST", "/v1/classify", body, 1, c, seconds, 60, (f"X-API-Key: {key}",)) for key, c in keys]
+    return await asyncio.gather(*loads)
 
 
 def fair_share(args, bodies: list[bytes]) -> dict:
-    settings = {"default": {}, "all at once": {"CVAE_MAX_RUNNING": "64"}}  # 64: CVAE_MAX_IN_FLIGHT's default
+    every = {"CVAE_MAX_RUNNING": "128", "CVAE_CALLER_SHARE": "1"}  # 128: CVAE_MAX_IN_FLIGHT's default
+    settings = {"default": {}, "all at once, no shares": every}
     rounds = {label: [] for label in settings}
     for _ in range(args.rounds):
         for label, extra in settings.items():
             with serve(free_port(), True, {"CVAE_API_KEYS": "heavy,light", **extra}) as base:
                 asyncio.run(_beside(base, bodies, args.warm, heavy=False))  # warm-up
-                alone = asyncio.run(_beside(base, bodies, args.seconds, heavy=False))
-                beside = asyncio.run(_beside(base, bodies, args.seconds, heavy=True))
-            rounds[label].append({"alone_p99_ms": alone, "beside_p99_ms": beside, "ratio": beside / alone})
+                (alone,) = asyncio.run(_beside(base, bodies, args.seconds, heavy=False))
+                beside, heavy = asyncio.run(_beside(base, bodies, args.seconds, heavy=True))
+            rounds[label].append(
+                {
+                    "alone_p99_ms": alone.percentile(99),
+                    "beside_p99_ms": beside.percentile(99),
+                    "ratio": beside.percentile(99) / alone.percentile(99),
+                    "light_failed": alone.errors + beside.errors,
+                    "heavy_per_s": heavy.requests / heavy.seconds,
+                    "heavy_failed": heavy.errors,
+                }
+            )
     ratio = {label: statistics.median(r["ratio"] for r in runs) for label, runs in rounds.items()}
     return {"seconds": args.seconds, "rounds": rounds, "ratio": ratio}
 
 
+def _rounds(part: dict) -> int:
+    return len(next(iter(part["rounds"].values())))
+
+
+def _cells(runs: list[dict], key: str, form: str) -> str:
+    return "; ".join(form.format(r[key]) for r in runs)
+
+
 def markdown(report: dict) -> str:
-    g = report["goodput"]
+    g, f = report["goodput"], report["fair_share"]
     lines = [
-        "# The service under overload",
-        "",
-        "Written by `python -m bench.overload`; docs/performance.md says how it is measured.",
-        "",
-        "## Goodput with clients that give up",
-        "",
-        f"Single-image `/v1/classify` at its defaults; capacity {g['capacity_per_s']:.1f} requests/s (closed loop, "
-        f"concurrency 8); arrivals {g['arrival_per_s']:.1f}/s for {g['seconds']:g} s, each client giving up after "
-        f"{g['give_up_s']:g} s. Median of {len(g['rounds']['on'])} rounds.",
-        "",
-        "| cancellation | goodput (answered and read per s) | outcomes of each round |",
-        "|---|---|---|",
+        "# The service under overload\n\nWritten by `python -m bench.overload`; docs/performance.md says how.\n",
+        f"## Goodput with clients that give up\n\nSingle-image `/v1/classify` at its defaults; capacity "
+        f"{g['capacity_per_s']:.1f} requests/s (closed loop, concurrency 8); arrivals {g['arrival_per_s']:.1f}/s for "
+        f"{g['seconds']:g} s, each client giving up after {g['give_up_s']:g} s; median of {_rounds(g)} rounds.\n",
+        "| cancellation | goodput (answered and read per s) | outcomes of each round |\n|---|---|---|",
     ]
     for label, runs in g["rounds"].items():
         outcomes = "; ".join(", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())) for r in runs)
         lines.append(f"| {label} | {g['goodput_per_s'][label]:.1f} | {outcomes} |")
-    lines += ["", f"Goodput with cancellation: {g['ratio']:.2f}x without (target ≥ 2x)."]
-    f = report["fair_share"]
     lines += [
-        "",
-        "## A light caller beside a heavy one",
-        "",
-        f"Closed loop, {f['seconds']:g} s each: the light key at concurrency 4, alone and beside the heavy key at 64.",
-        "",
-        "| admission | light p99 alone (ms) | light p99 beside heavy (ms) | ratio (median round) |",
-        "|---|---|---|---|",
+        f"\nGoodput with cancellation: {g['ratio']:.2f}x without (target ≥ 2x).\n",
+        f"## A light caller beside a heavy one\n\nClosed loop, {f['seconds']:g} s each: the light key at "
+        "concurrency 4, alone and beside the heavy key at 64.\n",
+        "| admission | light p99 alone (ms) | beside heavy (ms) | ratio (median) | light failed | heavy answered/s "
+        "(failed) |\n|---|---|---|---|---|---|",
     ]
     for label, runs in f["rounds"].items():
-        alone = "; ".join(f"{r['alone_p99_ms']:.0f}" for r in runs)
-        beside = "; ".join(f"{r['beside_p99_ms']:.0f}" for r in runs)
-        lines.append(f"| {label} | {alone} | {beside} | {f['ratio'][label]:.2f} |")
-    lines += [
-        "",
-        f"At the defaults, the light key's p99 beside the heavy key: {f['ratio']['default']:.2f}x alone (target ≤ 2x).",
-    ]
+        heavy = "; ".join(f"{r['heavy_per_s']:.1f} ({r['heavy_failed']})" for r in runs)
+        lines.append(
+            f"| {label} | {_cells(runs, 'alone_p99_ms', '{:.0f}')} | {_cells(runs, 'beside_p99_ms', '{:.0f}')} | "
+            f"{f['ratio'][label]:.2f} | {_cells(runs, 'light_failed', '{}')} | {heavy} |"
+        )
+    lines.append(
+        f"\nThe light key's p99 beside the heavy key at the defaults: {f['ratio']['default']:.2f}x alone (target ≤ 2x)."
+    )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each open-loop run")
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured run")
     parser.add_argument("--warm", type=float, default=8.0, help="length of the capacity and warm-up runs")
     parser.add_argument("--give-up", type=float, default=1.0, help="seconds a client waits for its answer")
     parser.add_argument("--overload", type=float, default=4.0, help="arrival rate over the capacity")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=200, help="test digits sent, one per request")
-    parser.add_argument("--data-dir", default=None, help="MNIST's folder (default: $MNIST_DIR)")
-    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     images, _ = binary_test_digits(args.images, args.data_dir)
     bodies = [json.dumps({"images": [image.tolist()]}).encode() for image in images]

@@ -37,12 +37,15 @@ class ApiError(Exception):
         self.problems = problems or []
 
 
+RETRIED = (429, 503)  # past a caller's share or rate, or a full service: both say when to retry
+
+
 class ClientError(ApiError):
     """4xx: the request must change (the message names the field and the fix)."""
 
 
 class ServerError(ApiError):
-    """5xx, or 503 still after every retry."""
+    """5xx, or 503 still after every retry (a 429 still after them is a ClientError)."""
 
 
 class ScoringOptions(TypedDict, total=False):
@@ -160,7 +163,7 @@ class _Base:
 
 
 class Client(_Base):
-    """Blocking client. Retries 503 answers (honouring Retry-After) up to `retries` times."""
+    """Blocking client. Retries 503 and 429 answers (honouring Retry-After) up to `retries` times."""
 
     _http_class = httpx.Client
 
@@ -176,7 +179,7 @@ class Client(_Base):
     def _call(self, method: str, path: str, payload: Any, parse):
         for attempt in range(self.retries + 1):
             response = self.http.request(method, path, json=payload)
-            if response.status_code != 503 or attempt == self.retries:
+            if response.status_code not in RETRIED or attempt == self.retries:
                 break
             time.sleep(_retry_delay(response, attempt, self.max_retry_wait))
         return _answer(response, parse)
@@ -233,7 +236,7 @@ class AsyncClient(_Base):
     async def _call(self, method: str, path: str, payload: Any, parse):
         for attempt in range(self.retries + 1):
             response = await self.http.request(method, path, json=payload)
-            if response.status_code != 503 or attempt == self.retries:
+            if response.status_code not in RETRIED or attempt == self.retries:
                 break
             await asyncio.sleep(_retry_delay(response, attempt, self.max_retry_wait))
         return _answer(response, parse)

@@ -4,10 +4,15 @@ At most `max_in_flight` requests are admitted (503 beyond) and at most `max_runn
 once; the others wait in one queue per caller. A freed place goes to the waiting caller that holds
 the fewest requests (the longest waiting of those, on a tie), so that a caller sending many requests
 cannot slow one sending few: the light caller's requests run as soon as a place frees, and callers
-that send alike take turns. Each caller's requests run in the order they came. A caller may hold at
-most its share of `max_in_flight` and, when a rate is set, send at most that rate (429 with
-Retry-After beyond).
-A request that times out or is cancelled while it waits leaves its queue without running.
+that send alike take turns. A caller's waiting requests run in the order they came; but while clients
+give up on waiting requests (one left, or timed out, in the last `fifo_after` seconds) the newest runs
+first, since its client is the one surely still waiting (adaptive LIFO: Maurer, "Fail at Scale",
+ACM Queue 2015), unless one has waited longer than `fifo_after`: then the oldest does, so that none
+waits much longer.
+
+A caller may hold at most its share of `max_in_flight` and, when a rate is set, send at most that
+rate (429 with Retry-After beyond). A request that times out or is cancelled (its client left, see
+service.cancellation) while it waits leaves its queue without running.
 """
 
 from __future__ import annotations
@@ -54,17 +59,20 @@ class Admission:
         max_running: int | None = None,
         caller_share: float = 1.0,
         caller_rate: str = "",
+        fifo_after: float = 2.0,
     ):
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.max_running = max_running or max_in_flight
+        self.fifo_after = fifo_after
         self.caller_limit = max(1, math.floor(caller_share * max_in_flight))
         self.caller_rate = parse(caller_rate) if caller_rate else None
         self._limiter = MovingWindowRateLimiter(MemoryStorage()) if caller_rate else None
         self.in_flight = 0
         self.running = 0
         self._held: dict[str, int] = {}  # caller -> requests admitted
-        self._waiting: dict[str, deque[asyncio.Future]] = {}  # caller -> its requests waiting to run
+        self._waiting: dict[str, deque[tuple[float, asyncio.Future]]] = {}  # caller -> (since, place) waiting
+        self._given_up = -math.inf  # when a request last left (or timed out) while it waited
         self._turns: deque[str] = deque()  # the callers with requests waiting, longest waiting first
 
     async def run(self, work: Awaitable[T]) -> T:
@@ -123,39 +131,48 @@ class Admission:
         if self.running < self.max_running and not self._turns:
             self.running += 1
             return True
-        place = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        place = loop.create_future()
         if caller not in self._waiting:
             self._waiting[caller] = deque()
             self._turns.append(caller)
-        self._waiting[caller].append(place)
+        waiting = (loop.time(), place)
+        self._waiting[caller].append(waiting)
         try:
             await place  # set by _next when this request's turn comes, with the place it frees
         except asyncio.CancelledError:
             if place.done() and not place.cancelled():
                 self._next()  # the place came at the moment it was cancelled: pass it on
             else:
-                self._leave(caller, place)
+                self._leave(caller, waiting)
+                self._given_up = loop.time()
             raise
         return True
 
-    def _leave(self, caller: str, place: asyncio.Future) -> None:
-        queue = self._waiting[caller]
-        queue.remove(place)
+    def _leave(self, caller: str, waiting: tuple[float, asyncio.Future]) -> None:
+        queue = self._waiting.get(caller)
+        if queue is None or waiting not in queue:  # _next took it out already: it had been cancelled
+            return
+        queue.remove(waiting)
         if not queue:
             del self._waiting[caller]
             self._turns.remove(caller)
 
     def _next(self) -> None:
         """A running place is free: give it to the next caller in turn, else free it."""
-        if not self._turns:
-            self.running -= 1
-            return
-        caller = min(self._turns, key=self._held.__getitem__)  # min keeps the first of equals
-        self._turns.remove(caller)
-        queue = self._waiting[caller]
-        place = queue.popleft()
-        if queue:
-            self._turns.append(caller)
-        else:
-            del self._waiting[caller]
-        place.set_result(None)  # the place passes on: running stays as it is
+        while self._turns:
+            caller = min(self._turns, key=self._held.__getitem__)  # min keeps the first of equals
+            self._turns.remove(caller)
+            queue = self._waiting[caller]
+            oldest, _ = queue[0]
+            now = asyncio.get_running_loop().time()
+            newest_first = now - self._given_up < self.fifo_after and now - oldest <= self.fifo_after
+            _, place = queue.pop() if newest_first else queue.popleft()
+            if queue:
+                self._turns.append(caller)
+            else:
+                del self._waiting[caller]
+            if not place.cancelled():  # else its request is leaving (its handler has yet to run)
+                place.set_result(None)  # the place passes on: running stays as it is
+                return
+        self.running -= 1

@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_running,
         settings.caller_share,
         settings.caller_rate,
+        settings.fifo_after_s,
     )
     errors.install(app)
     app.include_router(health.router)

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
         description="most model calls waiting for a batch (503 beyond); scorer calls too large to batch "
         "run at once, bounded by max_in_flight",
     )
-    max_in_flight: int = Field(64, ge=1, description="most model requests admitted at once (503 beyond)")
+    max_in_flight: int = Field(
+        128, ge=1, description="most model requests admitted at once, running or waiting their turn (503 beyond)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="longest a model request may take (504 beyond)")
     max_running: int = Field(
         4,
@@ -119,8 +121,14 @@ class Settings(BaseSettings):
         description="most admitted requests running at once; the others wait, the caller holding fewest first "
         "(on a CPU more only share its cores: docs/decisions.md); raise it for a GPU",
     )
+    fifo_after_s: float = Field(
+        2.0,
+        gt=0,
+        description="while clients give up on waiting requests (one did in this many seconds), the newest "
+        "waiting runs first (its client surely still waits), unless one has waited this long (docs/decisions.md)",
+    )
     caller_share: float = Field(
-        1.0,
+        0.5,
         gt=0,
         le=1,
         description="share of max_in_flight one caller (API key, or client address) may hold (429 beyond)",

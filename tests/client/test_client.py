@@ -89,6 +89,17 @@ def test_503_is_retried_after_retry_after(shipped_model):
             assert impatient.sample(n=1).mean.shape == (1, 28, 28)
 
 
+def test_429_past_the_callers_rate_is_retried_after_retry_after(shipped_model):
+    with running_server(shipped_model, log_format="text", caller_rate="2/second") as (base, _):
+        answers = [httpx.post(f"{base}/v1/samples", json={"n": 1}) for _ in range(3)]
+        assert [a.status_code for a in answers][-1] == 429 and answers[-1].headers["retry-after"] == "1"
+        with Client(base, retries=5, max_retry_wait=2.0) as cvae:
+            assert cvae.sample(n=1, seed=0).mean.shape == (1, 28, 28)
+        with Client(base, retries=0) as impatient, pytest.raises(ClientError, match="CVAE_CALLER_RATE"):
+            for _ in range(3):  # no more than 2 a second pass
+                impatient.sample(n=1)
+
+
 def test_the_client_takes_image_shape_and_class_names_from_the_model():
     import httpx
 

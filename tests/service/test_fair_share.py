@@ -67,6 +67,41 @@ def test_between_callers_holding_as_many_the_longest_waiting_goes_first():
     assert order == ["b0", "b1", "a0", "a1"]
 
 
+def _after_one_gave_up(gave_up: bool, wait_before_new: float) -> list[str]:
+    """Order of runs of one caller's requests: one running, one (`old`) waiting `wait_before_new` seconds
+    before two newer come, and, when `gave_up`, one more that left while it waited; fifo_after is 0.2 s."""
+    order = []
+
+    async def job(name: str):
+        order.append(name)
+
+    async def main():
+        admission = Admission(max_in_flight=10, timeout=10, max_running=1, fifo_after=0.2)
+        blocker = asyncio.Event()
+        first = asyncio.create_task(_as("a", admission, blocker.wait()))
+        await asyncio.sleep(0.01)
+        if gave_up:
+            left = asyncio.create_task(_as("a", admission, job("left")))
+            await asyncio.sleep(0.01)
+            left.cancel()
+        old = asyncio.create_task(_as("a", admission, job("old")))
+        await asyncio.sleep(wait_before_new)
+        new = [asyncio.create_task(_as("a", admission, job(f"new {i}"))) for i in range(2)]
+        await asyncio.sleep(0.01)
+        blocker.set()
+        await asyncio.gather(first, old, *new)
+
+    asyncio.run(main())
+    return order
+
+
+def test_while_clients_give_up_the_newest_waiting_runs_first_unless_one_waited_past_fifo_after():
+    assert _after_one_gave_up(False, 0.01) == ["old", "new 0", "new 1"]  # nobody gave up: in order
+    assert _after_one_gave_up(True, 0.01) == ["new 1", "new 0", "old"]
+    assert _after_one_gave_up(True, 0.15)[0] == "new 1"
+    assert _after_one_gave_up(True, 0.3) == ["old", "new 0", "new 1"]  # the one who gave up did so 0.3 s ago
+
+
 def test_a_request_cancelled_while_it_waits_never_runs_and_frees_its_place():
     ran = []
 
@@ -89,6 +124,29 @@ def test_a_request_cancelled_while_it_waits_never_runs_and_frees_its_place():
 
     asyncio.run(main())
     assert ran == ["later"]
+
+
+def test_a_place_freed_as_its_next_request_is_cancelled_goes_on_to_the_one_after():
+    ran = []
+
+    async def job(name):
+        ran.append(name)
+
+    async def main():
+        admission = Admission(max_in_flight=10, timeout=10, max_running=1)
+        gate = asyncio.Event()
+        running = asyncio.create_task(_as("a", admission, gate.wait()))
+        await asyncio.sleep(0.01)
+        leaving = asyncio.create_task(_as("a", admission, job("left")))
+        staying = asyncio.create_task(_as("a", admission, job("stayed")))
+        await asyncio.sleep(0.01)
+        gate.set()  # the running one ends before the leaving one's handler runs
+        leaving.cancel()
+        await asyncio.gather(running, staying)
+        assert admission.running == 0 and admission.in_flight == 0
+
+    asyncio.run(main())
+    assert ran == ["stayed"]
 
 
 def test_past_its_share_or_rate_a_caller_gets_429_and_others_do_not():
