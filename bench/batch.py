@@ -25,9 +25,8 @@ Writes bench/results/batch.json and BATCH.md, and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -36,9 +35,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.common import RESULTS, grey_test_digits, save
-from service.settings import SHIPPED_MODEL
-from training.data import DATA_DIR_HELP, MnistDataError
+from bench.common import arguments, grey_test_digits, save
+from training.data import MnistDataError
 
 
 def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
@@ -54,21 +52,23 @@ def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
-def with_ray(path: Path, model_dir: str, workers: int, request: dict, block_size: int) -> dict:
-    """Images per second of a run() with `workers` actors of one thread: the whole job (Ray started
-    and stopped) and after start-up (from the end of every actor's first block)."""
+def _run(path: Path, out: Path, model_dir: str, **options):
+    """`cvae score`'s run() with actors of one thread and `options`, then Ray shut down; its summary."""
     import ray
 
     from batch.score import run
 
-    out = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
-        summary = run(
-            path, out, model_dir, workers=workers, threads=1, block_size=block_size, request=request, progress=False
-        )
+        return run(path, out, model_dir, threads=1, progress=False, **options)
     finally:
         ray.shutdown()
-        shutil.rmtree(out, ignore_errors=True)
+
+
+def with_ray(path: Path, model_dir: str, workers: int, request: dict, block_size: int) -> dict:
+    """Images per second of a run() with `workers` actors of one thread: the whole job (Ray started
+    and stopped) and after start-up (from the end of every actor's first block)."""
+    with tempfile.TemporaryDirectory(prefix="bench-batch-", ignore_cleanup_errors=True) as out:
+        summary = _run(path, Path(out), model_dir, workers=workers, request=request, block_size=block_size)
     return {"whole": summary.images_per_second, "warm": summary.warm_images_per_second}
 
 
@@ -81,19 +81,14 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _total(self) -> int:
-        me = psutil.Process()
-        total = 0
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                total += process.memory_full_info().pss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return total
-
     def _sample(self) -> None:
+        me = psutil.Process()
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    total += process.memory_full_info().pss
+            self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -106,10 +101,6 @@ class PeakMemory:
 
 
 def memory(model_dir: str, digits: np.ndarray, count: int, folder: Path) -> dict:
-    import ray
-
-    from batch.score import run
-
     path = folder / "large.npy"
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, 784))
     for start in range(0, count, len(digits)):
@@ -118,10 +109,7 @@ def memory(model_dir: str, digits: np.ndarray, count: int, folder: Path) -> dict
     del array
     request = {"num_samples": 2, "adaptive": False}
     with PeakMemory() as peak:
-        summary = run(
-            path, folder / "out", model_dir, workers=2, threads=1, block_size=4096, request=request, progress=False
-        )
-    ray.shutdown()
+        summary = _run(path, folder / "out", model_dir, workers=2, request=request, block_size=4096)
     return {
         "images": count,
         "input_bytes": path.stat().st_size,
@@ -146,11 +134,14 @@ def markdown(report: dict) -> str:
             "",
             "| run | images/s, whole job | ratio | images/s, after start-up | ratio |",
             "|---|---|---|---|---|",
-            f"| in process, 1 session x 2 threads | {base:.1f} | 1.00 | {base:.1f} | 1.00 |",
-            f"| Ray Data, 2 actors x 1 thread | {two['whole']:.1f} | {two['whole'] / base:.2f} "
-            f"| {two['warm']:.1f} | {two['warm'] / base:.2f} |",
-            f"| Ray Data, 1 actor x 1 thread | {one['whole']:.1f} | {one['whole'] / base:.2f} "
-            f"| {one['warm']:.1f} | {one['warm'] / base:.2f} |",
+            *[
+                f"| {run} | {r['whole']:.1f} | {r['whole'] / base:.2f} | {r['warm']:.1f} | {r['warm'] / base:.2f} |"
+                for run, r in (
+                    ("in process, 1 session x 2 threads", {"whole": base, "warm": base}),
+                    ("Ray Data, 2 actors x 1 thread", two),
+                    ("Ray Data, 1 actor x 1 thread", one),
+                )
+            ],
             "",
             f"Scaling, 2 actors over 1: {two['whole'] / one['whole']:.2f}x over the whole job, "
             f"{two['warm'] / one['warm']:.2f}x after start-up.",
@@ -167,15 +158,10 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    parser.add_argument(
-        "--images", type=int, default=2000, help="digits for the throughput runs (0: none; default %(default)s)"
-    )
+    parser = arguments(__doc__)
+    parser.add_argument("--images", type=int, default=2000, help="digits for the throughput runs (0: none)")
     parser.add_argument("--num-samples", type=int, help="K for the throughput runs (default: the service's)")
     parser.add_argument("--memory-images", type=int, default=0, help="images for the memory run (0: none)")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for batch.json and BATCH.md (default %(default)s)")
     args = parser.parse_args(argv)
 
     try:

@@ -35,17 +35,17 @@ MIX = [
 ]
 
 
-async def run(base: str, total: int, concurrency: int, max_seconds: float, latent_dim: int) -> dict:
-    statuses: Counter = Counter()
-    latencies: list[float] = []
+async def drive(base: str, concurrency: int, more, record, latent_dim: int = 32, beside=()) -> None:
+    """MIX's requests in turn from `concurrency` workers while more(i) holds for the next one; record(start,
+    latency, status, version) for each (status: the code as text, or the transport error's name); the
+    coroutines `beside` run alongside."""
     issued = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        deadline = time.perf_counter() + max_seconds
 
         async def worker() -> None:
             nonlocal issued
-            while issued < total and time.perf_counter() < deadline:
+            while more(issued):
                 i = issued
                 issued += 1
                 method, path, body = MIX[i % len(MIX)]
@@ -55,14 +55,26 @@ async def run(base: str, total: int, concurrency: int, max_seconds: float, laten
                 started = time.perf_counter()
                 try:
                     response = await (client.get(path) if method == "GET" else client.post(path, json=payload))
-                    statuses[response.status_code] += 1
+                    status, version = str(response.status_code), response.headers.get("x-model-version", "")
                 except httpx.HTTPError as error:
-                    statuses[type(error).__name__] += 1
-                latencies.append(time.perf_counter() - started)
+                    status, version = type(error).__name__, ""
+                record(started, time.perf_counter() - started, status, version)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
+        await asyncio.gather(*beside, *(worker() for _ in range(concurrency)))
+
+
+async def run(base: str, total: int, concurrency: int, max_seconds: float, latent_dim: int) -> dict:
+    statuses: Counter = Counter()
+    latencies: list[float] = []
+
+    def record(start: float, latency: float, status: str, version: str) -> None:
+        statuses[status] += 1
+        latencies.append(latency)
+
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    await drive(base, concurrency, lambda i: i < total and time.perf_counter() < deadline, record, latent_dim)
+    seconds = time.perf_counter() - started
     done = sum(statuses.values())
     return {
         "requests": done,
@@ -70,8 +82,8 @@ async def run(base: str, total: int, concurrency: int, max_seconds: float, laten
         "requests_per_s": round(done / seconds, 1),
         "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
         "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
-        "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
-        "failures": sum(v for k, v in statuses.items() if k not in (200, 503)),
+        "statuses": dict(sorted(statuses.items())),
+        "failures": sum(v for k, v in statuses.items() if k not in ("200", "503")),
     }
 
 

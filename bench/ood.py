@@ -31,7 +31,6 @@ Writes bench/results/ood.json and OOD.md, and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import zlib
@@ -39,14 +38,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.common import RESULTS, grey_test_digits, save
+from bench.common import arguments, grey_test_digits, save, table
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
 from service import abstention, estimator
 from service.preparation import binarize as binarize_pixels
 from service.runtime import load_model
 from service.scoring import Options, Scorer
-from service.settings import SHIPPED_MODEL, Settings
-from training.data import DATA_DIR_HELP, MnistDataError
+from service.settings import Settings
+from training.data import MnistDataError
 
 
 def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
@@ -142,16 +141,11 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
         for method, score in methods(median).items()
     }
     correct = inliers["probs"].argmax(axis=1) == labels
-    kept = ~inliers["abstained"]
     per_image_classify = inliers["seconds"] / num_digits
     per_image_assess = assessment_cost(scorer, digits)
     return {
-        "model_dir": str(model_dir),
-        "cpu_count": os.cpu_count(),
-        "digits": num_digits,
-        "per_set": per_set,
-        "seed": seed,
-        "noise_seed": noise_seed,
+        **{"model_dir": str(model_dir), "cpu_count": os.cpu_count(), "digits": num_digits, "per_set": per_set},
+        **{"seed": seed, "noise_seed": noise_seed},
         "service_method": model.manifest["files"]["ood"]["method"],
         "ood_fpr": settings.ood_fpr,
         "min_probability": scorer.default_min_probability(),
@@ -162,7 +156,7 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
         "accuracy_all": float(correct.mean()),
         "abstained": float(inliers["abstained"].mean()),
         "abstained_by_reason": {reason: float(held.mean()) for reason, held in inliers["reasons"].items()},
-        "accuracy_kept": float(correct[kept].mean()),
+        "accuracy_kept": float(correct[~inliers["abstained"]].mean()),
         "abstention_curve": abstention.curve(
             inliers["probs"], inliers["critic_probs"], labels, inliers["flagged"], abstention.THRESHOLDS
         ),
@@ -173,66 +167,54 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
 
 
 def markdown(report: dict) -> str:
-    names = list(report["flagged"])
+    r, names = report, list(report["flagged"])
+    curve = [
+        [str(row["min_probability"]), f"{row['abstained']:.2%}"]
+        + ["-" if row["accuracy_kept"] is None else f"{row['accuracy_kept']:.2%}"]
+        for row in r["abstention_curve"]
+    ]
+    digits = "MNIST test digits, binarize='{}' (false positives)"
     lines = [
-        f"Machine: {report['cpu_count']} CPUs; model `{report['model_dir']}`; {report['digits']} MNIST test digits "
-        f"against {report['per_set']} images per set (seed {report['seed']}; requests' seed "
-        f"{report.get('noise_seed', 0)}), every image through /v1/classify's "
-        "code at the default settings (binarize='threshold').",
+        f"Machine: {r['cpu_count']} CPUs; model `{r['model_dir']}`; {r['digits']} MNIST test digits against "
+        f"{r['per_set']} images per set (seed {r['seed']}; requests' seed {r.get('noise_seed', 0)}), every image "
+        "through /v1/classify's code at the default settings (binarize='threshold').",
         "",
-        f"The service's assessment: {report['service_method']}.",
+        f"The service's assessment: {r['service_method']}.",
         "",
         "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
         "",
-        "| method | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for method, row in report["auroc"].items():
-        lines.append(f"| {method} | " + " | ".join(f"{row[n]:.3f}" for n in names) + " |")
-    lines += [
+        *table(["method", *names], [[method, *(f"{row[n]:.3f}" for n in names)] for method, row in r["auroc"].items()]),
         "",
-        f"Flagged at the default false-positive rate {report['ood_fpr']}:",
+        f"Flagged at the default false-positive rate {r['ood_fpr']}:",
         "",
-        "| set | flagged |",
-        "|---|---|",
-        *[f"| {n} | {report['flagged'][n]:.1%} |" for n in names],
-        f"| MNIST test digits, binarize='threshold' (false positives) | {report['fpr_digits_threshold']:.2%} |",
-        f"| MNIST test digits, binarize='bernoulli' (false positives) | {report['fpr_digits_bernoulli']:.2%} |",
+        *table(
+            ["set", "flagged"],
+            [[n, f"{r['flagged'][n]:.1%}"] for n in names]
+            + [[digits.format(way), f"{r[f'fpr_digits_{way}']:.2%}"] for way in ("threshold", "bernoulli")],
+        ),
         "",
-        f"Abstention on the test digits at the defaults (min_probability {report['min_probability']}): "
-        f"{report['abstained']:.2%} abstained ("
-        + ", ".join(f"{share:.2%} {reason}" for reason, share in report["abstained_by_reason"].items())
-        + f"; an image may have several reasons); accuracy of the rest {report['accuracy_kept']:.2%} "
-        f"(of all, {report['accuracy_all']:.2%}). Along the curve (min_probability chosen by the caller; the "
+        f"Abstention on the test digits at the defaults (min_probability {r['min_probability']}): "
+        f"{r['abstained']:.2%} abstained ("
+        + ", ".join(f"{share:.2%} {reason}" for reason, share in r["abstained_by_reason"].items())
+        + f"; an image may have several reasons); accuracy of the rest {r['accuracy_kept']:.2%} "
+        f"(of all, {r['accuracy_all']:.2%}). Along the curve (min_probability chosen by the caller; the "
         "default is chosen on validation digits, not these):",
         "",
-        "| min_probability | abstained | accuracy kept |",
-        "|---|---|---|",
-        *[
-            f"| {row['min_probability']} | {row['abstained']:.2%} | "
-            + ("-" if row["accuracy_kept"] is None else f"{row['accuracy_kept']:.2%}")
-            + " |"
-            for row in report["abstention_curve"]
-        ],
+        *table(["min_probability", "abstained", "accuracy kept"], curve),
         "",
-        f"Cost: the assessment takes {report['ms_per_image_assessment']:.3f} ms per image, "
-        f"{report['assessment_share_of_classify']:.2%} of a /v1/classify answer at the defaults "
-        f"({report['ms_per_image_classify']:.1f} ms per image in process).",
+        f"Cost: the assessment takes {r['ms_per_image_assessment']:.3f} ms per image, "
+        f"{r['assessment_share_of_classify']:.2%} of a /v1/classify answer at the defaults "
+        f"({r['ms_per_image_classify']:.1f} ms per image in process).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    parser = arguments(__doc__)
     parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
-    parser.add_argument(
-        "--noise-seed", type=int, default=0, help="seed of every request: binarization, samples (default %(default)s)"
-    )
-    parser.add_argument("--out", default=str(RESULTS), help="folder for ood.json and OOD.md (default %(default)s)")
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of every request: binarization, samples")
     args = parser.parse_args(argv)
     try:
         report = run(args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed)

@@ -95,11 +95,6 @@ def strokes(n: int, seed: int) -> np.ndarray:
     return np.stack([_draw(_strokes, rng) for _ in range(n)])
 
 
-def inverted(digits: np.ndarray) -> np.ndarray:
-    """Grey digits [N, 784] in [0, 1] with their polarity reversed."""
-    return 1.0 - digits
-
-
 def reshaped(digits: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n non-digits [n, 784] in [0, 1] made from grey digits [N, 784] in [0, 1] of classes `labels` [N] by
     the critic's own reshapings (training.outliers.reshaped_digits)."""
@@ -198,20 +193,16 @@ def letters(n: int, seed: int, family: str) -> np.ndarray:
 
 
 def _shapes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: int) -> None:
-    box = np.sort(rng.uniform(4, 24, size=(2, 2)), axis=0) * scale
-    (x0, y0), (x1, y1) = box
+    (x0, y0), (x1, y1) = np.sort(rng.uniform(4, 24, size=(2, 2)), axis=0) * scale
     width = int(rng.uniform(1.5, 3.0) * scale)
     kind = rng.integers(4)
     filled = {"fill": 255} if rng.random() < 0.5 else {"outline": 255, "width": width}  # a solid blob, or its outline
-    if kind == 0:
-        draw.ellipse((x0, y0, x1, y1), **filled)
-    elif kind == 1:
-        draw.rectangle((x0, y0, x1, y1), **filled)
-    elif kind == 2:
-        draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], **filled)
-    else:
+    if kind == 3:  # a cross
         draw.line([(x0, y0), (x1, y1)], fill=255, width=width)
         draw.line([(x0, y1), (x1, y0)], fill=255, width=width)
+    else:  # an ellipse, a rectangle or a triangle
+        corners = [(x0, y0), (x1, y1)] if kind < 2 else [(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)]
+        (draw.ellipse, draw.rectangle, draw.polygon)[kind](corners, **filled)
 
 
 def glyphs(n: int, seed: int, family: str) -> np.ndarray:
@@ -226,7 +217,7 @@ def ood_sets(n: int, seed: int, family: str, digits: np.ndarray) -> dict[str, np
     return {
         "blank": blank(n, seed),
         "strokes": strokes(n, seed + 1),
-        "inverted": inverted(digits[:n]),
+        "inverted": 1.0 - digits[:n],  # polarity reversed
         "noise": noise(n, seed + 2),
         "letters": letters(n, seed + 3, family),
         "glyphs": glyphs(n, seed + 4, family),

@@ -20,7 +20,6 @@ Writes bench/results/precision.json and PRECISION.md, and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -29,37 +28,31 @@ import time
 
 import numpy as np
 
-from bench.common import binarization, binary_test_digits, free_port, save, server
+from bench.common import arguments, binarization, binary_test_digits, save, service
 from bench.load import run_load
 from service.runtime import load_model
 from service.scoring import Options, Scorer
-from service.settings import SHIPPED_MODEL, Settings
-from training.data import DATA_DIR_HELP, MnistDataError
-
-
-def _explicit(k: int, screen: int, margin: int) -> dict:
-    return {
-        "CVAE_DEFAULT_NUM_SAMPLES": str(k),
-        "CVAE_ADAPTIVE_SCREEN_SAMPLES": str(screen),
-        "CVAE_ADAPTIVE_MARGIN": str(margin),
-    }
-
+from service.settings import Settings
+from training.data import MnistDataError
 
 CONFIGS = {
     "defaults": {},
     "K = 400, the model's own screening": {"CVAE_DEFAULT_NUM_SAMPLES": "400"},
     **{
-        f"K = {k}, screening {screen}, margin {margin}, one round": _explicit(k, screen, margin)
+        f"K = {k}, screening {screen}, margin {margin}, one round": {
+            "CVAE_DEFAULT_NUM_SAMPLES": str(k),
+            "CVAE_ADAPTIVE_SCREEN_SAMPLES": str(screen),
+            "CVAE_ADAPTIVE_MARGIN": str(margin),
+        }
         for k in (1000, 400)
         for screen, margin in ((64, 20), (16, 20), (8, 20), (8, 15))
     },
-    "tolerance 0.3 nats, up to 8000 samples per class": {
-        "CVAE_DEFAULT_TOLERANCE": "0.3",
-        "CVAE_MAX_NUM_SAMPLES": "8000",
-    },
-    "tolerance 0.1 nats, up to 8000 samples per class": {
-        "CVAE_DEFAULT_TOLERANCE": "0.1",
-        "CVAE_MAX_NUM_SAMPLES": "8000",
+    **{
+        f"tolerance {tolerance} nats, up to 8000 samples per class": {
+            "CVAE_DEFAULT_TOLERANCE": tolerance,
+            "CVAE_MAX_NUM_SAMPLES": "8000",
+        }
+        for tolerance in ("0.3", "0.1")
     },
 }
 
@@ -72,8 +65,8 @@ def settings_for(env: dict, model_dir: str) -> Settings:
 def precision(scorer: Scorer, x: np.ndarray, seeds: int) -> dict:
     runs = [scorer.score_now(x, Options(seed=seed)) for seed in range(seeds)]
     log_px = np.stack([run.bayes.log_px for run in runs])  # [S, N]
-    reported = np.stack([np.where(np.isfinite(run.bayes.log_px_std_error), run.bayes.log_px_std_error, np.inf)
-                         for run in runs])  # fmt: skip
+    reported = np.stack([run.bayes.log_px_std_error for run in runs])  # [S, N]
+    reported = np.where(np.isfinite(reported), reported, np.inf)
     spread = log_px.std(axis=0, ddof=1)
     best = [np.nan_to_num(run.classes.log_px_y, nan=-np.inf).argmax(axis=1) for run in runs]
     top_ess = np.concatenate([run.classes.ess[np.arange(len(x)), b] for run, b in zip(runs, best)])
@@ -93,19 +86,13 @@ def accuracy(scorer: Scorer, x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration: float, concurrency: int) -> float:
-    port = free_port()
-    command = [sys.executable, "-m", "service.cli"]
-    env = {**env, "CVAE_PORT": str(port), "CVAE_MODEL_DIR": model_dir, "CVAE_LOG_FORMAT": "text"}
-    with server(command, port, "/readyz", env) as base:
-
-        def body(i):
-            return {"images": [images[i % len(images)].tolist()], "seed": i}
-
+    with service({**env, "CVAE_MODEL_DIR": model_dir, "CVAE_LOG_FORMAT": "text"}) as base:
+        body = lambda i: {"images": [images[i % len(images)].tolist()], "seed": i}  # noqa: E731
         run_load(base, "POST", "/v1/classify", body, 1, 2, 1.0)  # warm-up
         result = run_load(base, "POST", "/v1/classify", body, 1, concurrency, duration)
-        if result.errors:
-            raise RuntimeError(f"{result.errors} failed requests")
-        return result.images_per_second
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed requests")
+    return result.images_per_second
 
 
 def markdown(report: dict) -> str:
@@ -131,32 +118,19 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--accuracy-images", type=int, default=1000)
+    parser = arguments(__doc__.split("\n\n")[0], out="bench/results")
+    for name, default in (("--images", 200), ("--seeds", 5), ("--accuracy-images", 1000), ("--concurrency", 8)):
+        parser.add_argument(name, type=int, default=default)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument(
-        "--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="names from CONFIGS (default: all)"
-    )
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="default: all")
     args = parser.parse_args(argv)
     try:
         x, labels = binary_test_digits(max(args.images, args.accuracy_images), args.data_dir)
     except MnistDataError as error:
         parser.error(str(error))
     report = {
-        "model_dir": args.model_dir,
-        "cpu_count": os.cpu_count(),
-        "images": args.images,
-        "binarization": binarization(),
-        "seeds": args.seeds,
-        "accuracy_images": args.accuracy_images,
-        "duration": args.duration,
-        "concurrency": args.concurrency,
+        **{key: getattr(args, key) for key in ("model_dir", "images", "seeds", "accuracy_images", "duration")},
+        **{"concurrency": args.concurrency, "cpu_count": os.cpu_count(), "binarization": binarization()},
         "command": shlex.join(["python", "-m", "bench.precision", *(argv if argv is not None else sys.argv[1:])]),
         "configs": {},
     }
@@ -165,18 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_for(env, args.model_dir)
         scorer = Scorer(load_model(settings), settings)
         started = time.perf_counter()
-        row = {
-            "num_samples": settings.default_num_samples,
-            "screening": scorer.screening.text(),
-        }
+        row = {"num_samples": settings.default_num_samples, "screening": scorer.screening.text()}
         row |= precision(scorer, x[: args.images], args.seeds)
         row["accuracy"] = accuracy(scorer, x[: args.accuracy_images], labels[: args.accuracy_images])
         row["classify_images_per_s"] = classify_throughput(
             env, args.model_dir, x[: args.images], args.duration, args.concurrency
         )
-        row["seconds"] = time.perf_counter() - started
-        report["configs"][name] = row
-        print(name, json.dumps(row), flush=True)
+        report["configs"][name] = row | {"seconds": time.perf_counter() - started}
+        print(name, json.dumps(report["configs"][name]), flush=True)
     save(args.out, "precision", report, markdown(report))
     return 0
 

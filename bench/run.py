@@ -17,7 +17,6 @@ the markdown.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import binary_test_digits, free_port, server
+from bench.common import arguments, binary_test_digits, free_port, server, service
 from bench.load import CONCURRENCY, LoadResult, run_load
 from service import adaptive, estimator
 from service.runtime import load_model
-from service.settings import SHIPPED_MODEL, Settings
+from service.settings import Settings
 from training.data import DATA_DIR_HELP, configured_data_dir
 from training.screening import score as in_process_scoring
 
@@ -71,22 +70,13 @@ def test_images(limit: int, model, data_dir: str | None = None) -> np.ndarray:
 def workloads(images: np.ndarray, k: int) -> dict:
     """name -> (method, path, body(i), images per request)."""
     one = lambda i: images[i % len(images)].tolist()  # noqa: E731
+    scored = lambda **extra: lambda i: {"images": [one(i)], "num_samples": k, "seed": i, **extra}  # noqa: E731
     return {
         "samples": ("POST", "/v1/samples", lambda i: {"n": 1, "seed": i}, 1),
         "encode": ("POST", "/v1/encode", lambda i: {"images": [one(i)]}, 1),
-        "log-likelihood": (
-            "POST",
-            "/v1/log-likelihood",
-            lambda i: {"images": [one(i)], "num_samples": k, "seed": i},
-            1,
-        ),
-        "classify": ("POST", "/v1/classify", lambda i: {"images": [one(i)], "num_samples": k, "seed": i}, 1),
-        "classify (exhaustive)": (
-            "POST",
-            "/v1/classify",
-            lambda i: {"images": [one(i)], "num_samples": k, "seed": i, "adaptive": False},
-            1,
-        ),
+        "log-likelihood": ("POST", "/v1/log-likelihood", scored(), 1),
+        "classify": ("POST", "/v1/classify", scored(), 1),
+        "classify (exhaustive)": ("POST", "/v1/classify", scored(adaptive=False), 1),
     }
 
 
@@ -96,8 +86,7 @@ def sweep(base: str, loads: dict, names: list[str], duration: float) -> dict[tup
         method, path, body, per = loads[name]
         run_load(base, method, path, body, per, 4, 1.0)  # warm-up
         for c in CONCURRENCY:
-            results[(name, c)] = run_load(base, method, path, body, per, c, duration)
-            r = results[(name, c)]
+            r = results[(name, c)] = run_load(base, method, path, body, per, c, duration)
             print(
                 f"  {name:>22} c={c:<3} {r.images_per_second:8.1f} img/s  p50 {r.percentile(50):7.1f} ms  "
                 f"p99 {r.percentile(99):7.1f} ms  errors {r.errors}",
@@ -112,31 +101,23 @@ def median_run(runs: list[LoadResult]) -> LoadResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load cell (default %(default)s)")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds over every server; each cell reports its median round"
+    parser = arguments(
+        __doc__.split("\n\n")[0], "bench/results", DATA_DIR_HELP + "; with neither, binary samples of the model"
     )
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load cell (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every server; each cell its median")
     parser.add_argument("--num-samples", type=int, default=100, help="K of the scoring workloads (default %(default)s)")
     parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
     parser.add_argument("--adaptive-images", type=int, default=10000, help="test images for section 5 (all of them)")
     parser.add_argument("--adaptive-samples", type=int, default=1000, help="K for section 5")
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP + "; with neither, binary samples of the model")
-    parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     k = args.num_samples
     model = load_model(Settings(model_dir=args.model_dir))
-    manifest = model.manifest
     images = test_images(max(args.large_batch, args.adaptive_images), model, args.data_dir)
-    report: dict = {
-        "num_samples": k,
-        "duration": args.duration,
-        "cpu_count": os.cpu_count(),
-        "large_batch": args.large_batch,
-    }
+    report: dict = {"num_samples": k, "duration": args.duration, "cpu_count": os.cpu_count()}
+    report |= {"large_batch": args.large_batch, "rounds": args.rounds}
 
     loads = workloads(images, k)
     batch = images[: args.large_batch]
@@ -145,94 +126,69 @@ def main(argv: list[str] | None = None) -> int:
     screening = adaptive.screening_for(model.manifest, defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
 
-    def service(batching: str):
-        env = lambda port: {  # noqa: E731
-            "CVAE_PORT": str(port),
-            "CVAE_MODEL_DIR": args.model_dir,
-            "CVAE_BATCHING": batching,
-            "CVAE_MAX_BODY_BYTES": str(64_000_000),
-            "CVAE_MAX_WORK": str(10**8),
-        }
-        return (lambda port: [sys.executable, "-m", "service.cli"], "/readyz", env, loads, list(loads))
+    def own(batching: str):  # the service, on a free port
+        limits = {"CVAE_MAX_BODY_BYTES": str(64_000_000), "CVAE_MAX_WORK": str(10**8)}
+        return lambda: service({"CVAE_MODEL_DIR": args.model_dir, "CVAE_BATCHING": batching, **limits})
 
-    # label -> (command(port), ready path, env(port), workloads, names)
-    servers = {
-        "batching on": service("true"),
-        "batching off": service("false"),
-        "torch": (
-            lambda port: [sys.executable, "-m", "bench.peers.torch_peer", args.model_dir, str(port)],
-            "/readyz",
-            lambda port: {},
-            loads,
-            ["samples", "encode", "log-likelihood", "classify (exhaustive)"],
-        ),
-        "litserve": (
-            lambda port: [sys.executable, "-m", "bench.peers.litserve_peer", args.model_dir, str(port), "32", "0.005"],
-            "/health",
-            lambda port: {},
-            lit_loads,
-            ["classify (exhaustive)"],
-        ),
+    def peer(module: str, ready: str, *extra: str):  # a peer of bench.peers, on a free port
+        def start():
+            port = free_port()
+            return server([sys.executable, "-m", module, args.model_dir, str(port), *extra], port, ready)
+
+        return start
+
+    servers = {  # label -> (start() -> a context yielding the base URL, workloads, names)
+        "batching on": (own("true"), loads, list(loads)),
+        "batching off": (own("false"), loads, list(loads)),
+        "torch": (peer("bench.peers.torch_peer", "/readyz"), loads, [n for n in loads if n != "classify"]),
+        "litserve": (peer("bench.peers.litserve_peer", "/health", "32", "0.005"), lit_loads, list(lit_loads)),
     }
     runs: dict[str, dict[tuple[str, int], list[LoadResult]]] = {label: {} for label in servers}
-    limits: dict[str, list[float]] = {key: [] for key in ("matmul", "ort", "ort_adaptive", "http_large")}
-    report["matmul_gflops_per_image"] = scoring_flops_per_image(manifest, k) / 1e9
+    limits: dict[str, list[float]] = {
+        key: [] for key in ("matmul_gflops", "ort_images_per_s", "ort_adaptive_images_per_s", "http_large_images_per_s")
+    }
+    report["matmul_gflops_per_image"] = scoring_flops_per_image(model.manifest, k) / 1e9
     in_process_scoring(model, batch[:4], k)  # warm-up
     for round_ in range(1, args.rounds + 1):
-        print(f"round {round_} of {args.rounds}", flush=True)
-        print("1. limits", flush=True)
-        limits["matmul"].append(matmul_gflops())
-        limits["ort"].append(len(batch) / in_process_scoring(model, batch, k)[1])
-        limits["ort_adaptive"].append(len(batch) / in_process_scoring(model, batch, k, screening)[1])
+        print(f"round {round_} of {args.rounds}\n1. limits", flush=True)
+        limits["matmul_gflops"].append(matmul_gflops())
+        limits["ort_images_per_s"].append(len(batch) / in_process_scoring(model, batch, k)[1])
+        limits["ort_adaptive_images_per_s"].append(len(batch) / in_process_scoring(model, batch, k, screening)[1])
         print(
-            f"  numpy matmul {limits['matmul'][-1]:.1f} GFLOP/s; ORT scoring {limits['ort'][-1]:.1f} img/s "
-            f"exhaustive, {limits['ort_adaptive'][-1]:.1f} img/s adaptive",
+            f"  numpy matmul {limits['matmul_gflops'][-1]:.1f} GFLOP/s; "
+            f"ORT scoring {limits['ort_images_per_s'][-1]:.1f} img/s exhaustive, "
+            f"{limits['ort_adaptive_images_per_s'][-1]:.1f} img/s adaptive",
             flush=True,
         )
-        for label, (command, ready, env, workload, names) in servers.items():
+        for label, (start, workload, names) in servers.items():
             print(f"2-4. {label}", flush=True)
-            port = free_port()
-            with server(command(port), port, ready, env(port)) as base:
+            with start() as base:
                 for key, result in sweep(base, workload, names, args.duration).items():
                     runs[label].setdefault(key, []).append(result)
                 if label == "batching on":
                     body = lambda i: large_body  # noqa: E731
                     run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)
                     large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
-                    limits["http_large"].append(large.images_per_second)
+                    limits["http_large_images_per_s"].append(large.images_per_second)
 
-    report["matmul_gflops"] = float(np.median(limits["matmul"]))
-    report["ort_images_per_s"] = float(np.median(limits["ort"]))
-    report["ort_adaptive_images_per_s"] = float(np.median(limits["ort_adaptive"]))
+    report |= {key: float(np.median(values)) for key, values in limits.items()}
     report["ort_gflops"] = report["ort_images_per_s"] * report["matmul_gflops_per_image"]
-    report["http_large_images_per_s"] = float(np.median(limits["http_large"]))
     median = {label: {key: median_run(r) for key, r in cells.items()} for label, cells in runs.items()}
 
     def per_round(a: str, b: str, name: str, c: int) -> list[float]:
         return [x.images_per_second / y.images_per_second for x, y in zip(runs[a][(name, c)], runs[b][(name, c)])]
 
-    report["rounds"] = args.rounds
     report["per_round"] = {
         "batching": per_round("batching on", "batching off", "classify", 32),
         "litserve": per_round("batching on", "litserve", "classify (exhaustive)", 32),
     }
     report["cells"] = [
-        {
-            "server": label,
-            "endpoint": name,
-            "concurrency": c,
-            "images_per_s": r.images_per_second,
-            "p50_ms": r.percentile(50),
-            "p95_ms": r.percentile(95),
-            "p99_ms": r.percentile(99),
-            "errors": r.errors,
-            "rounds_images_per_s": [x.images_per_second for x in runs[label][(name, c)]],
-        }
+        {"server": label, "endpoint": name, "concurrency": c, "images_per_s": r.images_per_second}
+        | {f"p{q}_ms": r.percentile(q) for q in (50, 95, 99)}
+        | {"errors": r.errors, "rounds_images_per_s": [x.images_per_second for x in runs[label][(name, c)]]}
         for label, cells in median.items()
         for (name, c), r in cells.items()
     ]
-    http = {"true": median["batching on"], "false": median["batching off"]}
-    torch_peer, litserve = median["torch"], median["litserve"]
 
     print("5. adaptive against exhaustive", flush=True)
     x = images[: args.adaptive_images]
@@ -240,21 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     fast, fast_s = in_process_scoring(model, x, args.adaptive_samples, screening)
     full_post = estimator.bayes_rule(full, model.log_prior)
     fast_post = estimator.bayes_rule(fast, model.log_prior)
+    difference = np.abs(full_post.log_px - fast_post.log_px)
     report["adaptive"] = {
         "images": len(x),
         "num_samples": args.adaptive_samples,
         "screening": screening.text(),
         "speedup": full_s / fast_s,
         "sample_ratio": float(full.num_samples.sum() / fast.num_samples.sum()),
-        "mean_abs_diff_nats": float(np.abs(full_post.log_px - fast_post.log_px).mean()),
-        "max_abs_diff_nats": float(np.abs(full_post.log_px - fast_post.log_px).max()),
+        "mean_abs_diff_nats": float(difference.mean()),
+        "max_abs_diff_nats": float(difference.max()),
         "changed_predictions": int((full_post.log_py_x.argmax(-1) != fast_post.log_py_x.argmax(-1)).sum()),
     }
     print(f"  {report['adaptive']}", flush=True)
 
     from bench.report import write_report
 
-    markdown = write_report(report, http, torch_peer, litserve, out)
+    markdown = write_report(report, median, out)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(markdown)
     return 0

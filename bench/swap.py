@@ -28,13 +28,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import RESULTS, free_port, save, server
-from bench.mixed_load import MIX
+from bench.common import RESULTS, save, service
+from bench.mixed_load import drive
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
 from service.versions import newest, version_key
 
@@ -59,94 +60,51 @@ def place(
     return final
 
 
-async def load(base: str, concurrency: int, seconds: float, on_tick) -> list[tuple[float, float, str, str]]:
-    """(start, latency, status, version) of every request sent at `concurrency` for `seconds`."""
-    records = []
-    issued = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        began = time.perf_counter()
-        deadline = began + seconds
-
-        async def worker() -> None:
-            nonlocal issued
-            while time.perf_counter() < deadline:
-                i = issued
-                issued += 1
-                method, path, body = MIX[i % len(MIX)]
-                started = time.perf_counter()
-                try:
-                    response = await (client.get(path) if method == "GET" else client.post(path, json=body(i)))
-                    status, version = str(response.status_code), response.headers.get("x-model-version", "")
-                except httpx.HTTPError as error:
-                    status, version = type(error).__name__, ""
-                records.append((started - began, time.perf_counter() - started, status, version))
-
-        async def ticker() -> None:
-            while time.perf_counter() < deadline:
-                await on_tick(time.perf_counter() - began)
-                await asyncio.sleep(0.1)
-
-        await asyncio.gather(ticker(), *(worker() for _ in range(concurrency)))
-    return records
-
-
 def run(concurrency: int, seconds: float, swap_at: float, new: Path, poll_s: float) -> dict:
-    source = SHIPPED_MODEL
-    old_version = json.loads((source / "manifest.json").read_text())["version"]
+    old_version = json.loads((SHIPPED_MODEL / "manifest.json").read_text())["version"]
     new_version = json.loads((new / "manifest.json").read_text())["version"]
     if version_key(new_version) <= version_key(old_version):
         new_version = ".".join(str(n) for n in (version_key(old_version)[0] + 1, 0, 0))
     events: dict[str, float] = {}
+    records: list[tuple[float, float, str, str]] = []  # (start, latency, status, version) of every request
     with tempfile.TemporaryDirectory() as tmp:
         repository = Path(tmp) / "models"
-        place(source, repository, "mnist-cvae", old_version)
-        port = free_port()
-        env = {"CVAE_PORT": str(port), "CVAE_MODEL_REPOSITORY": str(repository), "CVAE_REPOSITORY_POLL_S": str(poll_s)}
-        with server([sys.executable, "-m", "service.cli"], port, "/readyz", env) as base:
+        place(SHIPPED_MODEL, repository, "mnist-cvae", old_version)
+        env = {"CVAE_MODEL_REPOSITORY": str(repository), "CVAE_REPOSITORY_POLL_S": str(poll_s)}
+        with service(env) as base:
+            began = time.perf_counter()
 
-            async def on_tick(now: float) -> None:
-                if "swap" not in events and now >= swap_at:
-                    events["swap"] = now
-                    await asyncio.to_thread(place, new, repository, "mnist-cvae", new_version)
-                elif "swap" in events and "ready" not in events:
-                    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-                        listing = (await client.get("/v1/models")).json()["models"]
-                    if any(m["version"] == new_version and m["state"] == "ready" for m in listing):
-                        events["ready"] = now
+            async def ticker() -> None:  # swaps at `swap_at`, then watches for the new version to be ready
+                while (now := time.perf_counter() - began) < seconds:
+                    if "swap" not in events and now >= swap_at:
+                        events["swap"] = now
+                        await asyncio.to_thread(place, new, repository, "mnist-cvae", new_version)
+                    elif "swap" in events and "ready" not in events:
+                        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+                            listing = (await client.get("/v1/models")).json()["models"]
+                        if any(m["version"] == new_version and m["state"] == "ready" for m in listing):
+                            events["ready"] = now
+                    await asyncio.sleep(0.1)
 
-            records = asyncio.run(load(base, concurrency, seconds, on_tick))
+            more = lambda i: time.perf_counter() - began < seconds  # noqa: E731
+            record = lambda start, *rest: records.append((start - began, *rest))  # noqa: E731
+            asyncio.run(drive(base, concurrency, more, record, beside=[ticker()]))
     return summarize(records, events, concurrency, seconds, swap_at, old_version, new_version, new)
 
 
 def summarize(records, events, concurrency, seconds, swap_at, old_version, new_version, new) -> dict:
-    start = np.array([r[0] for r in records])
-    latency = np.array([r[1] for r in records])
-    status = [r[2] for r in records]
-    failed = [s for s in status if s != "200"]
+    start, latency = np.array([r[0] for r in records]), np.array([r[1] for r in records])
+    failed = [r[2] for r in records if r[2] != "200"]
     steady = (start >= swap_at / 5) & (start < swap_at)
     baseline = float(np.percentile(latency[steady], 99))
     windows = []
     for second in range(int(swap_at), int(seconds)):
         inside = (start >= second) & (start < second + 1)
-        if inside.any():
-            windows.append(
-                {
-                    "second": second,
-                    "requests": int(inside.sum()),
-                    "p99_ms": 1000 * float(np.percentile(latency[inside], 99)),
-                }
-            )
-        else:
-            windows.append({"second": second, "requests": 0, "p99_ms": None})
+        p99 = 1000 * float(np.percentile(latency[inside], 99)) if inside.any() else None
+        windows.append({"second": second, "requests": int(inside.sum()), "p99_ms": p99})
     over = [w for w in windows if w["p99_ms"] is None or w["p99_ms"] > 2000 * baseline]
-    versions: dict[str, int] = {}
-    after = {}
-    for r in records:
-        if r[3]:
-            versions[r[3]] = versions.get(r[3], 0) + 1
-            if "ready" in events and r[0] > events["ready"] + 1:
-                after[r[3]] = after.get(r[3], 0) + 1
+    versions = Counter(r[3] for r in records if r[3])
+    after = Counter(r[3] for r in records if r[3] and "ready" in events and r[0] > events["ready"] + 1)
     return {
         "command": (
             f"python -m bench.swap --concurrency {concurrency} --seconds {seconds:g} --swap-at {swap_at:g} "
@@ -163,8 +121,8 @@ def summarize(records, events, concurrency, seconds, swap_at, old_version, new_v
         "baseline_p99_ms": round(1000 * baseline, 1),
         "worst_p99_after_swap_ms": round(max((w["p99_ms"] or 0) for w in windows), 1),
         "seconds_over_2x_baseline": len(over),
-        "answers_per_version": versions,
-        "answers_per_version_after_ready": after,
+        "answers_per_version": dict(versions),
+        "answers_per_version_after_ready": dict(after),
         "old_version": old_version,
         "new_version": new_version,
         "windows": windows,
@@ -174,9 +132,7 @@ def summarize(records, events, concurrency, seconds, swap_at, old_version, new_v
 
 def markdown(report: dict) -> str:
     rows = "\n".join(
-        f"| {w['second']} | {w['requests']} | {w['p99_ms']:.0f} |"
-        if w["p99_ms"] is not None
-        else f"| {w['second']} | 0 | - |"
+        f"| {w['second']} | {w['requests']} | " + ("-" if w["p99_ms"] is None else f"{w['p99_ms']:.0f}") + " |"
         for w in report["windows"]
     )
     verdict = "met" if report["target_met"] else "missed"

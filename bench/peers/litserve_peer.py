@@ -45,16 +45,7 @@ class ClassifyAPI(ls.LitAPI):
         outputs = [
             {"probs": p.tolist(), "predicted": int(p.argmax()), "log_px": float(lp)} for p, lp in zip(probs, log_px)
         ]
-        return outputs if isinstance(batch, list) else outputs[0]
-
-    def batch(self, inputs):
-        return list(inputs)
-
-    def unbatch(self, output):
-        return output
-
-    def encode_response(self, output):
-        return output
+        return outputs if isinstance(batch, list) else outputs[0]  # LitServe's own batch, unbatch and encode
 
 
 def main() -> None:

@@ -18,6 +18,11 @@ from training.model import Checkpoint
 from training.train import one_hot
 
 
+def rows(**columns: torch.Tensor) -> list[dict]:
+    """One dict per row of the columns [N, ...]: what /v1 answers per image (or sample, or class)."""
+    return [dict(zip(columns, row)) for row in zip(*(column.tolist() for column in columns.values()))]
+
+
 def create_app(model_dir: str) -> FastAPI:
     checkpoint = Checkpoint.load(f"{model_dir}/checkpoint.pt")
     model = checkpoint.build_model()
@@ -29,6 +34,10 @@ def create_app(model_dir: str) -> FastAPI:
     def images(body) -> torch.Tensor:
         return (torch.tensor(body["images"], dtype=torch.float32).reshape(-1, 784) > 0.5).float()
 
+    def posterior(body):
+        g = torch.Generator().manual_seed(body.get("seed", 0))
+        return score(model, images(body), log_prior, body.get("num_samples", 1000), g, progress=False)
+
     @app.post("/v1/samples")
     def samples(body: dict):
         with lock, torch.no_grad():
@@ -36,48 +45,27 @@ def create_app(model_dir: str) -> FastAPI:
             n = body.get("n", 1)
             y = torch.multinomial(log_prior.exp(), n, replacement=True, generator=g)
             z = torch.randn(n, d, generator=g)
-            mean = torch.sigmoid(model.decode(z, one_hot(y, c)))
-            return {"samples": [{"y": int(y[i]), "z": z[i].tolist(), "mean": mean[i].tolist()} for i in range(n)]}
+            return {"samples": rows(y=y, z=z, mean=torch.sigmoid(model.decode(z, one_hot(y, c))))}
 
     @app.post("/v1/encode")
     def encode(body: dict):
         with lock, torch.no_grad():
             x = images(body)
-            rows = x.repeat_interleave(c, 0)
-            mu, logvar = model.encode(rows, one_hot(torch.arange(c).repeat(len(x)), c))
-            std = torch.exp(0.5 * logvar)
-            return {
-                "results": [
-                    [{"y": j, "mu": mu[i * c + j].tolist(), "std": std[i * c + j].tolist()} for j in range(c)]
-                    for i in range(len(x))
-                ]
-            }
-
-    def posterior(body):
-        g = torch.Generator().manual_seed(body.get("seed", 0))
-        return score(model, images(body), log_prior, body.get("num_samples", 1000), g, progress=False)
+            mu, logvar = model.encode(x.repeat_interleave(c, 0), one_hot(torch.arange(c).repeat(len(x)), c))
+            mu, std = mu.reshape(len(x), c, d), torch.exp(0.5 * logvar).reshape(len(x), c, d)  # [N, C, d]
+            return {"results": [rows(y=torch.arange(c), mu=m, std=s) for m, s in zip(mu, std)]}
 
     @app.post("/v1/log-likelihood")
     def log_likelihood(body: dict):
         with lock, torch.no_grad():
             s = posterior(body)
-            return {
-                "results": [
-                    {"log_px": float(s["log_px"][i]), "log_px_y": s["log_px_y"][i].tolist()}
-                    for i in range(len(s["log_px"]))
-                ]
-            }
+            return {"results": rows(log_px=s["log_px"], log_px_y=s["log_px_y"])}
 
     @app.post("/v1/classify")
     def classify(body: dict):
         with lock, torch.no_grad():
-            s = posterior(body)
-            probs = s["log_py_x"].exp()
-            return {
-                "results": [
-                    {"probs": probs[i].tolist(), "predicted": int(probs[i].argmax())} for i in range(len(probs))
-                ]
-            }
+            probs = posterior(body)["log_py_x"].exp()
+            return {"results": rows(probs=probs, predicted=probs.argmax(-1))}
 
     @app.get("/readyz")
     def ready():
