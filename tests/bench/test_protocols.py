@@ -1,4 +1,5 @@
-"""bench.protocols on a tiny budget: both protocols answer the scorer and the ratio is reported."""
+"""bench.protocols on a tiny budget: both protocols answer the scorer, tracing on and off answer /v1/classify,
+and the ratios are reported."""
 
 from __future__ import annotations
 
@@ -23,3 +24,5 @@ def test_the_protocol_benchmark_measures_both(tmp_path):
     report = json.loads((tmp_path / "protocols.json").read_text())
     assert all(runs[0] > 0 for runs in report["calls_per_s"].values())
     assert report["grpc_over_http"] > 0 and "target ≥ 0.95x" in (tmp_path / "PROTOCOLS.md").read_text()
+    assert all(runs[0] > 0 for runs in report["tracing"]["requests_per_s"].values())
+    assert report["tracing"]["on_over_off"] > 0

@@ -11,7 +11,11 @@ from service.settings import Settings
 
 @pytest.fixture(scope="module")
 def client(shipped_model):
-    settings = Settings(model_dir=shipped_model, max_body_bytes=200_000, max_images=16, max_work=400_000)
+    # a long timeout, so that the work limit is CVAE_MAX_WORK's however busy the machine (the limit is the
+    # lower of it and what the measured rate computes in half the timeout)
+    settings = Settings(
+        model_dir=shipped_model, max_body_bytes=200_000, max_images=16, max_work=400_000, request_timeout_s=600
+    )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         yield c
