@@ -25,7 +25,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import protocol
+from service import protocol, tracing
 from service.admission import RequestTimeout
 from service.batching import Overloaded
 from service.grpc_middleware import AccessLog, KeyCheck
@@ -221,8 +221,13 @@ for _method in SERVICE.methods:  # the generated servicer's stand-ins are not co
 async def start(app, settings) -> grpc.aio.Server:
     """The gRPC server on settings.host and settings.grpc_port, started, answering from `app`'s state;
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
+    traced = app.state.tracer_provider
     server = grpc.aio.server(
-        interceptors=[AccessLog(logging.getLogger("cvae.access")), KeyCheck(settings.api_key_list, OPEN_METHODS)],
+        interceptors=[
+            *(tracing.grpc_interceptors(traced) if traced is not None else ()),  # the caller's traceparent
+            AccessLog(logging.getLogger("cvae.access")),
+            KeyCheck(settings.api_key_list, OPEN_METHODS),
+        ],
         options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)
