@@ -1,9 +1,11 @@
 """OpenTelemetry traces (CVAE_OTLP_ENDPOINT): a request's spans join the caller's trace, over HTTP and
 gRPC, with admission, the model calls, the critic and the assessment as children; tracing off, none."""
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -55,7 +57,7 @@ def test_a_classify_request_joins_the_callers_trace_with_its_children(shipped_mo
     assert len(roots) == 1 and format(roots[0].parent.span_id, "016x") == PARENT_ID
     assert roots[0].parent.is_remote and roots[0].name.startswith("POST /v1/classify")
     named = by_name(spans)
-    for child in ("admission.wait", "admission.run", "score", "model.call", "critic", "assessment"):
+    for child in ("admission.wait", "admission.run", "score", "model.call", "batcher.wait", "critic", "assessment"):
         assert child in named, f"no {child} span among {sorted(named)}"
     (score,) = named["score"]
     assert score.attributes["model.name"] == answer.headers["X-Model-Name"]
@@ -77,6 +79,40 @@ def test_tracing_off_installs_nothing_and_makes_no_spans(shipped_model):
         answer = client.post("/v1/classify", json=classify_body(), headers={"traceparent": TRACEPARENT})
         assert answer.status_code == 200 and tracing.TRACER.get() is None
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)  # nothing global either
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that keeps what it is sent."""
+
+    received: list[tuple[str, str, bytes]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Collector.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_spans_go_in_batches_to_the_otlp_endpoint_and_the_last_at_shutdown(shipped_model):
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+    try:
+        app = create_app(Settings(model_dir=shipped_model, otlp_endpoint=endpoint, otlp_service_name="cvae-test"))
+        with TestClient(app) as client:
+            wait_ready(client)
+            assert client.post("/v1/classify", json=classify_body(), headers={"traceparent": TRACEPARENT}).is_success
+    finally:
+        collector.shutdown()
+    assert Collector.received, "no spans reached the collector by the end of the lifespan"
+    path, content_type, body = Collector.received[-1]
+    assert path == "/v1/traces" and content_type == "application/x-protobuf"
+    sent = b"".join(body for _, _, body in Collector.received)
+    assert bytes.fromhex(TRACE_ID) in sent and b"cvae-test" in sent and b"assessment" in sent
 
 
 # as if the tracing extra were not installed (FastAPI brings opentelemetry-api itself)
