@@ -28,7 +28,7 @@ from tritonclient.grpc import service_pb2_grpc
 from service import protocol, tracing
 from service.admission import RequestTimeout
 from service.batching import Overloaded
-from service.grpc_middleware import AccessLog, KeyCheck
+from service.grpc_middleware import AccessLog, KeyCheck, WithTracer
 from service.protocol import V2Error
 from service.routes.health import is_ready, served_version
 from service.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
@@ -221,10 +221,11 @@ for _method in SERVICE.methods:  # the generated servicer's stand-ins are not co
 async def start(app, settings) -> grpc.aio.Server:
     """The gRPC server on settings.host and settings.grpc_port, started, answering from `app`'s state;
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
-    traced = app.state.tracer_provider
+    traced = app.state.tracer_provider  # None unless traced: then a call's span joins its caller's trace first
+    tracers = [tracing.grpc_interceptor(traced), WithTracer(traced.get_tracer(tracing.TRACER_NAME))] if traced else []
     server = grpc.aio.server(
         interceptors=[
-            *(tracing.grpc_interceptors(traced) if traced is not None else ()),  # the caller's traceparent
+            *tracers,
             AccessLog(logging.getLogger("cvae.access")),
             KeyCheck(settings.api_key_list, OPEN_METHODS),
         ],

@@ -18,6 +18,7 @@ from typing import Any
 
 TRACER: ContextVar[Any] = ContextVar("tracer", default=None)  # the app's opentelemetry Tracer, or None
 _OFF = contextlib.nullcontext()
+TRACER_NAME = "service"
 EXTRA = "pip install 'mnist-cvae[tracing]'"
 
 
@@ -63,7 +64,7 @@ def instrument_http(app, traced) -> None:
     """The FastAPI instrumentation on `app` with the app's provider, and TRACER set for each request."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    tracer = traced.get_tracer("service")
+    tracer = traced.get_tracer(TRACER_NAME)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=traced, exclude_spans=["receive", "send"])
     app.add_middleware(WithTracer, tracer=tracer)
 
@@ -82,20 +83,9 @@ class WithTracer:
             TRACER.reset(token)
 
 
-def grpc_interceptors(traced) -> list:
-    """The aio server interceptors: the RPC's span a child of the caller's `traceparent` metadata, and
-    TRACER set for its handler."""
+def grpc_interceptor(traced):
+    """The aio server interceptor that makes an RPC's span a child of the caller's `traceparent` metadata
+    (service.grpc_middleware.WithTracer then sets TRACER for its handler)."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(tracer_provider=traced), _GrpcTracer(traced.get_tracer("service"))]
-
-
-def _GrpcTracer(tracer):
-    import grpc
-
-    class GrpcTracer(grpc.aio.ServerInterceptor):
-        async def intercept_service(self, continuation, handler_call_details):
-            TRACER.set(tracer)  # each RPC is a task of its own: the setting ends with it
-            return await continuation(handler_call_details)
-
-    return GrpcTracer()
+    return aio_server_interceptor(tracer_provider=traced)
