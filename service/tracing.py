@@ -7,7 +7,8 @@ per request. Its children: admission (waiting for a place, then running), the ba
 each scorer or decoder call, the critic and the out-of-distribution assessment. No span per row,
 and no API key in any attribute: only counts, sizes and names.
 
-Tracing off, TRACER holds None, `span` is a shared no-op context, and opentelemetry is never imported.
+Tracing off, TRACER holds None, `span` is a shared no-op context, and the
+OpenTelemetry SDK and instrumentations are never imported (FastAPI itself imports opentelemetry-api).
 """
 
 from __future__ import annotations
