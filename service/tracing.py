@@ -66,7 +66,12 @@ def instrument_http(app, traced) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     tracer = traced.get_tracer(TRACER_NAME)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=traced, exclude_spans=["receive", "send"])
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=traced,
+        exclude_spans=["receive", "send"],  # no span per message of a body
+        http_capture_headers_sanitize_fields=["authorization", "x-api-key"],  # were headers captured, never keys
+    )
     app.add_middleware(WithTracer, tracer=tracer)
 
 

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+KEY = {"x-api-key": "secret-key"}
 
 
 def digit() -> list[list[float]]:
@@ -143,16 +144,16 @@ def test_a_grpc_model_infer_joins_the_callers_trace(shipped_model):
     grpcclient = pytest.importorskip("tritonclient.grpc")
     exporter = InMemorySpanExporter()
     port = free_port()
-    app = create_app(Settings(model_dir=shipped_model, grpc_port=port), span_exporter=exporter)
+    app = create_app(Settings(model_dir=shipped_model, grpc_port=port, api_keys="secret-key"), span_exporter=exporter)
     with TestClient(app) as client:
         wait_ready(client)
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        latent = int(grpc.get_model_metadata("decoder", as_json=True)["inputs"][0]["shape"][1])
+        latent = int(grpc.get_model_metadata("decoder", headers=KEY, as_json=True)["inputs"][0]["shape"][1])
         inputs = [grpcclient.InferInput("z", [3, latent], "FP32"), grpcclient.InferInput("y", [3, 10], "FP32")]
         inputs[0].set_data_from_numpy(np.zeros((3, latent), np.float32))
         inputs[1].set_data_from_numpy(np.eye(10, dtype=np.float32)[:3])
         exporter.clear()
-        grpc.infer("decoder", inputs, headers={"traceparent": TRACEPARENT})
+        grpc.infer("decoder", inputs, headers={"traceparent": TRACEPARENT, "x-api-key": "secret-key"})
         grpc.close()
     spans = exporter.get_finished_spans()
     assert spans and {format(s.context.trace_id, "032x") for s in spans} == {TRACE_ID}
@@ -164,3 +165,4 @@ def test_a_grpc_model_infer_joins_the_callers_trace(shipped_model):
     infer = roots[0]
     assert infer.attributes["model.name"] == "decoder" and infer.attributes["model.version"]
     assert "admission.run" in named and named["model.call"][0].attributes == {"graph": "decoder", "rows": 3}
+    assert all("secret-key" not in str(dict(s.attributes)) for s in spans)
