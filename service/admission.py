@@ -29,6 +29,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from service import tracing
 from service.batching import Overloaded
 
 T = TypeVar("T")
@@ -90,8 +91,10 @@ class Admission:
         placed = False
         try:
             async with asyncio.timeout(self.timeout):  # waiting for a place included
-                placed = await self._place(caller)
-                return await work
+                with tracing.span("admission.wait", in_flight=self.in_flight, running=self.running):
+                    placed = await self._place(caller)
+                with tracing.span("admission.run"):
+                    return await work
         except TimeoutError as error:
             raise RequestTimeout(
                 f"The request took longer than {self.timeout:g} s (setting CVAE_REQUEST_TIMEOUT_S) with "

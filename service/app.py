@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import errors
+from service import errors, tracing
 from service.admission import Admission
 from service.cancellation import CancelAbandoned
 from service.metrics import Metrics
@@ -54,7 +54,9 @@ def _with_keys(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
+    """The service; traced when CVAE_OTLP_ENDPOINT is set, or to `span_exporter` (an OpenTelemetry
+    SpanExporter: tests pass an in-memory one)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await grpc.stop(settings.shutdown_grace_s)  # its running calls finish first, as HTTP's do
         app.state.repository = None
         await repository.stop()
+        if app.state.tracer_provider is not None:
+            app.state.tracer_provider.shutdown()  # the last spans are sent
 
     app = FastAPI(
         title="MNIST CVAE service",
@@ -128,4 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))
+    app.state.tracer_provider = None
+    if settings.otlp_endpoint or span_exporter is not None:
+        app.state.tracer_provider = tracing.provider(settings, span_exporter)
+        tracing.instrument_http(app, app.state.tracer_provider)
     return app

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from service import tracing
+
 log = logging.getLogger("cvae.batching")
 
 
@@ -90,8 +92,10 @@ class Batcher:
         if self.waiting >= self.max_queue:
             raise Overloaded(f"{self.waiting} model calls are already waiting")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(item, self.size(item), self.key(item), future))
-        return await future
+        pending = _Pending(item, self.size(item), self.key(item), future)
+        self._queue.put_nowait(pending)
+        with tracing.span("batcher.wait", size=pending.size, waiting=self.waiting):  # its wait and its batch's run
+            return await future
 
     async def _next(self, timeout: float | None) -> _Pending | None:
         if self._deferred:

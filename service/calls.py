@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from service import tracing
 from service.batching import Batcher, concat_rows
 from service.runtime import Model
 from service.settings import Settings
@@ -57,19 +58,22 @@ class ModelCalls:
 
     async def score(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray):
         """x [R, 784], y [R], eps [K, R, D] -> log_w, log_px_z [K, R], KL [R]."""
-        if self.batching and eps.shape[0] * eps.shape[1] < self.direct_rows:
-            return await self._scorer.submit((x, y, eps))
-        if self.on_call:
-            self.on_call("scorer", eps.shape[0] * eps.shape[1], False)
-        return await asyncio.to_thread(self.model.log_weights, x, y, eps)
+        batched = self.batching and eps.shape[0] * eps.shape[1] < self.direct_rows
+        with tracing.span("model.call", graph="scorer", rows=eps.shape[1], K=eps.shape[0], batched=batched):
+            if batched:
+                return await self._scorer.submit((x, y, eps))
+            if self.on_call:
+                self.on_call("scorer", eps.shape[0] * eps.shape[1], False)
+            return await asyncio.to_thread(self.model.log_weights, x, y, eps)
 
     async def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         """z [N, D], y [N] -> logits [N, 784]."""
-        if self.batching:
-            return await self._decoder.submit((z, y))
-        if self.on_call:
-            self.on_call("decoder", len(z), False)
-        return await asyncio.to_thread(self.model.decode, z, y)
+        with tracing.span("model.call", graph="decoder", rows=len(z), batched=self.batching):
+            if self.batching:
+                return await self._decoder.submit((z, y))
+            if self.on_call:
+                self.on_call("decoder", len(z), False)
+            return await asyncio.to_thread(self.model.decode, z, y)
 
     def _score_batch(self, items: list) -> list:
         x, bounds = concat_rows([item[0] for item in items], axis=0)

@@ -1,5 +1,5 @@
 """What every gRPC call passes before the servicer, as middleware.py is for HTTP: its API key, checked
-as HTTP's are, and one log line with its request id."""
+as HTTP's are, one log line with its request id, and, when traced, the app's tracer (service.tracing)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import grpc
 from service.admission import CALLER
 from service.logs import REQUEST_ID
 from service.middleware import given_key, request_id_of, which_key
+from service.tracing import TRACER
 
 log = logging.getLogger("cvae.errors")
 
@@ -24,6 +25,18 @@ def _handler(behaviour, like):
     """A method handler of `behaviour`, of the same kind and messages as the handler `like`."""
     kind = grpc.stream_stream_rpc_method_handler if like.request_streaming else grpc.unary_unary_rpc_method_handler
     return kind(behaviour, like.request_deserializer, like.response_serializer)
+
+
+class WithTracer(grpc.aio.ServerInterceptor):
+    """TRACER is the app's `tracer` while a call is handled: each call is a task of its own, so the
+    setting ends with it."""
+
+    def __init__(self, tracer):
+        self.tracer = tracer
+
+    async def intercept_service(self, continuation, details):
+        TRACER.set(self.tracer)
+        return await continuation(details)
 
 
 class KeyCheck(grpc.aio.ServerInterceptor):

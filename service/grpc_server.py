@@ -25,10 +25,10 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import protocol
+from service import protocol, tracing
 from service.admission import RequestTimeout
 from service.batching import Overloaded
-from service.grpc_middleware import AccessLog, KeyCheck
+from service.grpc_middleware import AccessLog, KeyCheck, WithTracer
 from service.protocol import V2Error
 from service.routes.health import is_ready, served_version
 from service.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
@@ -221,8 +221,14 @@ for _method in SERVICE.methods:  # the generated servicer's stand-ins are not co
 async def start(app, settings) -> grpc.aio.Server:
     """The gRPC server on settings.host and settings.grpc_port, started, answering from `app`'s state;
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
+    traced = app.state.tracer_provider  # None unless traced: then a call's span joins its caller's trace first
+    tracers = [tracing.grpc_interceptor(traced), WithTracer(traced.get_tracer(tracing.TRACER_NAME))] if traced else []
     server = grpc.aio.server(
-        interceptors=[AccessLog(logging.getLogger("cvae.access")), KeyCheck(settings.api_key_list, OPEN_METHODS)],
+        interceptors=[
+            *tracers,
+            AccessLog(logging.getLogger("cvae.access")),
+            KeyCheck(settings.api_key_list, OPEN_METHODS),
+        ],
         options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)

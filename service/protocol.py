@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from service import chunks, tensors
+from service import chunks, tensors, tracing
 from service.runtime import GRAPHS
 from service.tensors import DATATYPE, InferRequest, TensorError
 from service.versions import NotServed, version_key
@@ -121,8 +121,11 @@ async def run(state, name: str, entry, graph: str, body: InferRequest, binary: b
     except TensorError as error:
         raise V2Error(str(error)) from error
 
+    tracing.annotate(**{"model.name": name, "model.version": entry.version, "graph": graph})
+
     async def call(names, part):
-        return await asyncio.to_thread(session.run, names, part)
+        with tracing.span("model.call", graph=graph, rows=len(next(iter(part.values())))):
+            return await asyncio.to_thread(session.run, names, part)
 
     work = chunks.run(call, declared, wanted, feeds, sizes, state.settings.score_chunk_rows)
     try:

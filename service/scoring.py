@@ -11,7 +11,7 @@ from dataclasses import dataclass, is_dataclass, replace
 
 import numpy as np
 
-from service import abstention, adaptive, estimator, ood
+from service import abstention, adaptive, estimator, ood, tracing
 from service.calls import ModelCalls
 from service.images import InputError
 from service.runtime import Model, load_model
@@ -148,6 +148,14 @@ class Scorer:
         """Score binary images x [N, H*W]: log p(x|y) per class, Bayes' rule, the out-of-distribution
         verdicts and the abstention, each image from its own noise streams."""
         options = self.resolve(options, len(x))
+        manifest = self.model.manifest
+        described = {"model.name": manifest["name"], "model.version": manifest["version"], "images": len(x)}
+        with tracing.span("score", **described, classes=self.model.num_classes, samples=options.num_samples):
+            scores = await self._score(x, options)
+            tracing.annotate(samples_used=int(scores.samples_used.sum()))
+            return scores
+
+    async def _score(self, x: np.ndarray, options: Options) -> Scores:
         rounds = (
             adaptive.Rounds(options.tolerance, options.max_num_samples, self.max_work)
             if options.tolerance is not None
@@ -175,8 +183,10 @@ class Scorer:
         entropy = np.maximum(-np.where(probs > 0, probs * bayes.log_py_x, 0.0).sum(-1), 0.0)  # 0 log 0 = 0
         verdicts, critic_probs = None, None
         if self.model.ood is not None:
-            log_odds, critic_probs = self.model.critic_answers(x)
-            verdicts = self.assess(bayes, estimates.classes.log_px_y, x, options.ood_fpr, log_odds)
+            with tracing.span("critic", images=len(x)):
+                log_odds, critic_probs = self.model.critic_answers(x)
+            with tracing.span("assessment", images=len(x)):
+                verdicts = self.assess(bayes, estimates.classes.log_px_y, x, options.ood_fpr, log_odds)
         voted = options.critic_vote and critic_probs is not None
         flagged = verdicts.flagged if verdicts is not None else np.zeros(len(x), dtype=bool)
         holds = abstention.reasons(probs, critic_probs if voted else None, flagged, options.min_probability)

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (none by default)")
     log_format: str = Field("json", pattern="^(json|text)$", description="log lines as JSON objects or plain text")
+    otlp_endpoint: str = Field(
+        "",
+        description="send OpenTelemetry traces over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces "
+        "(the `tracing` extra; empty: no tracing)",
+    )
+    otlp_service_name: str = Field("mnist-cvae", description="the traces' service.name")
 
     adaptive_screen_samples: int | None = Field(
         None,
