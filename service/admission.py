@@ -18,6 +18,7 @@ service.cancellation) while it waits leaves its queue without running.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
 from collections import deque
@@ -88,14 +89,18 @@ class Admission:
             raise
         self.in_flight += 1
         self._held[caller] = self._held.get(caller, 0) + 1
-        placed = False
+        place = self._enqueue(caller)  # None: a place was free
+        placed = place is None
         try:
-            async with asyncio.timeout(self.timeout):  # waiting for a place included
+            async with asyncio.timeout(self.timeout) as deadline:  # waiting for a place included
                 with tracing.span("admission.wait", in_flight=self.in_flight, running=self.running):
-                    placed = await self._place(caller)
+                    if place is not None:
+                        placed = await self._wait(caller, place)
                 with tracing.span("admission.run"):
                     return await work
         except TimeoutError as error:
+            if not deadline.expired():  # the work's own TimeoutError, not the request's
+                raise
             raise RequestTimeout(
                 f"The request took longer than {self.timeout:g} s (setting CVAE_REQUEST_TIMEOUT_S) with "
                 f"{self.in_flight} requests in flight: retry later, send less work per request, or raise the setting."
@@ -105,9 +110,9 @@ class Admission:
             self._held[caller] -= 1
             if not self._held[caller]:
                 del self._held[caller]
-            if placed:
-                self._next()
-            elif asyncio.iscoroutine(work):
+            if placed or (place is not None and place.done() and not place.cancelled()):
+                self._next()  # after the caller's count went down, so that the next turn counts it right
+            if asyncio.iscoroutine(work) and inspect.getcoroutinestate(work) == inspect.CORO_CREATED:
                 work.close()
 
     def _admit(self, caller: str) -> None:
@@ -129,32 +134,35 @@ class Admission:
                 max(1, math.ceil(reset - time.time())),
             )
 
-    async def _place(self, caller: str) -> bool:
-        """Wait until this request may run (True); cancelled meanwhile, it leaves its queue."""
+    def _enqueue(self, caller: str) -> asyncio.Future | None:
+        """Take a free place (None), or join the caller's queue: the future _next sets on its turn."""
         if self.running < self.max_running and not self._turns:
             self.running += 1
-            return True
+            return None
         loop = asyncio.get_running_loop()
         place = loop.create_future()
         if caller not in self._waiting:
             self._waiting[caller] = deque()
             self._turns.append(caller)
-        waiting = (loop.time(), place)
-        self._waiting[caller].append(waiting)
+        self._waiting[caller].append((loop.time(), place))
+        return place
+
+    async def _wait(self, caller: str, place: asyncio.Future) -> bool:
+        """Wait for this request's turn (True); cancelled meanwhile, it leaves its queue (a place handed
+        over at that moment is passed on by run)."""
         try:
-            await place  # set by _next when this request's turn comes, with the place it frees
+            await place
         except asyncio.CancelledError:
-            if place.done() and not place.cancelled():
-                self._next()  # the place came at the moment it was cancelled: pass it on
-            else:
-                self._leave(caller, waiting)
-                self._given_up = loop.time()
+            self._given_up = asyncio.get_running_loop().time()
+            if place.cancelled() or not place.done():  # not handed over
+                self._leave(caller, place)
             raise
         return True
 
-    def _leave(self, caller: str, waiting: tuple[float, asyncio.Future]) -> None:
+    def _leave(self, caller: str, place: asyncio.Future) -> None:
         queue = self._waiting.get(caller)
-        if queue is None or waiting not in queue:  # _next took it out already: it had been cancelled
+        waiting = next((entry for entry in queue or () if entry[1] is place), None)
+        if waiting is None:  # _next took it out already: it had been cancelled
             return
         queue.remove(waiting)
         if not queue:

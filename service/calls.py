@@ -12,6 +12,18 @@ from service.runtime import Model
 from service.settings import Settings
 
 
+async def in_thread(fn, *args):
+    """fn(*args) in a worker thread. Cancelled meanwhile, it waits for the thread to end before it lets
+    the cancellation through, so that admission's place and the version's hold are given up only once
+    the model has stopped computing (at most one call later)."""
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait({call})
+        raise
+
+
 class ModelCalls:
     """`score` (the scorer graph) and `decode` (the decoder graph), awaitable from the event loop.
 
@@ -64,7 +76,7 @@ class ModelCalls:
                 return await self._scorer.submit((x, y, eps))
             if self.on_call:
                 self.on_call("scorer", eps.shape[0] * eps.shape[1], False)
-            return await asyncio.to_thread(self.model.log_weights, x, y, eps)
+            return await in_thread(self.model.log_weights, x, y, eps)
 
     async def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         """z [N, D], y [N] -> logits [N, 784]."""
@@ -73,7 +85,7 @@ class ModelCalls:
                 return await self._decoder.submit((z, y))
             if self.on_call:
                 self.on_call("decoder", len(z), False)
-            return await asyncio.to_thread(self.model.decode, z, y)
+            return await in_thread(self.model.decode, z, y)
 
     def _score_batch(self, items: list) -> list:
         x, bounds = concat_rows([item[0] for item in items], axis=0)

@@ -72,8 +72,9 @@ class CancelAbandoned:
         try:
             return await asyncio.shield(handler)
         except asyncio.CancelledError:
-            if not abandoned:  # the server itself is stopping this request: stop the handler too
+            if not abandoned:  # the server itself is stopping this request: stop the handler, let it unwind
                 handler.cancel()
+                await asyncio.wait({handler})
                 raise
             raise ClientDisconnect from None
         finally:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from service import answers, estimator, schemas
+from service.calls import in_thread
 from service.images import InputError, PixelBudget, decode_png, parse_pixels, png_grid
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
 from service.scoring import Options, Scorer, Scores, check_count
@@ -127,7 +128,7 @@ class Inference:
         return self._body(scores, prepared, results, include, classify=True)
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
-        return await asyncio.to_thread(self._encode, request)
+        return await in_thread(self._encode, request)
 
     def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)

@@ -8,7 +8,6 @@ Errors are V2Error with the HTTP status that says what went wrong; gRPC maps it 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -16,6 +15,7 @@ import math
 import numpy as np
 
 from service import chunks, tensors, tracing
+from service.calls import in_thread
 from service.runtime import GRAPHS
 from service.tensors import DATATYPE, InferRequest, TensorError
 from service.versions import NotServed, version_key
@@ -125,7 +125,7 @@ async def run(state, name: str, entry, graph: str, body: InferRequest, binary: b
 
     async def call(names, part):
         with tracing.span("model.call", graph=graph, rows=len(next(iter(part.values())))):
-            return await asyncio.to_thread(session.run, names, part)
+            return await in_thread(session.run, names, part)
 
     work = chunks.run(call, declared, wanted, feeds, sizes, state.settings.score_chunk_rows)
     try:

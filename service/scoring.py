@@ -12,7 +12,7 @@ from dataclasses import dataclass, is_dataclass, replace
 import numpy as np
 
 from service import abstention, adaptive, estimator, ood, tracing
-from service.calls import ModelCalls
+from service.calls import ModelCalls, in_thread
 from service.images import InputError
 from service.runtime import Model, load_model
 from service.settings import Settings
@@ -174,7 +174,7 @@ class Scorer:
             self.screening if options.adaptive else None,
             rounds,
         )
-        return await asyncio.to_thread(self._conclude, x, options, estimates)
+        return await in_thread(self._conclude, x, options, estimates)
 
     def _conclude(self, x: np.ndarray, options: Options, estimates: adaptive.Estimates) -> Scores:
         """Bayes' rule, the assessment and the abstention from the estimates."""

@@ -149,6 +149,59 @@ def test_a_place_freed_as_its_next_request_is_cancelled_goes_on_to_the_one_after
     assert ran == ["stayed"]
 
 
+def test_a_place_is_given_up_only_once_the_thread_of_a_cancelled_call_has_ended():
+    import time
+
+    from service.admission import RequestTimeout
+    from service.calls import in_thread
+
+    computing = []  # how many model calls compute at once, seen by each
+
+    def model_call():
+        computing.append(len(computing) + 1)
+        time.sleep(0.3)
+        computing.append(-1)
+
+    async def main():
+        admission = Admission(max_in_flight=10, timeout=0.1, max_running=1)
+        return await asyncio.gather(*(admission.run(in_thread(model_call)) for _ in range(3)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, RequestTimeout) for o in outcomes)
+    # each call timed out, but the next started only after its thread ended: never two at once
+    running = 0
+    for step in computing:
+        running = running + 1 if step > 0 else running - 1
+        assert running <= 1
+
+
+def test_a_place_handed_over_as_its_request_is_cancelled_goes_by_the_counts_without_it():
+    ran = []
+
+    async def job(name):
+        ran.append(name)
+
+    async def main():
+        admission = Admission(max_in_flight=10, timeout=10, max_running=1)
+        gate = asyncio.Event()
+        first = asyncio.create_task(_as("a", admission, gate.wait()))
+        await asyncio.sleep(0.01)
+        b1 = asyncio.create_task(_as("b", admission, job("b1")))
+        b2 = asyncio.create_task(_as("b", admission, job("b2")))
+        await asyncio.sleep(0.01)
+        a2 = asyncio.create_task(_as("a", admission, job("a2")))
+        a3 = asyncio.create_task(_as("a", admission, job("a3")))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.sleep(0)  # the first ends, and its place goes to b1 (a and b each held 2)...
+        assert first.done() and not ran
+        b1.cancel()  # ...which leaves before it runs: b then holds 1, a 2
+        await asyncio.gather(b2, a2, a3)
+
+    asyncio.run(main())
+    assert ran[0] == "b2"
+
+
 def test_past_its_share_or_rate_a_caller_gets_429_and_others_do_not():
     async def main():
         admission = Admission(max_in_flight=4, timeout=10, caller_share=0.5, caller_rate="2/minute")
