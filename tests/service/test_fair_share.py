@@ -163,12 +163,16 @@ def test_a_place_is_given_up_only_once_the_thread_of_a_cancelled_call_has_ended(
         computing.append(-1)
 
     async def main():
-        admission = Admission(max_in_flight=10, timeout=0.1, max_running=1)
-        return await asyncio.gather(*(admission.run(in_thread(model_call)) for _ in range(3)), return_exceptions=True)
+        admission = Admission(max_in_flight=10, timeout=0.2, max_running=1)
+        first = asyncio.create_task(admission.run(in_thread(model_call)))
+        await asyncio.sleep(0.15)  # the second waits when the first times out (0.2 s), its thread running on
+        second = asyncio.create_task(admission.run(in_thread(model_call)))
+        return await asyncio.gather(first, second, return_exceptions=True)
 
     outcomes = asyncio.run(main())
     assert all(isinstance(o, RequestTimeout) for o in outcomes)
-    # each call timed out, but the next started only after its thread ended: never two at once
+    assert computing.count(-1) == 2  # the second ran too, on the place the first gave up
+    # each timed out, but the second started only after the first's thread ended: never two at once
     running = 0
     for step in computing:
         running = running + 1 if step > 0 else running - 1
