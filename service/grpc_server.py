@@ -169,7 +169,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             found = repository.discover()
             versions = [v for n, v in found if n == name]
             if not versions:
-                raise not_found(name, None, found, repository.unloaded, "name")
+                raise not_found(name, None, found, repository.unserved, "name")
             version = max(versions, key=version_key)
         entry = await repository.load(name, version)
         if entry.state == "failed":
@@ -184,7 +184,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         name, version = request.model_name, _version(request)
         versions = [version] if version is not None else [v for n, v in repository.serving if n == name]
         if not versions:
-            raise not_found(name, None, repository.serving, repository.unloaded, "name")
+            raise not_found(name, None, repository.serving, repository.unserved, "name")
         for each in versions:
             await repository.unload(name, each)
         return pb.RepositoryModelUnloadResponse()

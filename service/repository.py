@@ -2,9 +2,9 @@
 
 A version (service.versions) takes traffic only once it is loaded, checked against its manifest and
 warmed up. Requests hold a lease on the version they started on, so a swap never cuts one short: a
-replaced or retired version stops only when its last request has finished. Per name, the newest
-`keep_versions` versions that load serve; older ones are unloaded (after draining) when newer ones
-become ready. A version loaded by request is kept until unloaded by request, and the other way
+replaced or retired version stops only when its last request has finished. Every version on disk
+serves unless CVAE_KEEP_VERSIONS keeps only each name's newest that load (a request naming one left
+out is told so). A version loaded by request is kept until unloaded by request, and the other way
 round. A version that fails its checks never takes traffic: it is listed with the reason, and tried
 again only when its files change. Loading holds no lock that requests wait on: a version is checked and
 warmed up in a worker thread while the others answer; of two loads of one version, the later is kept.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from service.calls import ModelCalls
 from service.inference import Inference
-from service.runtime import ModelLoadError, read_manifest
+from service.runtime import ModelLoadError
 from service.scoring import Scorer
 from service.settings import Settings
 from service.versions import (
@@ -29,8 +29,9 @@ from service.versions import (
     not_found,
     not_ready,
     prepare,
-    version_folders,
+    unserved,
     version_key,
+    versions_on_disk,
 )
 
 log = logging.getLogger("cvae.repository")
@@ -45,30 +46,15 @@ class Repository:
         self.draining: set[Version] = set()
         self.pinned: set[tuple[str, str]] = set()  # loaded by request
         self.unloaded: set[tuple[str, str]] = set()  # unloaded by request
+        self.held_back: set[tuple[str, str]] = set()  # on disk, left unserved by keep_versions
         self.refused: dict[str, str] = {}  # folders that are not versions, with the reason
         self._scanning = asyncio.Lock()  # one scan at a time; nothing else waits on it
         self._poller: asyncio.Task | None = None
         self._drains: set[asyncio.Task] = set()
 
-    # --- what is on disk
-
     def discover(self) -> dict[tuple[str, str], Path]:
-        """(name, version) -> directory for every version folder; the folders that cannot be are in `refused`."""
-        if self.settings.model_dir is not None:
-            path = Path(self.settings.model_dir)
-            manifest = read_manifest(path)
-            return {(str(manifest.get("name", "model")), str(manifest.get("version", "1"))): path}
-        root = Path(self.settings.model_repository)
-        if not root.is_dir():
-            raise ModelLoadError(
-                f"The model repository {root} is not a folder: set CVAE_MODEL_REPOSITORY to a folder of "
-                "<name>/<version>/ model directories, or CVAE_MODEL_DIR to one model directory."
-            )
-        found, self.refused = {}, {}
-        for model in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            versions, refused = version_folders(model)
-            found |= {(model.name, path.name): path for path in versions}
-            self.refused |= refused
+        """(name, version) -> directory for every version folder (service.versions.versions_on_disk)."""
+        found, self.refused = versions_on_disk(self.settings)
         return found
 
     def default_name(self) -> str | None:
@@ -79,8 +65,6 @@ class Repository:
         names = sorted({name for name, _ in (*self.serving, *self.updates)})
         ready = sorted({name for (name, _), entry in self.serving.items() if entry.state == "ready"})
         return (ready or names or [None])[0]
-
-    # --- loading and unloading
 
     async def _load(self, key: tuple[str, str], path: Path) -> Version:
         """Load `path` as version `key`; it takes traffic only when ready, and only if no unload, removal or
@@ -145,6 +129,7 @@ class Repository:
         """Bring what serves in line with the repository and the policy."""
         async with self._scanning:
             found = self.discover()
+            limit, held_back = self.settings.keep_versions, set()
             by_name: dict[str, list[tuple[str, str]]] = {}
             for key in found:
                 by_name.setdefault(key[0], []).append(key)
@@ -154,7 +139,8 @@ class Repository:
                     if key in self.unloaded:
                         continue
                     current = self.serving.get(key)
-                    if ready >= self.settings.keep_versions and key not in self.pinned:
+                    if limit and ready >= limit and key not in self.pinned:
+                        held_back.add(key)
                         if current is not None:
                             self.updates.pop(key, None)
                             self._retire(current)
@@ -171,13 +157,19 @@ class Repository:
                     self._retire(version)
             for key in [k for k in self.updates if k not in found]:
                 del self.updates[key]
+            self.held_back = held_back
+
+    @property
+    def unserved(self) -> dict[tuple[str, str], str]:
+        """Why each version on disk that serves no request does not (service.versions.unserved)."""
+        return unserved(self.held_back, self.settings.keep_versions, self.unloaded)
 
     async def load(self, name: str, version: str) -> Version:
         """Load (or reload from disk) one version by request, and keep it until it is unloaded by request."""
         key = (name, version)
         found = self.discover()
         if key not in found:
-            raise not_found(name, version, found, self.unloaded, "name")
+            raise not_found(name, version, found, self.unserved, "name")
         self.unloaded.discard(key)
         self.pinned.add(key)
         return await self._load(key, found[key])
@@ -187,14 +179,12 @@ class Repository:
         it is loaded by request."""
         current = self.serving.get((name, version))
         if current is None:
-            raise not_found(name, version, self.serving, self.unloaded, "name")
+            raise not_found(name, version, self.serving, self.unserved, "name")
         self.pinned.discard((name, version))
         self.unloaded.add((name, version))
         self.updates.pop((name, version), None)
         self._retire(current)
         return current
-
-    # --- serving
 
     def resolve(self, name: str | None = None, version: str | None = None) -> Version:
         """The ready version a request gets: the named one, or the newest ready version of the model
@@ -204,12 +194,12 @@ class Repository:
         if version is not None:
             entry = versions.get(version)
             if entry is None:
-                raise not_found(name, version, self.serving, self.unloaded)
+                raise not_found(name, version, self.serving, self.unserved)
             if entry.state != "ready":
                 raise not_ready(entry, "version", f"Model {name!r} ")
             return entry
         if not versions:
-            raise not_found(name, None, self.serving, self.unloaded)
+            raise not_found(name, None, self.serving, self.unserved)
         ready = [v for v, entry in versions.items() if entry.state == "ready"]
         if ready:
             return versions[max(ready, key=version_key)]
@@ -242,6 +232,15 @@ class Repository:
             return False
         return True
 
+    def default_rule(self) -> str:
+        """What a request naming no model or version gets, and what becomes the default when a version arrives."""
+        chosen = "CVAE_DEFAULT_MODEL" if self.settings.default_model else "the first name with a ready version"
+        return (
+            f"A request naming no model gets {self.default_name()!r} ({chosen}); one naming no version gets the "
+            "newest ready version of its model, so a newer version becomes the default as soon as it is ready, "
+            "and an older one added never does. Name ?version= to pin one."
+        )
+
     def listing(self) -> list[dict]:
         default = self.default_name()
         answering = None  # the version a request naming none gets
@@ -261,14 +260,13 @@ class Repository:
         draining = {entry.key: entry for entry in self.draining if entry.key not in self.serving}
         for key, entry in sorted(draining.items()):
             rows.append(entry.describe() | {"default": False, "default_model": key[0] == default, "pinned": False})
-        for key in sorted(self.unloaded - set(self.serving) - set(draining)):
+        left_out = self.unserved
+        for key in sorted(set(left_out) - set(self.serving) - set(draining), key=lambda k: (k[0], version_key(k[1]))):
             rows.append(
-                {"model": key[0], "version": key[1], "state": "unloaded", "reason": "unloaded by request",
+                {"model": key[0], "version": key[1], "state": "unloaded", "reason": left_out[key],
                  "in_flight": 0, "default": False, "default_model": key[0] == default, "pinned": False}
             )  # fmt: skip
         return rows
-
-    # --- life cycle
 
     async def start(self) -> None:
         """Load what the repository holds; fail when the default model has no version that loads."""

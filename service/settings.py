@@ -27,14 +27,17 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         SHIPPED_REPOSITORY,
         description="folder of <name>/<version>/ model directories made by `cvae export`; every version found "
-        "is served (see keep_versions); folders named .* are ignored",
+        "is served (unless keep_versions limits them); folders named .* are ignored",
     )
     model_dir: Path | None = Field(None, description="serve this one model directory instead of a repository")
     default_model: str = Field(
         "", description="the model a request gets when it names none (empty: the first name with a ready version)"
     )
     keep_versions: int = Field(
-        2, ge=1, description="per model, how many of the newest versions that load serve; older ones are unloaded"
+        0,
+        ge=0,
+        description="per model, serve only the newest N versions that load and leave the older ones unserved "
+        "(0: every version on disk serves)",
     )
     max_model_file_bytes: int = Field(
         1 << 30,

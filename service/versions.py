@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from service.inference import Inference
-from service.runtime import ModelLoadError, load_model
+from service.runtime import ModelLoadError, load_model, read_manifest
 from service.settings import Settings
 
 
@@ -26,17 +26,26 @@ class NotServed(LookupError):
         self.field, self.message, self.loading = field, message, loading
 
 
-def not_found(name: str, version: str | None, known, unloaded: set, model_field: str = "model") -> NotServed:
-    """No such model or version among `known` (name, version) pairs; the model's field is `model` in a
-    query, `name` in a path."""
+def not_found(name: str, version: str | None, known, unserved: dict, model_field: str = "model") -> NotServed:
+    """No such model or version among `known` (name, version) pairs; `unserved` says why a version that is
+    on disk does not serve (Repository.unserved); the model's field is `model` in a query, `name` in a path."""
     versions = sorted((v for n, v in known if n == name), key=version_key)
-    if (name, version) in unloaded:
-        message = f"Model {name!r} version {version!r} was unloaded by request; POST .../load brings it back."
-        return NotServed("version", message)
+    if (name, version) in unserved:
+        return NotServed("version", f"Model {name!r} version {version!r} {unserved[name, version]}")
     if not versions:
         names = sorted({n for n, _ in known})
         return NotServed(model_field, f"No model {name!r}; models are {names} (GET /v1/models).")
     return NotServed("version", f"Model {name!r} has no version {version!r}; it has {versions} (GET /v1/models).")
+
+
+def unserved(held_back: set, keep_versions: int, unloaded: set) -> dict[tuple[str, str], str]:
+    """Why each version on disk that serves no request does not: left out by keep_versions, or unloaded."""
+    why = {
+        key: f"is on disk but not served: CVAE_KEEP_VERSIONS={keep_versions} serves the newest {keep_versions} "
+        f"ready version(s) of each model; raise it (0 serves all) or POST /v1/models/{key[0]}/versions/{key[1]}/load."
+        for key in held_back
+    }
+    return why | {key: "was unloaded by request; POST .../load brings it back." for key in unloaded}
 
 
 def not_ready(entry: Version, field: str, prefix: str) -> NotServed:
@@ -64,6 +73,26 @@ def version_folders(model: Path) -> tuple[list[Path], dict[str, str]]:
             refused[f"{model.name}/{path.name}"] = str(error)  # relative: answers name no server paths
             continue
         found.append(path)
+    return found, refused
+
+
+def versions_on_disk(settings: Settings) -> tuple[dict[tuple[str, str], Path], dict[str, str]]:
+    """(name, version) -> directory for every version folder of the repository (or CVAE_MODEL_DIR alone), and
+    the folders that are not versions, with the reason."""
+    if settings.model_dir is not None:
+        manifest = read_manifest(Path(settings.model_dir))
+        return {(str(manifest.get("name", "model")), str(manifest.get("version", "1"))): Path(settings.model_dir)}, {}
+    root = Path(settings.model_repository)
+    if not root.is_dir():
+        raise ModelLoadError(
+            f"The model repository {root} is not a folder: set CVAE_MODEL_REPOSITORY to a folder of "
+            "<name>/<version>/ model directories, or CVAE_MODEL_DIR to one model directory."
+        )
+    found, refused = {}, {}
+    for model in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions, not_versions = version_folders(model)
+        found |= {(model.name, path.name): path for path in versions}
+        refused |= not_versions
     return found, refused
 
 

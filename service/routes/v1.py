@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from service import protocol, schemas
 from service.routes.dependencies import InferenceDep, known_query
+from service.routes.openapi import LIMITED, RETRY_AFTER
 
 ERRORS = {
     404: {
@@ -20,6 +21,7 @@ ERRORS = {
     503: {
         "model": schemas.ErrorResponse,
         "description": "The model is still loading, or the service is at capacity; retry after Retry-After.",
+        "headers": RETRY_AFTER,
     },
     504: {"model": schemas.ErrorResponse, "description": "The request took longer than the timeout setting."},
 }
@@ -44,6 +46,7 @@ def _observe(request: Request, endpoint: str, count: int) -> None:
     tags=["sampling"],
     summary="Sample images from p(x), or given a class y or latent vectors z",
     response_model=schemas.SampleResponse,
+    responses=LIMITED,
 )
 async def sample(
     inference: InferenceDep,
@@ -66,6 +69,7 @@ async def sample(
     tags=["sampling"],
     summary="Images along a path between two latent points",
     response_model=schemas.SampleResponse,
+    responses=LIMITED,
 )
 async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, request: Request):
     """Decode `steps` points from `z_from` to `z_to` (spherical by default) under one class y.
@@ -80,6 +84,7 @@ async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep,
     tags=["scoring"],
     summary="The posterior q(z|x,y) of images: mean and standard deviation",
     response_model=schemas.EncodeResponse,
+    responses=LIMITED,
 )
 async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: Request):
     """For each image, q(z|x,y) = N(mu, diag std^2) for the class `y`, or for every class when `y` is omitted."""
@@ -94,12 +99,14 @@ async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: 
     summary="log p(x) and log p(x|y) by importance sampling, with the ELBO",
     response_model=schemas.ScoreResponse,
     response_model_exclude_unset=True,  # diagnostics only when asked for
+    responses=LIMITED,
 )
 async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, request: Request):
     """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
-    then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with standard errors,
-    effective sample sizes, the ELBO split into reconstruction and KL terms, and whether the image
-    looks like a digit at all (out_of_distribution: a high log p(x) alone does not say so)."""
+    then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with its standard error,
+    and whether the image looks like a digit at all (out_of_distribution: a high log p(x) alone does
+    not say so). `include` adds diagnostics: "estimates" each log p(x|y) with its standard error and
+    effective sample size, "elbo" the ELBO split into reconstruction and KL terms."""
     result = await _admit(request, inference.score(body))
     _observe(request, "/v1/log-likelihood", len(body.images))
     return result
@@ -111,13 +118,15 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
     summary="p(y|x) for every class by Bayes' rule",
     response_model=schemas.ClassifyResponse,
     response_model_exclude_unset=True,  # diagnostics only when asked for
+    responses=LIMITED,
 )
 async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, request: Request):
-    """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood, with the most
-    probable class and the entropy of p(y|x). Each answer says whether the image looks like a digit
-    at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons: flagged,
-    p(predicted|x) below min_probability, or, unless critic_vote is false, the critic's second
-    opinion, critic_probs, giving the predicted class less than min_probability)."""
+    """p(y|x) = p(x|y) p(y) / p(x) from the same estimates as /v1/log-likelihood: every class's
+    probability, the most probable class and log p(x). Each answer says whether the image looks like a
+    digit at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons:
+    flagged, p(predicted|x) below min_probability, or, unless critic_vote is false, the critic's second
+    opinion giving the predicted class less than min_probability). `include` adds diagnostics:
+    "estimates" the entropy of p(y|x) and each log p(x|y), "critic" the critic's probabilities."""
     result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result
@@ -128,7 +137,7 @@ async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, reque
     tags=["sampling"],
     summary="A PNG grid of samples, for browsers",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **LIMITED},
 )
 async def samples_png(
     inference: InferenceDep,
@@ -207,7 +216,7 @@ async def list_models(request: Request):
     """Each version's state (loading, ready, failed with its reason, unloading, unloaded), the requests it
     is serving, and which one requests get by default: the newest ready version of the default model."""
     repository = _repository(request)
-    return {"models": repository.listing(), "refused": repository.refused}
+    return {"models": repository.listing(), "refused": repository.refused, "default_rule": repository.default_rule()}
 
 
 def _repository(request: Request):

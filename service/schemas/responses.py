@@ -289,3 +289,6 @@ class ModelList(BaseModel):
     refused: dict[str, str] = Field(
         default_factory=dict, description="folders of the repository that are not model versions, with the reason"
     )
+    default_rule: str = Field(
+        description="which version a request naming none gets, and what becomes the default when a version arrives"
+    )

@@ -134,10 +134,11 @@ def test_keep_versions_unloads_the_oldest_and_removed_folders_stop_serving(repos
     settings = Settings(model_repository=repository, repository_poll_s=0.1, keep_versions=1)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        assert set(states(client)) == {("mnist-cvae", "2.0.0")}  # 1.0.0 is never loaded
+        held_back = states(client)[("mnist-cvae", "1.0.0")]  # never loaded, and listed with the reason
+        assert held_back["state"] == "unloaded" and "CVAE_KEEP_VERSIONS=1" in held_back["reason"]
         add_version(repository, shipped_model, "3.0.0")
         wait_for(lambda: states(client).get(("mnist-cvae", "3.0.0"), {}).get("state") == "ready")
-        wait_for(lambda: ("mnist-cvae", "2.0.0") not in states(client))
+        wait_for(lambda: states(client)[("mnist-cvae", "2.0.0")]["state"] == "unloaded")
         assert log_px(client)[1] == "3.0.0"
         shutil.rmtree(repository / "mnist-cvae" / "3.0.0")  # the newest goes: the next one comes back
         wait_for(lambda: states(client).get(("mnist-cvae", "2.0.0"), {}).get("state") == "ready")
