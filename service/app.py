@@ -15,7 +15,7 @@ from service.cancellation import CancelAbandoned
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.repository import Repository
-from service.routes import docs, health, page, v1, v2, v2_infer
+from service.routes import docs, health, openapi, page, v1, v2, v2_infer
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -39,19 +39,6 @@ TAGS = [
         "description": "The raw ONNX graphs over the KServe V2 / Triton protocol (JSON and binary tensors).",
     },
 ]
-
-
-def _with_keys(app: FastAPI) -> dict:
-    """The OpenAPI schema with the API keys as a bearer scheme, so that /docs can send one."""
-    if app.openapi_schema is None:
-        schema = FastAPI.openapi(app)
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from CVAE_API_KEYS."},
-            "api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        }
-        schema["security"] = [{"bearer": []}, {"api_key": []}]
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
@@ -89,8 +76,7 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
         openapi_url=None,  # routes.docs serves it as a route of its own
         openapi_tags=TAGS,
     )
-    if settings.api_key_list:
-        app.openapi = lambda: _with_keys(app)
+    app.openapi = lambda: openapi.document(app, keys_required=bool(settings.api_key_list))
     app.state.settings = settings
     app.state.repository = None
     app.state.metrics = Metrics()

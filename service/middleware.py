@@ -131,7 +131,8 @@ def address_of(client) -> str:
     return client[0] if client else "unknown"
 
 
-def _is_open(path: str) -> bool:
+def is_open(path: str) -> bool:
+    """Whether a path is answered without an API key: the probes, the page and the docs."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
@@ -166,7 +167,7 @@ class ApiKeyAuth:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if not self.keys or _is_open(scope["path"]):
+        if not self.keys or is_open(scope["path"]):
             return await self._as(address_of(scope.get("client")), scope, receive, send)
         given = given_key(dict(scope.get("headers", [])))
         if not given:

@@ -96,7 +96,7 @@ async def encode(body: schemas.EncodeRequest, inference: InferenceDep, request: 
 @router.post(
     "/log-likelihood",
     tags=["scoring"],
-    summary="log p(x) and log p(x|y) by importance sampling, with the ELBO",
+    summary="log p(x) by importance sampling, and on request log p(x|y) and the ELBO",
     response_model=schemas.ScoreResponse,
     response_model_exclude_unset=True,  # diagnostics only when asked for
     responses=LIMITED,
@@ -105,8 +105,8 @@ async def log_likelihood(body: schemas.ScoreRequest, inference: InferenceDep, re
     """Estimate log p(x|y) for every class with K = `num_samples` importance samples from q(z|x,y),
     then log p(x) = log sum_y p(y) p(x|y), in nats and bits per dimension, with its standard error,
     and whether the image looks like a digit at all (out_of_distribution: a high log p(x) alone does
-    not say so). `include` adds diagnostics: "estimates" each log p(x|y) with its standard error and
-    effective sample size, "elbo" the ELBO split into reconstruction and KL terms."""
+    not say so). `include` adds diagnostics, among them "estimates": each log p(x|y) with its standard
+    error and effective sample size, and "elbo": the ELBO split into reconstruction and KL terms."""
     result = await _admit(request, inference.score(body))
     _observe(request, "/v1/log-likelihood", len(body.images))
     return result
@@ -125,8 +125,8 @@ async def classify(body: schemas.ClassifyRequest, inference: InferenceDep, reque
     probability, the most probable class and log p(x). Each answer says whether the image looks like a
     digit at all (out_of_distribution) and whether to rely on the class (abstained, abstain_reasons:
     flagged, p(predicted|x) below min_probability, or, unless critic_vote is false, the critic's second
-    opinion giving the predicted class less than min_probability). `include` adds diagnostics:
-    "estimates" the entropy of p(y|x) and each log p(x|y), "critic" the critic's probabilities."""
+    opinion giving the predicted class less than min_probability). `include` adds diagnostics, among
+    them "estimates": the entropy of p(y|x) and each log p(x|y), and "critic": the critic's probabilities."""
     result = await _admit(request, inference.classify(body))
     _observe(request, "/v1/classify", len(body.images))
     return result

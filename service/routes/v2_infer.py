@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from service import protocol, tensors
 from service.protocol import V2Error
+from service.routes.openapi import LIMITED
 from service.routes.v2 import BINARY_HEADER, RESPONSES, SIMPLE_CONTENT_TYPES, TAGS, NamePath, VersionPath
 from service.tensors import InferRequest
 
@@ -85,7 +86,12 @@ INFER_BODY = {
 }
 
 
-@router.post("/models/{name}/infer", summary="Run a model on JSON or binary tensors", openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/infer",
+    summary="Run a model on JSON or binary tensors",
+    openapi_extra=INFER_BODY,
+    responses=LIMITED,
+)
 async def infer(request: Request, name: NamePath):
     """Run `encoder`, `decoder` or `scorer` (of the newest ready version) on the given tensors (row-major
     `data`, or binary tensor data after the JSON), returning the requested outputs (all by default).
@@ -93,7 +99,12 @@ async def infer(request: Request, name: NamePath):
     return await _infer(request, name)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Run one version of a model", openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Run one version of a model",
+    openapi_extra=INFER_BODY,
+    responses=LIMITED,
+)
 async def infer_version(request: Request, name: NamePath, version: VersionPath):
     """As /v2/models/{name}/infer, on the named version."""
     return await _infer(request, name, version)
