@@ -1,5 +1,6 @@
-"""Images in and out: client pixels and PNGs read into arrays (whatever bytes arrive, an array or an
-InputError naming the field), and PNG grids of samples drawn.
+"""Images in and out: image files (PNG, JPEG, WebP, GIF, BMP, TIFF) read into arrays (whatever bytes
+arrive, an array or an InputError naming the field), and PNG grids of samples drawn. Pixels sent as
+numbers are service.pixels'.
 
 Pixels are bright where there is ink (1 or 255), dark elsewhere, as in MNIST. Without a PixelBudget
 an image must have the model's shape; with one (preprocess 'mnist') it may have any size within the
@@ -14,7 +15,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 
 class InputError(ValueError):
@@ -27,6 +28,18 @@ class InputError(ValueError):
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The image files read, by Pillow's name and the bytes they begin with (a WebP file: RIFF, 4 bytes, WEBP).
+# Pillow reads more formats, some through outside programs (EPS through Ghostscript): those are not opened.
+SIGNATURES = {
+    "PNG": (PNG_SIGNATURE,),
+    "JPEG": (b"\xff\xd8\xff",),
+    "WEBP": (b"RIFF",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
+NAMES = {"WEBP": "WebP", "MPO": "JPEG"}  # as people write them (a JPEG with a second picture opens as MPO)
+ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 ANY_SIZE = 'or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were.'
 
 
@@ -55,28 +68,31 @@ class PixelBudget:
             )
 
 
-def decode_png(text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None) -> np.ndarray:
-    """A base64 PNG (optionally a data: URL; line breaks allowed) of a greyscale image -> float pixels
-    in [0, 1]: [784] of `shape`, or with a budget [H, W] of any size within it. Whatever the bytes,
-    the only error is an InputError naming `field`."""
+def decode_image(text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None) -> np.ndarray:
+    """A base64 image file (PNG, JPEG, WebP, GIF, BMP or TIFF; optionally a data: URL; line breaks
+    allowed) -> float pixels in [0, 1] of its grey levels: [784] of `shape`, or with a budget [H, W] of
+    any size within it. The first frame of an animation is read; an EXIF orientation is applied.
+    Whatever the bytes, the only error is an InputError naming `field`."""
     raw = _base64(text, field)
     try:
         with warnings.catch_warnings():  # Pillow warns of large images; the size is judged below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw), formats=["PNG"])
+            image = Image.open(io.BytesIO(raw), formats=list(SIGNATURES))
     except Image.DecompressionBombError as error:  # more pixels than Pillow decodes at all
         if size := _header_size(raw):
-            _judge_size(field, *size, shape, budget)
+            _judge_size(field, *size, "PNG", shape, budget)
         limit = f"at most {budget.side} pixels on a side" if budget else f"{shape[1]}x{shape[0]} pixels"
-        raise InputError(field, f"is a PNG of more pixels than can be decoded safely; send {limit}.") from error
+        raise InputError(field, f"is an image of more pixels than can be decoded safely; send {limit}.") from error
     except Exception as error:  # Pillow raises many kinds for a malformed file (see _unreadable)
-        raise _unreadable(field, error) from error
-    _judge_size(field, *image.size, shape, budget)  # read from the header, before any pixel is decoded
+        raise _unreadable(field, error, raw) from error
+    name = NAMES.get(image.format, image.format)
+    _judge_size(field, *image.size, name, shape, budget)  # read from the header, before any pixel is decoded
     try:
         image.load()
+        image = ImageOps.exif_transpose(image)  # a phone's photo is stored turned, and says so
         luminance, alpha = _planes(image)
     except Exception as error:
-        raise _unreadable(field, error) from error
+        raise _unreadable(field, error, raw) from error
     pixels = _ink(luminance, alpha)
     return pixels if budget is not None else pixels.reshape(-1)
 
@@ -92,7 +108,7 @@ def _base64(text: str, field: str) -> bytes:
     try:
         return base64.b64decode(text.translate(_WRAPPING), validate=True)
     except (binascii.Error, ValueError) as error:
-        raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded PNG.") from error
+        raise InputError(field, f"is not valid base64 ({error}); send a base64-encoded image file.") from error
 
 
 def _header_size(raw: bytes) -> tuple[int, int] | None:
@@ -102,20 +118,30 @@ def _header_size(raw: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", raw[16:24])
 
 
-def _judge_size(field: str, width: int, height: int, shape: tuple[int, int], budget: PixelBudget | None) -> None:
+def _judge_size(
+    field: str, width: int, height: int, name: str, shape: tuple[int, int], budget: PixelBudget | None
+) -> None:
     if budget is not None:
-        budget.spend(field, height, width, f"is a {width}x{height} PNG")
+        budget.spend(field, height, width, f"is a {width}x{height} {name}")
     elif (height, width) != shape:
-        raise InputError(field, f"is a {width}x{height} PNG; send {shape[1]}x{shape[0]} pixels, {ANY_SIZE}")
+        raise InputError(field, f"is a {width}x{height} {name}; send {shape[1]}x{shape[0]} pixels, {ANY_SIZE}")
 
 
-def _unreadable(field: str, error: Exception) -> InputError:
-    """The refusal of a PNG that Pillow could not decode.
+def _format_of(raw: bytes) -> str | None:
+    """The format an image file's first bytes announce, as people write it; None for none read here."""
+    for format, signatures in SIGNATURES.items():
+        if raw.startswith(signatures) and (format != "WEBP" or raw[8:12] == b"WEBP"):
+            return NAMES.get(format, format)
+    return None
+
+
+def _unreadable(field: str, error: Exception, raw: bytes) -> InputError:
+    """The refusal of an image file that Pillow could not decode.
 
     A malformed file raises SyntaxError, ValueError, OSError, struct.error, IndexError, EOFError and
-    more, by where the decoder stumbled: every one of them means the bytes are not a readable PNG. A
-    compressed text or colour-profile chunk that expands beyond Pillow's limits is a decompression
-    bomb, and is called one."""
+    more, by where the decoder stumbled: every one of them means the bytes are not a readable image of
+    the format they begin as, or of none read here. A compressed text or colour-profile chunk of a PNG
+    that expands beyond Pillow's limits is a decompression bomb, and is called one."""
     said = str(error)
     if "MAX_TEXT_CHUNK" in said:
         return InputError(
@@ -129,14 +155,20 @@ def _unreadable(field: str, error: Exception) -> InputError:
             f"has text chunks of more than {PngImagePlugin.MAX_TEXT_MEMORY} bytes together, more than can be "
             "decoded safely; send the PNG without its metadata (save it again).",
         )
-    return InputError(field, "is not a readable PNG; send a base64-encoded PNG of a greyscale image.")
+    if name := _format_of(raw):
+        return InputError(field, f"is not a readable {name}; send a base64-encoded PNG of a greyscale image.")
+    return InputError(
+        field,
+        f"is not an image file of a format read here ({ACCEPTED}); send a base64-encoded PNG of a greyscale "
+        "image, or a file of another of these formats.",
+    )
 
 
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 
 
-def png_pixels(image: Image.Image) -> np.ndarray:
-    """A decoded PNG as grey levels [H, W] in [0, 1].
+def grey_levels(image: Image.Image) -> np.ndarray:
+    """A decoded image as grey levels [H, W] in [0, 1].
 
     - 16-bit greyscale is scaled by 65535, not clipped at 255;
     - a transparent background (most pixels transparent, by an alpha channel or a tRNS colour key)
@@ -149,7 +181,7 @@ def png_pixels(image: Image.Image) -> np.ndarray:
 
 
 def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pillow's part of png_pixels: luminance [H, W] in [0, 1], and alpha [H, W] where the image has
+    """Pillow's part of grey_levels: luminance [H, W] in [0, 1], and alpha [H, W] where the image has
     transparency (None otherwise)."""
     if image.mode in SIXTEEN_BIT:
         return np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0), None
@@ -160,7 +192,7 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _ink(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """The ink [H, W] of an image's luminance and alpha (see png_pixels)."""
+    """The ink [H, W] of an image's luminance and alpha (see grey_levels)."""
     if alpha is None:
         return luminance
     transparent = alpha < 0.5
@@ -170,43 +202,6 @@ def _ink(luminance: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
         return alpha
     contrast = np.abs(luminance - luminance[transparent].mean()) * alpha  # a colour key: alpha is 0 or 1
     return contrast if contrast.max() >= 0.2 else alpha
-
-
-def parse_pixels(
-    values, field: str, shape: tuple[int, int], scale: str, budget: PixelBudget | None = None
-) -> np.ndarray:
-    """784 numbers or 28x28 nested lists, in [0, 1] or 0-255 -> float pixels in [0, 1]: [784]; with a
-    budget, also rows of any equal length within it -> [H, W]."""
-    size = shape[0] * shape[1]
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError) as error:
-        wanted = "rows of numbers of equal length" if budget else f"{shape[0]}x{shape[1]} nested lists of numbers"
-        raise InputError(field, f"must be {size} numbers or {wanted}.") from error
-    if budget is not None:
-        if array.shape == (size,):
-            array = array.reshape(shape)
-        if array.ndim != 2 or not array.size:
-            raise InputError(
-                field, f"has shape {list(array.shape)}; send {size} numbers or rows of numbers of equal length."
-            )
-        budget.spend(field, *array.shape, f"has {array.shape[0]} rows of {array.shape[1]} numbers")
-    elif array.shape not in ((size,), shape):
-        rows = f"send {size} numbers or {shape[0]} rows of {shape[1]} numbers"
-        raise InputError(
-            field, f"has shape {list(array.shape)}; {rows}" + (f", {ANY_SIZE}" if array.ndim == 2 else ".")
-        )
-    if not np.isfinite(array).all():
-        raise InputError(field, "contains NaN or infinite values; send finite pixel values.")
-    if scale == "auto":
-        scale = "byte" if array.max() > 1.0 else "unit"
-    if scale == "byte":
-        if array.min() < 0 or array.max() > 255 or not np.all(array == np.round(array)):
-            raise InputError(field, "on the 0-255 scale must hold integers from 0 to 255.")
-        array = array / 255.0
-    elif array.min() < 0 or array.max() > 1:
-        raise InputError(field, "on the unit scale must lie in [0, 1]; use pixel_scale 'byte' for 0-255 values.")
-    return array if budget is not None else array.reshape(-1)
 
 
 def png_grid(images: np.ndarray, columns: int, shape: tuple[int, int], scale: int = 2) -> bytes:

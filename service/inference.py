@@ -13,7 +13,8 @@ import numpy as np
 
 from service import answers, estimator, schemas
 from service.calls import in_thread
-from service.images import InputError, PixelBudget, decode_png, parse_pixels, png_grid
+from service.images import InputError, PixelBudget, decode_image, png_grid
+from service.pixels import parse_pixels
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
 from service.scoring import Options, Scorer, Scores, check_count
 
@@ -62,7 +63,7 @@ class Inference:
         s = self.settings
         budget = PixelBudget(s.max_image_side, s.max_request_pixels) if request.preprocess == "mnist" else None
         pixels = [
-            decode_png(item, f"images[{i}]", shape, budget)
+            decode_image(item, f"images[{i}]", shape, budget)
             if isinstance(item, str)
             else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale, budget)
             for i, item in enumerate(request.images)

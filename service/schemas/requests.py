@@ -24,14 +24,15 @@ ImageInput = Annotated[
     Any,
     WithJsonSchema(
         {
-            "description": "One image: 784 numbers, 28 rows of 28 numbers, or a base64 PNG (28x28, greyscale "
-            "or with ink in the alpha channel; a data: URL is accepted). With preprocess 'mnist', a PNG of any "
+            "description": "One image: 784 numbers, 28 rows of 28 numbers, or a base64 image file: PNG, JPEG, "
+            "WebP, GIF, BMP or TIFF (28x28, read by its grey levels, or by its alpha channel where the ink is drawn "
+            "on a transparent canvas; a data: URL is accepted). With preprocess 'mnist', an image file of any "
             "size or rows of any equal length (see limits.max_image_side and max_request_pixels of /v1/model). "
-            "Numbers lie in [0, 1], "
+            "Numbers are JSON numbers (not strings or booleans) and lie in [0, 1], "
             "or are integers 0-255 (see pixel_scale). Bright pixels (1 or 255) are ink, dark ones background, "
             "as in MNIST; for dark ink on a light background send invert: true.",
             "anyOf": [
-                {"type": "string", "title": "base64 PNG"},
+                {"type": "string", "title": "base64 image file"},
                 {"type": "array", "items": {"type": "number"}, "title": "784 numbers"},
                 {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "title": "rows"},
             ],
@@ -134,9 +135,9 @@ class ClassifyRequest(ScoreRequest):
         True,
         description="Whether the critic's vote on the class counts (abstain reason critic_disagrees). false: abstain "
         "only when flagged out of distribution (a flag that still weighs the critic's log-odds) or when "
-        "p(predicted|x) < min_probability; critic_probs is returned either way. The default min_probability was "
-        "chosen with the vote: the model card's validation curve without it suggests a threshold on p(predicted|x) "
-        "alone.",
+        "p(predicted|x) < min_probability; critic_probs (include 'critic') is returned either way. The default "
+        "min_probability was chosen with the vote: the model card's validation curve without it suggests a "
+        "threshold on p(predicted|x) alone.",
     )
 
     model_config = ConfigDict(

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import InputError, PixelBudget, decode_png, parse_pixels
+from service.images import InputError, PixelBudget, decode_image
+from service.pixels import parse_pixels
 from service.preparation import polarity_warning, prepare_mnist
 
 SHAPE = (28, 28)
@@ -72,7 +73,7 @@ def test_a_large_drawing_is_classified_as_its_28x28_original(client, images):
 def test_a_large_drawing_is_area_averaged_not_point_sampled():
     stripes = np.zeros((400, 400))
     stripes[:, ::2] = 1.0  # 1-pixel stripes: every other pixel would be all ink or all background
-    field = prepare_mnist(decode_png(png(stripes), "images[0]", SHAPE, budget()), SHAPE).reshape(SHAPE)
+    field = prepare_mnist(decode_image(png(stripes), "images[0]", SHAPE, budget()), SHAPE).reshape(SHAPE)
     box = field[5:23, 5:23]  # inside the 20x20 box, away from its filtered edges
     assert np.allclose(box, 0.5, atol=0.03)
 
@@ -81,7 +82,7 @@ def test_a_large_drawing_is_area_averaged_not_point_sampled():
 def test_non_square_images_keep_their_aspect_in_the_20_pixel_box(height, width):
     bar = np.zeros((height + 40, width + 40))
     bar[20:-20, 20:-20] = 1.0
-    field = prepare_mnist(decode_png(png(bar), "images[0]", SHAPE, budget()), SHAPE)
+    field = prepare_mnist(decode_image(png(bar), "images[0]", SHAPE, budget()), SHAPE)
     tall, wide = ink_box(field)
     assert max(tall, wide) == 20 and abs(min(tall, wide) - 20 * min(height, width) / max(height, width)) <= 1
     centre = np.argwhere(field.reshape(SHAPE) > 0.5).mean(axis=0)
@@ -119,9 +120,9 @@ def test_too_large_images_are_refused_naming_the_field_and_the_limit(client):
 
 def test_a_request_has_a_pixel_budget_judged_before_decoding():
     budget = PixelBudget(4096, 100 * 100)
-    decode_png(png(np.zeros((60, 100))), "images[0]", SHAPE, budget)
+    decode_image(png(np.zeros((60, 100))), "images[0]", SHAPE, budget)
     with pytest.raises(InputError, match="CVAE_MAX_REQUEST_PIXELS") as refused:
-        decode_png(claimed_png(100, 60), "images[1]", SHAPE, budget)  # no pixel data: refused from the header
+        decode_image(claimed_png(100, 60), "images[1]", SHAPE, budget)  # no pixel data: refused from the header
     assert refused.value.field == "images[1]" and "12000 pixels" in refused.value.message
     with pytest.raises(InputError, match="CVAE_MAX_REQUEST_PIXELS"):
         parse_pixels(np.zeros((100, 100)).tolist(), "images[1]", SHAPE, "unit", PixelBudget(4096, 100 * 100 - 1))

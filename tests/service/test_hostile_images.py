@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from servers import send_partial_body
 
 from service.app import create_app
-from service.images import InputError, PixelBudget, decode_png
+from service.images import InputError, PixelBudget, decode_image
 from service.logs import JsonFormatter, RequestIdFilter
 from service.schemas import DIGIT_PNG
 from service.settings import Settings
@@ -87,21 +87,21 @@ def test_a_decompression_bomb_is_called_too_large_with_the_limit(client):
     huge = png(ihdr(2**31 - 1, 2**31 - 1), chunk(b"IDAT", zlib.compress(b"")))  # beyond what Pillow opens
     for budget, limit in ((None, "send 28x28 pixels"), (PixelBudget(4096, 4096**2), "at most 4096 pixels on a side")):
         with pytest.raises(InputError, match=limit) as refused:
-            decode_png(huge, "images[0]", SHAPE, budget)
+            decode_image(huge, "images[0]", SHAPE, budget)
         assert "is a 2147483647x2147483647 PNG" in refused.value.message
 
 
 def test_base64_wrapped_at_76_columns_reads_as_it_does_unwrapped(client):
     wrapped = "\n".join(DIGIT_PNG[i : i + 76] for i in range(0, len(DIGIT_PNG), 76)) + "\n"
-    assert np.array_equal(decode_png(wrapped, "images[0]", SHAPE), decode_png(DIGIT_PNG, "images[0]", SHAPE))
+    assert np.array_equal(decode_image(wrapped, "images[0]", SHAPE), decode_image(DIGIT_PNG, "images[0]", SHAPE))
     body = {"num_samples": 20, "seed": 3}
     answers = [client.post("/v1/classify", json={"images": [text], **body}) for text in (DIGIT_PNG, wrapped)]
     assert answers[0].status_code == answers[1].status_code == 200
     assert answers[0].json()["results"] == answers[1].json()["results"]
     url = "data:image/png;base64,\r\n" + wrapped.replace("\n", "\r\n")
-    assert np.array_equal(decode_png(url, "images[0]", SHAPE), decode_png(DIGIT_PNG, "images[0]", SHAPE))
+    assert np.array_equal(decode_image(url, "images[0]", SHAPE), decode_image(DIGIT_PNG, "images[0]", SHAPE))
     with pytest.raises(InputError, match="is not valid base64"):
-        decode_png(DIGIT_PNG[:40] + "*" + DIGIT_PNG[40:], "images[0]", SHAPE)
+        decode_image(DIGIT_PNG[:40] + "*" + DIGIT_PNG[40:], "images[0]", SHAPE)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_an_unexpected_error_logs_its_traceback_under_the_request_id(client, mon
     def broken(*args, **kwargs):
         raise RuntimeError("a fault inside the service")
 
-    monkeypatch.setattr("service.inference.decode_png", broken)
+    monkeypatch.setattr("service.inference.decode_image", broken)
     with caplog.at_level(logging.INFO):
         response = client.post("/v1/classify", json={"images": [DIGIT_PNG]}, headers={"X-Request-ID": "fault-7"})
     assert response.status_code == 500 and response.headers["x-request-id"] == "fault-7"
@@ -138,13 +138,13 @@ def test_an_unexpected_error_logs_its_traceback_under_the_request_id(client, mon
 def test_every_line_logged_during_a_request_carries_its_id(client, monkeypatch, caplog):
     import service.inference
 
-    real = service.inference.decode_png
+    real = service.inference.decode_image
 
     def logging_decode(*args, **kwargs):
         logging.getLogger("cvae.test").warning("decoding an image")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("service.inference.decode_png", logging_decode)
+    monkeypatch.setattr("service.inference.decode_image", logging_decode)
     caplog.handler.addFilter(RequestIdFilter())  # what logs.configure puts on the service's handler
     with caplog.at_level(logging.INFO):
         client.post("/v1/classify", json={"images": [DIGIT_PNG], "num_samples": 4}, headers={"X-Request-ID": "id-9"})
@@ -225,7 +225,7 @@ def structured_pngs(draw) -> bytes:
 def test_the_png_decoder_returns_pixels_or_an_input_error_whatever_the_bytes(raw, any_size):
     budget = PixelBudget(LIMIT, LIMIT**2) if any_size else None
     try:
-        pixels = decode_png(base64.b64encode(raw).decode(), "images[0]", SHAPE, budget)
+        pixels = decode_image(base64.b64encode(raw).decode(), "images[0]", SHAPE, budget)
     except InputError as error:
         assert error.field == "images[0]" and error.message
         return

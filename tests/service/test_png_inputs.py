@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import decode_png
+from service.images import decode_image
 
 SHAPE = (28, 28)
 
@@ -27,7 +27,7 @@ def png(image: Image.Image, **options) -> str:
 
 
 def read(text: str) -> np.ndarray:
-    return decode_png(text, "images[0]", SHAPE).reshape(SHAPE)
+    return decode_image(text, "images[0]", SHAPE).reshape(SHAPE)
 
 
 def bytes_(values: np.ndarray) -> np.ndarray:
