@@ -157,15 +157,18 @@ def download(
     """Fetch the four .gz files into `data_dir`, trying each mirror in turn.
 
     Every download is checked against the canonical MD5 before it is kept;
-    a file already present with the right MD5 is not fetched again.
+    a file already present with the right MD5 is not fetched again, one with
+    another MD5 is replaced by a download that passes. MnistDataError, once
+    every file has been tried, names each file that is still not right and why.
     """
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     expected = md5s or {name: md5 for name, (_, _, md5) in FILES.items()}
-    saved = []
+    saved, problems = [], []
     for name, md5 in expected.items():
         target = root / f"{name}.gz"
-        if target.is_file() and _digest(target, "md5") == md5:
+        local = _digest(target, "md5") if target.is_file() else None
+        if local == md5:
             saved.append(target)
             continue
         failures = []
@@ -187,5 +190,15 @@ def download(
             saved.append(target)
             break
         else:
-            raise MnistDataError(f"Could not download {target.name}: " + "; ".join(failures))
+            tried = "; ".join(failures) or "no mirror given"
+            if local is None:
+                problems.append(f"Could not download {target.name} ({tried}).")
+            else:
+                problems.append(
+                    f"{target} failed its checksum (MD5 {local}, expected {md5}: not the published file) and no "
+                    f"mirror replaced it ({tried}). Delete it and run `cvae download` again (--mirror URL adds a "
+                    f"mirror), or keep it if you trust it: `cvae train` reads it as it is, checking its format only."
+                )
+    if problems:
+        raise MnistDataError(" ".join(problems))
     return saved
