@@ -1,7 +1,7 @@
 """cvae serve | score | train | export | screening | calibrate | evaluate | ais | download
 
-Each command's own --help lists its options and their defaults. `serve` needs only the base
-install; the others need the `train` extra (pip install -e '.[train]').
+Each command's own --help lists its options, their choices and defaults, on the base install. `serve`
+needs nothing more; `score` needs the `batch` extra, the others the `train` extra (pip install -e '.[train]').
 """
 
 from __future__ import annotations
@@ -44,9 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         from batch.cli import main as score
 
         return score(rest, prog="cvae score")
-    try:
-        from training.cli import main as training
-    except ImportError as error:
-        print(f"cvae {command} needs the training extra ({error}): pip install -e '.[train]'", file=sys.stderr)
-        return 2
+    from training.cli import main as training  # says itself when a command needs the train extra
+
     return training([command, *rest], prog="cvae")

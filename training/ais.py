@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.anneal import AisConfig, cvae_log_px_y
+from training.anneal import cvae_log_px_y
 from training.card import refresh_card
+from training.configs import AisConfig
 from training.data import load_mnist
 from training.export import read_manifest, write_manifest
 from training.model import Checkpoint

@@ -20,27 +20,11 @@ from typing import NamedTuple
 
 import torch
 
+from training.configs import AisConfig
 from training.model import CVAE
 from training.objectives import log_mean_exp, log_normal, log_px_z, log_q_at, log_standard_normal
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]  # z [chains, rows, D] -> [chains, rows]
-
-
-@dataclass
-class AisConfig:
-    num_chains: int = 16
-    num_temperatures: int = 500
-    leapfrog_steps: int = 10
-    initial_step_size: float = 0.3  # times the start's standard deviation, then adapted per row
-    target_acceptance: float = 0.65
-    start: str = "encoder"  # one of STARTS
-
-
-STARTS = {
-    "encoder": "the encoder's Gaussian widened 1.5x",
-    "prior": "the prior N(0, I)",
-    "proposal": "q(z|x,y) with its coupling flow, as the service draws from it",
-}
 
 
 @dataclass
@@ -160,8 +144,6 @@ def cvae_log_joint(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> LogDensity:
 
 def cvae_log_px_y(model: CVAE, x: torch.Tensor, y: torch.Tensor, config: AisConfig, generator) -> AisResult:
     """AIS estimates of log p(x|y) for rows x [R, 784], y one-hot [R, C]."""
-    if config.start not in STARTS:
-        raise ValueError(f"AIS start must be one of {', '.join(STARTS)}, not {config.start!r}")
     for p in model.parameters():
         p.requires_grad_(False)
     if config.start == "proposal":

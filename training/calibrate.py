@@ -31,7 +31,7 @@ from service.settings import Settings
 from training import critic as critics
 from training.ais import service_scores
 from training.card import refresh_card
-from training.critic import CriticConfig
+from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import read_manifest, sha256, write_manifest
 from training.train import binarize, split_config, split_train_val
@@ -39,12 +39,7 @@ from training.train import binarize, split_config, split_train_val
 OOD_FILE = "ood.npz"
 BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
-MIN_REFERENCE = 4  # validation images: at least 2 in each half
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
-# The critic's weight in the combination, chosen on both shipped models: the weight whose smallest AUROC over
-# the design sets of bench.ood_sets (validation digits against DejaVu letters and glyphs, strokes, blank, noise,
-# reversed and reshaped validation digits) is largest
-CRITIC_WEIGHT = 0.85
 
 
 def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, int]:

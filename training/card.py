@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from service import abstention, adaptive
-from training.anneal import STARTS
+from training.configs import STARTS
 from training.grids import image_grid, reconstruction_grid, sample_grid
 from training.model import CVAE, Checkpoint
 

@@ -23,7 +23,7 @@ by x ~ Bernoulli(pixel) and half by thresholding at 0.5, the service's two ways.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from training.configs import CriticConfig
 from training.export import export_graph, sha256
 from training.outliers import outliers
 
@@ -41,18 +42,6 @@ NUM_DIGITS = 10
 HALVED_MIN_SIZE = 1024  # weights of at least this many numbers are stored as float16
 OUTPUTS = {"critic": ["N"], "digit_log_probs": ["N", NUM_DIGITS]}
 WEIGHTS = f"weights of {HALVED_MIN_SIZE} numbers or more stored as float16, computed in float32"
-
-
-@dataclass(frozen=True)
-class CriticConfig:
-    epochs: int = 20
-    num_outliers: int = 240000  # made once; each epoch pairs every training digit with one of them
-    train_limit: int = 0  # only the first N training digits (0: all)
-    batch_size: int = 128  # digits per step, with as many outliers
-    learning_rate: float = 1e-3
-    width: int = 2  # channels and hidden units, as multiples of 32, 64 and 128
-    seed: int = 0
-    device: str = "auto"  # where the network trains: cpu, cuda, or auto (cuda when PyTorch sees a GPU)
 
 
 class Critic(nn.Module):

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -79,6 +83,47 @@ def export_graph(module: nn.Module, args: tuple, path: Path, inputs: dict, outpu
             dynamo=False,
         )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+class VersionExists(FileExistsError):
+    """The model directory to write already holds files."""
+
+
+def _holds_files(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+@contextmanager
+def staged(out_dir: str | Path, force: bool = False) -> Iterator[Path]:
+    """A hidden sibling folder of `out_dir` (.NAME.partial-XXXXXXXX) to write a model directory into, renamed to
+    `out_dir` when the block ends and removed if it raises: a service scanning the parent (which skips hidden
+    folders) never sees a half-written version. VersionExists, before anything is written, when `out_dir` holds
+    files, unless `force`: then the old folder is replaced once the new one is complete (moved aside, the new
+    one renamed in, the old one deleted; a scan between the two renames finds neither)."""
+    out = Path(out_dir)
+    if _holds_files(out) and not force:
+        raise VersionExists(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    partial.mkdir()
+    try:
+        yield partial
+        if force and _holds_files(out):
+            old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+            out.rename(old)
+            try:
+                partial.rename(out)
+            except OSError:
+                old.rename(out)
+                raise
+            shutil.rmtree(old)
+        else:
+            try:
+                partial.rename(out)  # takes the place of an empty folder; refuses one that holds files
+            except OSError as error:
+                raise VersionExists(out) from error
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone once renamed into place
 
 
 def export(checkpoint: Checkpoint, out_dir: str | Path, version: str = "1.0.0", description: str = "") -> Path:

@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-
-@dataclass
-class ModelConfig:
-    """Every size the model needs; saved in the checkpoint and the manifest."""
-
-    image_shape: tuple[int, int] = (28, 28)
-    num_classes: int = 10
-    latent_dim: int = 32
-    hidden_dims: tuple[int, ...] = (512, 512)
-    likelihood: str = "bernoulli"  # or "gaussian" (fixed variance, mean = sigmoid(logits))
-    gaussian_sigma: float = 0.1
-    flow_layers: int = 0  # affine coupling layers on q's noise (0: q is the plain Gaussian)
-    flow_hidden: int = 256
-
-    @property
-    def x_dim(self) -> int:
-        return self.image_shape[0] * self.image_shape[1]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        values = dict(values)
-        values["image_shape"] = tuple(values["image_shape"])
-        values["hidden_dims"] = tuple(values["hidden_dims"])
-        return cls(**values)
-
-    def __post_init__(self) -> None:
-        if self.likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}")
+from training.configs import ModelConfig
 
 
 class ConditionedMLP(nn.Module):
