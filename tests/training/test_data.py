@@ -167,3 +167,41 @@ def test_the_data_dir_is_the_flag_else_mnist_dir_else_an_error_naming_both(tmp_p
     assert configured_data_dir() is None
     with pytest.raises(MnistDataError, match="--data-dir DIR or set MNIST_DIR.*cvae download"):
         data_dir()
+
+
+def test_cvae_download_fetches_from_the_mirrors_given(http_mirror, tmp_path, monkeypatch, capsys):
+    from training.cli import main
+
+    www, url = http_mirror
+    for name in FILES:
+        (www / f"{name}.gz").write_bytes(f"payload of {name}".encode())
+    served = {name: hashlib.md5(f"payload of {name}".encode()).hexdigest() for name in FILES}
+    monkeypatch.setattr("training.data.FILES", {n: (*FILES[n][:2], served[n]) for n in FILES})
+    assert main(["download", "--data-dir", str(tmp_path / "data"), "--mirror", url + "missing/", "--mirror", url]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"ok {tmp_path / 'data' / name}.gz" for name in FILES]
+    assert (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").read_bytes() == b"payload of t10k-labels-idx1-ubyte"
+
+
+def test_cvae_download_names_a_local_file_that_failed_its_checksum(http_mirror, tmp_path, monkeypatch, capsys):
+    """A folder that holds the files, one of them not the published one, and no mirror that has it."""
+    from training.cli import main
+
+    www, url = http_mirror
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in FILES:
+        (data / f"{name}.gz").write_bytes(f"payload of {name}".encode())
+    served = {name: hashlib.md5(f"payload of {name}".encode()).hexdigest() for name in FILES}
+    monkeypatch.setattr("training.data.FILES", {n: (*FILES[n][:2], served[n]) for n in FILES})
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(b"a copy from elsewhere")
+    assert main(["download", "--data-dir", str(data), "--mirror", url]) == 2
+    error = capsys.readouterr().err
+    assert f"{data / 'train-labels-idx1-ubyte.gz'} failed its checksum" in error
+    assert (
+        f"expected {served['train-labels-idx1-ubyte']}" in error and "Delete it and run `cvae download` again" in error
+    )
+    assert "train-labels-idx1-ubyte.gz: HTTP Error 404" in error  # and what the mirror said
+    assert "train-images" not in error  # the files that pass are not named
+    (www / "train-labels-idx1-ubyte.gz").write_bytes(b"payload of train-labels-idx1-ubyte")
+    assert main(["download", "--data-dir", str(data), "--mirror", url]) == 0  # a mirror that has it replaces it
+    assert (data / "train-labels-idx1-ubyte.gz").read_bytes() == b"payload of train-labels-idx1-ubyte"

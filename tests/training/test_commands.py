@@ -1,0 +1,194 @@
+"""Every command of the README's Training and "Scoring a data set" sections, end to end on one tiny model:
+`cvae train` on 200 MNIST digits for one epoch, then export, screening, calibrate, evaluate, ais, score, and
+`cvae-serve` on the repository; export never writes over a version, nor shows one half-written."""
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servers import running_server  # noqa: E402
+
+from cvae.cli import main  # noqa: E402
+from training.export import read_manifest  # noqa: E402
+from training.model import Checkpoint  # noqa: E402
+
+TINY_MODEL = ["--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--num-samples", "1"]
+TINY_CRITIC = ["--critic-epochs", "1", "--critic-outliers", "64", "--critic-limit", "64", "--critic-width", "1"]
+
+
+def cvae(*args) -> tuple[int, str, str]:
+    """`cvae ARGS` in this process: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, mnist_dir) -> Path:
+    out = tmp_path_factory.mktemp("run") / "checkpoint.pt"
+    code, stdout, _ = cvae("train", "--data-dir", mnist_dir, "--train-limit", 200, *TINY_MODEL, "--out", out)
+    assert code == 0 and f"saved {out}" in stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, checkpoint, mnist_dir) -> Path:
+    """A model repository holding mnist-cvae 1.0.0: exported, screened and calibrated, by the commands."""
+    root = tmp_path_factory.mktemp("models")
+    model = root / "mnist-cvae" / "1.0.0"
+    code, stdout, _ = cvae("export", checkpoint, "--out-dir", model, "--copy-checkpoint", "--description", "tiny")
+    assert code == 0 and f"exported {model}" in stdout
+    code, stdout, _ = cvae("screening", model, "--data-dir", mnist_dir, "--images", 4)
+    assert code == 0 and "written to the manifest" in stdout
+    code, stdout, _ = cvae(
+        "calibrate", model, "--data-dir", mnist_dir, "--limit", 4, *TINY_CRITIC, "--critic-device", "cpu"
+    )
+    assert code == 0 and f"wrote {model / 'ood.npz'}: 4 validation images" in stdout
+    return root
+
+
+def test_train_a_short_run_validates_on_a_short_split(checkpoint):
+    extra = Checkpoint.load(checkpoint).extra
+    assert extra["num_train_images"] == 200 and len(extra["history"]) == 1
+    assert extra["num_val_images"] == 19  # 200 training images, one in 11 of them again for validation
+
+
+def test_export_screening_and_calibrate_make_a_complete_version(repository):
+    model = repository / "mnist-cvae" / "1.0.0"
+    manifest = read_manifest(model)
+    assert manifest["version"] == "1.0.0" and manifest["description"] == "tiny" and manifest["latent_dim"] == 2
+    assert manifest["screening"]["samples"] >= 1
+    assert manifest["files"]["ood"]["reference"]["num_images"] == 4 and manifest["files"]["ood_critic"]
+    for name in ("encoder.onnx", "decoder.onnx", "scorer.onnx", "ood.npz", "ood_critic.onnx", "checkpoint.pt"):
+        assert (model / name).is_file()
+    assert hidden(model.parent) == []  # nothing of the export left behind
+
+
+def test_evaluate_writes_the_metrics_and_card(repository, mnist_dir):
+    model = repository / "mnist-cvae" / "1.0.0"
+    code, _, _ = cvae(
+        "evaluate", model, "--data-dir", mnist_dir, "--num-samples", 8, "--limit", 10, "--batch-size", 5,
+        "--screen-samples", 2, "--margin", 20,
+    )  # fmt: skip
+    assert code == 0
+    metrics = read_manifest(model)["metrics"]
+    assert metrics["num_test_images"] == 10 and np.isfinite(metrics["nll"])
+    assert "## Test figures" in (model / "MODEL_CARD.md").read_text()
+
+
+def test_ais_compares_the_answers(repository, mnist_dir):
+    model = repository / "mnist-cvae" / "1.0.0"
+    flags = ["--limit", 2, "--chains", 2, "--temperatures", 5, "--leapfrog-steps", 2, "--start", "proposal"]
+    code, _, _ = cvae("ais", model, "--data-dir", mnist_dir, *flags)
+    assert code == 0 and (model / "ais.json").is_file()
+    assert read_manifest(model)["metrics"]["ais"]["images"] == 2
+
+
+def test_score_a_data_set(repository, tmp_path):
+    ray = pytest.importorskip("ray")
+    from batch.output import read_results
+
+    digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "digits.npy", digits)
+    model = repository / "mnist-cvae" / "1.0.0"
+    flags = ["--model-dir", model, "--workers", 1, "--num-samples", 4, "--no-progress"]
+    try:
+        code, _, stderr = cvae("score", tmp_path / "digits.npy", "--out", tmp_path / "out", *flags)
+    finally:
+        ray.shutdown()  # the Ray this process started
+    assert code == 0, stderr[-2000:]
+    table = read_results(tmp_path / "out").to_pandas()
+    assert len(table) == 3 and table["predicted"].between(0, 9).all()
+
+
+def test_serve_the_repository(repository):
+    partial = repository / "mnist-cvae" / ".2.0.0.partial-0000"  # an export under way: the service skips it
+    partial.mkdir()
+    (partial / "encoder.onnx").write_bytes(b"half-written")
+    try:
+        with running_server(None, model_repository=repository) as (base, _):
+            (listed,) = httpx.get(f"{base}/v1/models").json()["models"]
+            assert (listed["model"], listed["version"], listed["state"]) == ("mnist-cvae", "1.0.0", "ready")
+            image = [0.0] * 784
+            answer = httpx.post(f"{base}/v1/classify", json={"images": [image], "num_samples": 4}, timeout=30)
+            assert answer.status_code == 200 and answer.json()["version"] == "1.0.0"
+    finally:
+        shutil.rmtree(partial)
+
+
+def watch_the_export(monkeypatch, folder: Path, version: str) -> list[dict]:
+    """What `folder` shows at the moment an export writes its manifest (its last file): filled in as it does."""
+    import training.export
+
+    seen = []
+    write_manifest = training.export.write_manifest
+
+    def spy(model_dir, manifest):
+        old = folder / version / "manifest.json"
+        shown = old.read_bytes() if old.exists() else None
+        seen.append(
+            {"visible": visible(folder), "hidden": hidden(folder), "manifest": shown, "writing": model_dir.name}
+        )
+        write_manifest(model_dir, manifest)
+
+    monkeypatch.setattr(training.export, "write_manifest", spy)
+    return seen
+
+
+def test_export_writes_under_a_hidden_name_renamed_into_place(checkpoint, tmp_path, monkeypatch):
+    folder = tmp_path / "mnist-cvae"
+    seen = watch_the_export(monkeypatch, folder, "2.0.0")
+    code, stdout, _ = cvae("export", checkpoint, "--out-dir", folder / "2.0.0", "--version", "2.0.0")
+    assert code == 0
+    (during,) = seen
+    assert during["visible"] == [] and during["hidden"] == [during["writing"]]
+    assert during["writing"].startswith(".2.0.0.partial-")
+    assert (
+        visible(folder) == ["2.0.0"] and hidden(folder) == [] and read_manifest(folder / "2.0.0")["version"] == "2.0.0"
+    )
+
+
+def test_export_refuses_a_version_that_exists(repository, checkpoint):
+    model = repository / "mnist-cvae" / "1.0.0"
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    code, _, stderr = cvae("export", checkpoint, "--out-dir", model)
+    assert code == 2 and f"{model} already holds a model version" in stderr
+    assert all(flag in stderr for flag in ("--version", "--out-dir", "--force"))
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before and hidden(model.parent) == []
+
+
+def test_export_force_replaces_the_version_once_the_new_one_is_complete(repository, checkpoint, tmp_path, monkeypatch):
+    folder = tmp_path / "mnist-cvae"
+    shutil.copytree(repository / "mnist-cvae" / "1.0.0", folder / "1.0.0")
+    old = (folder / "1.0.0" / "manifest.json").read_bytes()
+    seen = watch_the_export(monkeypatch, folder, "1.0.0")
+    code, _, _ = cvae("export", checkpoint, "--out-dir", folder / "1.0.0", "--force", "--description", "replaced")
+    assert code == 0
+    (during,) = seen
+    assert during["visible"] == ["1.0.0"] and during["manifest"] == old  # the old version whole while writing
+    assert read_manifest(folder / "1.0.0")["description"] == "replaced"
+    assert not (folder / "1.0.0" / "ood.npz").exists()  # replaced, not merged into
+    assert visible(folder) == ["1.0.0"] and hidden(folder) == []
+
+
+def test_an_export_that_fails_leaves_nothing(tmp_path):
+    folder = tmp_path / "mnist-cvae"
+    with pytest.raises(FileNotFoundError):
+        cvae("export", tmp_path / "no-checkpoint.pt", "--out-dir", folder / "3.0.0")
+    assert list(folder.iterdir()) == []
