@@ -12,10 +12,10 @@ import re
 from dataclasses import Field, asdict, dataclass, field, fields
 
 
-def option(default, *, choices=None, at_least=None, at_most=None):
-    """A dataclass field with its default and the values it takes."""
-    limits = {"choices": choices, "at_least": at_least, "at_most": at_most}
-    return field(default=default, metadata={key: value for key, value in limits.items() if value is not None})
+def option(default, *, choices=None, at_least=None, at_most=None, help=None):
+    """A dataclass field with its default, the values it takes, and what it means (its flag's --help)."""
+    given = {"choices": choices, "at_least": at_least, "at_most": at_most, "help": help}
+    return field(default=default, metadata={key: value for key, value in given.items() if value is not None})
 
 
 def problem(f: Field, value) -> str | None:
@@ -71,10 +71,10 @@ class ModelConfig:
     num_classes: int = option(10, at_least=2)
     latent_dim: int = option(32, at_least=1)
     hidden_dims: tuple[int, ...] = option((512, 512), at_least=1)
-    likelihood: str = option("bernoulli", choices=LIKELIHOODS)
-    gaussian_sigma: float = 0.1
-    flow_layers: int = option(0, at_least=0)  # affine coupling layers on q's noise (0: q is the plain Gaussian)
-    flow_hidden: int = option(256, at_least=1)
+    likelihood: str = option("bernoulli", choices=LIKELIHOODS, help="p(x|z,y); gaussian: fixed variance")
+    gaussian_sigma: float = option(0.1, help="the gaussian likelihood's standard deviation")
+    flow_layers: int = option(0, at_least=0, help="affine coupling layers on q's noise (0: q is the plain Gaussian)")
+    flow_hidden: int = option(256, at_least=1, help="hidden units of each coupling layer")
 
     @property
     def x_dim(self) -> int:
@@ -99,17 +99,22 @@ class TrainConfig:
     epochs: int = option(100, at_least=1)
     batch_size: int = option(100, at_least=1)
     learning_rate: float = 1e-3
-    final_learning_rate: float = 1e-5  # cosine decay from learning_rate to this
-    num_samples: int = option(5, at_least=1)  # k of the importance-weighted bound; 1 gives the ELBO
-    objective: str = option("iwae", choices=OBJECTIVES)
-    elbo_weight: float = option(0.0, at_least=0.0, at_most=1.0)  # with dreg: the ELBO's share of the decoder's gradient
-    classify_weight: float = option(0.0, at_least=0.0)  # weight of the decoder-only Bayes'-rule cross-entropy
-    val_size: int = option(5000, at_least=1)
+    final_learning_rate: float = option(1e-5, help="cosine decay from learning_rate to this")
+    num_samples: int = option(5, at_least=1, help="k of the importance-weighted bound; 1 gives the ELBO")
+    objective: str = option(
+        "iwae", choices=OBJECTIVES, help="iwae: the bound's own gradient; dreg: doubly reparameterized for q"
+    )
+    elbo_weight: float = option(
+        0.0, at_least=0.0, at_most=1.0, help="with dreg: the ELBO's share of the decoder's gradient, the rest IWAE's"
+    )
+    classify_weight: float = option(0.0, at_least=0.0, help="weight of the decoder-only Bayes'-rule cross-entropy")
+    val_size: int = option(5000, at_least=1, help="training images held out for validation, chosen by the seed")
     seed: int = 0
-    # only the first N training images (0: all), validated on the same share of the validation split: a quick run
-    train_limit: int = option(0, at_least=0)
-    threads: int = option(0, at_least=0)  # torch threads (0: torch's default)
-    device: str = option("cpu", choices=DEVICES)  # where to train; the checkpoint is saved for the CPU
+    train_limit: int = option(
+        0, at_least=0, help="a quick run: only the first N training images (0: all), validated on a like share"
+    )
+    threads: int = option(0, at_least=0, help="torch threads (0: torch's default)")
+    device: str = option("cpu", choices=DEVICES, help="where to train; the checkpoint is saved for the CPU")
 
     def __post_init__(self) -> None:
         check(self)
@@ -118,13 +123,17 @@ class TrainConfig:
 @dataclass(frozen=True)
 class CriticConfig:
     epochs: int = option(20, at_least=1)
-    num_outliers: int = option(240000, at_least=1)  # made once; each epoch pairs every training digit with one
-    train_limit: int = option(0, at_least=0)  # only the first N training digits (0: all)
-    batch_size: int = option(128, at_least=1)  # digits per step, with as many outliers
+    num_outliers: int = option(
+        240000, at_least=1, help="made-up non-digits, made once; each epoch pairs every training digit with one"
+    )
+    train_limit: int = option(0, at_least=0, help="only the first N training digits (0: all)")
+    batch_size: int = option(128, at_least=1, help="digits per step, with as many non-digits")
     learning_rate: float = 1e-3
-    width: int = option(2, at_least=1)  # channels and hidden units, as multiples of 32, 64 and 128
+    width: int = option(2, at_least=1, help="channels and hidden units, as multiples of 32, 64 and 128")
     seed: int = 0
-    device: str = option("auto", choices=Devices(("auto", *DEVICES)))  # auto: cuda when PyTorch sees a GPU
+    device: str = option(
+        "auto", choices=Devices(("auto", *DEVICES)), help="where it trains; auto: cuda when PyTorch sees a GPU"
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -135,9 +144,9 @@ class AisConfig:
     num_chains: int = option(16, at_least=1)
     num_temperatures: int = option(500, at_least=1)
     leapfrog_steps: int = option(10, at_least=1)
-    initial_step_size: float = 0.3  # times the start's standard deviation, then adapted per row
-    target_acceptance: float = 0.65
-    start: str = option("encoder", choices=tuple(STARTS))
+    initial_step_size: float = option(0.3, help="times the start's standard deviation, then adapted per row")
+    target_acceptance: float = option(0.65, help="of the HMC moves, which the step size is adapted to")
+    start: str = option("encoder", choices=tuple(STARTS), help="where the chains start (above)")
 
     def __post_init__(self) -> None:
         check(self)

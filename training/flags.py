@@ -35,7 +35,9 @@ def add_config_flags(parser, config_class, prefix: str = "", aliases: dict[str, 
     for f in fields(config_class):
         default = f.default
         names = ["--" + prefix + f.name.replace("_", "-")] + (["--" + aliases[f.name]] if f.name in aliases else [])
-        options = {"dest": dest(prefix, f.name), "default": default, "help": f"default {default}"}
+        meaning = f.metadata.get("help")
+        options = {"dest": dest(prefix, f.name), "default": default}
+        options["help"] = f"{meaning} (default {default})" if meaning else f"default {default}"
         if isinstance(default, bool):
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **options)
         elif isinstance(default, tuple):

@@ -164,6 +164,37 @@ def test_export_writes_under_a_hidden_name_renamed_into_place(checkpoint, tmp_pa
     )
 
 
+def test_export_with_the_data_screens_and_calibrates_before_the_version_appears(
+    checkpoint, mnist_dir, tmp_path, monkeypatch
+):
+    """The README's form, `cvae export CHECKPOINT --copy-checkpoint --data-dir DIR`; its screening and calibrate
+    (each run for real above) stand in as steps that record where they ran and what the repository showed."""
+    import training.calibrate
+    import training.screening
+
+    folder = tmp_path / "mnist-cvae"
+    steps = []
+
+    def step(name):
+        def run(model_dir, data, *args, **kwargs):
+            files = sorted(p.name for p in Path(model_dir).iterdir())
+            steps.append({"step": name, "in": Path(model_dir).name, "visible": visible(folder), "files": files})
+            (Path(model_dir) / f"{name}.done").touch()
+
+        return run
+
+    monkeypatch.setattr(training.screening, "run", step("screening"))
+    monkeypatch.setattr(training.calibrate, "run", step("calibrate"))
+    flags = ["--version", "3.0.0", "--copy-checkpoint", "--data-dir", mnist_dir]
+    code, _, _ = cvae("export", checkpoint, "--out-dir", folder / "3.0.0", *flags)
+    assert code == 0 and [s["step"] for s in steps] == ["screening", "calibrate"]
+    for seen in steps:
+        assert seen["in"].startswith(".3.0.0.partial-") and seen["visible"] == []
+        assert {"manifest.json", "checkpoint.pt"} <= set(seen["files"])
+    assert {"screening.done", "calibrate.done", "checkpoint.pt"} <= set(visible(folder / "3.0.0"))
+    assert hidden(folder) == []
+
+
 def test_export_refuses_a_version_that_exists(repository, checkpoint):
     model = repository / "mnist-cvae" / "1.0.0"
     before = {p.name: p.read_bytes() for p in model.iterdir()}
