@@ -13,7 +13,8 @@ import math
 import torch
 from torch.func import functional_call
 
-from training.model import CVAE, ModelConfig, reparameterize
+from training.configs import ModelConfig
+from training.model import CVAE, reparameterize
 
 LOG_2PI = math.log(2 * math.pi)
 
