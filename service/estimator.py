@@ -5,7 +5,7 @@ scorer graph returns log-weights log w_k = log p(x|z_k,y) + log p(z_k) -
 log q(z_k|x,y) of shape [K, rows]; here they are reduced with a stable
 log-mean-exp, given a standard error and a reliability diagnostic, and
 combined over classes by Bayes' rule. A parity test pins the two
-implementations together. service.rounds decides how many samples each
+implementations together. service.adaptive decides how many samples each
 image and class gets.
 """
 
