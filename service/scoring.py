@@ -15,7 +15,7 @@ from service import abstention, adaptive, estimator, ood, tracing
 from service.calls import ModelCalls, in_thread
 from service.images import InputError
 from service.runtime import Model, load_model
-from service.settings import Settings
+from service.settings import Defaults, Settings
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,9 @@ class Scorer:
 
     @classmethod
     def open(cls, model_dir, **settings) -> Scorer:
-        """The scorer of one exported model directory, for use outside the service (no batching)."""
-        chosen = Settings(model_dir=model_dir, batching=False, **settings)
+        """The scorer of one exported model directory, for use outside the service (no batching): the
+        settings' defaults with `settings` on top, never the service's environment."""
+        chosen = Defaults(model_dir=model_dir, batching=False, **settings)
         return cls(load_model(chosen), chosen)
 
     # ---- options ------------------------------------------------------------------------

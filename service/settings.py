@@ -205,6 +205,17 @@ class Settings(BaseSettings):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
+class Defaults(Settings):
+    """The declared defaults with the values given on top, never the CVAE_* environment: what scoring
+    outside the service (training's commands, batch scoring, the benchmarks) runs with, so that a
+    service's variables in the shell never steer a calibration or a figure."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **environment):
+        return (init_settings,)
+
+
 @lru_cache
 def get_settings() -> Settings:
+    """The service's settings, read from the environment once per process."""
     return Settings()
