@@ -25,6 +25,7 @@ from client.answers import (
     samples_of,
     scores_of,
 )
+from service.options import ClassifyOptions, ImageOptions, Include
 
 
 class ApiError(Exception):
@@ -48,23 +49,14 @@ class ServerError(ApiError):
     """5xx, or 503 still after every retry (a 429 still after them is a ClientError)."""
 
 
-class ScoringOptions(TypedDict, total=False):
-    """The optional fields of a scoring request (see /docs): omitted ones take the service's defaults."""
-
-    num_samples: int
-    tolerance: float
-    max_num_samples: int
-    seed: int
-    adaptive: bool
-    binarize: str
-    threshold: float
-    pixel_scale: str
-    invert: bool
-    preprocess: str
-    ood_fpr: float
-    include: list[str]  # diagnostics: estimates, elbo, ood, critic, x, settings
-    min_probability: float  # classify only
-    critic_vote: bool  # classify only
+# The optional fields of a scoring request, as the service declares them (service.options): omitted ones take
+# the service's defaults; min_probability and critic_vote are classify's.
+ScoringOptions = TypedDict(
+    "ScoringOptions",
+    {name: option.annotation for name, option in (ImageOptions.model_fields | ClassifyOptions.model_fields).items()}
+    | {"include": list[Include]},
+    total=False,
+)
 
 
 def _drop_none(payload: dict) -> dict:

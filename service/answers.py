@@ -11,17 +11,8 @@ import math
 import numpy as np
 
 from service.abstention import REASONS
+from service.options import ECHOED, ImageOptions, ScoreOptions
 from service.scoring import Scores
-
-INCLUDE = {
-    "estimates": "per class: log p(x|y) with its standard error, effective sample size, Pareto k-hat and the "
-    "samples spent; the entropy of p(y|x)",
-    "elbo": "the ELBO of log p(x) split into reconstruction and KL terms",
-    "ood": "the out-of-distribution verdict's parts: score, distance, critic log-odds and the p-values that explain it",
-    "critic": "critic_probs: the critic's probabilities of the classes, a second opinion on the class",
-    "x": "the binary pixels that were scored, after invert, preprocess and binarize",
-    "settings": "every setting the answer used, defaults included",
-}
 
 
 def number(value: float) -> float | None:
@@ -42,20 +33,14 @@ def header(name: str, version: str, class_names: list[str] | None = None) -> dic
     return head
 
 
-def settings(scores: Scores, prepared: dict, classify: bool) -> dict:
-    """Every setting a scoring answer used."""
-    o = scores.options
-    used = {
-        "num_samples": o.num_samples,
-        "tolerance": o.tolerance,
-        "max_num_samples": o.max_num_samples,
-        "adaptive": o.adaptive,
-        **prepared,
-        "ood_fpr": o.ood_fpr,
-    }
-    if classify:
-        used |= {"min_probability": o.min_probability, "critic_vote": scores.critic_vote}
-    return used
+def settings(scores: Scores, images: ImageOptions, classify: bool) -> dict:
+    """Every option a scoring answer used (service.options.ECHOED), defaults filled in."""
+    own = set(ScoreOptions.model_fields) | set(ImageOptions.model_fields)  # not ClassifyOptions' own
+    echoed = [name for name in ECHOED if classify or name in own]
+    used = images.model_dump() | scores.options.model_dump() | {"critic_vote": scores.critic_vote}
+    if images.binarize != "threshold":
+        used["threshold"] = None
+    return {name: used[name] for name in echoed}
 
 
 def _verdict(scores: Scores, i: int, full: bool) -> dict | None:

@@ -14,9 +14,10 @@ import numpy as np
 from service import answers, estimator, schemas
 from service.calls import in_thread
 from service.images import InputError, PixelBudget, decode_image, png_grid
+from service.options import ClassifyOptions, ImageOptions, of
 from service.pixels import parse_pixels
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
-from service.scoring import Options, Scorer, Scores, check_count
+from service.scoring import Scorer, Scores, check_count
 
 
 def _seed(given: int | None) -> int:
@@ -47,9 +48,8 @@ class Inference:
         if y is not None and not 0 <= y < self.model.num_classes:
             raise InputError(field, f"is {y}; classes are 0 to {self.model.num_classes - 1}.")
 
-    def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list]:
-        """The request's images as what the likelihood scores [N, 784], how they were prepared and
-        binarized, and per image its warnings."""
+    def images(self, request: schemas.ImagesRequest, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+        """The request's images as what the likelihood scores [N, 784], and per image its warnings."""
         shape = self._shape()
         if all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in request.images):
             size = shape[0] * shape[1]
@@ -86,47 +86,31 @@ class Inference:
                     "has grey pixels, but binarize='none' and the Bernoulli likelihood needs 0/1 pixels; "
                     "use binarize='threshold' or 'bernoulli'.",
                 )
-        prepared = {
-            "binarize": method,
-            "threshold": request.threshold if method == "threshold" else None,
-            "invert": request.invert,
-            "preprocess": request.preprocess,
-        }
-        return binarize(pixels, method, request.threshold, rng), prepared, warnings
+        return binarize(pixels, method, request.threshold, rng), warnings
 
     # ---- scoring ------------------------------------------------------------------------
-    async def scores(self, request: schemas.ScoreRequest, classify: bool) -> tuple[Scores, dict, list]:
-        """The request's images scored (columns), how they were prepared, and their warnings."""
+    async def scores(self, request: schemas.ScoreRequest) -> tuple[Scores, list]:
+        """The request's images scored (columns) and their warnings."""
         seed = _seed(request.seed)
-        x, prepared, warnings = await asyncio.to_thread(self.images, request, estimator.binarization_stream(seed))
-        options = Options(
-            seed=seed,
-            num_samples=request.num_samples,
-            tolerance=request.tolerance,
-            max_num_samples=request.max_num_samples,
-            adaptive=request.adaptive,
-            ood_fpr=request.ood_fpr,
-            **({"min_probability": request.min_probability, "critic_vote": request.critic_vote} if classify else {}),
-        )
-        return await self.scorer.score(x, options), prepared, warnings
+        x, warnings = await asyncio.to_thread(self.images, request, estimator.binarization_stream(seed))
+        options = of(ClassifyOptions, request).model_copy(update={"seed": seed})
+        return await self.scorer.score(x, options), warnings
 
-    def _body(self, scores: Scores, prepared: dict, results: list[dict], include: set[str], classify: bool) -> dict:
+    def _body(self, scores: Scores, request: schemas.ScoreRequest, results: list[dict], classify: bool) -> dict:
         body = {**self.header(class_names=classify), "seed": scores.options.seed}
-        if "settings" in include:
-            body["settings"] = answers.settings(scores, prepared, classify)
+        if "settings" in request.include:
+            body["settings"] = answers.settings(scores, of(ImageOptions, request), classify)
         return {**body, "results": results}
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        scores, prepared, warnings = await self.scores(request, classify=False)
-        include = set(request.include)
-        results = answers.log_likelihood(scores, warnings, include, self.model.x_dim)
-        return self._body(scores, prepared, results, include, classify=False)
+        scores, warnings = await self.scores(request)
+        results = answers.log_likelihood(scores, warnings, set(request.include), self.model.x_dim)
+        return self._body(scores, request, results, classify=False)
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
-        scores, prepared, warnings = await self.scores(request, classify=True)
-        include = set(request.include)
-        results = answers.classify(scores, warnings, include)
-        return self._body(scores, prepared, results, include, classify=True)
+        scores, warnings = await self.scores(request)
+        results = answers.classify(scores, warnings, set(request.include))
+        return self._body(scores, request, results, classify=True)
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
         return await in_thread(self._encode, request)
@@ -134,7 +118,7 @@ class Inference:
     def _encode(self, request: schemas.EncodeRequest) -> dict:
         self._check_class(request.y)
         seed = _seed(request.seed)
-        x, used, _ = self.images(request, estimator.binarization_stream(seed))
+        x, _ = self.images(request, estimator.binarization_stream(seed))
         classes = np.arange(self.model.num_classes) if request.y is None else np.array([request.y])
         rows_x = np.repeat(x, len(classes), axis=0)
         rows_y = np.tile(classes, len(x))

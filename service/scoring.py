@@ -7,36 +7,23 @@ The routes, batch scoring, calibration, evaluation and the benchmarks all score 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, is_dataclass, replace
+from dataclasses import dataclass, is_dataclass
 
 import numpy as np
 
 from service import abstention, adaptive, estimator, ood, tracing
 from service.calls import ModelCalls, in_thread
 from service.images import InputError
+from service.options import ClassifyOptions
 from service.runtime import Model, load_model
 from service.settings import Defaults, Settings
-
-
-@dataclass(frozen=True)
-class Options:
-    """How to score. Unset fields take the service's defaults (Scorer.resolve fills them in)."""
-
-    seed: int
-    num_samples: int | None = None  # K per image and class in the first round
-    tolerance: float | None = None  # target standard error of log p(x), nats: rounds follow
-    max_num_samples: int | None = None  # most samples per class that rounds may reach
-    adaptive: bool = True  # screen the classes first (the model's screening)
-    ood_fpr: float | None = None  # false-positive rate of the out-of-distribution flag
-    min_probability: float | None = None  # abstain below this p(predicted|x)
-    critic_vote: bool = True  # the critic's probability of the predicted class counts too
 
 
 @dataclass
 class Scores:
     """Everything scoring gives, as columns over N images and C classes."""
 
-    options: Options  # as resolved: every default filled in
+    options: ClassifyOptions  # as resolved: every default filled in, the seed given
     classes: estimator.ClassEstimates  # per image and class [N, C]
     bayes: estimator.BayesRule  # log p(x), its error, log p(y|x) and the ELBO [N]
     met: np.ndarray  # [N] the tolerance was reached (True without one)
@@ -102,7 +89,7 @@ class Scorer:
         entry = self.model.manifest["files"].get("ood") or {}
         return float(entry.get("abstention", {}).get("default_min_probability", 0.0))
 
-    def resolve(self, options: Options, num_images: int) -> Options:
+    def resolve(self, options: ClassifyOptions, num_images: int) -> ClassifyOptions:
         """The options with every default filled in, checked against the limits (InputError naming the field)."""
         s, classes = self.settings, self.model.num_classes
         k = options.num_samples or min(s.default_num_samples, s.max_num_samples)
@@ -123,15 +110,17 @@ class Scorer:
         if tolerance is None or budget == k:
             tolerance, budget = None, k
         calibrated = self.model.ood is not None
-        return replace(
-            options,
-            num_samples=k,
-            tolerance=tolerance,
-            max_num_samples=budget,
-            ood_fpr=(options.ood_fpr or s.ood_fpr) if calibrated else None,
-            min_probability=(
-                options.min_probability if options.min_probability is not None else self.default_min_probability()
-            ),
+        if options.seed is None:
+            raise ValueError("scoring needs a seed: the answer gives it, so that it can be reproduced")
+        min_probability = options.min_probability
+        return options.model_copy(
+            update={
+                "num_samples": k,
+                "tolerance": tolerance,
+                "max_num_samples": budget,
+                "ood_fpr": (options.ood_fpr or s.ood_fpr) if calibrated else None,
+                "min_probability": self.default_min_probability() if min_probability is None else min_probability,
+            }
         )
 
     def limit_reason(self) -> str:
@@ -145,7 +134,7 @@ class Scorer:
         )
 
     # ---- scoring ------------------------------------------------------------------------
-    async def score(self, x: np.ndarray, options: Options) -> Scores:
+    async def score(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
         """Score binary images x [N, H*W]: log p(x|y) per class, Bayes' rule, the out-of-distribution
         verdicts and the abstention, each image from its own noise streams."""
         options = self.resolve(options, len(x))
@@ -156,7 +145,7 @@ class Scorer:
             tracing.annotate(samples_used=int(scores.samples_used.sum()))
             return scores
 
-    async def _score(self, x: np.ndarray, options: Options) -> Scores:
+    async def _score(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
         rounds = (
             adaptive.Rounds(options.tolerance, options.max_num_samples, self.max_work)
             if options.tolerance is not None
@@ -177,7 +166,7 @@ class Scorer:
         )
         return await in_thread(self._conclude, x, options, estimates)
 
-    def _conclude(self, x: np.ndarray, options: Options, estimates: adaptive.Estimates) -> Scores:
+    def _conclude(self, x: np.ndarray, options: ClassifyOptions, estimates: adaptive.Estimates) -> Scores:
         """Bayes' rule, the assessment and the abstention from the estimates."""
         bayes = estimator.bayes_rule(estimates.classes, self.model.log_prior)
         probs = np.exp(bayes.log_py_x)
@@ -206,14 +195,12 @@ class Scorer:
         values = ood.features(bayes.log_px, bayes.elbo, bayes.kl_z, log_px_y, x, shape, calibration.log_probs, critic)
         return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 
-    def score_now(self, x: np.ndarray, options: Options) -> Scores:
+    def score_now(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
         """score() outside an event loop, in pieces small enough that rounds never meet the per-request
         work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone: the answer the
         service gives to a request of that image alone with the same seed."""
-        s, classes = self.settings, self.model.num_classes
-        k = options.num_samples or s.default_num_samples
-        most = (options.max_num_samples or s.max_num_samples) if (options.tolerance or s.default_tolerance) else k
-        size = max(1, min(s.max_images, self.max_work // (classes * most)))
+        most = self.resolve(options, 1).max_num_samples  # K, or the most that rounds may reach
+        size = max(1, min(self.settings.max_images, self.max_work // (self.model.num_classes * most)))
         parts = [asyncio.run(self.score(x[start : start + size], options)) for start in range(0, len(x), size)]
         return parts[0] if len(parts) == 1 else join(parts)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.options import default_of
+
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_MODEL = SHIPPED_REPOSITORY / "mnist-cvae" / "1.0.0"  # the version the benchmarks name by default
 
@@ -82,12 +84,13 @@ class Settings(BaseSettings):
     max_num_samples: int = Field(
         20000, ge=2, description="most importance samples per image and class, first round and rounds together"
     )
-    default_num_samples: int = Field(1000, ge=2, description="K of the first round when a request does not say")
-    default_tolerance: float = Field(
+    default_num_samples: int = default_of("num_samples", 1000, "K of the first round")
+    default_tolerance: float = default_of(
+        "tolerance",
         0.0,
+        "the target standard error of log p(x) in nats; rounds double the samples of the classes that matter "
+        "until it is met (0: a single round)",
         ge=0,
-        description="target standard error of log p(x) in nats when a request does not say: rounds double the "
-        "samples of the classes that matter until it is met (0: a single round)",
     )
     max_work: int = Field(
         2_000_000,
@@ -172,16 +175,13 @@ class Settings(BaseSettings):
         "(unset: the model's own, else 20)",
     )
 
-    ood_fpr: float = Field(
-        0.01, gt=0, lt=1, description="false-positive rate of the out-of-distribution flag when a request does not say"
-    )
-    min_probability: float | None = Field(
+    ood_fpr: float = default_of("ood_fpr", 0.01, "the false-positive rate of the out-of-distribution flag")
+    min_probability: float | None = default_of(
+        "min_probability",
         None,
-        ge=0,
-        le=1,
-        description="/v1/classify abstains below this p(predicted|x), or the critic's probability of the predicted "
-        "class, when a request does not say (unset: the "
-        "model's calibrated default, the largest that abstains on at most 2 % of validation digits; 0 without one)",
+        "/v1/classify abstains below this p(predicted|x), or the critic's probability of the predicted class "
+        "(unset: the model's calibrated default, the largest that abstains on at most 2 % of validation digits; "
+        "0 without one)",
     )
 
     @field_validator("caller_rate")

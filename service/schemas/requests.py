@@ -1,14 +1,12 @@
-"""Request bodies of the /v1 API, with the examples /docs shows."""
+"""Request bodies of the /v1 API: the images and the options of service.options, with the examples /docs shows."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import ConfigDict, Field, WithJsonSchema
 
-from service.answers import INCLUDE
-
-Include = Literal[tuple(INCLUDE)]
+from service.options import INCLUDE, ClassifyOptions, ImageOptions, Include, Options, ScoreOptions
 
 # A 28x28 greyscale PNG of a "3", drawn by the shipped model (the Bernoulli means of one sample): the
 # example image of /docs, small enough to read and to send with "Try it out".
@@ -41,80 +39,25 @@ ImageInput = Annotated[
 ]
 
 
-class RequestBody(BaseModel):
+class RequestBody(Options):
     """Every /v1 request body: an unknown field, or a number that is not finite (NaN, or 1e400 read as
     infinity), is refused naming its field."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-
-class ImagesRequest(RequestBody):
+class Images(RequestBody):
     images: list[ImageInput] = Field(..., min_length=1, description="The images, one entry each.")
-    pixel_scale: Literal["auto", "unit", "byte"] = Field(
-        "auto", description="'unit': values in [0, 1]; 'byte': integers 0-255; 'auto': 'byte' if any value exceeds 1."
-    )
-    binarize: Literal["threshold", "bernoulli", "none"] = Field(
-        "threshold",
-        description="How grey pixels become the binary pixels the Bernoulli likelihood is defined on: "
-        "'threshold' sets x = 1 where pixel > threshold; 'bernoulli' draws x ~ Bernoulli(pixel) with the seed "
-        "(as the model was trained); 'none' uses pixels as sent (they must then already be 0 or 1).",
-    )
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="The cut-off for binarize='threshold'.")
-    invert: bool = Field(
-        False, description="Use 1 - pixel: for images drawn dark on light, such as the tiles of /v1/samples.png."
-    )
-    preprocess: Literal["none", "mnist"] = Field(
-        "none",
-        description="'mnist' prepares free-form drawings of any size as MNIST's digits were made: crop to the ink, "
-        "scale into a 20x20 box keeping the aspect ratio (anti-aliased), centre the centre of mass in the 28x28 "
-        "field (after invert). 'none': images must be 28x28.",
-    )
 
 
-class ScoreRequest(ImagesRequest):
-    num_samples: int | None = Field(
-        None,
-        ge=2,
-        description="Importance samples K per image and class in the first round, at least 2 so that a standard "
-        "error exists (default and maximum: see GET /v1/model).",
-    )
-    tolerance: float | None = Field(
-        None,
-        gt=0,
-        description="Target standard error of log p(x) in nats: after the first round, the classes that matter "
-        "double their samples until log_px_std_error is at most this and every such class has reliable weights "
-        "(Pareto k-hat), or max_num_samples is reached. Omit for the service's default (see GET /v1/model).",
-    )
-    max_num_samples: int | None = Field(
-        None,
-        ge=2,
-        description="Most importance samples per class that rounds may reach; at most the service's limit, which "
-        "is also the default. Set it to num_samples for a single round.",
-    )
-    seed: int | None = Field(
-        None,
-        ge=0,
-        lt=2**63,
-        description="Seed of the importance-sampling noise (and of binarize='bernoulli'); omit for a fresh one. "
-        "The answer gives the seed it used, which reproduces it exactly.",
-    )
-    adaptive: bool = Field(
-        True,
-        description="Screen every class with a few samples, then spend all num_samples only on the classes "
-        "within the margin of the best (see GET /v1/model); false spends num_samples on every class.",
-    )
+class ImagesRequest(ImageOptions, Images):  # in this order, the images come first in /docs, then the options
+    pass
+
+
+class ScoreRequest(ScoreOptions, ImagesRequest):
     include: list[Include] = Field(
         [],
         description="Diagnostics to add to each image's answer: "
         + "; ".join(f"'{name}': {text}" for name, text in INCLUDE.items())
         + ".",
-    )
-    ood_fpr: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="False-positive rate of the out-of-distribution flag: the share of genuine digits it may flag "
-        "(default: see GET /v1/model, 0.01). Lower flags less, higher catches more.",
     )
 
     model_config = ConfigDict(
@@ -122,24 +65,7 @@ class ScoreRequest(ImagesRequest):
     )
 
 
-class ClassifyRequest(ScoreRequest):
-    min_probability: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Abstain when p(predicted|x), or the critic's probability of the predicted class (when "
-        "critic_vote), is below this (default: see GET /v1/model; 0 never abstains for these reasons). The answer "
-        "keeps p(y|x) either way.",
-    )
-    critic_vote: bool = Field(
-        True,
-        description="Whether the critic's vote on the class counts (abstain reason critic_disagrees). false: abstain "
-        "only when flagged out of distribution (a flag that still weighs the critic's log-odds) or when "
-        "p(predicted|x) < min_probability; critic_probs (include 'critic') is returned either way. The default "
-        "min_probability was chosen with the vote: the model card's validation curve without it suggests a "
-        "threshold on p(predicted|x) alone.",
-    )
-
+class ClassifyRequest(ClassifyOptions, ScoreRequest):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"images": [DIGIT_PNG], "min_probability": 0.9, "seed": 0}]},
     )

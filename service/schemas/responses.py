@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from service.options import ECHOED, ClassifyOptions, ImageOptions
+
 
 class InputWarning(BaseModel):
     code: Literal["reversed_polarity", "nearly_empty"] = Field(
@@ -170,25 +172,18 @@ ImageScore = create_model("ImageScore", __base__=ImageScoreAnswer, **DIAGNOSTICS
 ImageClass = create_model("ImageClass", __base__=ImageClassAnswer, **DIAGNOSTICS)
 
 
-class ScoreSettings(BaseModel):
-    """(include 'settings') Every setting the answer used, defaults included; the request fields of the same names
-    say what each means."""
+def _echo(name: str) -> tuple:
+    """A field of the settings echo: the option's type and meaning (service.options)."""
+    option = (ImageOptions.model_fields | ClassifyOptions.model_fields)[name]
+    return option.annotation | None, Field(None, description=option.description)
 
-    num_samples: int = Field(description="K, the importance samples per class of the first round.")
-    tolerance: float | None = Field(description="The target standard error of log p(x); null: one round.")
-    max_num_samples: int = Field(description="The most samples per class that rounds could reach.")
-    adaptive: bool = Field(description="Whether the classes were screened first.")
-    binarize: str = Field(description="How grey pixels became binary.")
-    threshold: float | None = Field(description="The cut-off of binarize='threshold'.")
-    invert: bool = Field(description="Whether pixels were inverted.")
-    preprocess: str = Field(description="How the images were prepared.")
-    ood_fpr: float | None = Field(description="The false-positive rate of the out-of-distribution flag.")
-    min_probability: float | None = Field(None, description="(classify) The probability below which it abstains.")
-    critic_vote: bool | None = Field(
-        None,
-        description="(classify) Whether the critic's probability counted: false also when the model has no critic "
-        "digit probabilities.",
-    )
+
+ScoreSettings = create_model(
+    "ScoreSettings",
+    __doc__="(include 'settings') Every option the answer used, defaults filled in (min_probability and "
+    "critic_vote on /v1/classify; critic_vote false also when the model's critic gives no class probabilities).",
+    **{name: _echo(name) for name in ECHOED},
+)
 
 
 class Answer(BaseModel):
