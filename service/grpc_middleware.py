@@ -27,7 +27,7 @@ def _handler(behaviour, like):
     return kind(behaviour, like.request_deserializer, like.response_serializer)
 
 
-class WithTracer(grpc.aio.ServerInterceptor):
+class TracerPerCall(grpc.aio.ServerInterceptor):
     """TRACER is the app's `tracer` while a call is handled: each call is a task of its own, so the
     setting ends with it."""
 

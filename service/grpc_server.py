@@ -28,7 +28,7 @@ from tritonclient.grpc import service_pb2_grpc
 from service import protocol, tracing
 from service.admission import RequestTimeout
 from service.batching import Overloaded
-from service.grpc_middleware import AccessLog, KeyCheck, WithTracer
+from service.grpc_middleware import AccessLog, KeyCheck, TracerPerCall
 from service.protocol import V2Error
 from service.routes.health import is_ready, served_version
 from service.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
@@ -222,7 +222,9 @@ async def start(app, settings) -> grpc.aio.Server:
     """The gRPC server on settings.host and settings.grpc_port, started, answering from `app`'s state;
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
     traced = app.state.tracer_provider  # None unless traced: then a call's span joins its caller's trace first
-    tracers = [tracing.grpc_interceptor(traced), WithTracer(traced.get_tracer(tracing.TRACER_NAME))] if traced else []
+    tracers = (
+        [tracing.grpc_interceptor(traced), TracerPerCall(traced.get_tracer(tracing.TRACER_NAME))] if traced else []
+    )
     server = grpc.aio.server(
         interceptors=[
             *tracers,

@@ -72,10 +72,10 @@ def instrument_http(app, traced) -> None:
         exclude_spans=["receive", "send"],  # no span per message of a body
         http_capture_headers_sanitize_fields=["authorization", "x-api-key"],  # were headers captured, never keys
     )
-    app.add_middleware(WithTracer, tracer=tracer)
+    app.add_middleware(TracerPerRequest, tracer=tracer)
 
 
-class WithTracer:
+class TracerPerRequest:
     """ASGI middleware: TRACER is the app's tracer while a request is handled."""
 
     def __init__(self, app, tracer):
@@ -91,7 +91,7 @@ class WithTracer:
 
 def grpc_interceptor(traced):
     """The aio server interceptor that makes an RPC's span a child of the caller's `traceparent` metadata
-    (service.grpc_middleware.WithTracer then sets TRACER for its handler)."""
+    (service.grpc_middleware.TracerPerCall then sets TRACER for its handler)."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return aio_server_interceptor(tracer_provider=traced)

@@ -44,7 +44,7 @@ def by_name(spans) -> dict[str, list]:
 
 def instrumented(app) -> bool:
     """Whether the FastAPI instrumentation or the app's tracer is on `app`."""
-    with_tracer = any(m.cls is tracing.WithTracer for m in app.user_middleware)
+    with_tracer = any(m.cls is tracing.TracerPerRequest for m in app.user_middleware)
     return with_tracer or getattr(app, "_is_instrumented_by_opentelemetry", False)
 
 
