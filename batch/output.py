@@ -1,7 +1,11 @@
 """A scoring job's output folder: its record (job.json), its Parquet parts and their schemas.
 
 Each block's results go to `part-NNNNNN.parquet` (rows that are not images to `errors/`), written
-atomically, so a rerun of the same job skips the blocks already there.
+atomically, so a rerun of the same job skips the blocks already there. A result row is an image's
+/v1/classify answer flattened (`flatten`): `out_of_distribution: {flagged: ...}` is the column
+`out_of_distribution_flagged`, and warnings are their codes. Its schema is derived from the
+service's schema of that answer (service.schemas.responses.ImageClass) by the same naming, so the
+columns follow the answer wherever it changes.
 """
 
 from __future__ import annotations
@@ -9,37 +13,80 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import types
+import typing
 import uuid
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 JOB_FILE = "job.json"
-RESULTS = pa.schema(
-    [
-        ("id", pa.string()),
-        ("row", pa.int64()),
-        ("seed", pa.int64()),
-        ("predicted", pa.int64()),
-        ("probability", pa.float64()),
-        ("entropy", pa.float64()),
-        ("probs", pa.list_(pa.float64())),
-        ("log_px", pa.float64()),
-        ("log_px_std_error", pa.float64()),
-        ("log_px_reliable", pa.bool_()),
-        ("ood_score", pa.float64()),
-        ("ood_p_value", pa.float64()),
-        ("ood_flagged", pa.bool_()),
-        ("abstained", pa.bool_()),
-        ("abstain_reasons", pa.list_(pa.string())),
-        ("critic_probs", pa.list_(pa.float64())),  # null when the model has no critic's digit output
-        ("warnings", pa.list_(pa.string())),
-        ("num_samples_used", pa.int64()),
-    ]
-)
+KEYS = [pa.field("id", pa.string()), pa.field("row", pa.int64()), pa.field("seed", pa.int64())]  # then the answer
+LEFT_OUT = {"x"}  # the answer's fields a row leaves out: the pixels scored are the input's own
 ERRORS = pa.schema([("id", pa.string()), ("row", pa.int64()), ("field", pa.string()), ("reason", pa.string())])
+
+
+def flatten(answer: dict, prefix: str = "") -> dict:
+    """An image's answer as one row: a nested object's fields become columns named `object_field`,
+    a list of objects (warnings) the list of their codes."""
+    row = {}
+    for key, value in answer.items():
+        if isinstance(value, dict):
+            row |= flatten(value, f"{prefix}{key}_")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            row[prefix + key] = [item["code"] for item in value]
+        else:
+            row[prefix + key] = value
+    return row
+
+
+def _fields(model, prefix: str = "") -> list[pa.Field]:
+    """The columns of `flatten` applied to an answer of the pydantic `model`, by its field types."""
+    columns = []
+    for key, field_info in model.model_fields.items():
+        kind = _optional(field_info.annotation)
+        if _is_model(kind):
+            columns += _fields(kind, f"{prefix}{key}_")
+        elif key not in LEFT_OUT:
+            columns.append(pa.field(prefix + key, _arrow(kind)))
+    return columns
+
+
+def _optional(kind):
+    """X of `X | None`."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        (kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    return kind
+
+
+def _is_model(kind) -> bool:
+    return isinstance(kind, type) and hasattr(kind, "model_fields")
+
+
+def _arrow(kind) -> pa.DataType:
+    kind = _optional(kind)
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return pa.list_(_arrow(item.model_fields["code"].annotation if _is_model(item) else item))
+    if typing.get_origin(kind) is typing.Literal:
+        return pa.string()
+    return {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}[kind]
+
+
+@cache
+def results_schema() -> pa.Schema:
+    """The results' columns: the row's keys, then /v1/classify's answer to one image, flattened."""
+    from service.schemas.responses import ImageClass
+
+    return pa.schema(KEYS + _fields(ImageClass))
+
+
+def schema_sha256() -> str:
+    """The identity of the results' columns, recorded in job.json."""
+    return hashlib.sha256(results_schema().to_string().encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -55,6 +102,7 @@ class Job:
     column: str | None = None
     model_sha256: str = ""  # of the manifest, which holds the sha256 of every model file
     input_stamp: str = ""  # size and modification time of the input: a changed input is another job
+    schema_sha256: str = ""  # of the results' columns: a release that answers with others is another job
 
     @property
     def blocks(self) -> list[tuple[int, int, int]]:
@@ -109,10 +157,14 @@ def prepare(out: Path, job: Job) -> list[tuple[int, int, int]]:
 
 
 def read_results(out: str | Path, errors: bool = False) -> pa.Table:
-    """Every part of a job's output (or its errors) as one table, in row order; a column that a part
-    written by an earlier release lacks (critic_probs) reads as null."""
+    """Every part of a job's output (or its errors) as one table, in row order; a column that a part lacks
+    reads as null. Parts written by a release before the columns were named as the answer's fields
+    (ood_p_value, ood_flagged, ... ; num_samples_used the total) read as they were written."""
     folder = Path(out) / ("errors" if errors else "")
     parts = sorted(folder.glob("part-*.parquet"))
-    schema = ERRORS if errors else RESULTS
-    tables = [pq.read_table(p, schema=schema) for p in parts]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+    schema = ERRORS if errors else results_schema()
+    if not parts:
+        return schema.empty_table()
+    if any(not set(pq.read_schema(p).names) <= set(schema.names) for p in parts):
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+    return pa.concat_tables([pq.read_table(p, schema=schema) for p in parts])

@@ -24,8 +24,23 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from batch.output import ERRORS, RESULTS, Job, input_stamp, model_sha256, part_path, prepare, write_part
+from batch.output import (
+    ERRORS,
+    Job,
+    flatten,
+    input_stamp,
+    model_sha256,
+    part_path,
+    prepare,
+    results_schema,
+    schema_sha256,
+    write_part,
+)
 from batch.sources import Source, open_source
+
+# the answer's groups a row holds: every diagnostic but the pixels scored (x), the input's own; the settings
+# are the job's (job.json)
+INCLUDE = ["critic", "elbo", "estimates", "ood"]
 
 
 def image_seed(seed: int, row: int) -> int:
@@ -33,40 +48,12 @@ def image_seed(seed: int, row: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(row,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _record(image_id: str, row: int, seed: int, scores, warnings: list[dict]) -> dict:
-    """One row of the results from the scores (service.scoring.Scores) of one image."""
-    from service.abstention import REASONS
-    from service.answers import number
-
-    verdicts, bayes = scores.verdicts, scores.bayes
-    return {
-        "id": image_id,
-        "row": row,
-        "seed": seed,
-        "predicted": int(scores.predicted[0]),
-        "probability": float(scores.probs[0].max()),
-        "entropy": float(scores.entropy[0]),
-        "probs": scores.probs[0].tolist(),
-        "log_px": number(bayes.log_px[0]),
-        "log_px_std_error": number(bayes.log_px_std_error[0]),
-        "log_px_reliable": bool(bayes.reliable[0]),
-        "ood_score": number(verdicts.score[0]) if verdicts else None,
-        "ood_p_value": float(verdicts.p_value[0]) if verdicts else None,
-        "ood_flagged": bool(verdicts.flagged[0]) if verdicts else None,
-        "abstained": bool(scores.abstained[0]),
-        "abstain_reasons": [name for name, holds in zip(REASONS, scores.abstain[0]) if holds],
-        "critic_probs": scores.critic_probs[0].tolist() if scores.critic_probs is not None else None,
-        "warnings": [w["code"] for w in warnings],
-        "num_samples_used": int(scores.samples_used[0]),
-    }
-
-
 def _as_field(image):
     """A row's image as a request field: a base64 PNG string as it is, numbers as a flat list."""
     return image if isinstance(image, str) else np.asarray(image, dtype=np.float64).reshape(-1).tolist()
 
 
-class Scorer:
+class RowScorer:
     """Answers rows as the service does, in process: one model, one ONNX Runtime session."""
 
     def __init__(self, model_dir: str, threads: int = 1):
@@ -75,14 +62,13 @@ class Scorer:
 
         self.inference = Inference(Scorer.open(model_dir, intra_op_threads=threads, inter_op_threads=1))
 
-    def answer(self, image, seed: int, request: dict) -> tuple:
-        """The scores (service.scoring.Scores) and warnings of one image sent alone to /v1/classify with
-        `seed` (InputError, ValidationError: not an image)."""
+    def answer(self, image, seed: int, request: dict) -> dict:
+        """/v1/classify's answer to `image` sent alone with `seed` and the groups of INCLUDE
+        (InputError, ValidationError: not an image)."""
         from service import schemas
 
-        body = schemas.ClassifyRequest(images=[_as_field(image)], seed=seed, **request)
-        scores, _, warnings = asyncio.run(self.inference.scores(body, classify=True))
-        return scores, warnings[0]
+        body = schemas.ClassifyRequest(images=[_as_field(image)], seed=seed, include=INCLUDE, **request)
+        return asyncio.run(self.inference.classify(body))["results"][0]
 
     def score(self, ids: list[str], images: list, first_row: int, job: Job) -> tuple[list[dict], list[dict]]:
         """Results and errors of consecutive rows starting at `first_row`."""
@@ -93,11 +79,13 @@ class Scorer:
             row = first_row + offset
             seed = image_seed(job.seed, row)
             try:
-                results.append(_record(image_id, row, seed, *self.answer(image, seed, job.request)))
+                answer = self.answer(image, seed, job.request)
             except InputError as error:
                 errors.append({"id": image_id, "row": row, "field": error.field, "reason": error.message})
             except (ValidationError, ValueError, TypeError) as error:  # job fields were checked: it is the image
                 errors.append({"id": image_id, "row": row, "field": "image", "reason": str(error).splitlines()[0]})
+            else:
+                results.append({"id": image_id, "row": row, "seed": seed, **flatten(answer)})
         return results, errors
 
 
@@ -108,7 +96,7 @@ class BlockScorer:
         self.job = Job(**job)
         self.source = Source(**source)
         self.out = Path(out)
-        self.scorer = Scorer(self.job.model_dir, threads)
+        self.scorer = RowScorer(self.job.model_dir, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = {"block": [], "rows": [], "errors": []}
@@ -116,7 +104,7 @@ class BlockScorer:
             rows = self.source.read(int(start), int(stop))
             results, errors = self.scorer.score(rows.ids, rows.images, int(start), self.job)
             write_part(pa.Table.from_pylist(errors, schema=ERRORS), part_path(self.out, int(block), errors=True))
-            write_part(pa.Table.from_pylist(results, schema=RESULTS), part_path(self.out, int(block)))
+            write_part(pa.Table.from_pylist(results, schema=results_schema()), part_path(self.out, int(block)))
             done["block"].append(int(block))
             done["rows"].append(int(stop - start))
             done["errors"].append(len(errors))
@@ -129,7 +117,7 @@ def check(job: Job) -> None:
 
     if job.seed < 0 or job.block_size < 1:
         raise ValueError(f"--seed must be at least 0 and --block-size at least 1 (got {job.seed}, {job.block_size}).")
-    reserved = sorted({"images", "seed"} & set(job.request))
+    reserved = sorted({"images", "seed", "include"} & set(job.request))
     if reserved:
         raise ValueError(f"the request fields {reserved} are set per image by the job; leave them out.")
     try:
@@ -187,6 +175,7 @@ def run(
         column=source.column,
         model_sha256=model_sha256(model_dir),
         input_stamp=input_stamp(input_path),
+        schema_sha256=schema_sha256(),
     )
     out = Path(out).resolve()
     check(job)
@@ -233,5 +222,3 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", disable=not enabled, desc="scoring", smoothing=0.1)
-
-

@@ -7,7 +7,7 @@ Side by side in one run, on the first `--images` MNIST test digits (as a .npy fi
 service's default settings unless `--num-samples` says otherwise:
 
 - in process: one ONNX Runtime session with 2 intra-op threads scoring every image in a loop
-  (batch.score.Scorer, the code each Ray actor runs), both cores busy;
+  (batch.score.RowScorer, the code each Ray actor runs), both cores busy;
 - Ray: `cvae score`'s run() with 2 actors of 1 thread each, timed over the whole job (Ray's start
   included) and after start-up (from the end of every actor's first block);
 - scaling: Ray with 1 actor of 1 thread against 2 actors of 1 thread, both ways.
@@ -40,11 +40,11 @@ from training.data import MnistDataError
 
 
 def in_process(model_dir: str, images: np.ndarray, request: dict) -> float:
-    """Images per second of one Scorer with 2 threads, scoring every image in a loop."""
+    """Images per second of one RowScorer with 2 threads, scoring every image in a loop."""
     from batch.output import Job
-    from batch.score import Scorer
+    from batch.score import RowScorer
 
-    scorer = Scorer(model_dir, threads=2)
+    scorer = RowScorer(model_dir, threads=2)
     job = Job(input="", num_rows=len(images), model_dir=model_dir, request=request)
     started = time.perf_counter()
     results, errors = scorer.score([str(i) for i in range(len(images))], list(images), 0, job)

@@ -21,11 +21,20 @@ ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from batch.output import read_results  # noqa: E402
-from batch.score import image_seed, run  # noqa: E402
+from batch.output import flatten, read_results, results_schema  # noqa: E402
+from batch.score import INCLUDE, image_seed, run  # noqa: E402
 
 REQUEST = {"num_samples": 20}
-COLUMNS = ["predicted", "probability", "log_px", "log_px_std_error", "probs", "ood_p_value", "seed", "row"]
+COLUMNS = [
+    "predicted",
+    "probability",
+    "log_px",
+    "log_px_std_error",
+    "probs",
+    "out_of_distribution_p_value",
+    "seed",
+    "row",
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +121,14 @@ def test_answers_equal_the_services_for_the_same_image_and_seed(local_ray, digit
         wait_ready(client)
         for row in rows:
             assert row["seed"] == image_seed(11, row["row"])
-            body = {"images": [digits[row["row"]].tolist()], "seed": row["seed"], **REQUEST, "include": ["critic"]}
+            body = {"images": [digits[row["row"]].tolist()], "seed": row["seed"], **REQUEST, "include": INCLUDE}
             answer = client.post("/v1/classify", json=body).json()["results"][0]
-            assert answer["log_px"] == row["log_px"] and answer["probs"] == row["probs"]
-            assert answer["out_of_distribution"]["p_value"] == row["ood_p_value"]
-            assert answer["critic_probs"] == row["critic_probs"] and len(row["critic_probs"]) == 10
-            assert answer["abstain_reasons"] == row["abstain_reasons"]
+            # the row is the answer flattened, every column of the schema filled but the one kept for a tolerance
+            keys = {"id": str(row["row"]), "row": row["row"], "seed": row["seed"]}
+            assert row == {**keys, "tolerance_met": None, **flatten(answer)}
+            assert row["out_of_distribution_p_value"] == answer["out_of_distribution"]["p_value"]
+            assert len(row["critic_probs"]) == 10 and len(row["log_px_y"]) == 10
+            assert row["warnings"] == [w["code"] for w in answer["warnings"]]
 
 
 def test_bad_rows_land_in_the_errors_file_and_the_job_goes_on(local_ray, digits, shipped_model, tmp_path):
@@ -142,6 +153,13 @@ def test_another_job_is_not_mixed_into_an_output(local_ray, digits, shipped_mode
     assert again.skipped_blocks == again.blocks == 1 and again.rows == 0
     with pytest.raises(ValueError, match="another job"):
         run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=2, request=REQUEST, progress=False)
+    # an output of an earlier release, whose parts have other columns, is not resumed into the same folder
+    shutil.copytree(tmp_path / "out", tmp_path / "earlier")
+    earlier = json.loads((tmp_path / "earlier" / "job.json").read_text())
+    del earlier["schema_sha256"]
+    (tmp_path / "earlier" / "job.json").write_text(json.dumps(earlier))
+    with pytest.raises(ValueError, match="schema_sha256"):
+        run(tmp_path / "d.npy", tmp_path / "earlier", shipped_model, seed=1, request=REQUEST, progress=False)
     # a model re-exported or re-calibrated in place, or an input rewritten, makes another job too
     model = tmp_path / "model"
     shutil.copytree(shipped_model, model, ignore=shutil.ignore_patterns("checkpoint.pt"))
@@ -194,17 +212,49 @@ def test_a_killed_run_resumes_to_the_same_output(digits, tmp_path):
     assert read_results(tmp_path / "resumed").to_pydict() == read_results(tmp_path / "whole").to_pydict()
 
 
-def test_parts_written_before_critic_probs_read_with_it_null(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# the columns of the parts an earlier release wrote, before the row was the answer flattened
+EARLIER = [
+    ("id", pa.string()),
+    ("row", pa.int64()),
+    ("seed", pa.int64()),
+    ("predicted", pa.int64()),
+    ("probability", pa.float64()),
+    ("entropy", pa.float64()),
+    ("probs", pa.list_(pa.float64())),
+    ("log_px", pa.float64()),
+    ("log_px_std_error", pa.float64()),
+    ("log_px_reliable", pa.bool_()),
+    ("ood_score", pa.float64()),
+    ("ood_p_value", pa.float64()),
+    ("ood_flagged", pa.bool_()),
+    ("abstained", pa.bool_()),
+    ("abstain_reasons", pa.list_(pa.string())),
+    ("critic_probs", pa.list_(pa.float64())),
+    ("warnings", pa.list_(pa.string())),
+    ("num_samples_used", pa.int64()),
+]
 
-    from batch.output import RESULTS
 
-    older = pa.schema([f for f in RESULTS if f.name != "critic_probs"])
-    row = {f.name: None for f in older} | {"id": "0", "row": 0, "abstain_reasons": [], "warnings": []}
-    pq.write_table(pa.Table.from_pylist([row], schema=older), tmp_path / "part-000000.parquet")
+def test_parts_of_an_earlier_release_read_as_they_were_written(tmp_path):
+    row = {name: None for name, _ in EARLIER} | {"id": "0", "row": 0, "ood_p_value": 0.5, "num_samples_used": 60}
+    without_critic = pa.schema([f for f in EARLIER if f[0] != "critic_probs"])  # written before critic_probs
+    pq.write_table(pa.Table.from_pylist([row], schema=pa.schema(EARLIER)), tmp_path / "part-000000.parquet")
+    pq.write_table(pa.Table.from_pylist([row | {"row": 1}], schema=without_critic), tmp_path / "part-000001.parquet")
     table = read_results(tmp_path)
-    assert table.schema == RESULTS and table.column("critic_probs").to_pylist() == [None]
+    assert table.column_names == [name for name, _ in EARLIER]
+    assert table.column("ood_p_value").to_pylist() == [0.5, 0.5] and table.column("row").to_pylist() == [0, 1]
+    assert table.column("critic_probs").to_pylist() == [None, None]
+
+
+def test_the_results_schema_is_the_answers_and_a_part_lacking_a_column_reads_it_null(tmp_path):
+    names = results_schema().names
+    assert names[:6] == ["id", "row", "seed", "predicted", "probability", "probs"]
+    assert {"out_of_distribution_flagged", "elbo_kl_z", "critic_probs", "entropy"} <= set(names)
+    assert "x" not in names and "out_of_distribution" not in names
+    shorter = pa.schema([f for f in results_schema() if f.name != "critic_probs"])
+    pq.write_table(pa.Table.from_pylist([{"id": "0", "row": 0}], schema=shorter), tmp_path / "part-000000.parquet")
+    table = read_results(tmp_path)
+    assert table.schema == results_schema() and table.column("critic_probs").to_pylist() == [None]
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
