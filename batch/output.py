@@ -2,7 +2,7 @@
 
 Each block's results go to `part-NNNNNN.parquet` (rows that are not images to `errors/`), written
 atomically, so a rerun of the same job skips the blocks already there. A result row is an image's
-/v1/classify answer flattened (`flatten`): `out_of_distribution: {flagged: ...}` is the column
+/v1/classify answer flattened (service.schemas.rows.flatten): `out_of_distribution: {flagged: ...}` is the column
 `out_of_distribution_flagged`, and warnings are their codes. Its schema is derived from the
 service's schema of that answer (service.schemas.responses.ImageClass) by the same naming, so the
 columns follow the answer wherever it changes.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import types
 import typing
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -23,54 +22,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from service.schemas.rows import columns, optional
+
 JOB_FILE = "job.json"
 KEYS = [pa.field("id", pa.string()), pa.field("row", pa.int64()), pa.field("seed", pa.int64())]  # then the answer
 LEFT_OUT = {"x"}  # the answer's fields a row leaves out: the pixels scored are the input's own
 ERRORS = pa.schema([("id", pa.string()), ("row", pa.int64()), ("field", pa.string()), ("reason", pa.string())])
 
 
-def flatten(answer: dict, prefix: str = "") -> dict:
-    """An image's answer as one row: a nested object's fields become columns named `object_field`,
-    a list of objects (warnings) the list of their codes."""
-    row = {}
-    for key, value in answer.items():
-        if isinstance(value, dict):
-            row |= flatten(value, f"{prefix}{key}_")
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            row[prefix + key] = [item["code"] for item in value]
-        else:
-            row[prefix + key] = value
-    return row
-
-
-def _fields(model, prefix: str = "") -> list[pa.Field]:
-    """The columns of `flatten` applied to an answer of the pydantic `model`, by its field types."""
-    columns = []
-    for key, field_info in model.model_fields.items():
-        kind = _optional(field_info.annotation)
-        if _is_model(kind):
-            columns += _fields(kind, f"{prefix}{key}_")
-        elif key not in LEFT_OUT:
-            columns.append(pa.field(prefix + key, _arrow(kind)))
-    return columns
-
-
-def _optional(kind):
-    """X of `X | None`."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        (kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-    return kind
-
-
-def _is_model(kind) -> bool:
-    return isinstance(kind, type) and hasattr(kind, "model_fields")
-
-
 def _arrow(kind) -> pa.DataType:
-    kind = _optional(kind)
+    kind = optional(kind)
     if typing.get_origin(kind) is list:
-        (item,) = typing.get_args(kind)
-        return pa.list_(_arrow(item.model_fields["code"].annotation if _is_model(item) else item))
+        return pa.list_(_arrow(typing.get_args(kind)[0]))
     if typing.get_origin(kind) is typing.Literal:
         return pa.string()
     return {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}[kind]
@@ -81,7 +44,8 @@ def results_schema() -> pa.Schema:
     """The results' columns: the row's keys, then /v1/classify's answer to one image, flattened."""
     from service.schemas.responses import ImageClass
 
-    return pa.schema(KEYS + _fields(ImageClass))
+    found = columns(ImageClass)
+    return pa.schema(KEYS + [pa.field(name, _arrow(kind)) for name, kind in found.items() if name not in LEFT_OUT])
 
 
 def schema_sha256() -> str:

@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from batch.output import (
     ERRORS,
     Job,
-    flatten,
     input_stamp,
     model_sha256,
     part_path,
@@ -37,6 +36,7 @@ from batch.output import (
     write_part,
 )
 from batch.sources import Source, open_source
+from service.schemas.rows import flatten
 
 # the answer's groups a row holds: every diagnostic but the pixels scored (x), the input's own; the settings
 # are the job's (job.json)

@@ -21,8 +21,9 @@ ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from batch.output import flatten, read_results, results_schema  # noqa: E402
+from batch.output import read_results, results_schema  # noqa: E402
 from batch.score import INCLUDE, image_seed, run  # noqa: E402
+from service.schemas.rows import flatten  # noqa: E402
 
 REQUEST = {"num_samples": 20}
 COLUMNS = [
