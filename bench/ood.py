@@ -41,10 +41,9 @@ import numpy as np
 from bench.common import arguments, grey_test_digits, save, table
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
 from service import abstention, estimator
+from service.options import ClassifyOptions
 from service.preparation import binarize as binarize_pixels
-from service.runtime import load_model
-from service.scoring import Options, Scorer
-from service.settings import Settings
+from service.scoring import Scorer
 from training.data import MnistDataError
 
 
@@ -66,7 +65,7 @@ def features(scorer: Scorer, grey: np.ndarray, binarize: str, noise_seed: int = 
     [0, 1] binarized as the service does (`binarize`, its seed `noise_seed`) and scored at its defaults."""
     started = time.perf_counter()
     x = binarize_pixels(grey, binarize, 0.5, estimator.binarization_stream(noise_seed))
-    s = scorer.score_now(x, Options(seed=noise_seed))
+    s = scorer.score_now(x, ClassifyOptions(seed=noise_seed))
     seconds = time.perf_counter() - started
     v = s.verdicts
     three = np.stack([v.p_value_score, v.p_value_log_px, v.p_value_ink], axis=1)
@@ -116,11 +115,10 @@ def assessment_cost(scorer: Scorer, grey: np.ndarray, repeats: int = 5) -> float
 
 
 def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
-    settings = Settings(model_dir=model_dir, batching=False)
-    model = load_model(settings)
+    scorer = Scorer.open(model_dir)  # the declared defaults, never the CVAE_* environment
+    model = scorer.model
     if model.ood is None:
         raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
-    scorer = Scorer(model, settings)
     digits, labels = grey_test_digits(num_digits, data_dir)
     design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
     sets = {
@@ -147,7 +145,7 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
         **{"model_dir": str(model_dir), "cpu_count": os.cpu_count(), "digits": num_digits, "per_set": per_set},
         **{"seed": seed, "noise_seed": noise_seed},
         "service_method": model.manifest["files"]["ood"]["method"],
-        "ood_fpr": settings.ood_fpr,
+        "ood_fpr": scorer.settings.ood_fpr,
         "min_probability": scorer.default_min_probability(),
         "auroc": table,
         "flagged": {name: float(f["flagged"].mean()) for name, f in found.items()},

@@ -30,9 +30,8 @@ import numpy as np
 
 from bench.common import arguments, binarization, binary_test_digits, save, service
 from bench.load import run_load
-from service.runtime import load_model
-from service.scoring import Options, Scorer
-from service.settings import Settings
+from service.options import ClassifyOptions
+from service.scoring import Scorer
 from training.data import MnistDataError
 
 CONFIGS = {
@@ -57,13 +56,14 @@ CONFIGS = {
 }
 
 
-def settings_for(env: dict, model_dir: str) -> Settings:
-    values = {key.removeprefix("CVAE_").lower(): value for key, value in env.items()}
-    return Settings(model_dir=model_dir, batching=False, **values)
+def scorer_for(env: dict, model_dir: str) -> Scorer:
+    """The in-process scorer at a configuration's settings: the service's declared defaults with `env`
+    (the variables its server is started with) on top, never the variables of this process."""
+    return Scorer.open(model_dir, **{key.removeprefix("CVAE_").lower(): value for key, value in env.items()})
 
 
 def precision(scorer: Scorer, x: np.ndarray, seeds: int) -> dict:
-    runs = [scorer.score_now(x, Options(seed=seed)) for seed in range(seeds)]
+    runs = [scorer.score_now(x, ClassifyOptions(seed=seed)) for seed in range(seeds)]
     log_px = np.stack([run.bayes.log_px for run in runs])  # [S, N]
     reported = np.stack([run.bayes.log_px_std_error for run in runs])  # [S, N]
     reported = np.where(np.isfinite(reported), reported, np.inf)
@@ -82,7 +82,7 @@ def precision(scorer: Scorer, x: np.ndarray, seeds: int) -> dict:
 
 
 def accuracy(scorer: Scorer, x: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(scorer.score_now(x, Options(seed=0)).predicted == labels))
+    return float(np.mean(scorer.score_now(x, ClassifyOptions(seed=0)).predicted == labels))
 
 
 def classify_throughput(env: dict, model_dir: str, images: np.ndarray, duration: float, concurrency: int) -> float:
@@ -136,10 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in args.configs:
         env = CONFIGS[name]
-        settings = settings_for(env, args.model_dir)
-        scorer = Scorer(load_model(settings), settings)
+        scorer = scorer_for(env, args.model_dir)
         started = time.perf_counter()
-        row = {"num_samples": settings.default_num_samples, "screening": scorer.screening.text()}
+        row = {"num_samples": scorer.settings.default_num_samples, "screening": scorer.screening.text()}
         row |= precision(scorer, x[: args.images], args.seeds)
         row["accuracy"] = accuracy(scorer, x[: args.accuracy_images], labels[: args.accuracy_images])
         row["classify_images_per_s"] = classify_throughput(

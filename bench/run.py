@@ -27,9 +27,8 @@ import numpy as np
 
 from bench.common import arguments, binary_test_digits, free_port, server, service
 from bench.load import CONCURRENCY, LoadResult, run_load
-from service import adaptive, estimator
-from service.runtime import load_model
-from service.settings import Settings
+from service import estimator
+from service.scoring import Scorer
 from training.data import DATA_DIR_HELP, configured_data_dir
 from training.screening import score as in_process_scoring
 
@@ -114,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     k = args.num_samples
-    model = load_model(Settings(model_dir=args.model_dir))
+    scorer = Scorer.open(args.model_dir)  # the declared defaults, never the CVAE_* environment
+    model, screening = scorer.model, scorer.screening
     images = test_images(max(args.large_batch, args.adaptive_images), model, args.data_dir)
     report: dict = {"num_samples": k, "duration": args.duration, "cpu_count": os.cpu_count()}
     report |= {"large_batch": args.large_batch, "rounds": args.rounds}
@@ -122,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     loads = workloads(images, k)
     batch = images[: args.large_batch]
     large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
-    defaults = Settings()
-    screening = adaptive.screening_for(model.manifest, defaults.adaptive_screen_samples, defaults.adaptive_margin)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
 
     def own(batching: str):  # the service, on a free port

@@ -117,7 +117,8 @@ class Model:
 HASH_CHUNK_BYTES = 1 << 20  # a file is hashed 1 MiB at a time, never read whole
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The file's sha256 as hex, read HASH_CHUNK_BYTES at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
         while chunk := file.read(HASH_CHUNK_BYTES):
@@ -125,10 +126,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
+def read_manifest(model_dir: str | Path) -> dict:
+    """The manifest of `model_dir`, once it is JSON holding every key a loader needs (its files are checked by
+    verify_files)."""
+    path = Path(model_dir) / "manifest.json"
     if not path.is_file():
-        raise ModelLoadError(f"No manifest.json in {model_dir}: set CVAE_MODEL_DIR to a folder made by `cvae export`.")
+        raise ModelLoadError(
+            f"No manifest.json in {model_dir}: name a model directory made by `cvae export` (the service: "
+            "CVAE_MODEL_DIR, or a version folder in CVAE_MODEL_REPOSITORY)."
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -197,7 +203,7 @@ def verify_files(model_dir: Path, max_file_bytes: int | None = None) -> dict:
             )
         listed.append((path, entry))
     for path, entry in listed:
-        if _sha256(path) != entry["sha256"]:
+        if sha256(path) != entry["sha256"]:
             raise ModelLoadError(
                 f"{model_dir / entry['file']} does not match the sha256 in the manifest: the file is corrupt or "
                 "replaced."

@@ -1,12 +1,12 @@
 """`cvae ais`: how far the service's answers at its default settings lie from annealed importance sampling.
 
 For each of the first `limit` test images (binarized as `cvae evaluate` does), the service's
-own code path (service.inference over the exported ONNX graphs, default settings) gives
-log p(x) with its standard error; AIS (training.anneal) gives log p(x|y) for every class that
-carries p(y|x) >= 0.001 by the service's answer, the other classes keep the service's
-estimate (together they carry under 1 % of p(x), a shift of under 0.01 nats). The per-image
-gaps go to `ais.json` in the model directory, their summary into the manifest's metrics and
-the model card.
+own scoring (service.scoring.Scorer over the exported ONNX graphs, at the declared default
+settings, never the CVAE_* environment) gives log p(x) with its standard error; AIS
+(training.anneal) gives log p(x|y) for every class that carries p(y|x) >= 0.001 by the
+service's answer, the other classes keep the service's estimate (together they carry under
+1 % of p(x), a shift of under 0.01 nats). The per-image gaps go to `ais.json` in the model
+directory, their summary into the manifest's metrics and the model card.
 """
 
 from __future__ import annotations
@@ -19,26 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.options import ClassifyOptions
+from service.runtime import read_manifest
+from service.scoring import Scorer
 from training.anneal import cvae_log_px_y
 from training.card import refresh_card
 from training.configs import AisConfig
 from training.data import load_mnist
-from training.export import read_manifest, write_manifest
+from training.export import write_manifest
 from training.model import Checkpoint
 from training.train import binarize
 
 RELEVANT = 1e-3
-
-
-def service_scores(model_dir: Path, x: np.ndarray, seed: int, model=None):
-    """The service's scores (service.scoring.Scores) of binary images x [N, 784] at its default settings,
-    each as if sent alone with `seed`; `model` is the service's model of `model_dir` when the caller has
-    loaded it already."""
-    from service.scoring import Options, Scorer
-    from service.settings import Settings
-
-    scorer = Scorer(model, Settings(model_dir=model_dir, batching=False)) if model else Scorer.open(model_dir)
-    return scorer.score_now(x, Options(seed=seed))
 
 
 def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConfig, seed: int = 0) -> dict:
@@ -51,7 +43,7 @@ def run(model_dir: str | Path, data_dir: str | Path, limit: int, config: AisConf
     labels = data.test_y[:limit]
     log_prior = np.log(np.asarray(checkpoint.class_prior))
     started = time.time()
-    served = service_scores(model_dir, x.numpy(), seed)
+    served = Scorer.open(model_dir).score_now(x.numpy(), ClassifyOptions(seed=seed))  # each image as if sent alone
     service_seconds = time.time() - started
 
     log_px_y = np.nan_to_num(served.classes.log_px_y, nan=-np.inf)  # [N, C]

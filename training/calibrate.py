@@ -6,11 +6,11 @@ manifest entries.
 1. The background model of service.ood (a causal context model of local texture) is counted on
    the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
 2. The validation split (never the test set) is binarized once and scored by the service's own
-   code at its default settings; each image's numbers (service.ood.FEATURES) are the reference:
-   the first half gives the centre and covariance of the distance and the ranks of distance and
-   critic, the second half the statistics that answers' p-values are counted against
-   (service.ood.Calibration.fit), the two pieces weighed by the critic's weight (CRITIC_WEIGHT
-   unless told).
+   code (service.scoring.Scorer) at its declared defaults, never the CVAE_* environment; each
+   image's numbers (service.ood.FEATURES) are the reference: the first half gives the centre and
+   covariance of the distance and the ranks of distance and critic, the second half the
+   statistics that answers' p-values are counted against (service.ood.Calibration.fit), the two
+   pieces weighed by the critic's weight (CRITIC_WEIGHT unless told).
 3. The same answers, with the critic's probabilities of the digits, give the classifier's accuracy
    and abstention (service.abstention, every reason) on validation digits for a range of
    `min_probability`, and the default: the largest that keeps abstention within
@@ -26,14 +26,15 @@ import numpy as np
 import torch
 
 from service import abstention, adaptive, ood
-from service.runtime import CRITIC, load_model
+from service.options import ClassifyOptions
+from service.runtime import CRITIC, read_manifest, sha256
+from service.scoring import Scorer
 from service.settings import Settings
 from training import critic as critics
-from training.ais import service_scores
 from training.card import refresh_card
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
 from training.data import Mnist, load_mnist
-from training.export import read_manifest, sha256, write_manifest
+from training.export import write_manifest
 from training.train import binarize, split_config, split_train_val
 
 OOD_FILE = "ood.npz"
@@ -98,11 +99,9 @@ def calibrate(
     write_manifest(model_dir, manifest)
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
     x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
-    served = load_model(Settings(model_dir=model_dir, batching=False))
-    s = Settings()
-    screening = adaptive.screening_for(served.manifest, s.adaptive_screen_samples, s.adaptive_margin)  # as it scores
-    scores = service_scores(model_dir, x, seed, served)
-    log_odds, critic_probs = served.critic_answers(x)
+    scorer = Scorer.open(model_dir)  # the old calibration taken out above: scores without an assessment
+    scores = scorer.score_now(x, ClassifyOptions(seed=seed))  # each image as if sent alone
+    log_odds, critic_probs = scorer.model.critic_answers(x)
     bayes = scores.bayes
     log_px_y = scores.classes.log_px_y
     reference = ood.features(bayes.log_px, bayes.elbo, bayes.kl_z, log_px_y, x, shape, log_probs, log_odds)
@@ -132,8 +131,8 @@ def calibrate(
             "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
             f"{split.val_size} held out)",
             "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
-            "settings": _settings_used(seed, s, screening),
-            "screening": screening.record(),
+            "settings": _settings_used(seed, scorer.settings, scorer.screening),
+            "screening": scorer.screening.record(),
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
             f"critic, the other {len(val) - len(val) // 2} the statistics p-values are counted against",
         },

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from service.runtime import read_manifest, sha256
 from training.configs import CriticConfig
-from training.export import export_graph, sha256
+from training.export import export_graph
 from training.outliers import outliers
 
 CRITIC_FILE = "ood_critic.onnx"
@@ -215,8 +216,6 @@ def halve_weights(path: Path) -> None:
 def reusable(source: Path, split: dict) -> dict:
     """The manifest entry of the critic of the model directory `source`, once it is known to be
     trained on `split` and intact."""
-    from training.export import read_manifest
-
     entry = read_manifest(source)["files"].get("ood_critic")
     if entry is None:
         raise ValueError(f"{source} has no critic to reuse: calibrate it first, or train one here.")

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.runtime import read_manifest
 from training.card import write_card
 from training.data import load_mnist
-from training.export import read_manifest, write_manifest
+from training.export import write_manifest
 from training.model import CVAE, Checkpoint
 from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
 from training.train import binarize, one_hot

@@ -11,7 +11,6 @@ Graphs (all with a dynamic batch axis N, and K for the scorer):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import shutil
@@ -24,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from service.runtime import sha256
 from training.model import CVAE, Checkpoint
 from training.objectives import log_px_z, log_standard_normal, sample_q
 
@@ -63,10 +63,6 @@ class ScorerGraph(nn.Module):
         lpx_z = log_px_z(logits, x, self.model.config)  # [K, N]
         log_w = lpx_z + log_standard_normal(z) - log_q
         return log_w, lpx_z, (lpx_z - log_w).mean(0)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: dict, outputs: list[str]) -> None:
@@ -233,10 +229,6 @@ def proposal_description(config) -> dict:
         "the encoder's last hidden layer; the encoder graph gives the Gaussian base (mu, logvar) only, the scorer "
         "graph the full q.",
     }
-
-
-def read_manifest(model_dir: str | Path) -> dict:
-    return json.loads((Path(model_dir) / MANIFEST).read_text())
 
 
 def write_manifest(model_dir: str | Path, manifest: dict) -> None:

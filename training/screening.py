@@ -16,10 +16,11 @@ screening every model had before it had its own) does, rounded up to a whole nat
 come from every class near its image's best, most of which matter to no answer, so they show
 the heavy tail that the answers of 5,000 images may not.
 
-Each candidate of LOOKS, with those margins, is then scored at the service's K through the
-service's own code; the cheapest (fewest samples per image) whose answers move no p(y|x) by
-more than RELEVANT against REFERENCE is written to the manifest as `screening`. The service
-uses it unless CVAE_ADAPTIVE_SCREEN_SAMPLES or CVAE_ADAPTIVE_MARGIN is set.
+Each candidate of LOOKS, with those margins, is then scored at the service's default K (the
+declared one, never the CVAE_* environment) through the service's own code; the cheapest
+(fewest samples per image) whose answers move no p(y|x) by more than RELEVANT against
+REFERENCE is written to the manifest as `screening`. The service uses it unless
+CVAE_ADAPTIVE_SCREEN_SAMPLES or CVAE_ADAPTIVE_MARGIN is set.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from service import adaptive, estimator, ood
-from service.runtime import load_model
-from service.settings import Settings
+from service.runtime import read_manifest
+from service.scoring import Scorer
+from service.settings import Defaults
 from training.data import Mnist
 
 REFERENCE = adaptive.DEFAULT_SCREENING
@@ -53,9 +55,9 @@ def candidates(errors: dict[int, float]) -> list[adaptive.Screening]:
 def score(
     model, x: np.ndarray, k: int, screening: adaptive.Screening | None = None, seed: int = 0, chunk_rows: int = 0
 ):
-    """The service's estimates for x [N, 784] at K = k, in this process (the service's chunking unless
-    `chunk_rows`): (ClassEstimates, seconds)."""
-    chunk_rows = chunk_rows or Settings().score_chunk_rows
+    """The service's estimates for x [N, 784] at K = k, in this process (the service's default chunking
+    unless `chunk_rows`): (ClassEstimates, seconds)."""
+    chunk_rows = chunk_rows or Defaults().score_chunk_rows
     started = time.perf_counter()
     estimates = adaptive.estimate_now(model, x, k, seed, chunk_rows, screening)
     return estimates.classes, time.perf_counter() - started
@@ -143,13 +145,12 @@ def scored_at(reference: dict, screening: adaptive.Screening) -> bool:
 def run(model_dir: str | Path, data: Mnist, images: int = 5000, seed: int = 0) -> dict:
     """Score the candidates, write the chosen screening into the manifest, and return its entry."""
     from training.card import refresh_card
-    from training.export import read_manifest, write_manifest
+    from training.export import write_manifest
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    settings = Settings(model_dir=model_dir, batching=False)
-    model = load_model(settings)
-    k = settings.default_num_samples
+    scorer = Scorer.open(model_dir)
+    model, k = scorer.model, scorer.settings.default_num_samples
     x, labels = validation(data, manifest, images, seed)
     started = time.time()
     reference, _ = answers(model, x, k, REFERENCE, seed)

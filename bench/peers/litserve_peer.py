@@ -13,7 +13,7 @@ import numpy as np
 
 from service import estimator
 from service.runtime import load_model
-from service.settings import Settings
+from service.settings import Defaults
 
 
 class ClassifyAPI(ls.LitAPI):
@@ -22,7 +22,7 @@ class ClassifyAPI(ls.LitAPI):
         self.model_dir = model_dir
 
     def setup(self, device):
-        self.model = load_model(Settings(model_dir=self.model_dir))
+        self.model = load_model(Defaults(model_dir=self.model_dir))
 
     def decode_request(self, request):
         x = (np.asarray(request["images"][0], dtype=np.float32) > 0.5).astype(np.float32)

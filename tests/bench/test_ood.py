@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from bench import ood_sets
-from bench.ood import auroc, markdown, run
+from bench.ood import auroc, features, markdown, run
+from service.options import ClassifyOptions
+from service.scoring import Scorer
 
 
 def test_auroc_is_the_mann_whitney_statistic():
@@ -93,3 +95,15 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
     assert at_default["abstained"] == pytest.approx(report["abstained"])  # the curve agrees with the answers
     shares = [row["abstained"] for row in report["abstention_curve"]]
     assert shares == sorted(shares)  # a stricter threshold never abstains on fewer
+
+
+def test_the_benchmark_s_numbers_are_the_engine_s(shipped_model):
+    """features() gives Scorer.score_now's answers on the images binarized as a request's default does."""
+    scorer = Scorer.open(shipped_model)
+    grey = np.random.default_rng(0).random((3, 784))
+    found = features(scorer, grey, "threshold", noise_seed=2)
+    engine = scorer.score_now((grey > 0.5).astype(np.float32), ClassifyOptions(seed=2))
+    np.testing.assert_array_equal(found["log_px"], engine.bayes.log_px)
+    np.testing.assert_array_equal(found["p_value"], engine.verdicts.p_value)
+    np.testing.assert_array_equal(found["flagged"], engine.verdicts.flagged)
+    np.testing.assert_array_equal(found["abstained"], engine.abstained)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.precision import accuracy, markdown, precision
+from bench.precision import CONFIGS, accuracy, markdown, precision, scorer_for
 from service import adaptive
+from service.options import ClassifyOptions
 from service.runtime import load_model
 from service.scoring import Scorer
 from service.settings import Settings
@@ -46,3 +47,23 @@ def test_precision_rows_match_the_answers(shipped_model):
     }
     named = "| defaults (K = 100, screening 8 samples, margin 18.0 nats, then 64 samples, margin 16.0 nats) | "
     assert named in markdown(report) and "12.5" in markdown(report)
+
+
+def test_each_configuration_scores_at_its_own_settings_never_the_environment(shipped_model, monkeypatch):
+    monkeypatch.setenv("CVAE_MAX_WORK", "7")  # read, it would refuse every image
+    monkeypatch.setenv("CVAE_DEFAULT_NUM_SAMPLES", "3")
+    configuration = CONFIGS["K = 400, screening 16, margin 20, one round"]
+    scorer = scorer_for(configuration, str(shipped_model))
+    assert scorer.settings.default_num_samples == 400 and scorer.settings.max_work == 2_000_000
+    assert scorer.screening.looks() == ((16, 20.0),)
+    assert scorer_for(CONFIGS["defaults"], str(shipped_model)).settings.default_num_samples == 1000
+
+
+def test_the_precision_figures_are_the_engine_s(shipped_model):
+    scorer = scorer_for({"CVAE_DEFAULT_NUM_SAMPLES": "50"}, str(shipped_model))
+    x = (np.random.default_rng(1).random((3, 784)) < 0.2).astype(np.float32)
+    row = precision(scorer, x, seeds=2)
+    runs = [scorer.score_now(x, ClassifyOptions(seed=seed)) for seed in range(2)]
+    spread = np.stack([run.bayes.log_px for run in runs]).std(axis=0, ddof=1)
+    assert row["spread_median"] == float(np.median(spread))
+    assert row["samples_per_image"] == float(np.mean([run.samples_used for run in runs]))

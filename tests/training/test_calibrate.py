@@ -1,5 +1,7 @@
 """`cvae calibrate` on a tiny model: the reference comes from the validation split, and the service loads it."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -8,14 +10,19 @@ torch = pytest.importorskip("torch")
 from synthetic import synthetic_mnist  # noqa: E402
 
 from service import abstention, adaptive, ood  # noqa: E402
-from service.runtime import load_model  # noqa: E402
+from service.options import ClassifyOptions  # noqa: E402
+from service.runtime import load_model, read_manifest  # noqa: E402
+from service.scoring import Scorer  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from training.ais import service_scores  # noqa: E402
 from training.calibrate import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
-from training.export import export, read_manifest  # noqa: E402
+from training.export import export  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
 from training.train import TrainConfig, binarize, split_train_val, train  # noqa: E402
+
+# a service's variables in the shell: were calibrate to read them, it would refuse (7 decoder passes at most),
+# or score at K = 3 and flag at another rate
+SERVICE_ENVIRONMENT = {"CVAE_MAX_WORK": "7", "CVAE_DEFAULT_NUM_SAMPLES": "3", "CVAE_OOD_FPR": "0.5"}
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +31,29 @@ def calibrated(tmp_path_factory):
     config = TrainConfig(epochs=2, batch_size=50, num_samples=2, val_size=40, seed=3)
     checkpoint = train(ModelConfig(latent_dim=4, hidden_dims=(32, 32)), config, data)
     out = export(checkpoint, tmp_path_factory.mktemp("model"))
-    return data, config, out, calibrate(out, data, critic=TINY_CRITIC)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SERVICE_ENVIRONMENT.items():
+            patch.setenv(name, value)
+        entry = calibrate(out, data, critic=TINY_CRITIC)
+    return data, config, out, entry
 
 
 TINY_CRITIC = CriticConfig(epochs=1, num_outliers=64, batch_size=32)
 
 
 def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated):
+    """At the service's declared defaults, whatever CVAE_* variables the shell held: the reference's log p(x) is
+    Scorer.score_now's on the same images and seed."""
     data, config, out, entry = calibrated
+    assert not set(SERVICE_ENVIRONMENT) & set(os.environ)
     train_idx, val_idx = split_train_val(data, config)
     assert entry["reference"]["split"] == "validation" and entry["reference"]["num_images"] == len(val_idx) == 40
     scored_with = adaptive.screening_for(read_manifest(out))  # what the service scored the reference with
     assert entry["reference"]["screening"] == scored_with.record()
     assert entry["background"]["binary_images_counted"] == BACKGROUND_DRAWS * len(train_idx)
     x = binarize(torch.from_numpy(data.train_x[val_idx]), torch.Generator().manual_seed(0)).numpy()
-    scores = service_scores(out, x, 0)
+    scores = Scorer.open(out).score_now(x, ClassifyOptions(seed=0))
+    assert entry["reference"]["settings"].startswith("the service's settings (K = 1000, ")
     log_px = scores.bayes.log_px
     with np.load(out / "ood.npz") as stored:
         assert stored["reference"].shape == (40, len(ood.FEATURES))

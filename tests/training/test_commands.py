@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from servers import running_server  # noqa: E402
 
 from cvae.cli import main  # noqa: E402
-from training.export import read_manifest  # noqa: E402
+from service.runtime import read_manifest  # noqa: E402
 from training.model import Checkpoint  # noqa: E402
 
 TINY_MODEL = ["--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--num-samples", "1"]

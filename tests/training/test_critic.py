@@ -9,6 +9,7 @@ pytest.importorskip("matplotlib")
 import onnxruntime as ort  # noqa: E402
 from synthetic import synthetic_mnist  # noqa: E402
 
+from service.runtime import sha256  # noqa: E402
 from training import outliers  # noqa: E402
 from training.critic import (  # noqa: E402
     CRITIC_FILE,
@@ -25,7 +26,7 @@ from training.critic import (  # noqa: E402
     train_critic,
     write_graph,
 )
-from training.export import export_graph, sha256  # noqa: E402
+from training.export import export_graph  # noqa: E402
 
 
 def _centre_of_mass(images):

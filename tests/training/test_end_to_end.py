@@ -10,7 +10,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from training.export import export, sha256  # noqa: E402
+from service.runtime import sha256  # noqa: E402
+from training.export import export  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
 from training.objectives import log_weights  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402

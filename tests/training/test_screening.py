@@ -10,6 +10,7 @@ import pytest
 from synthetic import model_digits
 
 from service import adaptive, estimator
+from service.options import ClassifyOptions
 from service.runtime import load_model
 from service.scoring import Scorer
 from service.settings import Settings
@@ -121,3 +122,15 @@ def test_validation_digits_are_the_held_out_split(mnist_dir):
     assert x.shape == (30, 784) and set(np.unique(x)) <= {0.0, 1.0}
     assert np.array_equal(labels, data.train_y[val[:30]])
     assert np.array_equal(x > 0, (x > 0) & (data.train_x[val[:30]] > 0))  # ink only where the digit has some
+
+
+def test_screening_scores_as_the_engine_does(shipped_model):
+    """What `cvae screening` and bench.run measure (screening.score) is Scorer.score_now's answer on the same
+    images, K, screening and seed."""
+    scorer = Scorer.open(shipped_model)
+    x, _ = model_digits(scorer.model, 4)
+    ours, _ = screening.answers(scorer.model, x, 100, scorer.screening, seed=3)
+    engine = scorer.score_now(x, ClassifyOptions(seed=3, num_samples=100))
+    np.testing.assert_array_equal(ours["posterior"].log_px, engine.bayes.log_px)
+    np.testing.assert_array_equal(ours["posterior"].log_py_x, engine.bayes.log_py_x)
+    np.testing.assert_array_equal(ours["samples"], engine.samples_used)
