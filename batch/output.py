@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from service.runtime import sha256
 from service.schemas.rows import columns, optional
 
 JOB_FILE = "job.json"
@@ -77,7 +78,7 @@ class Job:
 
 def model_sha256(model_dir: str | Path) -> str:
     """The model's identity: the sha256 of its manifest, which lists the sha256 of each of its files."""
-    return hashlib.sha256((Path(model_dir) / "manifest.json").read_bytes()).hexdigest()
+    return sha256(Path(model_dir) / "manifest.json")
 
 
 def input_stamp(path: str | Path) -> str:

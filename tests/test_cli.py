@@ -113,3 +113,11 @@ def test_unknown_command_and_missing_data_say_what_to_do(tmp_path):
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
     missing = cvae("train", "--data-dir", str(tmp_path / "none"))
     assert missing.returncode == 2 and "cvae download" in missing.stderr
+
+
+def test_a_missing_checkpoint_or_model_directory_is_an_error_saying_what_to_do(tmp_path, mnist_dir):
+    checkpoint = cvae("export", str(tmp_path / "none.pt"), "--out-dir", str(tmp_path / "out"))
+    assert checkpoint.returncode == 2 and "none.pt does not exist" in checkpoint.stderr
+    assert "cvae train --out" in checkpoint.stderr and "Traceback" not in checkpoint.stderr
+    empty = cvae("screening", str(tmp_path), "--data-dir", str(mnist_dir), "--images", "2")
+    assert empty.returncode == 2 and "Traceback" not in empty.stderr and "manifest" in empty.stderr

@@ -244,12 +244,24 @@ def run(args: argparse.Namespace, prog: str) -> int:
     return 0
 
 
+HINTS = {  # what a command's missing file usually means
+    "export": "name a checkpoint written by `cvae train --out`",
+    "evaluate": "the model directory needs its checkpoint.pt: export with --copy-checkpoint",
+    "ais": "the model directory needs its checkpoint.pt: export with --copy-checkpoint",
+}
+
+
 def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
     args = build_parser(prog).parse_args(argv)
+    from service.runtime import ModelLoadError  # a model directory that is not one: no manifest, bad files
+
     try:
         return run(args, prog)
-    except MnistDataError as error:
+    except (MnistDataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:  # a checkpoint or model file named that is not there
+        print(f"error: {error.filename} does not exist: {HINTS.get(args.command, 'check the path')}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in TRAIN_EXTRA:
