@@ -7,7 +7,7 @@ with Client("http://127.0.0.1:8000") as cvae:
     classes = cvae.classify(samples.mean)           # classes.probs: [4, 10]
 """
 
-from client.answers import Classes, Posteriors, Samples, Scores
+from client.answers import Classes, Columns, LogLikelihoods, Posteriors, Samples
 from client.api import ApiError, AsyncClient, Client, ClientError, ServerError
 
 __all__ = [
@@ -15,9 +15,10 @@ __all__ = [
     "AsyncClient",
     "Classes",
     "Client",
+    "Columns",
     "ClientError",
+    "LogLikelihoods",
     "Posteriors",
     "Samples",
-    "Scores",
     "ServerError",
 ]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+
+from service.schemas.responses import ImageClass, ImageScore
+from service.schemas.rows import columns, flatten, optional
 
 
 @dataclass(frozen=True)
@@ -29,41 +34,36 @@ class Samples:
 
 
 @dataclass
-class Scores:
-    """/v1/log-likelihood's answer as columns. The diagnostics are None unless `include` asked for them."""
+class Columns:
+    """An answer of /v1/log-likelihood or /v1/classify as columns, one per field of an image's answer,
+    by the names the service publishes (service.schemas.rows: `log_px`, `out_of_distribution_flagged`,
+    `elbo_value`, ...; docs/answers.md says what each means): numbers as arrays [N] or [N, C] (the
+    service's null as NaN), flags as bool arrays, classes and counts as int arrays, reasons and warning
+    codes as lists per image, the pixels scored as [N, H, W]. A field the answer does not carry (a
+    diagnostic `include` did not ask for) is None; `body` is the answer as sent."""
+
+    FIELDS: ClassVar[dict[str, Any]] = columns(ImageScore)
 
     model: str  # the model and version that answered
     version: str
     seed: int  # the seed the service used: send it again to reproduce the answer
-    log_px: np.ndarray  # [N] nats (NaN where the service sent null)
-    log_px_std_error: np.ndarray  # [N]
-    log_px_reliable: np.ndarray  # [N] bool: Pareto k-hat allows trusting log_px and its error
-    tolerance_met: np.ndarray | None  # [N] bool, when a tolerance applied
-    out_of_distribution: np.ndarray  # [N] bool: flagged as unlike the training digits
-    ood_p_value: np.ndarray  # [N] chance that a real digit looks at least this unusual (NaN: no calibration)
-    warnings: list[list[dict]]  # per image: {code, message} of what looks unlike an MNIST digit
-    bits_per_dim: np.ndarray | None = None  # [N]
-    entropy: np.ndarray | None = None  # [N] nats (include "estimates")
-    log_px_y: np.ndarray | None = None  # [N, C] (include "estimates")
-    log_px_y_std_error: np.ndarray | None = None  # [N, C]
-    effective_sample_size: np.ndarray | None = None  # [N, C]
-    pareto_k: np.ndarray | None = None  # [N, C]
-    num_samples_used: np.ndarray | None = None  # [N, C]
-    elbo: np.ndarray | None = None  # [N] (include "elbo")
-    critic_probs: np.ndarray | None = None  # [N, C] the critic's second opinion (include "critic")
-    x: np.ndarray | None = None  # [N, H, W] the pixels scored (include "x")
+    body: dict = field(repr=False)
+    columns: dict[str, Any] = field(repr=False)
+
+    def __getattr__(self, name: str):
+        if name in type(self).FIELDS:
+            return self.columns.get(name)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}; its fields: {sorted(type(self).FIELDS)}")
 
 
-@dataclass
-class Classes(Scores):
-    """/v1/classify's answer as columns."""
+class LogLikelihoods(Columns):
+    """/v1/log-likelihood's answer as columns."""
 
-    probs: np.ndarray | None = None  # [N, C] p(y|x)
-    predicted: np.ndarray | None = None  # [N]
-    predicted_names: list[str] | None = None  # [N] the model's name of each predicted class
-    probability: np.ndarray | None = None  # [N] p(predicted|x)
-    abstained: np.ndarray | None = None  # [N] bool: do not rely on `predicted`
-    abstain_reasons: list[list[str]] | None = None  # per image: out_of_distribution, low_probability, critic_disagrees
+
+class Classes(Columns):
+    """/v1/classify's answer as columns, and `predicted_names`: the model's name of each predicted class."""
+
+    FIELDS: ClassVar[dict[str, Any]] = columns(ImageClass) | {"predicted_names": list[str]}
 
 
 @dataclass
@@ -99,63 +99,30 @@ def samples_of(body: dict, shape: Shape) -> Samples:
     )
 
 
-def _floats(values) -> np.ndarray:
-    """Numbers as float64, the service's null (a number it could not estimate) as NaN."""
-    return np.asarray(values, dtype=object).astype(float)
+def _column(values: list, kind):
+    """One field of every image's answer as Columns holds it."""
+    item = optional(typing.get_args(kind)[0]) if typing.get_origin(kind) is list else kind
+    if item is float or (item is int and any(v is None for v in values)):
+        return np.asarray(values, dtype=object).astype(float)  # the service's null as NaN
+    if item in (int, bool):
+        return np.asarray(values, dtype=np.int64 if item is int else bool)
+    return values  # names and codes: a list per image
 
 
-def _column(results: list[dict], key: str, kind=None):
-    """One field of every image's answer as an array, None when the answers do not carry it."""
-    if not results or key not in results[0] or any(r.get(key) is None for r in results):
-        return None
-    return _floats([r[key] for r in results]) if kind is None else np.asarray([r[key] for r in results], dtype=kind)
-
-
-def _common(body: dict, shape: Shape) -> dict:
-    """The fields /v1/log-likelihood and /v1/classify share, as columns."""
-    r = body["results"]
-    verdicts = [i["out_of_distribution"] or {} for i in r]
-    x = _column(r, "x")
-    return {
-        "model": body["model"],
-        "version": body["version"],
-        "seed": body["seed"],
-        "log_px": _floats([i["log_px"] for i in r]),
-        "log_px_std_error": _floats([i["log_px_std_error"] for i in r]),
-        "log_px_reliable": np.asarray([i["log_px_reliable"] for i in r]),
-        "tolerance_met": _column(r, "tolerance_met", bool),
-        "out_of_distribution": np.asarray([v.get("flagged", False) for v in verdicts]),
-        "ood_p_value": _floats([v.get("p_value") for v in verdicts]),
-        "warnings": [i["warnings"] for i in r],
-        "bits_per_dim": _column(r, "bits_per_dim"),
-        "entropy": _column(r, "entropy"),
-        "log_px_y": _column(r, "log_px_y"),
-        "log_px_y_std_error": _column(r, "log_px_y_std_error"),
-        "effective_sample_size": _column(r, "effective_sample_size"),
-        "pareto_k": _column(r, "pareto_k"),
-        "num_samples_used": _column(r, "num_samples_used", np.int64),
-        "elbo": _floats([i["elbo"]["value"] for i in r]) if r and "elbo" in r[0] else None,
-        "critic_probs": _column(r, "critic_probs"),
-        "x": None if x is None else x.reshape(-1, *shape.image_shape),
+def columns_of(body: dict, shape: Shape, answer: type[Columns]) -> Columns:
+    """/v1/log-likelihood's or /v1/classify's answer (`answer`: LogLikelihoods or Classes) as columns."""
+    rows = [flatten(result) for result in body["results"]]
+    found = {
+        name: _column([row.get(name) for row in rows], kind)
+        for name, kind in answer.FIELDS.items()
+        if any(name in row for row in rows)
     }
-
-
-def scores_of(body: dict, shape: Shape) -> Scores:
-    return Scores(**_common(body, shape))
-
-
-def classes_of(body: dict, shape: Shape) -> Classes:
-    r = body["results"]
-    names = body.get("class_names") or shape.class_names
-    return Classes(
-        **_common(body, shape),
-        probs=np.asarray([i["probs"] for i in r]),
-        predicted=np.asarray([i["predicted"] for i in r]),
-        predicted_names=[names[i["predicted"]] for i in r],
-        probability=np.asarray([i["probability"] for i in r]),
-        abstained=np.asarray([i["abstained"] for i in r]),
-        abstain_reasons=[i["abstain_reasons"] for i in r],
-    )
+    if "x" in found:
+        found["x"] = found["x"].reshape(-1, *shape.image_shape)
+    if "predicted" in found:
+        names = body.get("class_names") or shape.class_names
+        found["predicted_names"] = [names[i] for i in found["predicted"]]
+    return answer(body["model"], body["version"], body["seed"], body, found)
 
 
 def posteriors_of(body: dict) -> Posteriors:

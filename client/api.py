@@ -15,15 +15,14 @@ import numpy as np
 
 from client.answers import (
     Classes,
+    LogLikelihoods,
     Posteriors,
     Samples,
-    Scores,
     Shape,
-    classes_of,
+    columns_of,
     flat_images,
     posteriors_of,
     samples_of,
-    scores_of,
 )
 from service.options import ClassifyOptions, ImageOptions, Include
 
@@ -91,11 +90,11 @@ class _Calls:
 
     def log_likelihood(self, images, **options):
         payload = _drop_none({"images": flat_images(images, self.shape), **options})
-        return "POST", "/v1/log-likelihood", payload, partial(scores_of, shape=self.shape)
+        return "POST", "/v1/log-likelihood", payload, partial(columns_of, shape=self.shape, answer=LogLikelihoods)
 
     def classify(self, images, **options):
         payload = _drop_none({"images": flat_images(images, self.shape), **options})
-        return "POST", "/v1/classify", payload, partial(classes_of, shape=self.shape)
+        return "POST", "/v1/classify", payload, partial(columns_of, shape=self.shape, answer=Classes)
 
 
 MODEL = ("GET", "/v1/model", None, lambda body: body)
@@ -194,7 +193,7 @@ class Client(_Base):
     def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
         return self._call(*self._model_calls().encode(images, y, binarize))
 
-    def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
+    def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> LogLikelihoods:
         """log p(x) and its parts; options as the request's fields (num_samples, tolerance, ...)."""
         return self._call(*self._model_calls().log_likelihood(images, **options))
 
@@ -251,7 +250,7 @@ class AsyncClient(_Base):
     async def encode(self, images, y: int | None = None, binarize: str = "threshold") -> Posteriors:
         return await self._call(*(await self._model_calls()).encode(images, y, binarize))
 
-    async def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> Scores:
+    async def log_likelihood(self, images, **options: Unpack[ScoringOptions]) -> LogLikelihoods:
         return await self._call(*(await self._model_calls()).log_likelihood(images, **options))
 
     async def classify(self, images, **options: Unpack[ScoringOptions]) -> Classes:
