@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from service.abstention import REASONS
-from service.options import ECHOED, ImageOptions, ScoreOptions
+from service.options import ECHOED, ImageOptions, ScoreOptions, of
 from service.scoring import Scores
 
 
@@ -99,35 +99,30 @@ def _density(scores: Scores, i: int) -> dict:
     return answer
 
 
-def log_likelihood(scores: Scores, warnings: list[list[dict]], include: set[str], pixels: int) -> list[dict]:
-    """/v1/log-likelihood's results, one per image."""
-    per_dim = pixels * math.log(2)
-    return [
-        {
-            **_density(scores, i),
-            "bits_per_dim": number(-scores.bayes.log_px[i] / per_dim),
-            "out_of_distribution": _verdict(scores, i, "ood" in include),
-            "warnings": warnings[i],
-            **_diagnostics(scores, include, i),
-        }
-        for i in range(len(scores.x))
-    ]
+def answer(head: dict, scores: Scores, warnings: list[list[dict]], request, classify: bool) -> dict:
+    """The JSON answer of /v1/classify (`classify`) or /v1/log-likelihood from the columns of `scores`:
+    `head` (header()), the seed, the settings used when `request.include` asks, and one result per image."""
+    include = set(request.include)
+    body = {**head, "seed": scores.options.seed}
+    if "settings" in include:
+        body["settings"] = settings(scores, of(ImageOptions, request), classify)
+    return {**body, "results": [_result(scores, i, warnings[i], include, classify) for i in range(len(scores.x))]}
 
 
-def classify(scores: Scores, warnings: list[list[dict]], include: set[str]) -> list[dict]:
-    """/v1/classify's results, one per image."""
-    predicted = scores.predicted
-    return [
-        {
-            "predicted": int(predicted[i]),
-            "probability": float(scores.probs[i, predicted[i]]),
+def _result(scores: Scores, i: int, warnings: list[dict], include: set[str], classify: bool) -> dict:
+    """One image's answer."""
+    found = {}
+    if classify:
+        predicted = int(scores.predicted[i])
+        found = {
+            "predicted": predicted,
+            "probability": float(scores.probs[i, predicted]),
             "probs": scores.probs[i].tolist(),
             "abstained": bool(scores.abstain[i].any()),
             "abstain_reasons": [name for name, holds in zip(REASONS, scores.abstain[i]) if holds],
-            **_density(scores, i),
-            "out_of_distribution": _verdict(scores, i, "ood" in include),
-            "warnings": warnings[i],
-            **_diagnostics(scores, include, i),
         }
-        for i in range(len(scores.x))
-    ]
+    found |= _density(scores, i)
+    if not classify:
+        found["bits_per_dim"] = number(-scores.bayes.log_px[i] / (scores.x.shape[1] * math.log(2)))
+    found |= {"out_of_distribution": _verdict(scores, i, "ood" in include), "warnings": warnings}
+    return found | _diagnostics(scores, include, i)

@@ -14,7 +14,7 @@ import numpy as np
 from service import answers, estimator, schemas
 from service.calls import in_thread
 from service.images import InputError, PixelBudget, decode_image, png_grid
-from service.options import ClassifyOptions, ImageOptions, of
+from service.options import ClassifyOptions, of
 from service.pixels import parse_pixels
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
 from service.scoring import Scorer, Scores, check_count
@@ -96,21 +96,11 @@ class Inference:
         options = of(ClassifyOptions, request).model_copy(update={"seed": seed})
         return await self.scorer.score(x, options), warnings
 
-    def _body(self, scores: Scores, request: schemas.ScoreRequest, results: list[dict], classify: bool) -> dict:
-        body = {**self.header(class_names=classify), "seed": scores.options.seed}
-        if "settings" in request.include:
-            body["settings"] = answers.settings(scores, of(ImageOptions, request), classify)
-        return {**body, "results": results}
-
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        scores, warnings = await self.scores(request)
-        results = answers.log_likelihood(scores, warnings, set(request.include), self.model.x_dim)
-        return self._body(scores, request, results, classify=False)
+        return answers.answer(self.header(), *await self.scores(request), request, classify=False)
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
-        scores, warnings = await self.scores(request)
-        results = answers.classify(scores, warnings, set(request.include))
-        return self._body(scores, request, results, classify=True)
+        return answers.answer(self.header(class_names=True), *await self.scores(request), request, classify=True)
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
         return await in_thread(self._encode, request)
