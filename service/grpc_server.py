@@ -191,7 +191,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _control(self):
         """The repository, once model control is open (as for /v1's load and unload)."""
-        closed = protocol.control_closed(self.state.settings)
+        closed = self.state.settings.control_closed
         if closed:
             raise V2Error(closed, 403)
         return protocol.repository_of(self.state)

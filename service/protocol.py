@@ -138,14 +138,3 @@ async def run(state, name: str, entry, graph: str, body: InferRequest, binary: b
     if not all(np.isfinite(v).all() for v in values):
         raise V2Error("The outputs are not finite: the inputs lie far outside what the model was trained on.")
     return wanted, values
-
-
-def control_closed(settings) -> str | None:
-    """Why loading and unloading versions by request is closed, or None when it is open: closed while
-    anyone who reaches the port could do it (no API keys set and CVAE_MODEL_CONTROL not opening it)."""
-    if settings.api_key_list or settings.model_control:
-        return None
-    return (
-        "Loading and unloading versions is closed while no API keys are set: set CVAE_API_KEYS and send a "
-        "key, or set CVAE_MODEL_CONTROL=true to open it to anyone who reaches the port."
-    )

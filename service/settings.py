@@ -201,6 +201,17 @@ class Settings(BaseSettings):
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
+    def control_closed(self) -> str | None:
+        """Why loading and unloading versions by request is closed, or None when it is open: closed while
+        anyone who reaches the port could do it (no API keys set and CVAE_MODEL_CONTROL not opening it)."""
+        if self.api_key_list or self.model_control:
+            return None
+        return (
+            "Loading and unloading versions is closed while no API keys are set: set CVAE_API_KEYS and send a "
+            "key, or set CVAE_MODEL_CONTROL=true to open it to anyone who reaches the port."
+        )
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 

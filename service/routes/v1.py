@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from service import protocol, schemas
+from service import schemas
 from service.routes.dependencies import InferenceDep, known_query
 from service.routes.openapi import LIMITED, RETRY_AFTER
 
@@ -263,7 +263,7 @@ async def unload_version(name: str, version: str, request: Request):
 
 
 def _control(request: Request) -> None:
-    """403 while loading and unloading versions is closed (service.protocol.control_closed)."""
-    closed = protocol.control_closed(request.app.state.settings)
+    """403 while loading and unloading versions is closed (Settings.control_closed)."""
+    closed = request.app.state.settings.control_closed
     if closed:
         raise HTTPException(403, closed)
