@@ -1,7 +1,8 @@
-"""One door to scoring: binary images as an array plus options in, columns out.
+"""One door to scoring: binary images as an array [N, H, W] plus options in, columns out.
 
-The routes, batch scoring, calibration, evaluation and the benchmarks all score through
-`Scorer`; only service.answers turns its columns into JSON.
+The routes, batch scoring, screening, calibration, the AIS comparison and the benchmarks all score
+through `Scorer` (`cvae evaluate` alone scores the checkpoint in PyTorch, giving the true class all K
+samples); only service.answers turns its columns into JSON.
 """
 
 from __future__ import annotations
@@ -134,9 +135,10 @@ class Scorer:
         )
 
     # ---- scoring ------------------------------------------------------------------------
-    async def score(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
-        """Score binary images x [N, H*W]: log p(x|y) per class, Bayes' rule, the out-of-distribution
-        verdicts and the abstention, each image from its own noise streams."""
+    async def score(self, images: np.ndarray, options: ClassifyOptions) -> Scores:
+        """Score binary images [N, H, W] (or [N, H*W]): log p(x|y) per class, Bayes' rule, the
+        out-of-distribution verdicts and the abstention, each image from its own noise streams."""
+        x = self.pixels(images)
         options = self.resolve(options, len(x))
         manifest = self.model.manifest
         described = {"model.name": manifest["name"], "model.version": manifest["version"], "images": len(x)}
@@ -195,10 +197,19 @@ class Scorer:
         values = ood.features(bayes.log_px, bayes.elbo, bayes.kl_z, log_px_y, x, shape, calibration.log_probs, critic)
         return ood.assess(values, ood.ink_pixels(x), calibration, fpr)
 
-    def score_now(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
+    def pixels(self, images: np.ndarray) -> np.ndarray:
+        """Images [N, H, W] or [N, H*W] as the rows [N, H*W] the graphs take (ValueError: another size)."""
+        x = np.asarray(images)
+        if x.ndim not in (2, 3) or x[0].size != self.model.x_dim:
+            shape = self.model.manifest["image_shape"]
+            raise ValueError(f"images of shape {list(x.shape)}: this model scores [N, {shape[0]}, {shape[1]}]")
+        return x.reshape(len(x), -1)
+
+    def score_now(self, images: np.ndarray, options: ClassifyOptions) -> Scores:
         """score() outside an event loop, in pieces small enough that rounds never meet the per-request
         work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone: the answer the
         service gives to a request of that image alone with the same seed."""
+        x = self.pixels(images)
         most = self.resolve(options, 1).max_num_samples  # K, or the most that rounds may reach
         size = max(1, min(self.settings.max_images, self.max_work // (self.model.num_classes * most)))
         parts = [asyncio.run(self.score(x[start : start + size], options)) for start in range(0, len(x), size)]
