@@ -81,7 +81,7 @@ def load_mnist(data_dir: str | Path) -> Mnist:
     root = Path(data_dir)
     if not root.is_dir():
         raise MnistDataError(f"MNIST data directory {root} does not exist. {HOW_TO_GET}")
-    arrays = {name: _read_idx(_find(root, name), *FILES[name][:2]) for name in FILES}
+    arrays = {name: read_idx(_find(root, name), *FILES[name][:2]) for name in FILES}
     return Mnist(
         train_x=arrays["train-images-idx3-ubyte"],
         train_y=arrays["train-labels-idx1-ubyte"],
@@ -105,37 +105,39 @@ def _find(root: Path, name: str) -> Path:
     )
 
 
-def _read_idx(path: Path, magic: int, count: int) -> np.ndarray:
+def read_idx(path: Path, magic: int, count: int, how_to_get: str = HOW_TO_GET) -> np.ndarray:
+    """The `count` images [N, 784] (uint8) or labels [N] (int64, 0..9) of the IDX file `path`, gzip or raw;
+    MnistDataError, ending with `how_to_get`, when it is unreadable or not of that magic, count and size."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise MnistDataError(f"{path} cannot be read ({error}). {HOW_TO_GET}") from error
+        raise MnistDataError(f"{path} cannot be read ({error}). {how_to_get}") from error
     is_images = magic == IMAGE_MAGIC
     header_size = 16 if is_images else 8
     if len(raw) < header_size:
-        raise MnistDataError(f"{path} is truncated: {len(raw)} bytes. {HOW_TO_GET}")
+        raise MnistDataError(f"{path} is truncated: {len(raw)} bytes. {how_to_get}")
     found_magic, found_count = struct.unpack(">II", raw[:8])
     if found_magic != magic:
         raise MnistDataError(
             f"{path} has magic number {found_magic}, expected {magic} "
-            f"({'images' if is_images else 'labels'}). {HOW_TO_GET}"
+            f"({'images' if is_images else 'labels'}). {how_to_get}"
         )
     if found_count != count:
-        raise MnistDataError(f"{path} holds {found_count} items, expected {count}. {HOW_TO_GET}")
+        raise MnistDataError(f"{path} holds {found_count} items, expected {count}. {how_to_get}")
     if is_images:
         rows, cols = struct.unpack(">II", raw[8:16])
         if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-            raise MnistDataError(f"{path} holds {rows}x{cols} images, expected {IMAGE_SIDE}x{IMAGE_SIDE}. {HOW_TO_GET}")
+            raise MnistDataError(f"{path} holds {rows}x{cols} images, expected {IMAGE_SIDE}x{IMAGE_SIDE}. {how_to_get}")
     item_size = IMAGE_SIDE * IMAGE_SIDE if is_images else 1
     expected_bytes = header_size + count * item_size
     if len(raw) != expected_bytes:
-        raise MnistDataError(f"{path} is {len(raw)} bytes once decompressed, expected {expected_bytes}. {HOW_TO_GET}")
+        raise MnistDataError(f"{path} is {len(raw)} bytes once decompressed, expected {expected_bytes}. {how_to_get}")
     values = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
     if is_images:
         return values.reshape(count, item_size).copy()  # [N, 784], writable
     if values.max() >= NUM_CLASSES:
         raise MnistDataError(
-            f"{path} holds label {int(values.max())}, expected labels 0..{NUM_CLASSES - 1}. {HOW_TO_GET}"
+            f"{path} holds label {int(values.max())}, expected labels 0..{NUM_CLASSES - 1}. {how_to_get}"
         )
     return values.astype(np.int64)
 
