@@ -1,13 +1,15 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
 
-    python -m bench.ood [--data-dir DIR] [--digits 10000] [--per-set 300] [--model-dir models/mnist-cvae/1.0.0]
+    python -m bench.ood [--data-dir DIR] [--outliers-dir DIR] [--digits 10000] [--per-set 300] [--model-dir ...]
 
 Every image goes through the service's own /v1/classify code in process (service.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
 in-distribution images are the first `--digits` MNIST test digits; the others are the sets of
 bench.ood_sets, letters and glyphs in both font families (DejaVu, used while designing the
 method, and Liberation, held out from it), test digits reshaped into no digit, and letters written
-along Hershey strokes (held out too).
+along Hershey strokes (held out too). With --outliers-dir, real handwriting that is no MNIST digit too
+(training.handwriting): each source's held-out part and the source left out, its classes that share
+a digit's shape apart; without it those rows are skipped.
 
 Reported, side by side for each method (higher = more out of distribution):
 - -log p(x): the likelihood alone, the known failure (Nalisnick et al. 2019);
@@ -45,6 +47,7 @@ from service.options import ClassifyOptions
 from service.preparation import binarize as binarize_pixels
 from service.scoring import Scorer
 from training.data import MnistDataError
+from training.handwriting import LEFT_OUT, OUTLIERS_DIR_HELP, HandwritingDataError, apart, load_handwriting, split
 
 
 def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
@@ -114,7 +117,23 @@ def assessment_cost(scorer: Scorer, grey: np.ndarray, repeats: int = 5) -> float
     return (time.perf_counter() - started) / (repeats * len(x))
 
 
-def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0) -> dict:
+def handwriting(folder: str, per_set: int, seed: int) -> dict[str, np.ndarray]:
+    """Each source's held-out part (the left-out source whole), each class of a digit's shape apart, at
+    most `per_set` images of each (a permutation seeded with `seed`), as grey images [N, 784] in [0, 1]."""
+    rows, rng = {}, np.random.default_rng(seed)
+    for name, part in split(load_handwriting(folder)).items():
+        kept = "left out" if name == LEFT_OUT else "held out"
+        for row, data in apart(part.held_out).items():
+            chosen = np.sort(rng.permutation(len(data.y))[:per_set])
+            rows[f"{row} ({kept}{'' if row == name else ', digit-shaped'})"] = data.x[chosen] / 255.0
+    return rows
+
+
+def run(
+    model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0,
+    outliers_dir: str | None = None,
+) -> dict:  # fmt: skip
+    by_hand = handwriting(outliers_dir, per_set, seed + 17) if outliers_dir else {}  # read first: fails fast
     scorer = Scorer.open(model_dir)  # the declared defaults, never the CVAE_* environment
     model = scorer.model
     if model.ood is None:
@@ -129,6 +148,7 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
     sets[f"glyphs ({held_out}, held out)"] = glyphs(per_set, seed + 14, held_out)
     sets["reshaped digits"] = reshaped(digits[::-1], labels[::-1], per_set, seed + 15)
     sets["written letters (Hershey, held out)"] = written(per_set, seed + 16)
+    sets.update(by_hand)
 
     inliers = features(scorer, digits, "threshold", noise_seed)
     inliers_bernoulli = features(scorer, digits, "bernoulli", noise_seed)
@@ -149,6 +169,8 @@ def run(model_dir: str, data_dir: str | None, num_digits: int, per_set: int, see
         "min_probability": scorer.default_min_probability(),
         "auroc": table,
         "flagged": {name: float(f["flagged"].mean()) for name, f in found.items()},
+        "images": {name: len(images) for name, images in sets.items()},
+        "handwriting": f"held-out parts of {outliers_dir}" if outliers_dir else "skipped: no --outliers-dir given",
         "fpr_digits_threshold": float(inliers["flagged"].mean()),
         "fpr_digits_bernoulli": float(inliers_bernoulli["flagged"].mean()),
         "accuracy_all": float(correct.mean()),
@@ -177,7 +199,7 @@ def markdown(report: dict) -> str:
         f"{r['per_set']} images per set (seed {r['seed']}; requests' seed {r.get('noise_seed', 0)}), every image "
         "through /v1/classify's code at the default settings (binarize='threshold').",
         "",
-        f"The service's assessment: {r['service_method']}.",
+        f"The service's assessment: {r['service_method']}. Real handwriting: {r['handwriting']}.",
         "",
         "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
         "",
@@ -186,9 +208,12 @@ def markdown(report: dict) -> str:
         f"Flagged at the default false-positive rate {r['ood_fpr']}:",
         "",
         *table(
-            ["set", "flagged"],
-            [[n, f"{r['flagged'][n]:.1%}"] for n in names]
-            + [[digits.format(way), f"{r[f'fpr_digits_{way}']:.2%}"] for way in ("threshold", "bernoulli")],
+            ["set", "images", "flagged"],
+            [[n, str(r["images"][n]), f"{r['flagged'][n]:.1%}"] for n in names]
+            + [
+                [digits.format(way), str(r["digits"]), f"{r[f'fpr_digits_{way}']:.2%}"]
+                for way in ("threshold", "bernoulli")
+            ],
         ),
         "",
         f"Abstention on the test digits at the defaults (min_probability {r['min_probability']}): "
@@ -213,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
     parser.add_argument("--noise-seed", type=int, default=0, help="seed of every request: binarization, samples")
+    parser.add_argument("--outliers-dir", help=f"{OUTLIERS_DIR_HELP} (without it, those rows are skipped)")
     args = parser.parse_args(argv)
     try:
-        report = run(args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed)
-    except MnistDataError as error:
+        report = run(
+            args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed, args.outliers_dir
+        )
+    except (MnistDataError, HandwritingDataError) as error:
         parser.error(str(error))
     save(args.out, "ood", report, markdown(report))
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from handwriting_files import handwriting_folder
 
 from bench import ood_sets
-from bench.ood import auroc, features, markdown, run
+from bench.ood import auroc, features, handwriting, main, markdown, run
 from service.options import ClassifyOptions
 from service.scoring import Scorer
 
@@ -79,13 +80,47 @@ def test_written_letters_come_from_distinct_faces_none_a_times_imitation():
             assert other_name == name or len(shared) <= 11, (name, other_name)  # Greek shares the capitals it has
 
 
-def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir):
+HANDWRITING_ROWS = {  # each row's images in the tiny folder: its held-out part's, at most per_set (4)
+    "kannada-test (held out)": 4,
+    "kannada-test: zero (held out, digit-shaped)": 1,  # one zero of three held out
+    "dig-mnist (held out)": 4,
+    "dig-mnist: zero (held out, digit-shaped)": 2,  # all of dig-mnist is held out
+    "quickdraw (held out)": 3,
+    "math-operators (left out)": 4,
+    "math-operators: division_slash (left out, digit-shaped)": 4,
+    "math-operators: subtraction_minus (left out, digit-shaped)": 4,
+}
+
+
+def test_real_handwriting_is_reported_by_held_out_part_with_digit_shapes_apart(tmp_path, monkeypatch):
+    rows = handwriting(str(handwriting_folder(tmp_path, monkeypatch)), per_set=4, seed=0)
+    assert {name: len(images) for name, images in rows.items()} == HANDWRITING_ROWS
+    for name, images in rows.items():
+        assert images.shape[1] == 784 and images.min() >= 0 and images.max() == 1.0, name
+    again = handwriting(str(tmp_path), per_set=4, seed=0)
+    assert all(np.array_equal(rows[name], again[name]) for name in rows)  # a seed gives the same rows
+
+
+def test_a_handwriting_folder_that_is_not_there_stops_the_benchmark_before_it_scores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("bench.ood.Scorer.open", lambda *a: pytest.fail("scored before reading the handwriting"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--outliers-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert "nowhere does not exist. Expected the IDX files of kannada/" in capsys.readouterr().err
+
+
+def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir, tmp_path, monkeypatch):
     pytest.importorskip("HersheyFonts")  # the written letters
     if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
         pytest.skip("no fonts for the letter and glyph sets")
-    report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0)
-    assert len(report["flagged"]) == 10 and "reshaped digits" in report["flagged"]
+    folder = str(handwriting_folder(tmp_path, monkeypatch))
+    report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0, outliers_dir=folder)
+    assert len(report["flagged"]) == 10 + len(HANDWRITING_ROWS) and "reshaped digits" in report["flagged"]
     assert "written letters (Hershey, held out)" in report["flagged"]
+    assert {name: report["images"][name] for name in HANDWRITING_ROWS} == HANDWRITING_ROWS
+    assert set(HANDWRITING_ROWS) <= set(report["auroc"]["the service: distance and critic, 1 - p"])
+    assert "| dig-mnist: zero (held out, digit-shaped) | 2 |" in markdown(report)
+    assert f"held-out parts of {folder}" in markdown(report)
     service = report["auroc"]["the service: distance and critic, 1 - p"]
     assert service["inverted"] == 1.0 and service["noise"] >= 0.9
     assert 0 <= report["fpr_digits_threshold"] <= 1 and report["assessment_share_of_classify"] < 0.2
