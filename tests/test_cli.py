@@ -84,7 +84,8 @@ def test_a_bad_value_is_an_error_naming_the_option():
         ("calibrate", "m", "--limit", "3"): "argument --limit: must be 0 (all) or at least 4",
         ("ais", "m", "--start", "posterior"): "argument --start: must be one of encoder, prior, proposal",
         ("ais", "m", "--chains", "0"): "argument --num-chains/--chains: must be at least 1",
-        ("evaluate", "m", "--num-samples", "0"): "argument --num-samples: must be at least 1",
+        ("evaluate", "m", "--num-samples", "1"): "argument --num-samples: must be at least 2",
+        ("evaluate", "m", "--margin", "0"): "argument --margin: must be above 0",
         ("export", "c.pt", "--version", "new"): "argument --version: version folder 'new' is not a number",
     }
     runs = without_extras(*(list(argv) for argv in wrong))

@@ -25,6 +25,14 @@ def critic_config(args: argparse.Namespace) -> CriticConfig:
 SEED_HELP = "binarization and noise seed (default %(default)s)"
 
 
+def margin(text: str) -> float:
+    """--margin's value: a number of nats above 0."""
+    value = float(text)  # a ValueError here: argparse says "invalid margin value"
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
 def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
     """The model directory and --data-dir, which every command on an exported model takes."""
     parser.add_argument("model_dir", help=model_help)
@@ -123,15 +131,12 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="score the test set, write metrics into the manifest and a MODEL_CARD.md"
     )
-    _on_model(evaluate, "model directory holding checkpoint.pt and manifest.json")
+    _on_model(evaluate, "model directory made by `cvae export` (its checkpoint.pt draws the card's grids)")
     evaluate.add_argument(
-        "--num-samples", type=at_least(1), default=5000, help="importance samples K per class (default %(default)s)"
+        "--num-samples", type=at_least(2), default=5000, help="importance samples K per class (default %(default)s)"
     )
     evaluate.add_argument(
         "--limit", type=at_least(1, or_zero=True), default=0, help="score only the first N test images (default: all)"
-    )
-    evaluate.add_argument(
-        "--batch-size", type=at_least(1), default=1, help="images per model call (default %(default)s)"
     )
     evaluate.add_argument(
         "--seed", type=int, default=0, help="seed of the test binarization and the noise (default %(default)s)"
@@ -139,11 +144,13 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--screen-samples",
         type=at_least(0),
-        default=0,
-        help="adaptive: screen every class with this many samples, then give all K only to classes within "
-        "--margin nats of the best (default 0: every class gets K)",
+        help="the service's screening: every class first gets this many samples, and only the classes within "
+        "--margin nats of the best get all K (default: the model's own screening, from its manifest; 0: every "
+        "class gets K)",
     )
-    evaluate.add_argument("--margin", type=float, default=20.0, help="screening margin in nats (default %(default)s)")
+    evaluate.add_argument(
+        "--margin", type=margin, help="screening margin in nats, above 0 (default: the model's own screening's)"
+    )
     evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
 
     ais = commands.add_parser(
@@ -231,7 +238,6 @@ def run(args: argparse.Namespace, prog: str) -> int:
             data_dir(args.data_dir),
             num_samples=args.num_samples,
             limit=args.limit,
-            batch_size=args.batch_size,
             seed=args.seed,
             card=not args.no_card,
             screen_samples=args.screen_samples,

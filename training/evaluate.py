@@ -1,81 +1,77 @@
-"""Test-set evaluation: log p(x) by importance sampling, Bayes'-rule accuracy,
-calibration, and the model card with its sample and reconstruction grids."""
+"""Test-set evaluation through the engine (service.scoring.Scorer): log p(x), Bayes'-rule accuracy and
+calibration as the service answers each test image, the true class's figures from all K samples, and the
+model card with its sample and reconstruction grids (drawn from the checkpoint)."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.options import ClassifyOptions
 from service.runtime import read_manifest
+from service.scoring import Scorer, Scores, join
 from training.card import write_card
 from training.data import load_mnist
 from training.export import write_manifest
-from training.model import CVAE, Checkpoint
-from training.objectives import bayes_posterior, class_log_joint, iwae_bound, log_weights
-from training.train import binarize, one_hot
+from training.model import Checkpoint
+from training.train import binarize
 
 OTHER_METRICS = ("ais",)  # recorded by `cvae ais`
+TRUE_CLASS = ("log_px_y", "reconstruction", "kl", "num_samples")  # the true class's estimates the figures take
 
 
-@torch.no_grad()
+@dataclass
+class Scored:
+    """The test images as the engine scored them: `scores`, and per image [N] the true class's estimates
+    (`true`: TRUE_CLASS's fields of service.estimator.ClassEstimates, each from all K samples) and whether
+    the image was scored again for them (`rescored`)."""
+
+    scores: Scores
+    true: dict[str, np.ndarray]
+    rescored: np.ndarray
+
+
 def score(
-    model: CVAE,
-    x: torch.Tensor,
-    log_prior: torch.Tensor,
+    scorer: Scorer,
+    x: np.ndarray,
+    labels: np.ndarray,
     num_samples: int,
-    generator: torch.Generator,
-    batch_size: int = 1,
+    seed: int,
+    adaptive: bool = True,
     progress: bool = True,
-    screen_samples: int = 0,
-    margin: float = 20.0,
-    labels: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per image and class: log p(x|y) estimated with K importance samples.
+) -> Scored:
+    """Each binary image x[i] ([N, H*W] or [N, H, W]) scored alone through the engine with K = num_samples
+    importance samples per class (no rounds) and seed `seed + i`: the service's answer to a request of that
+    image alone with that seed, so that every image has noise streams of its own.
 
-    With `screen_samples`, every class first gets that many samples, and only
-    classes whose screened log p(x, y) is within `margin` nats of the image's
-    best, and the true class when `labels` are given, get the rest of the K
-    (the others keep their screening estimate).
-
-    Returns log_px_y [N, C], log p(x) [N], log p(y|x) [N, C], and for every
-    class the mean of log p(x|z,y) over its samples (reconstruction), the
-    Monte Carlo KL(q(z|x,y) || p(z)) = mean of log q - log p(z), and the
-    samples used, all [N, C].
+    With `adaptive`, the engine's screening gives all K only to the classes near the image's best, and
+    log p(x) and p(y|x) are its answer (a class screened out, more than the margin below the best, counts
+    with its screening estimate, as in the service). The true class's figures need all K: an image whose true class was
+    screened out (labels [N]) is scored again with adaptive=False, and the true class's estimates come from
+    there. Each (image, class, seed) has one noise stream, which screening only stops early, so these are the
+    estimates the screened scoring would have given the true class had it kept it.
     """
-    num_classes = model.config.num_classes
-    classes = one_hot(torch.arange(num_classes), num_classes)  # [C, C]
-    adaptive = 0 < screen_samples < num_samples
-    first = screen_samples if adaptive else num_samples
-    parts = {"log_px_y": [], "recon": [], "kl": [], "num_samples": []}
-    batches = range(0, len(x), batch_size)
-    for start in tqdm(batches, desc="scoring", disable=not progress, mininterval=10, file=sys.stderr):
-        xb = x[start : start + batch_size]
-        rows_x = xb.repeat_interleave(num_classes, dim=0)  # [B*C, 784]: image-major, then class
-        rows_y = classes.repeat(len(xb), 1)  # [B*C, C]
-        log_w, lpx_z = log_weights(model, rows_x, rows_y, first, generator)  # [k, B*C] each
-        bound, recon, kl = iwae_bound(log_w), lpx_z.mean(0), (lpx_z - log_w).mean(0)
-        used = torch.full_like(bound, first)
-        if adaptive:
-            screened = bound.view(-1, num_classes) + log_prior
-            keep = screened >= screened.amax(1, keepdim=True) - margin  # [B, C]
-            if labels is not None:  # true-class figures all come from the full K
-                keep[torch.arange(len(xb)), labels[start : start + batch_size]] = True
-            keep = keep.flatten().nonzero()[:, 0]
-            more_w, more_lpx = log_weights(model, rows_x[keep], rows_y[keep], num_samples - first, generator)
-            all_w, all_lpx = torch.cat([log_w[:, keep], more_w]), torch.cat([lpx_z[:, keep], more_lpx])
-            bound[keep], recon[keep], kl[keep] = iwae_bound(all_w), all_lpx.mean(0), (all_lpx - all_w).mean(0)
-            used[keep] = num_samples
-        for key, value in (("log_px_y", bound), ("recon", recon), ("kl", kl), ("num_samples", used)):
-            parts[key].append(value.view(-1, num_classes))
-    out = {key: torch.cat(value) for key, value in parts.items()}
-    out["log_px"], out["log_py_x"] = bayes_posterior(class_log_joint(out["log_px_y"], log_prior))
-    return out
+    options = ClassifyOptions(num_samples=num_samples, max_num_samples=num_samples, adaptive=adaptive)
+    parts, true, rescored = [], [], []
+    for i in tqdm(range(len(x)), desc="scoring", disable=not progress, mininterval=10, file=sys.stderr):
+        alone = options.model_copy(update={"seed": seed + i})
+        scores = scorer.score_now(x[i : i + 1], alone)
+        classes, y = scores.classes, labels[i]
+        again = bool(classes.num_samples[0, y] < num_samples)
+        if again:
+            classes = scorer.score_now(x[i : i + 1], alone.model_copy(update={"adaptive": False})).classes
+        parts.append(scores)
+        true.append([getattr(classes, name)[0, y] for name in TRUE_CLASS])
+        rescored.append(again)
+    columns = np.array(true).reshape(len(x), len(TRUE_CLASS)).T  # [fields, N]
+    return Scored(join(parts), dict(zip(TRUE_CLASS, columns)), np.array(rescored, dtype=bool))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -91,22 +87,20 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def summarize(scores: dict[str, torch.Tensor], labels: torch.Tensor, x_dim: int) -> dict:
-    """Test metrics, in nats unless named otherwise."""
-    true = labels[:, None]
-    nll = -scores["log_px"].mean().item()
-    recon = scores["recon"].gather(1, true).squeeze(1)
-    kl = scores["kl"].gather(1, true).squeeze(1)
-    probs = scores["log_py_x"].exp().numpy()
+def summarize(scored: Scored, labels: np.ndarray, x_dim: int) -> dict:
+    """Test metrics, in nats unless named otherwise: log p(x) and p(y|x) as the engine answers, the
+    true class's figures (given y_true) from its K-sample estimates."""
+    nll = -float(scored.scores.bayes.log_px.mean())
+    true, probs = scored.true, scored.scores.probs
     return {
         "nll": nll,
         "bits_per_dim": nll / (x_dim * math.log(2)),
-        "nll_given_true_class": -scores["log_px_y"].gather(1, true).mean().item(),
-        "elbo_given_true_class": (recon - kl).mean().item(),
-        "reconstruction_cross_entropy": -recon.mean().item(),
-        "kl": kl.mean().item(),
-        "accuracy": float((probs.argmax(1) == labels.numpy()).mean()),
-        "ece_15_bins": expected_calibration_error(probs, labels.numpy()),
+        "nll_given_true_class": -float(true["log_px_y"].mean()),
+        "elbo_given_true_class": float((true["reconstruction"] - true["kl"]).mean()),
+        "reconstruction_cross_entropy": -float(true["reconstruction"].mean()),
+        "kl": float(true["kl"].mean()),
+        "accuracy": float((probs.argmax(1) == labels).mean()),
+        "ece_15_bins": expected_calibration_error(probs, labels),
     }
 
 
@@ -122,61 +116,63 @@ def run(
     data_dir: str | Path,
     num_samples: int = 5000,
     limit: int = 0,
-    batch_size: int = 1,
     seed: int = 0,
     card: bool = True,
-    screen_samples: int = 0,
-    margin: float = 20.0,
+    screen_samples: int | None = None,
+    margin: float | None = None,
 ) -> dict:
-    """Evaluate the checkpoint in `model_dir` on the MNIST test set; record the metrics."""
+    """Evaluate the model in `model_dir` on the MNIST test set through the engine; record the metrics.
+
+    `screen_samples` and `margin` set the engine's screening (the settings' adaptive_screen_samples and
+    adaptive_margin); neither: the model's own, as the service screens; `screen_samples` 0: every class
+    gets all K. With `card`, the checkpoint draws the card's grids.
+    """
     model_dir = Path(model_dir)
-    checkpoint = Checkpoint.load(model_dir / "checkpoint.pt")
-    model = checkpoint.build_model()
+    # read first: a missing checkpoint stops the command before it scores
+    checkpoint = Checkpoint.load(model_dir / "checkpoint.pt") if card else None
+    adaptive = screen_samples != 0
+    screening = {"adaptive_screen_samples": screen_samples, "adaptive_margin": margin} if adaptive else {}
+    scorer = Scorer.open(model_dir, max_num_samples=num_samples, **screening)
     data = load_mnist(data_dir)
     pixels, labels = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
     x = binarize(pixels, torch.Generator().manual_seed(seed))  # binarized once, with `seed`
     if limit:
         x, labels = x[:limit], labels[:limit]
-    log_prior = torch.tensor(checkpoint.class_prior).log()
     started = time.time()
-    scores = score(
-        model,
-        x,
-        log_prior,
-        num_samples,
-        torch.Generator().manual_seed(seed + 1),
-        batch_size,
-        screen_samples=screen_samples,
-        margin=margin,
-        labels=labels,
-    )
-    metrics = summarize(scores, labels, model.config.x_dim)
+    scored = score(scorer, x.numpy(), labels.numpy(), num_samples, seed + 1, adaptive)
+    metrics = summarize(scored, labels.numpy(), scorer.model.x_dim)
+    # the looks that screen: one of K samples or more screens nothing
+    looks = [list(look) for look in scorer.screening.looks() if look[0] < num_samples] if adaptive else []
     metrics |= {
         "num_test_images": len(x),
         "num_importance_samples": num_samples,
         "screening": (
             {
-                "samples": screen_samples,
-                "margin_nats": margin,
-                "mean_samples_per_class": float(scores["num_samples"].float().mean()),
+                "samples": looks[0][0],
+                "margin_nats": looks[0][1],
+                "looks": looks,
+                "mean_samples_per_class": float(scored.scores.classes.num_samples.mean()),
+                "images_rescored": int(scored.rescored.sum()),
             }
-            if 0 < screen_samples < num_samples
+            if looks
             else None
         ),
         "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}",
         "noise_seed": seed + 1,
+        "scoring": "each image alone by the service's engine, image i with seed noise_seed + i; the true class's "
+        "figures from all K samples (an image whose screening dropped its true class scored again unscreened)",
         "seconds": time.time() - started,
         "command": f"cvae evaluate {model_dir} --num-samples {num_samples}"
         + (f" --limit {limit}" if limit else "")
-        + (f" --batch-size {batch_size}" if batch_size != 1 else "")
-        + (f" --screen-samples {screen_samples} --margin {margin:g}" if 0 < screen_samples < num_samples else "")
+        + (f" --screen-samples {screen_samples}" if screen_samples is not None else "")
+        + (f" --margin {margin:g}" if margin is not None else "")
         + (f" --seed {seed}" if seed else ""),
     }
     for name, value in metrics.items():
         print(f"{name:>30}: {value}")
-    if card:
+    if checkpoint is not None:
         manifest = read_manifest(model_dir)
         manifest["metrics"] = merged_metrics(manifest, metrics)
         write_manifest(model_dir, manifest)
-        write_card(model, checkpoint, manifest, model_dir, x, labels, seed)
+        write_card(checkpoint.build_model(), checkpoint, manifest, model_dir, x, labels, seed)
     return metrics

@@ -16,7 +16,9 @@ torch = pytest.importorskip("torch")
 from servers import running_server  # noqa: E402
 
 from cvae.cli import main  # noqa: E402
+from service import adaptive  # noqa: E402
 from service.runtime import read_manifest  # noqa: E402
+from training.evaluate import run as evaluate_run  # noqa: E402
 from training.model import Checkpoint  # noqa: E402
 
 TINY_MODEL = ["--latent-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--num-samples", "1"]
@@ -82,14 +84,62 @@ def test_export_screening_and_calibrate_make_a_complete_version(repository):
 
 def test_evaluate_writes_the_metrics_and_card(repository, mnist_dir):
     model = repository / "mnist-cvae" / "1.0.0"
-    code, _, _ = cvae(
-        "evaluate", model, "--data-dir", mnist_dir, "--num-samples", 8, "--limit", 10, "--batch-size", 5,
-        "--screen-samples", 2, "--margin", 20,
-    )  # fmt: skip
+    flags = ["--num-samples", 8, "--limit", 10, "--screen-samples", 2, "--margin", 20]
+    code, _, _ = cvae("evaluate", model, "--data-dir", mnist_dir, *flags)
     assert code == 0
     metrics = read_manifest(model)["metrics"]
     assert metrics["num_test_images"] == 10 and np.isfinite(metrics["nll"])
+    assert metrics["command"] == f"cvae evaluate {model} --num-samples 8 --limit 10 --screen-samples 2 --margin 20"
+    assert metrics["screening"]["looks"] == [[2, 20.0]]
     assert "## Test figures" in (model / "MODEL_CARD.md").read_text()
+
+
+def test_evaluate_reports_the_engines_answers(repository, mnist_dir):
+    """`cvae evaluate`'s log p(x), accuracy and calibration are the engine's answers to each test image alone
+    (seed noise_seed + i) with the screening asked for; its true-class figures come from the engine's
+    estimates of the true class with all K samples, also where the screening dropped the true class."""
+    from service.options import ClassifyOptions
+    from service.scoring import Scorer
+    from training.data import load_mnist
+    from training.evaluate import expected_calibration_error
+    from training.train import binarize
+
+    model, k, n = repository / "mnist-cvae" / "1.0.0", 64, 6
+    metrics = evaluate_run(model, mnist_dir, num_samples=k, limit=n, card=False, screen_samples=4, margin=0.5)
+    assert metrics["command"] == f"cvae evaluate {model} --num-samples {k} --limit {n} --screen-samples 4 --margin 0.5"
+    scorer = Scorer.open(model, max_num_samples=k, adaptive_screen_samples=4, adaptive_margin=0.5)
+    data = load_mnist(mnist_dir)
+    x = binarize(torch.from_numpy(data.test_x), torch.Generator().manual_seed(0))[:n].numpy()
+    labels = data.test_y[:n]
+    options = [ClassifyOptions(num_samples=k, max_num_samples=k, seed=metrics["noise_seed"] + i) for i in range(n)]
+    answers = [scorer.score_now(x[i : i + 1], options[i]) for i in range(n)]
+    exhaustive = [o.model_copy(update={"adaptive": False}) for o in options]
+    everything = [scorer.score_now(x[i : i + 1], exhaustive[i]) for i in range(n)]
+    probs = np.concatenate([a.probs for a in answers])
+    true = {
+        name: np.array([getattr(e.classes, name)[0, y] for e, y in zip(everything, labels)])
+        for name in ("log_px_y", "reconstruction", "kl")
+    }
+    assert metrics["nll"] == pytest.approx(-np.mean([a.bayes.log_px[0] for a in answers]), rel=1e-9)
+    assert metrics["accuracy"] == np.mean(probs.argmax(1) == labels)
+    assert metrics["ece_15_bins"] == pytest.approx(expected_calibration_error(probs, labels), rel=1e-9)
+    assert metrics["nll_given_true_class"] == pytest.approx(-true["log_px_y"].mean(), rel=1e-5)
+    assert metrics["reconstruction_cross_entropy"] == pytest.approx(-true["reconstruction"].mean(), rel=1e-5)
+    assert metrics["kl"] == pytest.approx(true["kl"].mean(), rel=1e-5)
+    used = np.concatenate([a.classes.num_samples for a in answers])
+    assert metrics["screening"]["mean_samples_per_class"] == pytest.approx(used.mean())
+    assert metrics["screening"]["images_rescored"] == (used[np.arange(n), labels] < k).sum() > 0
+
+
+def test_evaluate_screens_as_the_model_does_unless_told(repository, mnist_dir):
+    model = repository / "mnist-cvae" / "1.0.0"
+    own = adaptive.screening_for(read_manifest(model))
+    metrics = evaluate_run(model, mnist_dir, num_samples=64, limit=3, card=False)
+    assert own.samples < 64 and metrics["screening"]["looks"] == own.record()
+    assert metrics["command"] == f"cvae evaluate {model} --num-samples 64 --limit 3"
+    metrics = evaluate_run(model, mnist_dir, num_samples=4, limit=3, card=False, screen_samples=0)
+    assert metrics["screening"] is None
+    assert metrics["command"] == f"cvae evaluate {model} --num-samples 4 --limit 3 --screen-samples 0"
 
 
 def test_ais_compares_the_answers(repository, mnist_dir):

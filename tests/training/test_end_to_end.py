@@ -91,29 +91,32 @@ def test_onnx_scorer_is_finite_where_the_decoder_saturates(exported):
     assert np.isfinite(log_w).all() and np.isfinite(lpx_z).all()
 
 
-def test_adaptive_evaluation_spends_all_samples_on_the_classes_that_matter(exported):
+def test_evaluation_gives_the_true_class_all_samples_the_engine_would_give_it(exported):
+    """The engine screens classes out; the true class's figures still come from all K samples, and they are
+    the estimates the engine gives it without screening (one noise stream per image, class and seed)."""
+    from service.options import ClassifyOptions
+    from service.scoring import Scorer
     from training.evaluate import score
 
-    checkpoint, _ = exported
-    model = checkpoint.build_model()
+    _, out = exported
     data = synthetic_mnist()
-    x = (torch.from_numpy(data.test_x[:6]).float() / 255).round()
-    log_prior = torch.tensor(checkpoint.class_prior).log()
-    fast = score(
-        model,
-        x,
-        log_prior,
-        64,
-        torch.Generator().manual_seed(0),
-        batch_size=3,
-        progress=False,
-        screen_samples=8,
-        margin=5.0,
-    )
-    assert set(fast["num_samples"].unique().tolist()) <= {8.0, 64.0}
-    best = fast["log_py_x"].argmax(1)
-    assert (fast["num_samples"].gather(1, best[:, None]) == 64).all()
-    assert (fast["num_samples"] == 8).any()  # some classes were screened out
+    x = (data.test_x[:8] / 255).round().astype(np.float32)
+    labels = (data.test_y[:8] + 1) % 10  # a wrong "true" class, which screening drops
+    scorer = Scorer.open(out, adaptive_screen_samples=8, adaptive_margin=5.0)
+    scored = score(scorer, x, labels, 64, seed=3, progress=False)
+    used = scored.scores.classes.num_samples
+    assert set(np.unique(used)) == {8, 64}  # some classes were screened out, the best was not
+    assert (np.take_along_axis(used, scored.scores.probs.argmax(1)[:, None], 1) == 64).all()
+    assert (scored.true["num_samples"] == 64).all() and scored.rescored.any()
+    assert (used[np.arange(8), labels] < 64).tolist() == scored.rescored.tolist()
+    for i in range(8):
+        alone = ClassifyOptions(num_samples=64, max_num_samples=64, seed=3 + i)
+        adaptive = scorer.score_now(x[i : i + 1], alone)
+        exhaustive = scorer.score_now(x[i : i + 1], alone.model_copy(update={"adaptive": False}))
+        assert scored.scores.bayes.log_px[i] == adaptive.bayes.log_px[0]  # the engine's answer, image alone
+        for name in ("log_px_y", "reconstruction", "kl"):
+            true_class = getattr(exhaustive.classes, name)[0, labels[i]]
+            assert scored.true[name][i] == pytest.approx(true_class, rel=1e-5, abs=1e-4), (i, name)
 
 
 def test_a_new_evaluation_keeps_what_other_commands_recorded():
