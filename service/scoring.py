@@ -1,8 +1,7 @@
 """One door to scoring: binary images as an array [N, H, W] plus options in, columns out.
 
-The routes, batch scoring, screening, calibration, the AIS comparison and the benchmarks all score
-through `Scorer` (`cvae evaluate` alone scores the checkpoint in PyTorch, giving the true class all K
-samples); only service.answers turns its columns into JSON.
+The routes, batch scoring, screening, calibration, evaluation, the AIS comparison and the benchmarks
+all score through `Scorer`; only service.answers turns its columns into JSON.
 """
 
 from __future__ import annotations
@@ -206,9 +205,10 @@ class Scorer:
         return x.reshape(len(x), -1)
 
     def score_now(self, images: np.ndarray, options: ClassifyOptions) -> Scores:
-        """score() outside an event loop, in pieces small enough that rounds never meet the per-request
-        work limit (CVAE_MAX_WORK), so that each image's answer depends on it alone: the answer the
-        service gives to a request of that image alone with the same seed."""
+        """score() outside an event loop, in pieces of consecutive images small enough that rounds never
+        meet the per-request work limit (CVAE_MAX_WORK): each piece is answered as the service answers a
+        request holding it with the same seed, image j of the piece drawing the noise of (seed, j). For
+        the answer to one image sent alone with a seed, score it alone (as batch scoring and evaluation do)."""
         x = self.pixels(images)
         most = self.resolve(options, 1).max_num_samples  # K, or the most that rounds may reach
         size = max(1, min(self.settings.max_images, self.max_work // (self.model.num_classes * most)))
