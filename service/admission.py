@@ -22,7 +22,7 @@ import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -62,11 +62,14 @@ class Admission:
         caller_share: float = 1.0,
         caller_rate: str = "",
         fifo_after: float = 2.0,
+        clock: Callable[[], float] | None = None,
     ):
+        """`clock` tells the seconds that fifo_after's windows count (default: the event loop's time)."""
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.max_running = max_running or max_in_flight
         self.fifo_after = fifo_after
+        self._clock = clock
         self.caller_limit = max(1, math.floor(caller_share * max_in_flight))
         self.caller_rate = parse(caller_rate) if caller_rate else None
         self._limiter = MovingWindowRateLimiter(MemoryStorage()) if caller_rate else None
@@ -144,7 +147,7 @@ class Admission:
         if caller not in self._waiting:
             self._waiting[caller] = deque()
             self._turns.append(caller)
-        self._waiting[caller].append((loop.time(), place))
+        self._waiting[caller].append((self._now(), place))
         return place
 
     async def _wait(self, caller: str, place: asyncio.Future) -> bool:
@@ -153,7 +156,7 @@ class Admission:
         try:
             await place
         except asyncio.CancelledError:
-            self._given_up = asyncio.get_running_loop().time()
+            self._given_up = self._now()
             if place.cancelled() or not place.done():  # not handed over
                 self._leave(caller, place)
             raise
@@ -169,6 +172,9 @@ class Admission:
             del self._waiting[caller]
             self._turns.remove(caller)
 
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
     def _next(self) -> None:
         """A running place is free: give it to the next caller in turn, else free it."""
         while self._turns:
@@ -176,7 +182,7 @@ class Admission:
             self._turns.remove(caller)
             queue = self._waiting[caller]
             oldest, _ = queue[0]
-            now = asyncio.get_running_loop().time()
+            now = self._now()
             newest_first = now - self._given_up < self.fifo_after and now - oldest <= self.fifo_after
             _, place = queue.pop() if newest_first else queue.popleft()
             if queue:

@@ -169,8 +169,9 @@ def test_another_job_is_not_mixed_into_an_output(local_ray, digits, shipped_mode
     (model / "manifest.json").write_text(json.dumps({**manifest, "class_prior": [0.1] * 10}))
     with pytest.raises(ValueError, match="model_sha256"):
         run(tmp_path / "d.npy", tmp_path / "other", model, seed=1, request=REQUEST, progress=False)
-    time.sleep(0.01)
-    np.save(tmp_path / "d.npy", digits[2:4])
+    written = (tmp_path / "d.npy").stat().st_mtime_ns
+    np.save(tmp_path / "d.npy", digits[2:4])  # as large as before, rewritten...
+    os.utime(tmp_path / "d.npy", ns=(written + 10**9, written + 10**9))  # ...a second later, whatever the clock's grain
     with pytest.raises(ValueError, match="input_stamp"):
         run(tmp_path / "d.npy", tmp_path / "out", shipped_model, seed=1, request=REQUEST, progress=False)
     # settings no image could satisfy stop the job before a row is scored, not as one error per row
@@ -192,24 +193,54 @@ def _cvae(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, **kwargs)
 
 
+# Run at the start of every Python process of a `cvae score` given this folder on PYTHONPATH: once a
+# worker has written its third part, it waits while the file CVAE_TEST_HOLD exists (the test kills it).
+HOLD_AFTER_THREE_PARTS = """
+import os
+import time
+from pathlib import Path
+
+if os.environ.get("CVAE_TEST_HOLD"):
+    import batch.output
+
+    write_part = batch.output.write_part
+
+    def held(table, path):
+        write_part(table, path)
+        hold = Path(os.environ["CVAE_TEST_HOLD"])
+        while path.parent.name != "errors" and len(list(path.parent.glob("part-*.parquet"))) >= 3 and hold.exists():
+            time.sleep(0.05)
+
+    batch.output.write_part = held
+"""
+
+
 def test_a_killed_run_resumes_to_the_same_output(digits, tmp_path):
     np.save(tmp_path / "d.npy", np.concatenate([digits] * 3))  # 36 images, 18 blocks
     common = ["--block-size", "2", "--workers", "1", "--seed", "5"]
     whole = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "whole"), *common)
     assert whole.wait(timeout=600) == 0, whole.stdout.read().decode()
-    killed = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "resumed"), *common, start_new_session=True)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(HOLD_AFTER_THREE_PARTS)
+    (tmp_path / "hold").touch()
+    path = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "CVAE_TEST_HOLD": str(tmp_path / "hold")}
+    killed = _cvae(
+        str(tmp_path / "d.npy"), "--out", str(tmp_path / "resumed"), *common, env=env, start_new_session=True
+    )
     deadline = time.time() + 300
     while len(list((tmp_path / "resumed").glob("part-*.parquet"))) < 3 and time.time() < deadline:
+        assert killed.poll() is None, killed.stdout.read().decode()
         time.sleep(0.2)
-    os.killpg(killed.pid, signal.SIGKILL)
+    os.killpg(killed.pid, signal.SIGKILL)  # while the worker waits after its third part
     killed.wait()
     done_before = len(list((tmp_path / "resumed").glob("part-*.parquet")))
-    assert 3 <= done_before < 18, "the kill came too late to test resumption"
+    assert done_before == 3
     resumed = _cvae(str(tmp_path / "d.npy"), "--out", str(tmp_path / "resumed"), *common)
     output = resumed.stdout.read().decode()
     assert resumed.wait(timeout=600) == 0, output
     skipped = int(re.search(r'"skipped_blocks": (\d+)', output).group(1))
-    assert done_before <= skipped < 18  # the finished blocks were not scored again (one more may land as Ray stops)
+    assert skipped == done_before  # the finished blocks were not scored again
     assert read_results(tmp_path / "resumed").to_pydict() == read_results(tmp_path / "whole").to_pydict()
 
 

@@ -3,12 +3,12 @@
 import asyncio
 import json
 import threading
-import time
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
-from servers import running_server
+from servers import held_serve_command, running_server, wait_for
 
 from client import AsyncClient, Client, ClientError
 
@@ -53,7 +53,7 @@ def test_sample_score_classify_return_numpy(server):
         assert scores.out_of_distribution_p_value.shape == (4,) and scores.out_of_distribution_flagged.dtype == bool
         assert scores.elbo_value is None and scores.entropy.shape == (4,)  # no "elbo" asked for; "estimates" was
         with pytest.raises(AttributeError, match="out_of_distribution_flagged"):
-            scores.ood_flagged  # not a field the service publishes: the error lists those it does
+            _ = scores.ood_flagged  # not a field the service publishes: the error lists those it does
 
 
 def test_async_client_gives_the_same_answers(server):
@@ -77,18 +77,32 @@ def test_4xx_raises_client_error_naming_the_field(server):
             cvae.classify(np.zeros((28, 28)), num_samples=10**9)
 
 
-def test_503_is_retried_after_retry_after(shipped_model):
-    with running_server(shipped_model, log_format="text", max_in_flight=1, max_work=10**8) as (base, _):
-        slow_body = {"images": [[0.0] * 784] * 4, "num_samples": 6000, "adaptive": False}
-        slow = threading.Thread(target=lambda: httpx.post(f"{base}/v1/log-likelihood", json=slow_body, timeout=120))
-        slow.start()
-        time.sleep(0.3)
-        assert httpx.post(f"{base}/v1/samples", json={"n": 1}).status_code == 503  # the server is full now
-        started = time.perf_counter()
-        with Client(base, retries=20, max_retry_wait=1.0) as cvae:
-            samples = cvae.sample(n=1, seed=0)
-        assert samples.mean.shape == (1, 28, 28) and time.perf_counter() - started >= 0.9
-        slow.join()
+def test_503_is_retried_after_retry_after(shipped_model, tmp_path, monkeypatch):
+    hold = tmp_path / "hold"
+    serve = held_serve_command(hold)
+    with running_server(shipped_model, serve=serve, log_format="text", max_in_flight=1) as (base, _):
+        hold.touch()  # from now on the scorer's calls wait
+        body = {"images": [[0.0] * 784], "num_samples": 10, "adaptive": False}
+        held = threading.Thread(target=lambda: httpx.post(f"{base}/v1/log-likelihood", json=body, timeout=120))
+        held.start()
+        waits = []
+
+        def sleep(seconds):  # the client's wait before it tries again: the held request is let go meanwhile
+            waits.append(seconds)
+            hold.unlink(missing_ok=True)
+            held.join()
+
+        try:
+            wait_for(hold.with_name("hold.held").exists)  # its scorer call waits: the server is full now
+            assert httpx.post(f"{base}/v1/samples", json={"n": 1}).status_code == 503
+            monkeypatch.setattr("client.api.time", SimpleNamespace(sleep=sleep))
+            with Client(base, retries=20) as cvae:
+                samples = cvae.sample(n=1, seed=0)
+        finally:
+            hold.unlink(missing_ok=True)
+            held.join()
+        assert samples.mean.shape == (1, 28, 28)
+        assert waits == [1.0]  # one retry, after the Retry-After the 503 carried (no header: 0.5 s)
         with Client(base, retries=0) as impatient:
             assert impatient.sample(n=1).mean.shape == (1, 28, 28)
 

@@ -1,9 +1,9 @@
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
+from servers import until
 
 from service.batching import Batcher, Overloaded
 
@@ -85,55 +85,58 @@ def test_a_failing_batch_fails_its_callers_only():
 
 
 def test_a_full_queue_is_refused_at_once():
-    release = threading.Event()
+    computing, release = threading.Event(), threading.Event()
 
-    def slow(items):
-        release.wait(5)
+    def held(items):
+        computing.set()
+        assert release.wait(60), "the batch was never released"
         return items
 
     async def main():
-        batcher = Batcher(slow, max_size=1, max_wait=0.0, max_queue=2)
+        batcher = Batcher(held, max_size=1, max_wait=0.0, max_queue=2)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.sleep(0.05)  # the first call is in the worker now
+        await until(computing.is_set)  # the first call is in the worker, held there
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
-        await asyncio.sleep(0.01)
-        started = time.perf_counter()
-        with pytest.raises(Overloaded):
-            await batcher.submit(3)
-        refused_in = time.perf_counter() - started
+        await until(lambda: batcher.waiting == 2)
+        refused = asyncio.ensure_future(batcher.submit(3))
+        await asyncio.sleep(0)  # one turn of the event loop: the refusal waits for nothing
+        assert refused.done() and isinstance(refused.exception(), Overloaded)
+        assert not running.done()  # the worker is still held: the refusal did not wait for room
         release.set()
         results = await asyncio.gather(running, *queued)
         await batcher.stop()
-        return results, refused_in
+        return results
 
-    results, refused_in = run(main())
-    assert results == [0, 1, 2] and refused_in < 0.5
+    try:
+        assert run(main()) == [0, 1, 2]
+    finally:
+        release.set()
 
 
 def test_the_event_loop_keeps_running_during_model_work():
-    def busy(items):
-        time.sleep(0.3)
+    computing, release = threading.Event(), threading.Event()
+
+    def held(items):
+        computing.set()
+        assert release.wait(60), "the model work was never released"
         return items
 
     async def main():
-        batcher = Batcher(busy, max_size=4, max_wait=0.0, max_queue=10)
+        batcher = Batcher(held, max_size=4, max_wait=0.0, max_queue=10)
         batcher.start()
-        ticks = 0
-
-        async def tick():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        ticker = asyncio.ensure_future(tick())
-        await batcher.submit(1)
-        ticker.cancel()
+        call = asyncio.ensure_future(batcher.submit(1))
+        await until(computing.is_set)  # the model work has begun and waits...
+        assert not call.done()
+        release.set()  # ...for this code, which runs on the event loop meanwhile, to let it go
+        result = await call
         await batcher.stop()
-        return ticks
+        return result
 
-    assert run(main()) >= 10
+    try:
+        assert run(main()) == 1
+    finally:
+        release.set()
 
 
 def test_split_points_undo_concatenation():

@@ -10,7 +10,7 @@ import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
-from servers import free_port, running_server, wait_ready
+from servers import free_port, held_calls, running_server, wait_for, wait_ready
 
 from service.app import create_app
 from service.settings import Settings
@@ -223,32 +223,27 @@ def test_a_key_unloads_and_loads_a_version(locked):
     assert locked.is_model_ready("decoder", headers=key)
 
 
-def test_a_full_house_is_unavailable_and_a_slow_call_past_its_deadline(shipped_model, monkeypatch):
-    port = free_port()
-    settings = Settings(model_dir=shipped_model, grpc_port=port, max_in_flight=1, request_timeout_s=0.5)
+def test_a_full_house_is_unavailable_and_a_slow_call_past_its_deadline(shipped_model):
+    port, timeout = free_port(), 0.5
+    settings = Settings(model_dir=shipped_model, grpc_port=port, max_in_flight=1, request_timeout_s=timeout)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        sessions = client.app.state.repository.resolve().inference.model.sessions
-        decoder = sessions["decoder"]
-
-        class Slow:  # the decoder, two seconds late
-            def run(self, names, feeds):
-                time.sleep(2.0)
-                return decoder.run(names, feeds)
-
-        monkeypatch.setitem(sessions, "decoder", Slow())
         grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         inputs = []
         for key, array in decoder_inputs(latent(grpc_client), n=1).items():
             inputs.append(grpcclient.InferInput(key, list(array.shape), "FP32"))
             inputs[-1].set_data_from_numpy(array)
         answers = queue.Queue()
-        grpc_client.async_infer("decoder", inputs, callback=lambda result, error: answers.put(error))
-        time.sleep(0.2)
-        with pytest.raises(InferenceServerException) as raised:
-            grpc_client.infer("decoder", inputs)
-        assert status(raised) == "UNAVAILABLE" and "capacity" in raised.value.message()
-        late = answers.get(timeout=10)
+        with held_calls(client.app, "decoder") as (release, calls):
+            grpc_client.async_infer("decoder", inputs, callback=lambda result, error: answers.put(error))
+            wait_for(lambda: calls)  # admitted, its decoder call held
+            admitted_by = time.monotonic()  # on the event loop's clock; its deadline is at most `timeout` later
+            with pytest.raises(InferenceServerException) as raised:
+                grpc_client.infer("decoder", inputs)
+            assert status(raised) == "UNAVAILABLE" and "capacity" in raised.value.message()
+            time.sleep(max(0.0, admitted_by + timeout - time.monotonic()))  # past the deadline, still held
+            release.set()
+            late = answers.get(timeout=60)
         assert late.status() == "StatusCode.DEADLINE_EXCEEDED" and "CVAE_REQUEST_TIMEOUT_S" in late.message()
         metrics = client.get("/metrics").text
         assert 'cvae_rejected_total{reason="overloaded"} 1.0' in metrics

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from servers import states, wait_for, wait_ready
+from servers import states, until, wait_for, wait_ready
 
 from bench.swap import place
 from service.app import create_app
@@ -187,11 +187,7 @@ def test_a_retired_version_finishes_its_requests_first(repository, shipped_model
         logits = await old.inference.calls.decode(np.zeros((1, 32)), np.zeros(1, dtype=np.int64))
         assert logits.shape == (1, 784)  # the old version still answers its request
         repo.release(old)
-        for _ in range(100):
-            if old.state == "unloaded":
-                break
-            await asyncio.sleep(0.01)
-        assert old.state == "unloaded"
+        await until(lambda: old.state == "unloaded")
         with pytest.raises(NotServed):
             repo.resolve(version="1.0.0")
         await repo.stop()
