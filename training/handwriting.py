@@ -11,8 +11,8 @@ file), four sources:
 
 Each is prepared as MNIST's digits were, by the service's own service.preparation.prepare_mnist
 (crop to the ink, 20x20 box, centre of mass in the middle), where it is not framed so already: the
-Kannada sets are, the doodles (ink over 26 pixels) and the operators (centred by their box, most
-under 16 pixels) are not.
+Kannada sets are; the doodles (drawn to the field's edges) and the operators (centred by their box,
+smaller than MNIST's 20 pixels) are not.
 
 `split` keeps a part of every source out of training and out of every choice (docs/decisions.md):
 a fifth of kannada-test and of quickdraw, stratified by class with a fixed seed; dig-mnist whole
