@@ -54,7 +54,9 @@ def test_the_reference_is_the_validation_split_rescored(shipped_model, mnist_dir
     shutil.copytree(shipped_model, copy, ignore=shutil.ignore_patterns("checkpoint.pt", "*.png", "ais.json"))
     calibrate(copy, load_mnist(mnist_dir), limit=8, critic_from=shipped_model)
     with np.load(shipped_model / "ood.npz") as shipped, np.load(copy / "ood.npz") as again:
-        np.testing.assert_allclose(again["reference"], shipped["reference"][:8], rtol=0, atol=1e-6)
+        # float32 graphs: the critic's log-odds (about 10) move by a few units in the last place between
+        # ONNX Runtime builds, 3e-7 of their size on this one; nothing else moves
+        np.testing.assert_allclose(again["reference"], shipped["reference"][:8], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(again["log_probs"], shipped["log_probs"])
 
 
