@@ -97,6 +97,24 @@ def running_server(model_dir, serve: list[str] | None = None, **settings):
         log.close()
 
 
+def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    """The ASGI scope of a JSON POST to `path` from a client on loopback, with `headers` besides."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+
+
 def send_partial_body(app, path: str, body: bytes, headers: list[tuple[bytes, bytes]], call=None) -> list[dict]:
     """Call the ASGI `app` as a client that sends the first bytes of a POST body to `path`, then leaves;
     the messages the app sent back. `call(app, scope, receive, send)` runs it (default asyncio.run)."""
@@ -111,20 +129,7 @@ def send_partial_body(app, path: str, body: bytes, headers: list[tuple[bytes, by
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = post_scope(path, [(b"host", b"testserver"), *headers])
     if call is None:
         asyncio.run(app(scope, receive, send))
     else:

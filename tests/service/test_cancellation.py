@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from servers import held_calls, running_server, until, wait_ready
+from servers import held_calls, post_scope, running_server, until, wait_ready
 
 from service.app import create_app
 from service.settings import Settings
@@ -29,20 +29,7 @@ def leave_during_first_scorer_call(client, body: dict) -> tuple[list[dict], int]
     that call held until the service has read the disconnect; the messages the service sent back and the
     number of scorer calls made."""
     payload = json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/classify",
-        "raw_path": b"/v1/classify",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    scope = post_scope("/v1/classify", [(b"content-length", str(len(payload)).encode())])
 
     async def leave(release, calls):
         left, read, sent = asyncio.Event(), asyncio.Event(), []
