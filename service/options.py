@@ -122,8 +122,11 @@ class ClassifyOptions(ScoreOptions):
 
 # What an answer echoes (include 'settings') as it used them: every option but the seed, which every answer
 # gives, and pixel_scale, whose 'auto' is judged per image; /v1/log-likelihood leaves ClassifyOptions' own out.
-ECHOED = tuple("num_samples tolerance max_num_samples adaptive binarize threshold invert preprocess ood_fpr".split())
-ECHOED += ("min_probability", "critic_vote")
+ECHOED = (
+    *("num_samples", "tolerance", "max_num_samples", "adaptive"),
+    *("binarize", "threshold", "invert", "preprocess"),
+    *("ood_fpr", "min_probability", "critic_vote"),
+)
 
 
 def of(group: type[Options], values: BaseModel) -> Options:
