@@ -31,26 +31,13 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from service import tracing
-from service.batching import Overloaded
+from service.failures import CallerLimited, Overloaded, RequestTimeout
 
 T = TypeVar("T")
 
 # who sends the request being handled: `key-N` (the Nth of CVAE_API_KEYS), or its address without keys;
 # set by the HTTP and gRPC key checks
 CALLER: ContextVar[str] = ContextVar("caller", default="")
-
-
-class RequestTimeout(RuntimeError):
-    """A request took longer than the timeout setting."""
-
-
-class CallerLimited(RuntimeError):
-    """A caller went past its share or its rate: answered 429, retry after `retry_after` seconds."""
-
-    def __init__(self, message: str, reason: str, retry_after: int):
-        super().__init__(message)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class Admission:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -12,10 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from service import errors, tracing
 from service.admission import Admission
 from service.cancellation import CancelAbandoned
+from service.inference import Inference
 from service.metrics import Metrics
 from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.repository import Repository
-from service.routes import docs, health, openapi, page, v1, v2, v2_infer
+from service.routes import docs, health, openapi, page, v1, v2
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -49,7 +51,9 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Integrity and shape checks run here: start-up fails when the default model cannot be served.
-        repository = Repository(settings, on_call=app.state.metrics.observe_model_call)
+        repository = Repository(
+            settings, partial(Inference.open, settings=settings, on_call=app.state.metrics.observe_model_call)
+        )
         app.state.repository = repository
         await repository.start()
         app.state.metrics.watch_versions(repository.listing)
@@ -94,7 +98,6 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
-    app.include_router(v2_infer.router)
     v2.install(app)
     # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit,
     # CancelAbandoned.

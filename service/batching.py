@@ -19,12 +19,9 @@ from typing import Any
 import numpy as np
 
 from service import tracing
+from service.failures import Overloaded
 
 log = logging.getLogger("cvae.batching")
-
-
-class Overloaded(RuntimeError):
-    """The queue is full: the caller should retry later."""
 
 
 @dataclass

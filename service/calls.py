@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from service import tracing
 from service.batching import Batcher, concat_rows
-from service.runtime import Model
+from service.cancellation import in_thread
 from service.settings import Settings
-
-
-async def in_thread(fn, *args):
-    """fn(*args) in a worker thread. Cancelled meanwhile, it waits for the thread to end before it lets
-    the cancellation through, so that admission's place and the version's hold are given up only once
-    the model has stopped computing (at most one call later)."""
-    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        await asyncio.wait({call})
-        raise
 
 
 class ModelCalls:
@@ -33,8 +19,9 @@ class ModelCalls:
     at a time; bench/run.py compares batching on and off.
     """
 
-    def __init__(self, model: Model, settings: Settings, on_call=None):
-        """`on_call(graph, rows, batched)` is told of every model call."""
+    def __init__(self, model, settings: Settings, on_call=None):
+        """`model` is a loaded service.runtime.Model (or anything with its log_weights and decode);
+        `on_call(graph, rows, batched)` is told of every model call."""
         self.model = model
         self.on_call = on_call
         self.batching = settings.batching

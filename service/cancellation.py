@@ -80,3 +80,15 @@ class CancelAbandoned:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+async def in_thread(fn, *args):
+    """fn(*args) in a worker thread. Cancelled meanwhile, it waits for the thread to end before it lets
+    the cancellation through, so that admission's place and the version's hold are given up only once
+    the model has stopped computing (at most one call later)."""
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait({call})
+        raise

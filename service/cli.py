@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.runtime import ModelLoadError
+from service.failures import ModelLoadError
 
 
 def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:

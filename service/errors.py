@@ -9,11 +9,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from service.admission import CALLER, CallerLimited, RequestTimeout
-from service.batching import Overloaded
-from service.images import InputError
-from service.middleware import BodyTooLarge, too_large_body
-from service.versions import NotServed
+from service.admission import CALLER
+from service.failures import BodyTooLarge, CallerLimited, InputError, NotServed, Overloaded, RequestTimeout
+from service.middleware import too_large_body
 
 RENAMED = {"return_x": 'send "include": ["x"] instead'}  # fields of earlier releases, and what to send now
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import pareto
-from service.runtime import Model
 
 
 def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -146,9 +145,9 @@ def images_from_logits(logits: np.ndarray, likelihood: str, rng: np.random.Gener
     return mean, (rng.random(mean.shape) < mean).astype(np.uint8)
 
 
-def draw_classes(model: Model, n: int, rng: np.random.Generator) -> np.ndarray:
-    """y ~ p(y), the class prior of the manifest."""
-    return rng.choice(model.num_classes, size=n, p=np.exp(model.log_prior))
+def draw_classes(log_prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """y ~ p(y), the class prior of the manifest [C]."""
+    return rng.choice(len(log_prior), size=n, p=np.exp(log_prior))
 
 
 def interpolate(z_from: np.ndarray, z_to: np.ndarray, steps: int, spherical: bool) -> np.ndarray:

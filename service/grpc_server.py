@@ -26,13 +26,11 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service import protocol, tracing
-from service.admission import RequestTimeout
-from service.batching import Overloaded
+from service.failures import NotServed, Overloaded, RequestTimeout, V2Error
 from service.grpc_middleware import AccessLog, KeyCheck, TracerPerCall
-from service.protocol import V2Error
 from service.routes.health import is_ready, served_version
 from service.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
-from service.versions import NotServed, not_found, version_key
+from service.versions import not_found, version_key
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 OPEN_METHODS = {f"/{SERVICE.full_name}/{name}" for name in ("ServerLive", "ServerReady")}

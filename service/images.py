@@ -17,15 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-
-class InputError(ValueError):
-    """A client value that cannot be used; `field` names where it is, the message says the fix."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
+from service.failures import InputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The image files read, by Pillow's name and the bytes they begin with (a WebP file: RIFF, 4 bytes, WEBP).

@@ -12,8 +12,10 @@ import math
 import numpy as np
 
 from service import answers, estimator, schemas
-from service.calls import in_thread
-from service.images import InputError, PixelBudget, decode_image, png_grid
+from service.calls import ModelCalls
+from service.cancellation import in_thread
+from service.failures import InputError
+from service.images import PixelBudget, decode_image, png_grid
 from service.options import ClassifyOptions, of
 from service.pixels import parse_pixels
 from service.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
@@ -31,6 +33,18 @@ class Inference:
         self.model = scorer.model
         self.settings = scorer.settings
         self.calls = scorer.calls
+
+    @classmethod
+    def open(cls, model, settings, on_call=None) -> Inference:
+        """What answers a loaded model's requests, its model calls started (`stop` ends them); `on_call`
+        is told of each model call (service.calls.ModelCalls)."""
+        calls = ModelCalls(model, settings, on_call=on_call)
+        calls.start()
+        return cls(Scorer(model, settings, calls))
+
+    async def stop(self) -> None:
+        """Stop the model calls (their batchers) once no request uses this version any more."""
+        await self.calls.stop()
 
     def header(self, class_names: bool = False) -> dict:
         manifest = self.model.manifest
@@ -165,7 +179,7 @@ class Inference:
         n = n or 1
         check_count(n, self.settings.max_samples, fields[1] if z is None else "z", "max_samples")
         rng = np.random.default_rng(seed)
-        classes = np.full(n, y) if y is not None else estimator.draw_classes(self.model, n, rng)
+        classes = np.full(n, y) if y is not None else estimator.draw_classes(self.model.log_prior, n, rng)
         if z is None:
             latents = rng.standard_normal((n, self.model.latent_dim))
         return classes, latents, rng
@@ -182,7 +196,7 @@ class Inference:
         z_to = self._latents([request.z_to], "z_to")[0]
         seed = _seed(request.seed)
         rng = np.random.default_rng(seed)
-        y = request.y if request.y is not None else int(estimator.draw_classes(self.model, 1, rng)[0])
+        y = request.y if request.y is not None else int(estimator.draw_classes(self.model.log_prior, 1, rng)[0])
         path = estimator.interpolate(z_from, z_to, request.steps, request.spherical)
         return await self._render(np.full(request.steps, y), path, rng, request.binary, seed)
 

@@ -12,14 +12,11 @@ import uuid
 from starlette.requests import ClientDisconnect
 
 from service.admission import CALLER
+from service.failures import BodyTooLarge
 from service.logs import REQUEST_ID
 from service.metrics import CLIENT_CLOSED, Metrics
 
 log = logging.getLogger("cvae.errors")
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def too_large_body(max_bytes: int) -> dict:

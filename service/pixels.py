@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 
-from service.images import ANY_SIZE, InputError, PixelBudget
+from service.failures import InputError
+from service.images import ANY_SIZE, PixelBudget
 
 
 def parse_pixels(

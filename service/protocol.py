@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe V2) apart from its transports: which version and graph a model
 name means, a graph's metadata, and one run of a graph, checked against the manifest and the limits,
-admitted and cut into chunks of CVAE_SCORE_CHUNK_ROWS rows. routes/v2.py and routes/v2_infer.py serve
-it over HTTP, grpc_server.py over gRPC; both pass the app's state (`request.app.state`).
+admitted and cut into chunks of CVAE_SCORE_CHUNK_ROWS rows. routes/v2.py serves it over HTTP,
+grpc_server.py over gRPC; both pass the app's state (`request.app.state`).
 
 Errors are V2Error with the HTTP status that says what went wrong; gRPC maps it to its own codes.
 """
@@ -15,19 +15,13 @@ import math
 import numpy as np
 
 from service import chunks, tensors, tracing
-from service.calls import in_thread
+from service.cancellation import in_thread
+from service.failures import NotServed, TensorError, V2Error
 from service.runtime import GRAPHS
-from service.tensors import DATATYPE, InferRequest, TensorError
-from service.versions import NotServed, version_key
+from service.tensors import DATATYPE, InferRequest
+from service.versions import version_key
 
 SERVER_NAME = "mnist-cvae"
-
-
-class V2Error(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 def repository_of(state):

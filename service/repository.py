@@ -15,15 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from service.calls import ModelCalls
-from service.inference import Inference
-from service.runtime import ModelLoadError
-from service.scoring import Scorer
+from service.failures import ModelLoadError, NotServed
 from service.settings import Settings
 from service.versions import (
-    NotServed,
     Version,
     fingerprint,
     not_found,
@@ -38,9 +35,11 @@ log = logging.getLogger("cvae.repository")
 
 
 class Repository:
-    def __init__(self, settings: Settings, on_call=None):
+    def __init__(self, settings: Settings, open_engine: Callable):
+        """`open_engine(model)` makes what answers a loaded model's requests and has `async stop()`
+        (the app passes service.inference.Inference.open)."""
         self.settings = settings
-        self.on_call = on_call
+        self.open_engine = open_engine
         self.serving: dict[tuple[str, str], Version] = {}  # ready versions, and failed or loading ones
         self.updates: dict[tuple[str, str], Version] = {}  # a replacement loading or failed behind a ready one
         self.draining: set[Version] = set()
@@ -93,9 +92,7 @@ class Repository:
             candidate.state = "unloaded"
             log.info("model %s version %s loaded but dropped: unloaded, removed or loaded again meanwhile", *key)
             return
-        calls = ModelCalls(model, self.settings, on_call=self.on_call)
-        calls.start()
-        candidate.inference = Inference(Scorer(model, self.settings, calls))
+        candidate.inference = self.open_engine(model)
         candidate.state, candidate.loaded_at = "ready", time.time()
         self.updates.pop(key, None)
         previous = self.serving.get(key)
@@ -116,7 +113,7 @@ class Repository:
 
         async def drain():
             await version.idle.wait()
-            await version.inference.calls.stop()
+            await version.inference.stop()
             version.state = "unloaded"
             self.draining.discard(version)
             log.info("model %s version %s unloaded", *version.key)
@@ -295,4 +292,4 @@ class Repository:
             task.cancel()
         for entry in [*self.serving.values(), *self.draining]:
             if entry.inference is not None:
-                await entry.inference.calls.stop()
+                await entry.inference.stop()

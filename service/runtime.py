@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service import ood
+from service.failures import ModelLoadError
 from service.settings import Settings
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -27,10 +28,6 @@ OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-class ModelLoadError(RuntimeError):
-    """The model directory cannot be served: missing, corrupt or mismatched files."""
 
 
 def requested_providers(setting: str) -> list[str]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, is_dataclass
 import numpy as np
 
 from service import abstention, adaptive, estimator, ood, tracing
-from service.calls import ModelCalls, in_thread
-from service.images import InputError
+from service.calls import ModelCalls
+from service.cancellation import in_thread
+from service.failures import InputError
 from service.options import ClassifyOptions
 from service.runtime import Model, load_model
 from service.settings import Defaults, Settings

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from service.failures import TensorError
+
 DATATYPE = "FP32"  # every tensor of the three graphs
 LITTLE_ENDIAN_FP32 = np.dtype("<f4")
 MAX_ELEMENTS = 50_000_000
@@ -40,10 +42,6 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[Tensor] = Field(..., min_length=1)
     outputs: list[RequestedOutput] | None = None
-
-
-class TensorError(ValueError):
-    """Tensors that are malformed or do not fit the graph; the message says which and how."""
 
 
 def shape(dims) -> list[int]:

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference import Inference
-from service.runtime import ModelLoadError, load_model, read_manifest
+from service.failures import ModelLoadError, NotServed
+from service.runtime import load_model, read_manifest
 from service.settings import Settings
-
-
-class NotServed(LookupError):
-    """A request names a model or version that cannot answer: unknown, failed or unloaded, or (`loading`)
-    not ready yet, so worth a retry."""
-
-    def __init__(self, field: str, message: str, loading: bool = False):
-        super().__init__(message)
-        self.field, self.message, self.loading = field, message, loading
 
 
 def not_found(name: str, version: str | None, known, unserved: dict, model_field: str = "model") -> NotServed:
@@ -149,7 +140,7 @@ class Version:
         self.name, self.version, self.path, self.fingerprint = name, version, path, prints
         self.state = "loading"  # loading -> ready -> unloading -> unloaded, or loading -> failed | unloaded
         self.reason: str | None = None
-        self.inference: Inference | None = None
+        self.inference = None  # once loaded: what answers its requests (service.inference.Inference)
         self.in_flight = 0
         self.loaded_at: float | None = None
         self.idle = asyncio.Event()

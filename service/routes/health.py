@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.versions import NotServed
+from service.failures import NotServed
 
 router = APIRouter(tags=["health"])
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import InputError, PixelBudget, decode_image
+from service.failures import InputError
+from service.images import PixelBudget, decode_image
 from service.pixels import parse_pixels
 from service.preparation import polarity_warning, prepare_mnist
 

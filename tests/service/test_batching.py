@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from servers import until
 
-from service.batching import Batcher, Overloaded
+from service.batching import Batcher
+from service.failures import Overloaded
 
 
 def run(coro):

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import held_calls, until, wait_ready
 
-from service.admission import CALLER, Admission, CallerLimited, RequestTimeout
+from service.admission import CALLER, Admission
 from service.app import create_app
-from service.calls import in_thread
+from service.cancellation import in_thread
+from service.failures import CallerLimited, RequestTimeout
 from service.settings import Settings
 
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from servers import send_partial_body
 
 from service.app import create_app
-from service.images import InputError, PixelBudget, decode_image
+from service.failures import InputError
+from service.images import PixelBudget, decode_image
 from service.logs import JsonFormatter, RequestIdFilter
 from service.schemas import DIGIT_PNG
 from service.settings import Settings

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from service import ood
-from service.runtime import ModelLoadError, load_model
+from service.failures import ModelLoadError
+from service.runtime import load_model
 from service.settings import Settings
 
 

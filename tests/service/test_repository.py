@@ -3,6 +3,7 @@
 import asyncio
 import json
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from servers import states, until, wait_for, wait_ready
 
 from bench.swap import place
 from service.app import create_app
+from service.failures import NotServed
+from service.inference import Inference
 from service.repository import Repository
 from service.settings import Settings
-from service.versions import NotServed, version_key
+from service.versions import version_key
 
 IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink
 
@@ -178,7 +181,8 @@ def test_a_retired_version_finishes_its_requests_first(repository, shipped_model
     """A request that holds the old version keeps it loaded through a swap; it stops once released."""
 
     async def scenario():
-        repo = Repository(Settings(model_repository=repository, repository_poll_s=0, keep_versions=1))
+        settings = Settings(model_repository=repository, repository_poll_s=0, keep_versions=1)
+        repo = Repository(settings, partial(Inference.open, settings=settings))
         await repo.start()
         old = repo.acquire()
         add_version(repository, shipped_model, "2.0.0")

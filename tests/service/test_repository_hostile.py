@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import tracemalloc
+from functools import partial
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,8 +16,10 @@ from servers import states, until, wait_for, wait_ready
 from bench.swap import place
 from service import runtime
 from service.app import create_app
+from service.failures import ModelLoadError
+from service.inference import Inference
 from service.repository import Repository
-from service.runtime import ModelLoadError, load_model, verify_files
+from service.runtime import load_model, verify_files
 from service.settings import Settings
 
 IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink
@@ -212,7 +215,8 @@ def test_a_version_unloaded_while_it_loads_is_dropped(repository, shipped_model,
     started, release = held_verification(monkeypatch, "2.0.0")
 
     async def scenario():
-        repo = Repository(Settings(model_repository=repository, repository_poll_s=0))
+        settings = Settings(model_repository=repository, repository_poll_s=0)
+        repo = Repository(settings, partial(Inference.open, settings=settings))
         await repo.start()
         place(shipped_model, repository, "mnist-cvae", "2.0.0")
         scan = asyncio.create_task(repo.refresh())

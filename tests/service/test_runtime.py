@@ -7,8 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.failures import ModelLoadError
 from service.routes.health import is_ready
-from service.runtime import ModelLoadError, load_model, requested_providers
+from service.runtime import load_model, requested_providers
 from service.settings import Settings
 
 
