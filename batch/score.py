@@ -72,7 +72,7 @@ class RowScorer:
 
     def score(self, ids: list[str], images: list, first_row: int, job: Job) -> tuple[list[dict], list[dict]]:
         """Results and errors of consecutive rows starting at `first_row`."""
-        from service.images import InputError
+        from service.failures import InputError
 
         results, errors = [], []
         for offset, (image_id, image) in enumerate(zip(ids, images)):
