@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from service.operations.versions import newest
 from service.settings import SHIPPED_REPOSITORY
-from service.versions import newest
 
 
 def build_parser(prog: str = "cvae score") -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.runtime import sha256
+from service.engine.runtime import sha256
 from service.schemas.rows import columns, optional
 
 JOB_FILE = "job.json"

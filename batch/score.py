@@ -57,8 +57,8 @@ class RowScorer:
     """Answers rows as the service does, in process: one model, one ONNX Runtime session."""
 
     def __init__(self, model_dir: str, threads: int = 1):
-        from service.inference import Inference
-        from service.scoring import Scorer
+        from service.engine.inference import Inference
+        from service.engine.scoring import Scorer
 
         self.inference = Inference(Scorer.open(model_dir, intra_op_threads=threads, inter_op_threads=1))
 

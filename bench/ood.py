@@ -2,7 +2,7 @@
 
     python -m bench.ood [--data-dir DIR] [--outliers-dir DIR] [--digits 10000] [--per-set 300] [--model-dir ...]
 
-Every image goes through the service's own /v1/classify code in process (service.inference at
+Every image goes through the service's own /v1/classify code in process (service.engine.inference at
 its default settings, grey images binarized as a request does by default, threshold 0.5). The
 in-distribution images are the first `--digits` MNIST test digits; the others are the sets of
 bench.ood_sets, letters and glyphs in both font families (DejaVu, used while designing the
@@ -16,7 +16,7 @@ Reported, side by side for each method (higher = more out of distribution):
 - typicality: |log p(x) - the validation median| (two-sided);
 - complexity-corrected: -log p(x) - L(x), L the zlib code length of the packed bits in nats
   (Serra et al. 2020);
-- likelihood ratio: -(log p(x) - log p_background(x)) (service.ood's score alone);
+- likelihood ratio: -(log p(x) - log p_background(x)) (service.engine.ood's score alone);
 - ratio, log p(x) and ink combined by Bonferroni, min(1, 3 min(p-values)), from the answer's own
   p-values of the three (the method before the distance);
 - the Mahalanobis distance over the answer's six numbers alone (the method before the critic);
@@ -42,10 +42,11 @@ import numpy as np
 
 from bench.common import arguments, grey_test_digits, save, table
 from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
-from service import abstention, estimator
-from service.options import ClassifyOptions
-from service.preparation import binarize as binarize_pixels
-from service.scoring import Scorer
+from service.engine import abstention, estimator
+from service.engine.preparation import binarize as binarize_pixels
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
+from training.abstention import THRESHOLDS, curve
 from training.data import MnistDataError
 from training.handwriting import LEFT_OUT, OUTLIERS_DIR_HELP, HandwritingDataError, apart, load_handwriting, split
 
@@ -177,9 +178,7 @@ def run(
         "abstained": float(inliers["abstained"].mean()),
         "abstained_by_reason": {reason: float(held.mean()) for reason, held in inliers["reasons"].items()},
         "accuracy_kept": float(correct[~inliers["abstained"]].mean()),
-        "abstention_curve": abstention.curve(
-            inliers["probs"], inliers["critic_probs"], labels, inliers["flagged"], abstention.THRESHOLDS
-        ),
+        "abstention_curve": curve(inliers["probs"], inliers["critic_probs"], labels, inliers["flagged"], THRESHOLDS),
         "ms_per_image_classify": 1000 * per_image_classify,
         "ms_per_image_assessment": 1000 * per_image_assess,
         "assessment_share_of_classify": per_image_assess / per_image_classify,

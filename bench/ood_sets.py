@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from service.preparation import prepare_mnist, shrink_to_field
+from service.engine.preparation import prepare_mnist
+from training.outliers import shrink_to_field
 
 SHAPE = (28, 28)
 SIZE = SHAPE[0] * SHAPE[1]

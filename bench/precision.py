@@ -6,7 +6,7 @@ For each configuration of the service's settings (its defaults; K and the screen
 explicitly, with a single round; and rounds to a tolerance), on MNIST test images binarized as
 the model card's are (bench.common.binary_test_digits):
 
-- precision, through the service's own code in process (service.inference at those settings):
+- precision, through the service's own code in process (service.engine.inference at those settings):
   the seed-to-seed standard deviation of log p(x) over `--seeds` seeds (median and 95th
   percentile over `--images` images), the median ratio of the reported log_px_std_error to
   that spread, the median ESS of the most probable class, the share of reliable answers
@@ -30,8 +30,8 @@ import numpy as np
 
 from bench.common import arguments, binarization, binary_test_digits, save, service
 from bench.load import run_load
-from service.options import ClassifyOptions
-from service.scoring import Scorer
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from training.data import MnistDataError
 
 CONFIGS = {

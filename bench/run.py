@@ -27,8 +27,8 @@ import numpy as np
 
 from bench.common import arguments, binary_test_digits, free_port, server, service
 from bench.load import CONCURRENCY, LoadResult, run_load
-from service import estimator
-from service.scoring import Scorer
+from service.engine import estimator
+from service.engine.scoring import Scorer
 from training.data import DATA_DIR_HELP, configured_data_dir
 from training.screening import score as in_process_scoring
 

@@ -36,8 +36,8 @@ import numpy as np
 
 from bench.common import RESULTS, save, service
 from bench.mixed_load import drive
+from service.operations.versions import newest, version_key
 from service.settings import SHIPPED_MODEL, SHIPPED_REPOSITORY
-from service.versions import newest, version_key
 
 
 def place(

@@ -24,7 +24,7 @@ from client.answers import (
     posteriors_of,
     samples_of,
 )
-from service.options import ClassifyOptions, ImageOptions, Include
+from service.schemas.options import ClassifyOptions, ImageOptions, Include
 
 
 class ApiError(Exception):
@@ -48,7 +48,7 @@ class ServerError(ApiError):
     """5xx, or 503 still after every retry (a 429 still after them is a ClientError)."""
 
 
-# The optional fields of a scoring request, as the service declares them (service.options): omitted ones take
+# The optional fields of a scoring request, as the service declares them (service.schemas.options): omitted ones take
 # the service's defaults; min_probability and critic_vote are classify's.
 ScoringOptions = TypedDict(
     "ScoringOptions",

@@ -10,14 +10,15 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import errors, tracing
-from service.admission import Admission
-from service.cancellation import CancelAbandoned
-from service.inference import Inference
-from service.metrics import Metrics
-from service.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
-from service.repository import Repository
-from service.routes import docs, health, openapi, page, v1, v2
+from service import tracing
+from service.engine.inference import Inference
+from service.http import docs, errors, health, models, openapi, page, sampling, scoring
+from service.http.cancellation import CancelAbandoned
+from service.http.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
+from service.oip import rest
+from service.operations.admission import Admission
+from service.operations.metrics import Metrics
+from service.operations.repository import Repository
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
         app.state.metrics.watch_versions(repository.listing)
         grpc = None
         if settings.grpc_port is not None:
-            from service import grpc_server  # grpc and its messages are imported only when served
+            from service.oip import grpc_server  # grpc and its messages are imported only when served
 
             grpc = await grpc_server.start(app, settings)
         yield
@@ -75,9 +76,9 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,  # served by routes.docs from installed files, not from a CDN
+        docs_url=None,  # served by service.http.docs from installed files, not from a CDN
         redoc_url=None,
-        openapi_url=None,  # routes.docs serves it as a route of its own
+        openapi_url=None,  # service.http.docs serves it as a route of its own
         openapi_tags=TAGS,
     )
     app.openapi = lambda: openapi.document(app, keys_required=bool(settings.api_key_list))
@@ -96,9 +97,11 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
     app.include_router(docs.router)
-    app.include_router(v1.router)
-    app.include_router(v2.router)
-    v2.install(app)
+    app.include_router(sampling.router)
+    app.include_router(scoring.router)
+    app.include_router(models.router)
+    app.include_router(rest.router)
+    rest.install(app)
     # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit,
     # CancelAbandoned.
     if settings.cancel_abandoned:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
 
     from service import logs
     from service.app import create_app
-    from service.runtime import requested_providers, verify_files
+    from service.engine.runtime import requested_providers, verify_files
 
     try:  # fail before uvicorn starts, with one line rather than a traceback
         if settings.model_dir is not None:

@@ -1,7 +1,7 @@
 """Every failure the service names, in one place: what a request or a model version can go wrong with.
 
-Each is raised where the fault is found and answered at the edge: service/errors.py maps them to HTTP
-statuses and bodies, service/grpc_server.py to gRPC codes. Nothing here imports the rest of the service.
+Each is raised where the fault is found and answered at the edge: service/http/errors.py maps them to HTTP
+statuses and bodies, service/oip/grpc_server.py to gRPC codes. Nothing here imports the rest of the service.
 """
 
 from __future__ import annotations

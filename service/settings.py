@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.options import default_of
+from service.schemas.options import default_of
 
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_MODEL = SHIPPED_REPOSITORY / "mnist-cvae" / "1.0.0"  # the version the benchmarks name by default

@@ -91,7 +91,7 @@ class TracerPerRequest:
 
 def grpc_interceptor(traced):
     """The aio server interceptor that makes an RPC's span a child of the caller's `traceparent` metadata
-    (service.grpc_middleware.TracerPerCall then sets TRACER for its handler)."""
+    (service.oip.grpc_middleware.TracerPerCall then sets TRACER for its handler)."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return aio_server_interceptor(tracer_provider=traced)

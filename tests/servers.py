@@ -39,7 +39,7 @@ def serve_command() -> list[str]:
 HELD_SERVE = """
 import sys, time
 from pathlib import Path
-from service import runtime
+from service.engine import runtime
 from service.cli import main
 
 hold = Path(sys.argv[1])
@@ -166,8 +166,8 @@ async def until(condition, timeout: float = 60.0) -> None:
 def held_calls(app, graph: str = "scorer"):
     """Hold every call of `graph` by the app's default model version until the test sets the Event yielded
     (at the latest as the block ends); yields (that Event, the callers of the calls held so far, in the
-    order they came: service.admission.CALLER, which a batcher's thread does not carry)."""
-    from service.admission import CALLER
+    order they came: service.operations.admission.CALLER, which a batcher's thread does not carry)."""
+    from service.operations.admission import CALLER
 
     sessions = app.state.repository.resolve().inference.model.sessions
     session, release, callers = sessions[graph], threading.Event(), []

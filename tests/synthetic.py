@@ -22,7 +22,7 @@ def synthetic_mnist(n_train=300, n_test=50):
 
 
 def model_digits(model, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n binary images [n, 784] drawn from a loaded model (service.runtime.Model) itself, and their
+    """n binary images [n, 784] drawn from a loaded model (service.engine.runtime.Model) itself, and their
     classes 0, 1, 2, ... in turn."""
     rng = np.random.default_rng(0)
     y = np.arange(n) % model.num_classes

@@ -5,6 +5,7 @@ Imports are read from the source (every `import` and `from ... import`, inside f
 a module's depth is one more than that of the deepest module of its package it imports."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -109,5 +110,14 @@ def test_the_measure_sees_depth_and_cycles():
         depths({"a": {"b"}, "b": {"a"}})
     # a function-level import counts, and `from service import x` is the module service.x
     source = ROOT / "service" / "app.py"
-    assert "service.inference.Inference" in imported("service.app", source)
+    assert "service.engine.inference.Inference" in imported("service.app", source)
     assert graph("service")["service.cli"] >= {"service.app"}
+
+
+def test_the_architecture_page_names_files_that_exist():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"service/[\w/]+(?:\.py|/)", page))
+    assert len(named) > 10 and not {path for path in named if not (ROOT / path).exists()}
+    where = page.split("## Where to find")[1].split("##")[0]
+    for thing in ("classify route", "estimator", "answer's shape", "version loading", "admission", "gRPC servicer"):
+        assert f"- the {thing}" in where or f"- {thing}" in where, thing

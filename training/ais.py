@@ -1,7 +1,7 @@
 """`cvae ais`: how far the service's answers at its default settings lie from annealed importance sampling.
 
 For each of the first `limit` test images (binarized as `cvae evaluate` does), the service's
-own scoring (service.scoring.Scorer over the exported ONNX graphs, at the declared default
+own scoring (service.engine.scoring.Scorer over the exported ONNX graphs, at the declared default
 settings, never the CVAE_* environment) gives log p(x) with its standard error; AIS
 (training.anneal) gives log p(x|y) for every class that carries p(y|x) >= 0.001 by the
 service's answer, the other classes keep the service's estimate (together they carry under
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.options import ClassifyOptions
-from service.runtime import read_manifest
-from service.scoring import Scorer
+from service.engine.runtime import read_manifest
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from training.anneal import cvae_log_px_y
 from training.card import refresh_card
 from training.configs import AisConfig

@@ -3,16 +3,16 @@ manifest entries.
 
 0. The critic (training.critic) is trained on the training split's digits against made-up
    non-digits, or copied from another model directory trained on the same split.
-1. The background model of service.ood (a causal context model of local texture) is counted on
+1. The background model of service.engine.ood (a causal context model of local texture) is counted on
    the training split, each image binarized `BACKGROUND_DRAWS` times (x ~ Bernoulli(pixel/255)).
 2. The validation split (never the test set) is binarized once and scored by the service's own
-   code (service.scoring.Scorer) at its declared defaults, never the CVAE_* environment; each
-   image's numbers (service.ood.FEATURES) are the reference: the first half gives the centre and
+   code (service.engine.scoring.Scorer) at its declared defaults, never the CVAE_* environment; each
+   image's numbers (service.engine.ood.FEATURES) are the reference: the first half gives the centre and
    covariance of the distance and the ranks of distance and critic, the second half the
-   statistics that answers' p-values are counted against (service.ood.Calibration.fit), the two
+   statistics that answers' p-values are counted against (service.engine.ood.Calibration.fit), the two
    pieces weighed by the critic's weight (CRITIC_WEIGHT unless told).
 3. The same answers, with the critic's probabilities of the digits, give the classifier's accuracy
-   and abstention (service.abstention, every reason) on validation digits for a range of
+   and abstention (service.engine.abstention, every reason) on validation digits for a range of
    `min_probability`, and the default: the largest that keeps abstention within
    `ABSTENTION_BUDGET`.
 """
@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import abstention, adaptive, ood
-from service.options import ClassifyOptions
-from service.runtime import CRITIC, read_manifest, sha256
-from service.scoring import Scorer
+from service.engine import adaptive, ood
+from service.engine.runtime import CRITIC, read_manifest, sha256
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from service.settings import Settings
+from training import abstention
 from training import critic as critics
 from training.card import refresh_card
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
@@ -71,7 +72,7 @@ def calibrate(
     """Write the critic and ood.npz into `model_dir` and their entries into the manifest; return the
     ood entry. The critic is trained with `critic` (default CriticConfig()), or copied from the model
     directory `critic_from` when that one was trained on the same split; `critic_weight` weighs its
-    evidence against the distance's (service.ood)."""
+    evidence against the distance's (service.engine.ood)."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     split = split_config(manifest)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from service import abstention, adaptive
+from service.engine import adaptive
+from training import abstention
 from training.configs import STARTS
 from training.grids import image_grid, reconstruction_grid, sample_grid
 from training.model import CVAE, Checkpoint
@@ -143,9 +144,6 @@ def _critic(manifest: dict) -> str:
     )
 
 
-RULE_BEFORE_THE_CRITIC = "abstain when flagged or when p(predicted|x) < min_probability"  # calibrations without a rule
-
-
 def _weight(entry: dict) -> str:
     if "critic_weight" not in entry:  # calibrations before the weight combine the two alike
         return ""
@@ -178,7 +176,7 @@ reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_hal
 false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these
 validation digits are flagged.{_critic(manifest)}
 
-Abstention of /v1/classify on the same validation digits ({a.get("rule", RULE_BEFORE_THE_CRITIC)}),
+Abstention of /v1/classify on the same validation digits ({a["rule"]}),
 and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
 abstention: {a["default_min_probability"]}.{_without_vote_note(list(unvoted.values()), a["budget"])}
 

@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
     elif args.command == "export":
         return export_version(args, prog)
     elif args.command == "screening":
-        from service.adaptive import screening_for
+        from service.engine.adaptive import screening_for
         from training.data import load_mnist
         from training.screening import run as choose_screening
 
@@ -259,7 +259,7 @@ HINTS = {  # what a command's missing file usually means
 
 def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
     args = build_parser(prog).parse_args(argv)
-    from service.runtime import ModelLoadError  # a model directory that is not one: no manifest, bad files
+    from service.engine.runtime import ModelLoadError  # a model directory that is not one: no manifest, bad files
 
     try:
         return run(args, prog)

@@ -15,7 +15,7 @@ posterior over the ten digits, given that x is one,
 a discriminative second opinion that /v1/classify abstains on when it gives the class chosen by
 Bayes' rule too little probability. It is exported as `ood_critic.onnx` (binary images x [N, 784]
 -> critic [N], digit_log_probs [N, 10]), its larger weights stored as float16 (halve_weights);
-service.ood uses the log-odds as one more number per image.
+service.engine.ood uses the log-odds as one more number per image.
 Inputs are binary, as the service scores them: each batch's digits and outliers are binarized half
 by x ~ Bernoulli(pixel) and half by thresholding at 0.5, the service's two ways.
 """
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from service.runtime import read_manifest, sha256
+from service.engine.runtime import read_manifest, sha256
 from training.configs import CriticConfig
 from training.export import export_graph
 from training.outliers import outliers

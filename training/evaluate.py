@@ -1,4 +1,4 @@
-"""Test-set evaluation through the engine (service.scoring.Scorer): log p(x), Bayes'-rule accuracy and
+"""Test-set evaluation through the engine (service.engine.scoring.Scorer): log p(x), Bayes'-rule accuracy and
 calibration as the service answers each test image, the true class's figures from all K samples, and the
 model card with its sample and reconstruction grids (drawn from the checkpoint)."""
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from service.options import ClassifyOptions
-from service.runtime import read_manifest
-from service.scoring import Scorer, Scores, join
+from service.engine.runtime import read_manifest
+from service.engine.scoring import Scorer, Scores, join
+from service.schemas.options import ClassifyOptions
 from training.card import write_card
 from training.data import load_mnist
 from training.export import write_manifest
@@ -30,7 +30,7 @@ TRUE_CLASS = ("log_px_y", "reconstruction", "kl", "num_samples")  # the true cla
 @dataclass
 class Scored:
     """The test images as the engine scored them: `scores`, and per image [N] the true class's estimates
-    (`true`: TRUE_CLASS's fields of service.estimator.ClassEstimates, each from all K samples) and whether
+    (`true`: TRUE_CLASS's fields of service.engine.estimator.ClassEstimates, each from all K samples) and whether
     the image was scored again for them (`rescored`)."""
 
     scores: Scores

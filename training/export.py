@@ -23,7 +23,7 @@ import onnx
 import torch
 from torch import nn
 
-from service.runtime import sha256
+from service.engine.runtime import sha256
 from training.model import CVAE, Checkpoint
 from training.objectives import log_px_z, log_standard_normal, sample_q
 

@@ -69,7 +69,7 @@ def at_least(minimum: int, or_zero: bool = False):
 
 def version(text: str) -> str:
     """--version's value: a version folder's name as the service orders them (numbers and dots)."""
-    from service.versions import version_key
+    from service.operations.versions import version_key
 
     try:
         version_key(text)
@@ -80,7 +80,7 @@ def version(text: str) -> str:
 
 def critic_weight(text: str) -> float:
     """--critic-weight's value, refused by argparse (naming the flag) unless a number in [0, 1]."""
-    from service.ood import critic_weight_of
+    from service.engine.ood import critic_weight_of
 
     try:
         value: object = float(text)

@@ -6,7 +6,7 @@ Two kinds, half each:
   them the benchmark's: STIX and Computer Modern (matplotlib's copies), Roboto, Lato, Source Sans,
   Source Serif, Fredoka One and Amatic SC (font packages of the `train` extra) and Aileron
   (Pillow's own), in random sizes, weights and slants, then prepared as MNIST digits were
-  (service.preparation.prepare_mnist), so that only their shape differs from a digit's;
+  (service.engine.preparation.prepare_mnist), so that only their shape differs from a digit's;
 - reshaped digits: training digits turned into shapes that are no digit: mirrored, upside down,
   on their side, halves of two different digits joined, two digits overlaid, reversed polarity.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service.preparation import prepare_mnist, shrink_to_field
+from service.engine.preparation import prepare_mnist
 
 SHAPE = (28, 28)
 MATPLOTLIB_FAMILIES = {  # in matplotlib's mpl-data/fonts/ttf
@@ -43,6 +43,22 @@ MIRRORED = frozenset({2, 3, 4, 5, 6, 7, 9})  # classes that are no digit when mi
 UPSIDE_DOWN = frozenset({2, 4, 5, 6, 7, 9})  # ... when flipped top to bottom
 TURNED = frozenset({2, 3, 4, 5, 7})  # ... when turned half round (6 and 9 become each other)
 MIN_INK = 5  # pixels above 0.5: fewer is a speck, not a glyph
+
+
+def shrink_to_field(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """A large grey drawing [H, W] in [0, 1] (a rendered glyph) as a field of `shape`: cropped to
+    its ink, padded to a square about it and shrunk with anti-aliasing, ready for prepare_mnist.
+    None when it has no ink."""
+    rows, cols = np.nonzero(image.any(axis=1))[0], np.nonzero(image.any(axis=0))[0]
+    if not len(rows):
+        return None
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(crop.shape)
+    square = np.zeros((side, side))
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+    small = Image.fromarray(np.uint8(np.round(255 * square)), mode="L").resize(shape[::-1], Image.LANCZOS)
+    return np.asarray(small, dtype=np.float64) / 255.0
 
 
 def typefaces() -> dict[str, list[Path | None]]:

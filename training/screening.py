@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service import adaptive, estimator, ood
-from service.runtime import read_manifest
-from service.scoring import Scorer
+from service.engine import adaptive, estimator, ood
+from service.engine.runtime import read_manifest
+from service.engine.scoring import Scorer
 from service.settings import Defaults
 from training.data import Mnist
 

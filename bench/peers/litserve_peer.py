@@ -11,8 +11,8 @@ import sys
 import litserve as ls
 import numpy as np
 
-from service import estimator
-from service.runtime import load_model
+from service.engine import estimator
+from service.engine.runtime import load_model
 from service.settings import Defaults
 
 

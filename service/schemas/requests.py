@@ -1,4 +1,5 @@
-"""Request bodies of the /v1 API: the images and the options of service.options, with the examples /docs shows."""
+"""Request bodies of the /v1 API: the images and the options of service.schemas.options, with the examples
+/docs shows."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, WithJsonSchema
 
-from service.options import INCLUDE, ClassifyOptions, ImageOptions, Include, Options, ScoreOptions
+from service.schemas.options import INCLUDE, ClassifyOptions, ImageOptions, Include, Options, ScoreOptions
 
 # A 28x28 greyscale PNG of a "3", drawn by the shipped model (the Bernoulli means of one sample): the
 # example image of /docs, small enough to read and to send with "Try it out".

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from service.options import ECHOED, ClassifyOptions, ImageOptions
+from service.schemas.options import ECHOED, ClassifyOptions, ImageOptions
 
 
 class InputWarning(BaseModel):
@@ -173,7 +173,7 @@ ImageClass = create_model("ImageClass", __base__=ImageClassAnswer, **DIAGNOSTICS
 
 
 def _echo(name: str) -> tuple:
-    """A field of the settings echo: the option's type and meaning (service.options)."""
+    """A field of the settings echo: the option's type and meaning (service.schemas.options)."""
     option = (ImageOptions.model_fields | ClassifyOptions.model_fields)[name]
     return option.annotation | None, Field(None, description=option.description)
 

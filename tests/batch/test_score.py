@@ -49,7 +49,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def digits(shipped_model) -> np.ndarray:
     """Twelve 0-255 digits drawn by the model itself [12, 784]."""
-    from service.runtime import load_model
+    from service.engine.runtime import load_model
     from service.settings import Settings
 
     model = load_model(Settings(model_dir=shipped_model))

@@ -10,7 +10,7 @@ from bench.batch import PeakMemory, in_process, markdown, with_ray  # noqa: E402
 
 
 def test_throughput_rows_and_memory_peak(shipped_model, tmp_path):
-    from service.runtime import load_model
+    from service.engine.runtime import load_model
     from service.settings import Settings
 
     model = load_model(Settings(model_dir=shipped_model))

@@ -8,8 +8,8 @@ from handwriting_files import handwriting_folder
 
 from bench import ood_sets
 from bench.ood import auroc, features, handwriting, main, markdown, run
-from service.options import ClassifyOptions
-from service.scoring import Scorer
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 
 
 def test_auroc_is_the_mann_whitney_statistic():

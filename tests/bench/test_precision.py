@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench.precision import CONFIGS, accuracy, markdown, precision, scorer_for
-from service import adaptive
-from service.options import ClassifyOptions
-from service.runtime import load_model
-from service.scoring import Scorer
+from service.engine import adaptive
+from service.engine.runtime import load_model
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from service.settings import Settings
 
 

@@ -5,7 +5,7 @@ from servers import running_server, wait_ready
 from synthetic import model_digits
 
 from service.app import create_app
-from service.runtime import load_model
+from service.engine.runtime import load_model
 from service.settings import Settings
 
 

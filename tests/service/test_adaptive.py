@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import held_calls, until, wait_ready
 
-from service import adaptive, estimator
 from service.app import create_app
+from service.engine import adaptive, estimator
 from service.settings import Settings
 
 

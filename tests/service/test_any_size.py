@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.engine.images import PixelBudget, decode_image
+from service.engine.pixels import parse_pixels
+from service.engine.preparation import polarity_warning, prepare_mnist
 from service.failures import InputError
-from service.images import PixelBudget, decode_image
-from service.pixels import parse_pixels
-from service.preparation import polarity_warning, prepare_mnist
 
 SHAPE = (28, 28)
 CANVAS = (200, 280)  # (height, width) of a drawing larger than the field and not square

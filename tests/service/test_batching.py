@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from servers import until
 
-from service.batching import Batcher
+from service.engine.batching import Batcher
 from service.failures import Overloaded
 
 
@@ -141,7 +141,7 @@ def test_the_event_loop_keeps_running_during_model_work():
 
 
 def test_split_points_undo_concatenation():
-    from service.batching import concat_rows
+    from service.engine.batching import concat_rows
 
     parts = [np.arange(3), np.arange(5), np.arange(1)]
     joined, bounds = concat_rows(parts, axis=0)
@@ -149,8 +149,8 @@ def test_split_points_undo_concatenation():
 
 
 def test_small_scorer_calls_are_batched_and_large_ones_run_at_once(shipped_model):
-    from service.calls import ModelCalls
-    from service.runtime import load_model
+    from service.engine.calls import ModelCalls
+    from service.engine.runtime import load_model
     from service.settings import Settings
 
     settings = Settings(model_dir=shipped_model, score_chunk_rows=400)  # calls of 100 passes or more run at once

@@ -5,8 +5,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from service import chunks
-from service.runtime import load_model
+from service.engine.runtime import load_model
+from service.oip import chunks
 from service.settings import Settings
 
 OUTPUTS = ["log_w", "log_px_z", "kl"]

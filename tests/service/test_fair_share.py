@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import held_calls, until, wait_ready
 
-from service.admission import CALLER, Admission
 from service.app import create_app
-from service.cancellation import in_thread
+from service.engine.calls import in_thread
 from service.failures import CallerLimited, RequestTimeout
+from service.operations.admission import CALLER, Admission
 from service.settings import Settings
 
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from servers import send_partial_body
 
 from service.app import create_app
+from service.engine.images import PixelBudget, decode_image
 from service.failures import InputError
-from service.images import PixelBudget, decode_image
 from service.logs import JsonFormatter, RequestIdFilter
 from service.schemas import DIGIT_PNG
 from service.settings import Settings
@@ -124,7 +124,7 @@ def test_an_unexpected_error_logs_its_traceback_under_the_request_id(client, mon
     def broken(*args, **kwargs):
         raise RuntimeError("a fault inside the service")
 
-    monkeypatch.setattr("service.inference.decode_image", broken)
+    monkeypatch.setattr("service.engine.inference.decode_image", broken)
     with caplog.at_level(logging.INFO):
         response = client.post("/v1/classify", json={"images": [DIGIT_PNG]}, headers={"X-Request-ID": "fault-7"})
     assert response.status_code == 500 and response.headers["x-request-id"] == "fault-7"
@@ -137,15 +137,15 @@ def test_an_unexpected_error_logs_its_traceback_under_the_request_id(client, mon
 
 
 def test_every_line_logged_during_a_request_carries_its_id(client, monkeypatch, caplog):
-    import service.inference
+    import service.engine.inference
 
-    real = service.inference.decode_image
+    real = service.engine.inference.decode_image
 
     def logging_decode(*args, **kwargs):
         logging.getLogger("cvae.test").warning("decoding an image")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("service.inference.decode_image", logging_decode)
+    monkeypatch.setattr("service.engine.inference.decode_image", logging_decode)
     caplog.handler.addFilter(RequestIdFilter())  # what logs.configure puts on the service's handler
     with caplog.at_level(logging.INFO):
         client.post("/v1/classify", json={"images": [DIGIT_PNG], "num_samples": 4}, headers={"X-Request-ID": "id-9"})

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from service.app import create_app
-from service.images import decode_image
+from service.engine.images import decode_image
 from service.schemas import DIGIT_PNG
 from service.settings import Settings
 

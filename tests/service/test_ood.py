@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import ood
+from service.engine import ood
+from service.engine.runtime import load_model
 from service.failures import ModelLoadError
-from service.runtime import load_model
 from service.settings import Settings
 
 
@@ -202,8 +202,7 @@ def test_a_critic_weight_off_the_scale_stops_the_model_from_loading(shipped_mode
         load_model(Settings(model_dir=copy))
 
 
-def test_a_calibration_that_names_no_weight_weighs_both_alike(shipped_model, tmp_path):
-    """Calibrations written before the weight existed keep Fisher's combination."""
+def test_a_calibration_that_names_no_weight_asks_for_a_new_one(shipped_model, tmp_path):
     import json
 
     copy = tmp_path / "model"
@@ -211,7 +210,8 @@ def test_a_calibration_that_names_no_weight_weighs_both_alike(shipped_model, tmp
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest["files"]["ood"]["critic_weight"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert load_model(Settings(model_dir=copy)).ood.critic_weight == ood.EQUAL_WEIGHT
+    with pytest.raises(ModelLoadError, match=r"no files.ood.critic_weight.*cvae calibrate"):
+        load_model(Settings(model_dir=copy))
 
 
 def test_a_calibration_without_its_critic_asks_for_a_new_one(shipped_model, tmp_path):
@@ -236,8 +236,8 @@ def test_the_critic_tells_printed_letters_it_never_saw_from_digits(shipped_model
     if not fonts(family):
         pytest.skip(f"no {family} fonts on this machine")
     model = load_model(Settings(model_dir=shipped_model))
-    digits = model.critic((_test_digits(mnist_dir, 200) > 127).astype(np.float32))
-    printed = model.critic((letters(100, 0, family) > 0.5).astype(np.float32))
+    digits = model.critic_answers((_test_digits(mnist_dir, 200) > 127).astype(np.float32))[0]
+    printed = model.critic_answers((letters(100, 0, family) > 0.5).astype(np.float32))[0]
     assert auroc(-digits, -printed) >= 0.9
 
 
@@ -301,5 +301,5 @@ def test_the_fix_writes_the_critic_anew_with_both_outputs(shipped_model, tmp_pat
     calibrate(copy, load_mnist(mnist_dir), limit=8, critic_from=copy)
     x = (np.random.default_rng(0).random((2, 784)) < 0.2).astype(np.float32)
     log_odds, digits = load_model(Settings(model_dir=copy)).critic_answers(x)
-    np.testing.assert_allclose(log_odds, load_model(Settings(model_dir=shipped_model)).critic(x), rtol=1e-6)
+    np.testing.assert_allclose(log_odds, load_model(Settings(model_dir=shipped_model)).critic_answers(x)[0], rtol=1e-6)
     np.testing.assert_allclose(digits.sum(axis=1), 1.0, rtol=1e-5)

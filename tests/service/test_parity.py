@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from service import adaptive, estimator  # noqa: E402
-from service.runtime import load_model  # noqa: E402
+from service.engine import adaptive, estimator  # noqa: E402
+from service.engine.runtime import load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.data import load_mnist  # noqa: E402
 from training.model import Checkpoint  # noqa: E402

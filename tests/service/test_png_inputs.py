@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import decode_image
+from service.engine.images import decode_image
 
 SHAPE = (28, 28)
 

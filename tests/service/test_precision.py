@@ -5,8 +5,8 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import wait_ready
 
-from service import adaptive, estimator, pareto
 from service.app import create_app
+from service.engine import adaptive, estimator, pareto
 from service.settings import Settings
 
 

@@ -12,11 +12,11 @@ from servers import states, until, wait_for, wait_ready
 
 from bench.swap import place
 from service.app import create_app
+from service.engine.inference import Inference
 from service.failures import NotServed
-from service.inference import Inference
-from service.repository import Repository
+from service.operations.repository import Repository
+from service.operations.versions import version_key
 from service.settings import Settings
-from service.versions import version_key
 
 IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink
 

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from servers import states, until, wait_for, wait_ready
 
 from bench.swap import place
-from service import runtime
 from service.app import create_app
+from service.engine import runtime
+from service.engine.inference import Inference
+from service.engine.runtime import load_model, verify_files
 from service.failures import ModelLoadError
-from service.inference import Inference
-from service.repository import Repository
-from service.runtime import load_model, verify_files
+from service.operations.repository import Repository
 from service.settings import Settings
 
 IMAGE = [[0.0] * 28] * 10 + [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 8 + [[0.0] * 28] * 10  # a block of ink

@@ -7,9 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.engine.runtime import load_model, requested_providers
 from service.failures import ModelLoadError
-from service.routes.health import is_ready
-from service.runtime import load_model, requested_providers
+from service.http.health import is_ready
 from service.settings import Settings
 
 
@@ -83,7 +83,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_idle_onnx_runtime_threads_do_not_spin_unless_asked(shipped_model):
-    from service.runtime import load_model
+    from service.engine.runtime import load_model
     from service.settings import Settings
 
     def spinning(settings) -> str:

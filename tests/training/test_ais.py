@@ -16,8 +16,8 @@ def test_cvae_ais_compares_the_service_with_ais_on_real_digits(shipped_model, mn
 
     import numpy as np
 
-    from service.options import ClassifyOptions
-    from service.scoring import Scorer
+    from service.engine.scoring import Scorer
+    from service.schemas.options import ClassifyOptions
     from training.ais import run
     from training.data import load_mnist
     from training.train import binarize

@@ -9,11 +9,12 @@ torch = pytest.importorskip("torch")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service import abstention, adaptive, ood  # noqa: E402
-from service.options import ClassifyOptions  # noqa: E402
-from service.runtime import load_model, read_manifest  # noqa: E402
-from service.scoring import Scorer  # noqa: E402
+from service.engine import adaptive, ood  # noqa: E402
+from service.engine.runtime import load_model, read_manifest  # noqa: E402
+from service.engine.scoring import Scorer  # noqa: E402
+from service.schemas.options import ClassifyOptions  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training import abstention  # noqa: E402
 from training.calibrate import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
 from training.export import export  # noqa: E402
@@ -103,9 +104,8 @@ def test_the_service_loads_the_calibration_and_checks_it(calibrated):
     x = (np.random.default_rng(0).random((3, 784)) < 0.2).astype(np.float32)
     with np.load(out / "ood.npz") as stored:
         critic = stored["reference"][:, ood.CRITIC]
-    assert model.critic(x).shape == (3,) and np.isfinite(critic).all()
     log_odds, digit_probs = model.critic_answers(x)
-    np.testing.assert_array_equal(log_odds, model.critic(x))
+    assert log_odds.shape == (3,) and np.isfinite(log_odds).all() and np.isfinite(critic).all()
     assert digit_probs.shape == (3, 10)
     np.testing.assert_allclose(digit_probs.sum(axis=1), 1.0, rtol=1e-5)
     assert entry["template"] == [list(t) for t in ood.TEMPLATE] and entry["features"] == list(ood.FEATURES)

@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 from servers import running_server  # noqa: E402
 
 from cvae.cli import main  # noqa: E402
-from service import adaptive  # noqa: E402
-from service.runtime import read_manifest  # noqa: E402
+from service.engine import adaptive  # noqa: E402
+from service.engine.runtime import read_manifest  # noqa: E402
 from training.evaluate import run as evaluate_run  # noqa: E402
 from training.model import Checkpoint  # noqa: E402
 
@@ -98,8 +98,8 @@ def test_evaluate_reports_the_engines_answers(repository, mnist_dir):
     """`cvae evaluate`'s log p(x), accuracy and calibration are the engine's answers to each test image alone
     (seed noise_seed + i) with the screening asked for; its true-class figures come from the engine's
     estimates of the true class with all K samples, also where the screening dropped the true class."""
-    from service.options import ClassifyOptions
-    from service.scoring import Scorer
+    from service.engine.scoring import Scorer
+    from service.schemas.options import ClassifyOptions
     from training.data import load_mnist
     from training.evaluate import expected_calibration_error
     from training.train import binarize

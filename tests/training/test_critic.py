@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib")
 import onnxruntime as ort  # noqa: E402
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service.runtime import sha256  # noqa: E402
+from service.engine.runtime import sha256  # noqa: E402
 from training import outliers  # noqa: E402
 from training.critic import (  # noqa: E402
     CRITIC_FILE,

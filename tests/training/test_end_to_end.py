@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service.runtime import sha256  # noqa: E402
+from service.engine.runtime import sha256  # noqa: E402
 from training.export import export  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
 from training.objectives import log_weights  # noqa: E402
@@ -94,8 +94,8 @@ def test_onnx_scorer_is_finite_where_the_decoder_saturates(exported):
 def test_evaluation_gives_the_true_class_all_samples_the_engine_would_give_it(exported):
     """The engine screens classes out; the true class's figures still come from all K samples, and they are
     the estimates the engine gives it without screening (one noise stream per image, class and seed)."""
-    from service.options import ClassifyOptions
-    from service.scoring import Scorer
+    from service.engine.scoring import Scorer
+    from service.schemas.options import ClassifyOptions
     from training.evaluate import score
 
     _, out = exported

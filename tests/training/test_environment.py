@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from synthetic import model_digits
 
-from service.options import ClassifyOptions
-from service.scoring import Scorer
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from service.settings import SHIPPED_REPOSITORY, Defaults, Settings
 from training import screening
 from training.data import load_mnist

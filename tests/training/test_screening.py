@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from synthetic import model_digits
 
-from service import adaptive, estimator
-from service.options import ClassifyOptions
-from service.runtime import load_model
-from service.scoring import Scorer
+from service.engine import adaptive, estimator
+from service.engine.runtime import load_model
+from service.engine.scoring import Scorer
+from service.schemas.options import ClassifyOptions
 from service.settings import Settings
 from training import screening
 from training.card import card_text

@@ -1,0 +1,277 @@
+"""ASGI middleware: the request-body limit, API keys, per-request metrics, and each request's id and
+log lines."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+
+from starlette.requests import ClientDisconnect
+
+from service.failures import BodyTooLarge
+from service.logs import REQUEST_ID
+from service.operations.admission import CALLER
+from service.operations.metrics import CLIENT_CLOSED, Metrics
+
+log = logging.getLogger("cvae.errors")
+
+
+def too_large_body(max_bytes: int) -> dict:
+    return {
+        "error": f"The request body exceeds {max_bytes} bytes (setting CVAE_MAX_BODY_BYTES); "
+        "send fewer images per request.",
+        "problems": [{"field": "body", "message": f"larger than {max_bytes} bytes"}],
+    }
+
+
+class BodyLimit:
+    """Answer 413 when a body exceeds `max_bytes`, by Content-Length or as it streams in."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send):
+        await _send_json(send, 413, too_large_body(self.max_bytes))
+
+
+class RequestMetrics:
+    """Count and time every request under its route's path template."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
+
+
+# the page, the docs and the schema hold no data; the probes must answer load balancers
+OPEN_PATHS = (
+    *("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"),
+    *("/docs", "/redoc", "/openapi.json", "/favicon.ico"),
+)
+OPEN_PREFIXES = ("/docs-assets/",)
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+async def _send_json(send, status: int, payload: dict, headers: list | None = None) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def address_of(client) -> str:
+    """A caller known by its address (no API keys): the host of an ASGI client (host, port)."""
+    return client[0] if client else "unknown"
+
+
+def is_open(path: str) -> bool:
+    """Whether a path is answered without an API key: the probes, the page and the docs."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def given_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """The API key of a request's headers (or gRPC metadata), lower-case names to values: X-API-Key: KEY,
+    else Authorization: Bearer KEY."""
+    given = headers.get(b"x-api-key")
+    authorization = headers.get(b"authorization", b"")
+    if given is None and authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    return given
+
+
+def which_key(keys: list[bytes], given: bytes) -> int | None:
+    """The index of `given` among `keys` (None: not one of them), every key compared in constant time."""
+    found = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, key):
+            found = index
+    return found
+
+
+class ApiKeyAuth:
+    """Require one of `keys` (Authorization: Bearer KEY, or X-API-Key: KEY) on every path but the probes.
+
+    Every key is compared in constant time; keys are never logged."""
+
+    def __init__(self, app, keys: list[str]):
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if not self.keys or is_open(scope["path"]):
+            return await self._as(address_of(scope.get("client")), scope, receive, send)
+        given = given_key(dict(scope.get("headers", [])))
+        if not given:
+            return await _send_json(
+                send,
+                401,
+                {
+                    "error": "An API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+                    "problems": [{"field": "Authorization", "message": "missing"}],
+                },
+                [(b"www-authenticate", b"Bearer")],
+            )
+        index = which_key(self.keys, given)
+        if index is None:
+            return await _send_json(
+                send,
+                403,
+                {
+                    "error": "The API key is not valid; check it with whoever runs this service.",
+                    "problems": [{"field": "Authorization", "message": "unknown key"}],
+                },
+            )
+        return await self._as(f"key-{index + 1}", scope, receive, send)
+
+    async def _as(self, caller: str, scope, receive, send):
+        """Run the request as `caller`, the one whose share and rate admission counts."""
+        token = CALLER.set(caller)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
+
+
+ERROR_BODY_BYTES = 8192  # the most of an error answer kept to find its message for the log
+
+
+def _error_message(body: bytes) -> str | None:
+    """The `error` of a JSON error answer, shortened for a log line."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return str(message)[:300] if message else None
+
+
+CLOSED = "The client closed the request before it was answered."
+
+
+def internal_error(request_id: str) -> dict:
+    return {"error": f"Internal error; the logs hold its traceback under request id {request_id}.", "problems": []}
+
+
+def request_id_of(given: str) -> str:
+    """The id a client gave its request (X-Request-ID), when it is short and plain; else a new one."""
+    return given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
+
+
+class RequestContext:
+    """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
+    id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
+    request's body, query or headers. A client that left before its answer is logged with status
+    CLIENT_CLOSED and sent nothing. An unexpected error is logged here with its traceback and answered
+    500, both with the id; any other line logged while the request runs takes it from logs.REQUEST_ID."""
+
+    def __init__(self, app, logger: logging.Logger):
+        self.app = app
+        self.log = logger
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = request_id_of(dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        where = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        start = time.perf_counter()
+        status = None
+        error_body = bytearray()
+
+        async def with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif status >= 400 and len(error_body) < ERROR_BODY_BYTES:
+                error_body.extend(message.get("body", b"")[: ERROR_BODY_BYTES - len(error_body)])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+        except Exception:
+            log.exception("unexpected error", extra=where)
+            if status is not None:  # the answer had begun: the server can only drop the connection
+                raise
+            await _send_json(with_id, 500, internal_error(request_id))
+        finally:
+            status = 500 if status is None else status
+            error = CLOSED if status == CLIENT_CLOSED else _error_message(bytes(error_body))
+            self.log.info(
+                "request",
+                extra={
+                    **where,
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                    **({"error": error} if status >= 400 else {}),
+                },
+            )
+            REQUEST_ID.reset(token)
