@@ -60,7 +60,7 @@ class RowScorer:
         from service.engine.inference import Inference
         from service.engine.scoring import Scorer
 
-        self.inference = Inference(Scorer.open(model_dir, intra_op_threads=threads, inter_op_threads=1))
+        self.inference = Inference(Scorer.open(model_dir, intra_op_threads=threads))
 
     def answer(self, image, seed: int, request: dict) -> dict:
         """/v1/classify's answer to `image` sent alone with `seed` and the groups of INCLUDE

@@ -1,7 +1,6 @@
-"""What the benchmarks share: MNIST's test set, servers started and stopped, and reports saved.
-
-The test set is read by training's reader and binarized as `cvae evaluate` binarizes it, so that
-a benchmark and the model card score the same images.
+"""What the benchmarks share: MNIST's test digits (read by training's reader and binarized as
+`cvae evaluate` does, so that a benchmark and the model card score the same images), the service and
+its peers started and stopped, arguments, rounds and reports.
 """
 
 from __future__ import annotations
@@ -10,64 +9,83 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from training.data import DATA_DIR_HELP, MnistDataError, load_mnist
+from training.data import data_dir as mnist_folder
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TEST_SEED = 0  # `cvae evaluate`'s default --seed: the test binarization of the model card
 
 
-def _mnist(data_dir: str | Path | None):
-    from training.data import data_dir as mnist_folder
-    from training.data import load_mnist
-
-    return load_mnist(mnist_folder(data_dir))
-
-
-def grey_test_digits(limit: int = 0, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` MNIST test digits (0: all) as grey images [N, 784] in [0, 1], and their labels [N];
-    `data_dir` or else $MNIST_DIR names MNIST's folder."""
-    data = _mnist(data_dir)
-    return data.test_x[: limit or None] / 255.0, data.test_y[: limit or None]
-
-
-def binary_test_digits(
-    limit: int = 0, data_dir: str | Path | None = None, seed: int = TEST_SEED
+def mnist_digits(
+    limit: int = 0, data_dir: str | Path | None = None, form: str = "grey", seed: int = TEST_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` MNIST test digits (0: all), binarized as `cvae evaluate --seed SEED` does
-    (training.train.binarize: x ~ Bernoulli(pixel/255), all 10,000 drawn at once with torch seed
-    `seed`), as float32 [N, 784], and their labels [N]."""
-    import torch
+    """The first `limit` MNIST test digits (0: all) [N, 784] and their labels [N]; `data_dir` or else
+    $MNIST_DIR names MNIST's folder. `form`: 'pixels', uint8 as the files hold them; 'grey', pixel/255
+    in [0, 1]; 'binary', float32 binarized as `cvae evaluate --seed SEED` does (training.train.binarize:
+    x ~ Bernoulli(pixel/255), all 10,000 drawn at once with torch seed `seed`)."""
+    data = load_mnist(mnist_folder(data_dir))
+    if form == "binary":
+        import torch
 
-    from training.train import binarize
+        from training.train import binarize
 
-    data = _mnist(data_dir)
-    x = binarize(torch.from_numpy(data.test_x), torch.Generator().manual_seed(seed)).numpy()
+        x = binarize(torch.from_numpy(data.test_x), torch.Generator().manual_seed(seed)).numpy()
+    elif form in ("pixels", "grey"):
+        x = data.test_x if form == "pixels" else data.test_x / 255.0
+    else:
+        raise ValueError(f"form is {form!r}; choose 'pixels', 'grey' or 'binary'.")
     return x[: limit or None], data.test_y[: limit or None]
 
 
-def binarization(seed: int = TEST_SEED) -> str:
-    """binary_test_digits' binarization, in the words of the model card's."""
-    return f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}"
-
-
-def arguments(description: str, out: str | Path = RESULTS, data_dir: str | None = None) -> argparse.ArgumentParser:
-    """A benchmark's parser with --model-dir (the shipped model), --data-dir (help `data_dir`) and --out."""
+def arguments(module: str, doc: str, data: str | None = DATA_DIR_HELP, **options: tuple) -> argparse.ArgumentParser:
+    """The parser of `python -m MODULE`, described by the module's `doc`: --model-dir (the shipped model),
+    --data-dir (help `data`; None: no such flag), --out, and one --option per keyword, name=(default, help),
+    of the default's type (a type in place of the default: that type, no default)."""
     from service.settings import SHIPPED_MODEL
-    from training.data import DATA_DIR_HELP
 
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(f"python -m {module}", description=doc, formatter_class=formatter)
     parser.add_argument("--model-dir", default=str(SHIPPED_MODEL))
-    parser.add_argument("--data-dir", help=data_dir or DATA_DIR_HELP)
-    parser.add_argument("--out", default=str(out), help="folder for the results (default %(default)s)")
+    if data is not None:
+        parser.add_argument("--data-dir", help=data)
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the results (default %(default)s)")
+    for name, (default, text) in options.items():
+        kind, default = (default, None) if isinstance(default, type) else (type(default), default)
+        text += "" if default is None else " (default %(default)s)"
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
     return parser
+
+
+def benchmark(parser: argparse.ArgumentParser, argv, stem: str, measure, markdown, errors: tuple = ()) -> dict:
+    """Parse `argv` (None: the command line's) and measure(args) a report; write it, after the command, the
+    arguments and the CPU count, as `stem`.json into --out, and its markdown(report) as `STEM`.md, and print
+    that. Missing or bad data (MnistDataError, or one of `errors`) stops it as a usage error naming the fix."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    try:
+        report = {"command": shlex.join([*parser.prog.split(), *argv]), **vars(args), "cpu_count": os.cpu_count()}
+        report |= measure(args)
+    except (MnistDataError, *errors) as error:
+        parser.error(str(error))
+    out, text = Path(args.out), markdown(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / f"{stem.upper()}.md").write_text(text)
+    print(text)
+    return report
 
 
 def free_port() -> int:
@@ -99,12 +117,17 @@ def server(command: list[str], port: int, ready_path: str, env: dict | None = No
         stop_group(process)
 
 
-@contextlib.contextmanager
-def service(env: dict):
-    """The service (`cvae-serve`) in its own process on a free port, with `env` set; yield its base URL."""
+def service(env: dict | None = None):
+    """The service (`cvae-serve`) in its own process on a free port, with `env` set (CVAE_GRPC_PORT too,
+    for its gRPC side), as a context that yields its base URL: the one way the benchmarks start it."""
     port = free_port()
-    with server([sys.executable, "-m", "service.cli"], port, "/readyz", {**env, "CVAE_PORT": str(port)}) as base:
-        yield base
+    return server([sys.executable, "-m", "service.cli"], port, "/readyz", {**(env or {}), "CVAE_PORT": str(port)})
+
+
+def peer(module: str, ready_path: str, model_dir: str, *extra: str):
+    """A peer of bench.peers (`python -m MODULE MODEL_DIR PORT EXTRA...`) on a free port, as service() is."""
+    port = free_port()
+    return server([sys.executable, "-m", module, model_dir, str(port), *extra], port, ready_path)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
@@ -120,16 +143,31 @@ def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
     process.wait()
 
 
+def alternate(rounds: int, arms: dict[str, Callable[[], object]]) -> dict[str, list]:
+    """Each arm's figure in each of `rounds` rounds, the arms one after the other within a round, so that
+    drift in the machine's speed spreads over all of them."""
+    runs: dict[str, list] = {label: [] for label in arms}
+    for _ in range(rounds):
+        for label, measure in arms.items():
+            runs[label].append(measure())
+    return runs
+
+
+def medians(runs: dict[str, list[float]]) -> dict[str, float]:
+    return {label: statistics.median(values) for label, values in runs.items()}
+
+
+def each(values, form: str = "{:.1f}") -> str:
+    """Every round's figure, as a table cell."""
+    return "; ".join(form.format(value) for value in values)
+
+
+def document(*blocks) -> str:
+    """A report's markdown: `blocks`, each a paragraph (text) or a table's lines, a blank line between them."""
+    return "\n\n".join(block if isinstance(block, str) else "\n".join(block) for block in blocks) + "\n"
+
+
 def table(head: list[str], rows) -> list[str]:
     """A markdown table's lines: the header `head`, then each row of `rows` (a list of cells as text)."""
     lines = ["| " + " | ".join(cells) + " |" for cells in [head, *rows]]
     return [lines[0], "|---" * len(head) + "|", *lines[1:]]
-
-
-def save(out: str | Path, stem: str, report: dict, text: str) -> None:
-    """A benchmark's figures as `stem`.json and its markdown as `STEM`.md in `out`; the markdown is printed."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem.upper()}.md").write_text(text)
-    print(text)

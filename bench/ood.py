@@ -1,53 +1,41 @@
 """The out-of-distribution benchmark: does the service tell digits from things that are not?
+Writes bench/results/ood.json and OOD.md.
 
     python -m bench.ood [--data-dir DIR] [--outliers-dir DIR] [--digits 10000] [--per-set 300] [--model-dir ...]
 
-Every image goes through the service's own /v1/classify code in process (service.engine.inference at
-its default settings, grey images binarized as a request does by default, threshold 0.5). The
-in-distribution images are the first `--digits` MNIST test digits; the others are the sets of
-bench.ood_sets, letters and glyphs in both font families (DejaVu, used while designing the
-method, and Liberation, held out from it), test digits reshaped into no digit, and letters written
-along Hershey strokes (held out too). With --outliers-dir, real handwriting that is no MNIST digit too
-(training.handwriting): each source's held-out part and the source left out, its classes that share
-a digit's shape apart; without it those rows are skipped.
+Every image goes through /v1/classify's code in process (service.engine.scoring.Scorer at its default
+settings, grey images binarized as a request does by default, threshold 0.5): the first `--digits`
+MNIST test digits against the sets of bench.ood_sets, letters and glyphs in both font families; with
+--outliers-dir, real handwriting that is no MNIST digit too (training.handwriting: each source's
+held-out part and the source left out, its classes that share a digit's shape apart).
 
-Reported, side by side for each method (higher = more out of distribution):
-- -log p(x): the likelihood alone, the known failure (Nalisnick et al. 2019);
-- typicality: |log p(x) - the validation median| (two-sided);
-- complexity-corrected: -log p(x) - L(x), L the zlib code length of the packed bits in nats
-  (Serra et al. 2020);
-- likelihood ratio: -(log p(x) - log p_background(x)) (service.engine.ood's score alone);
-- ratio, log p(x) and ink combined by Bonferroni, min(1, 3 min(p-values)), from the answer's own
-  p-values of the three (the method before the distance);
-- the Mahalanobis distance over the answer's six numbers alone (the method before the critic);
-- the critic's log-odds of a digit alone (training.critic);
-- the service: the distance and the critic combined, ranked by 1 - its p-value, and its flag at the
-  default rate.
-AUROC against the test digits for each set, the share of each set flagged and of digits flagged
-(the false-positive rate; digits also binarized x ~ Bernoulli(pixel)), abstention (by reason) and
-the accuracy kept on test digits at the defaults and along the min_probability curve, and the cost
-of the assessment next to the whole classify call.
-
-Writes bench/results/ood.json and OOD.md, and prints the markdown.
+Reported for each method, side by side (higher = more out of distribution): -log p(x) alone (the known
+failure, Nalisnick et al. 2019); typicality, |log p(x) - the validation median|; complexity-corrected,
+-log p(x) - the zlib code length of the packed bits in nats (Serra et al. 2020); the likelihood ratio
+against the background model (service.engine.ood's score alone); ratio, log p(x) and ink combined by
+Bonferroni (the method before the distance); the Mahalanobis distance over the answer's six numbers (the
+method before the critic); the critic's log-odds of a digit (training.critic); and the service, the
+distance and the critic combined, ranked by 1 - its p-value. AUROC against the test digits for each
+set, the share of each set and of the digits flagged at the default rate (digits also binarized
+x ~ Bernoulli(pixel)), abstention (by reason) and the accuracy kept on test digits at the defaults and
+along the min_probability curve, and the cost of the assessment next to the whole classify call.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from types import SimpleNamespace
 
 import numpy as np
 
-from bench.common import arguments, grey_test_digits, save, table
-from bench.ood_sets import FONT_FAMILIES, glyphs, letters, ood_sets, reshaped, written
+from bench.common import arguments, benchmark, document, mnist_digits, table
+from bench.ood_sets import ood_sets
 from service.engine import abstention, estimator
 from service.engine.preparation import binarize as binarize_pixels
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
-from training.abstention import THRESHOLDS, curve
-from training.data import MnistDataError
+from training.abstention_curve import THRESHOLDS, curve
 from training.handwriting import LEFT_OUT, OUTLIERS_DIR_HELP, HandwritingDataError, apart, load_handwriting, split
 
 
@@ -130,26 +118,16 @@ def handwriting(folder: str, per_set: int, seed: int) -> dict[str, np.ndarray]:
     return rows
 
 
-def run(
-    model_dir: str, data_dir: str | None, num_digits: int, per_set: int, seed: int, noise_seed: int = 0,
-    outliers_dir: str | None = None,
-) -> dict:  # fmt: skip
+def measure(args) -> dict:
+    model_dir, per_set, seed, noise_seed = args.model_dir, args.per_set, args.seed, args.noise_seed
+    outliers_dir = args.outliers_dir
     by_hand = handwriting(outliers_dir, per_set, seed + 17) if outliers_dir else {}  # read first: fails fast
     scorer = Scorer.open(model_dir)  # the declared defaults, never the CVAE_* environment
     model = scorer.model
     if model.ood is None:
         raise SystemExit(f"{model_dir} has no out-of-distribution calibration: run `cvae calibrate {model_dir}`.")
-    digits, labels = grey_test_digits(num_digits, data_dir)
-    design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
-    sets = {
-        f"{name} ({design})" if name in ("letters", "glyphs") else name: images
-        for name, images in ood_sets(per_set, seed, design, digits[::-1]).items()
-    }
-    sets[f"letters ({held_out}, held out)"] = letters(per_set, seed + 13, held_out)
-    sets[f"glyphs ({held_out}, held out)"] = glyphs(per_set, seed + 14, held_out)
-    sets["reshaped digits"] = reshaped(digits[::-1], labels[::-1], per_set, seed + 15)
-    sets["written letters (Hershey, held out)"] = written(per_set, seed + 16)
-    sets.update(by_hand)
+    digits, labels = mnist_digits(args.digits, args.data_dir, "grey")
+    sets = {**ood_sets(per_set, seed, digits[::-1], labels[::-1]), **by_hand}
 
     inliers = features(scorer, digits, "threshold", noise_seed)
     inliers_bernoulli = features(scorer, digits, "bernoulli", noise_seed)
@@ -160,11 +138,9 @@ def run(
         for method, score in methods(median).items()
     }
     correct = inliers["probs"].argmax(axis=1) == labels
-    per_image_classify = inliers["seconds"] / num_digits
+    per_image_classify = inliers["seconds"] / len(digits)
     per_image_assess = assessment_cost(scorer, digits)
     return {
-        **{"model_dir": str(model_dir), "cpu_count": os.cpu_count(), "digits": num_digits, "per_set": per_set},
-        **{"seed": seed, "noise_seed": noise_seed},
         "service_method": model.manifest["files"]["ood"]["method"],
         "ood_fpr": scorer.settings.ood_fpr,
         "min_probability": scorer.default_min_probability(),
@@ -193,20 +169,15 @@ def markdown(report: dict) -> str:
         for row in r["abstention_curve"]
     ]
     digits = "MNIST test digits, binarize='{}' (false positives)"
-    lines = [
+    return document(
         f"Machine: {r['cpu_count']} CPUs; model `{r['model_dir']}`; {r['digits']} MNIST test digits against "
         f"{r['per_set']} images per set (seed {r['seed']}; requests' seed {r.get('noise_seed', 0)}), every image "
         "through /v1/classify's code at the default settings (binarize='threshold').",
-        "",
         f"The service's assessment: {r['service_method']}. Real handwriting: {r['handwriting']}.",
-        "",
         "AUROC against the test digits (1.0: every image of the set ranks as more unusual than every digit):",
-        "",
-        *table(["method", *names], [[method, *(f"{row[n]:.3f}" for n in names)] for method, row in r["auroc"].items()]),
-        "",
+        table(["method", *names], [[method, *(f"{row[n]:.3f}" for n in names)] for method, row in r["auroc"].items()]),
         f"Flagged at the default false-positive rate {r['ood_fpr']}:",
-        "",
-        *table(
+        table(
             ["set", "images", "flagged"],
             [[n, str(r["images"][n]), f"{r['flagged'][n]:.1%}"] for n in names]
             + [
@@ -214,39 +185,30 @@ def markdown(report: dict) -> str:
                 for way in ("threshold", "bernoulli")
             ],
         ),
-        "",
         f"Abstention on the test digits at the defaults (min_probability {r['min_probability']}): "
         f"{r['abstained']:.2%} abstained ("
         + ", ".join(f"{share:.2%} {reason}" for reason, share in r["abstained_by_reason"].items())
         + f"; an image may have several reasons); accuracy of the rest {r['accuracy_kept']:.2%} "
         f"(of all, {r['accuracy_all']:.2%}). Along the curve (min_probability chosen by the caller; the "
         "default is chosen on validation digits, not these):",
-        "",
-        *table(["min_probability", "abstained", "accuracy kept"], curve),
-        "",
+        table(["min_probability", "abstained", "accuracy kept"], curve),
         f"Cost: the assessment takes {r['ms_per_image_assessment']:.3f} ms per image, "
         f"{r['assessment_share_of_classify']:.2%} of a /v1/classify answer at the defaults "
         f"({r['ms_per_image_classify']:.1f} ms per image in process).",
-    ]
-    return "\n".join(lines) + "\n"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = arguments(__doc__)
-    parser.add_argument("--digits", type=int, default=10000, help="MNIST test digits (default %(default)s: all)")
-    parser.add_argument("--per-set", type=int, default=300, help="images per set (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sets (default %(default)s)")
-    parser.add_argument("--noise-seed", type=int, default=0, help="seed of every request: binarization, samples")
-    parser.add_argument("--outliers-dir", help=f"{OUTLIERS_DIR_HELP} (without it, those rows are skipped)")
-    args = parser.parse_args(argv)
-    try:
-        report = run(
-            args.model_dir, args.data_dir, args.digits, args.per_set, args.seed, args.noise_seed, args.outliers_dir
-        )
-    except (MnistDataError, HandwritingDataError) as error:
-        parser.error(str(error))
-    save(args.out, "ood", report, markdown(report))
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(
+        "bench.ood",
+        __doc__,
+        digits=(10000, "MNIST test digits (all)"),
+        per_set=(300, "images per set"),
+        seed=(0, "seed of the sets"),
+        noise_seed=(0, "seed of every request: binarization, samples"),
+        outliers_dir=(str, f"{OUTLIERS_DIR_HELP} (without it, those rows are skipped)"),
+    )
+    benchmark(parser, argv, "ood", measure, markdown, (HandwritingDataError,))
 
 
 if __name__ == "__main__":

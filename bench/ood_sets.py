@@ -1,26 +1,17 @@
-"""Images that are not MNIST digits, made here from nothing but a seed and the system's fonts.
-
-Every set returns grey images [N, 784] in [0, 1], bright = ink, as the service takes them.
-The sets the detection benchmark reports:
-
+"""Images that are not MNIST digits, made here from nothing but a seed and the system's fonts: grey
+images [N, 784] in [0, 1], bright = ink, as the service takes them. The sets bench.ood reports:
 - blank: all-dark pages, and near-blank ones with 1-12 scattered ink pixels or one small dot;
 - strokes: one to three pen strokes (lines and curves 1.5-3 px wide) anywhere in the field;
 - inverted: MNIST digits with their polarity reversed (1 - pixel);
 - noise: independent pixels at ink rates 0.02-0.5, and blurred blobs;
-- letters: printed Latin letters, rendered from a font and prepared as MNIST digits were
-  (20x20 box, centre of mass in the middle), so that only their shape differs;
-- glyphs: punctuation, symbols, Greek letters and geometric shapes (outlined or filled), prepared
-  the same way;
-- reshaped: test digits made into no digit (mirrored, upside down, on their side, turned half
-  round, halved with another, overlaid on another, reversed in polarity), prepared the same way:
-  the kinds of shape the critic learns to reject, made from digits it never saw;
-- written letters: Latin letters drawn with a round pen along the strokes of eight Hershey vector
-  fonts (the Hershey-Fonts package: script, cursive, gothic, Greek and plain faces; letters that
-  look like a digit when written are left out), slanted, turned and prepared the same way: the
-  nearest to a handwritten letter here, and nothing the shipped critics learned from.
-
-Letters and glyphs come in two font families (`FONT_FAMILIES`): the first was used while choosing
-the method, the second was not looked at until the report.
+- letters, and glyphs (punctuation, symbols, Greek letters, outlined or filled shapes): printed, then
+  prepared as MNIST digits were (20x20 box, centre of mass in the middle), so that only shape differs;
+- reshaped: test digits made into no digit by the critic's reshapings (mirrored, upside down, turned,
+  halved or overlaid with another, reversed in polarity), from digits the critic never saw;
+- written letters: Latin letters drawn with a round pen along the strokes of eight Hershey vector fonts
+  (letters that look like a digit when written left out), slanted, turned and prepared the same way.
+Letters and glyphs come in two font families (`FONT_FAMILIES`): the first was used while choosing the
+method, the second was not looked at until the report.
 """
 
 from __future__ import annotations
@@ -213,13 +204,19 @@ def glyphs(n: int, seed: int, family: str) -> np.ndarray:
     return np.concatenate([rendered, shapes])
 
 
-def ood_sets(n: int, seed: int, family: str, digits: np.ndarray) -> dict[str, np.ndarray]:
-    """Every set, n images each; `digits` [>= n, 784] grey MNIST digits to invert."""
+def ood_sets(n: int, seed: int, digits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every set, n images each, by the name bench.ood reports; `digits` [>= n, 784] grey MNIST digits, of
+    classes `labels`, to invert and reshape."""
+    design, held_out = FONT_FAMILIES["design"], FONT_FAMILIES["held_out"]
     return {
         "blank": blank(n, seed),
         "strokes": strokes(n, seed + 1),
         "inverted": 1.0 - digits[:n],  # polarity reversed
         "noise": noise(n, seed + 2),
-        "letters": letters(n, seed + 3, family),
-        "glyphs": glyphs(n, seed + 4, family),
+        f"letters ({design})": letters(n, seed + 3, design),
+        f"glyphs ({design})": glyphs(n, seed + 4, design),
+        f"letters ({held_out}, held out)": letters(n, seed + 13, held_out),
+        f"glyphs ({held_out}, held out)": glyphs(n, seed + 14, held_out),
+        "reshaped digits": reshaped(digits, labels, n, seed + 15),
+        "written letters (Hershey, held out)": written(n, seed + 16),
     }

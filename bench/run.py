@@ -1,35 +1,31 @@
-"""The benchmark: every figure side by side from one run on one machine.
+"""The benchmark: every figure side by side from one run on one machine. Writes RESULTS.md,
+results.json and throughput.png into --out.
 
-    python -m bench.run [--duration 3] [--rounds 3] [--num-samples 100] [--out bench/results]
+    python -m bench.run [--data-dir DIR] [--duration 3] [--rounds 3] [--num-samples 100] [--out bench/results]
 
 1. limits: numpy float32 matmul rate, and ONNX Runtime in-process on the scoring workload;
-2. the service over HTTP per endpoint at concurrency 1, 8, 32, 64 (dynamic batching on);
-3. the same with dynamic batching off;
-4. peers on the same model and workload: LitServe with its batching (classify), and
+2. the service over HTTP per endpoint at concurrency 1, 8, 32, 64;
+3. peers on the same model and workload: LitServe with its batching (classify), and
    FastAPI + PyTorch eager, one request at a time (every endpoint);
-5. adaptive scoring against exhaustive: speed ratio and the difference in nats.
-Servers run one at a time, never side by side on the shared cores. Every round starts each
-server in turn and sweeps its cells, so drift in the machine's speed spreads over all of them;
-each figure is the median of its rounds, and the two head-to-head targets also list every
-round's own ratio. Writes RESULTS.md, results.json and throughput.png into --out and prints
-the markdown.
+4. adaptive scoring against exhaustive: speed ratio and the difference in nats.
+Servers run one at a time, never side by side on the shared cores. Every round starts each server in
+turn and sweeps its cells, so drift in the machine's speed spreads over all of them; each figure is
+the median of its rounds, and the target against LitServe also lists every round's own ratio.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import arguments, binary_test_digits, free_port, server, service
+from bench.common import alternate, arguments, benchmark, document, mnist_digits, peer, service, table
 from bench.load import CONCURRENCY, LoadResult, run_load
-from service.engine import estimator
 from service.engine.scoring import Scorer
-from training.data import DATA_DIR_HELP, configured_data_dir
+from training.screening import answers, compare
 from training.screening import score as in_process_scoring
 
 
@@ -55,17 +51,6 @@ def scoring_flops_per_image(manifest: dict, k: int) -> float:
     return 2.0 * c * (macs(encoder) + k * macs(decoder))
 
 
-def test_images(limit: int, model, data_dir: str | None = None) -> np.ndarray:
-    """The first `limit` MNIST test images, binarized as the model card's are, when `data_dir` or
-    $MNIST_DIR names MNIST's folder; else binary samples of the model."""
-    if configured_data_dir(data_dir) is not None:
-        return binary_test_digits(limit, data_dir)[0]
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, model.num_classes, limit)
-    logits = model.decode(rng.standard_normal((limit, model.latent_dim)), y)
-    return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
-
-
 def workloads(images: np.ndarray, k: int) -> dict:
     """name -> (method, path, body(i), images per request)."""
     one = lambda i: images[i % len(images)].tolist()  # noqa: E731
@@ -79,7 +64,8 @@ def workloads(images: np.ndarray, k: int) -> dict:
     }
 
 
-def sweep(base: str, loads: dict, names: list[str], duration: float) -> dict[tuple[str, int], LoadResult]:
+def sweep(base: str, loads: dict, names: list[str], duration: float, label: str) -> dict[tuple[str, int], LoadResult]:
+    """Every cell of `names` at every concurrency, on the server `label`."""
     results = {}
     for name in names:
         method, path, body, per = loads[name]
@@ -87,132 +73,199 @@ def sweep(base: str, loads: dict, names: list[str], duration: float) -> dict[tup
         for c in CONCURRENCY:
             r = results[(name, c)] = run_load(base, method, path, body, per, c, duration)
             print(
-                f"  {name:>22} c={c:<3} {r.images_per_second:8.1f} img/s  p50 {r.percentile(50):7.1f} ms  "
+                f"  {label}: {name:>22} c={c:<3} {r.images_per_second:8.1f} img/s  p50 {r.percentile(50):7.1f} ms  "
                 f"p99 {r.percentile(99):7.1f} ms  errors {r.errors}",
                 flush=True,
             )
     return results
 
 
-def median_run(runs: list[LoadResult]) -> LoadResult:
-    """The run of median throughput (the lower middle one for an even count), latencies and all."""
-    return sorted(runs, key=lambda r: r.images_per_second)[(len(runs) - 1) // 2]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = arguments(
-        __doc__.split("\n\n")[0], "bench/results", DATA_DIR_HELP + "; with neither, binary samples of the model"
+def cell(server: str, name: str, c: int, rounds: list[LoadResult]) -> dict:
+    """A report's cell: the round of median throughput (the lower middle of an even count), and every round's."""
+    r = sorted(rounds, key=lambda r: r.images_per_second)[(len(rounds) - 1) // 2]
+    return (
+        {"server": server, "endpoint": name, "concurrency": c, "images_per_s": r.images_per_second}
+        | {f"p{q}_ms": r.percentile(q) for q in (50, 95, 99)}
+        | {"errors": r.errors, "rounds_images_per_s": [x.images_per_second for x in rounds]}
     )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load cell (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over every server; each cell its median")
-    parser.add_argument("--num-samples", type=int, default=100, help="K of the scoring workloads (default %(default)s)")
-    parser.add_argument("--large-batch", type=int, default=64, help="images per large scoring request")
-    parser.add_argument("--adaptive-images", type=int, default=10000, help="test images for section 5 (all of them)")
-    parser.add_argument("--adaptive-samples", type=int, default=1000, help="K for section 5")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def measure(args) -> dict:
     k = args.num_samples
     scorer = Scorer.open(args.model_dir)  # the declared defaults, never the CVAE_* environment
     model, screening = scorer.model, scorer.screening
-    images = test_images(max(args.large_batch, args.adaptive_images), model, args.data_dir)
-    report: dict = {"num_samples": k, "duration": args.duration, "cpu_count": os.cpu_count()}
-    report |= {"large_batch": args.large_batch, "rounds": args.rounds}
-
-    loads = workloads(images, k)
+    images, labels = mnist_digits(max(args.large_batch, args.adaptive_images), args.data_dir, "binary")
     batch = images[: args.large_batch]
-    large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
+    loads = workloads(images, k)
     lit_loads = {"classify (exhaustive)": ("POST", "/predict", loads["classify (exhaustive)"][2], 1)}
+    env = {"CVAE_MODEL_DIR": args.model_dir, "CVAE_MAX_BODY_BYTES": str(64_000_000), "CVAE_MAX_WORK": str(10**8)}
+    large_body = {"images": batch.tolist(), "num_samples": k, "adaptive": False, "seed": 0}
 
-    def own(batching: str):  # the service, on a free port
-        limits = {"CVAE_MAX_BODY_BYTES": str(64_000_000), "CVAE_MAX_WORK": str(10**8)}
-        return lambda: service({"CVAE_MODEL_DIR": args.model_dir, "CVAE_BATCHING": batching, **limits})
+    def limits() -> dict:
+        found = {
+            "matmul_gflops": matmul_gflops(),
+            "ort_images_per_s": len(batch) / in_process_scoring(model, batch, k)[1],
+            "ort_adaptive_images_per_s": len(batch) / in_process_scoring(model, batch, k, screening)[1],
+        }
+        print(f"1. limits: {found}", flush=True)
+        return found
 
-    def peer(module: str, ready: str, *extra: str):  # a peer of bench.peers, on a free port
-        def start():
-            port = free_port()
-            return server([sys.executable, "-m", module, args.model_dir, str(port), *extra], port, ready)
+    def the_service() -> tuple[dict, float]:  # its cells, and its rate on large log-likelihood requests
+        with service(env) as base:
+            cells = sweep(base, loads, list(loads), args.duration, "2. service")
+            body = lambda i: large_body  # noqa: E731
+            run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)  # warm-up
+            large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
+        return cells, large.images_per_second
 
-        return start
+    def torch_peer() -> dict:
+        with peer("bench.peers.torch_peer", "/readyz", args.model_dir) as base:
+            return sweep(base, loads, [n for n in loads if n != "classify"], args.duration, "3. torch")
 
-    servers = {  # label -> (start() -> a context yielding the base URL, workloads, names)
-        "batching on": (own("true"), loads, list(loads)),
-        "batching off": (own("false"), loads, list(loads)),
-        "torch": (peer("bench.peers.torch_peer", "/readyz"), loads, [n for n in loads if n != "classify"]),
-        "litserve": (peer("bench.peers.litserve_peer", "/health", "32", "0.005"), lit_loads, list(lit_loads)),
-    }
-    runs: dict[str, dict[tuple[str, int], list[LoadResult]]] = {label: {} for label in servers}
-    limits: dict[str, list[float]] = {
-        key: [] for key in ("matmul_gflops", "ort_images_per_s", "ort_adaptive_images_per_s", "http_large_images_per_s")
-    }
-    report["matmul_gflops_per_image"] = scoring_flops_per_image(model.manifest, k) / 1e9
+    def litserve() -> dict:
+        with peer("bench.peers.litserve_peer", "/health", args.model_dir, "32", "0.005") as base:
+            return sweep(base, lit_loads, list(lit_loads), args.duration, "3. litserve")
+
     in_process_scoring(model, batch[:4], k)  # warm-up
-    for round_ in range(1, args.rounds + 1):
-        print(f"round {round_} of {args.rounds}\n1. limits", flush=True)
-        limits["matmul_gflops"].append(matmul_gflops())
-        limits["ort_images_per_s"].append(len(batch) / in_process_scoring(model, batch, k)[1])
-        limits["ort_adaptive_images_per_s"].append(len(batch) / in_process_scoring(model, batch, k, screening)[1])
-        print(
-            f"  numpy matmul {limits['matmul_gflops'][-1]:.1f} GFLOP/s; "
-            f"ORT scoring {limits['ort_images_per_s'][-1]:.1f} img/s exhaustive, "
-            f"{limits['ort_adaptive_images_per_s'][-1]:.1f} img/s adaptive",
-            flush=True,
-        )
-        for label, (start, workload, names) in servers.items():
-            print(f"2-4. {label}", flush=True)
-            with start() as base:
-                for key, result in sweep(base, workload, names, args.duration).items():
-                    runs[label].setdefault(key, []).append(result)
-                if label == "batching on":
-                    body = lambda i: large_body  # noqa: E731
-                    run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, 1.0)
-                    large = run_load(base, "POST", "/v1/log-likelihood", body, len(batch), 1, max(args.duration, 5))
-                    limits["http_large_images_per_s"].append(large.images_per_second)
-
-    report |= {key: float(np.median(values)) for key, values in limits.items()}
+    runs = alternate(args.rounds, {"limits": limits, "service": the_service, "torch": torch_peer, "litserve": litserve})
+    found, served = runs.pop("limits"), runs.pop("service")
+    runs = {"service": [cells for cells, _ in served], **runs}
+    report = {"matmul_gflops_per_image": scoring_flops_per_image(model.manifest, k) / 1e9}
+    report |= {key: float(np.median([f[key] for f in found])) for key in found[0]}
+    report["http_large_images_per_s"] = float(np.median([large for _, large in served]))
     report["ort_gflops"] = report["ort_images_per_s"] * report["matmul_gflops_per_image"]
-    median = {label: {key: median_run(r) for key, r in cells.items()} for label, cells in runs.items()}
-
-    def per_round(a: str, b: str, name: str, c: int) -> list[float]:
-        return [x.images_per_second / y.images_per_second for x, y in zip(runs[a][(name, c)], runs[b][(name, c)])]
-
-    report["per_round"] = {
-        "batching": per_round("batching on", "batching off", "classify", 32),
-        "litserve": per_round("batching on", "litserve", "classify (exhaustive)", 32),
-    }
     report["cells"] = [
-        {"server": label, "endpoint": name, "concurrency": c, "images_per_s": r.images_per_second}
-        | {f"p{q}_ms": r.percentile(q) for q in (50, 95, 99)}
-        | {"errors": r.errors, "rounds_images_per_s": [x.images_per_second for x in runs[label][(name, c)]]}
-        for label, cells in median.items()
-        for (name, c), r in cells.items()
+        cell(label, name, c, [r[(name, c)] for r in rounds]) for label, rounds in runs.items() for name, c in rounds[0]
     ]
-
-    print("5. adaptive against exhaustive", flush=True)
-    x = images[: args.adaptive_images]
-    full, full_s = in_process_scoring(model, x, args.adaptive_samples)
-    fast, fast_s = in_process_scoring(model, x, args.adaptive_samples, screening)
-    full_post = estimator.bayes_rule(full, model.log_prior)
-    fast_post = estimator.bayes_rule(fast, model.log_prior)
-    difference = np.abs(full_post.log_px - fast_post.log_px)
-    report["adaptive"] = {
-        "images": len(x),
-        "num_samples": args.adaptive_samples,
-        "screening": screening.text(),
-        "speedup": full_s / fast_s,
-        "sample_ratio": float(full.num_samples.sum() / fast.num_samples.sum()),
-        "mean_abs_diff_nats": float(difference.mean()),
-        "max_abs_diff_nats": float(difference.max()),
-        "changed_predictions": int((full_post.log_py_x.argmax(-1) != fast_post.log_py_x.argmax(-1)).sum()),
-    }
+    print("4. adaptive against exhaustive", flush=True)
+    x, y, k = images[: args.adaptive_images], labels[: args.adaptive_images], args.adaptive_samples
+    (full, full_s), (fast, fast_s) = answers(model, x, k, None), answers(model, x, k, screening)
+    adaptive = {"images": len(x), "num_samples": k, "screening": screening.text(), "speedup": full_s / fast_s}
+    adaptive["sample_ratio"] = float(full["samples"].sum() / fast["samples"].sum())
+    report["adaptive"] = adaptive | compare(full, fast, y)
     print(f"  {report['adaptive']}", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    chart(report, Path(args.out) / "throughput.png")
+    return report
 
-    from bench.report import write_report
 
-    markdown = write_report(report, median, out)
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
-    return 0
+ENDPOINTS = ("samples", "encode", "log-likelihood", "classify", "classify (exhaustive)")
+# each server's label -> its name in the table and chart
+SERVERS = {"service": "service", "torch": "FastAPI + PyTorch eager", "litserve": "LitServe, batching 32/5 ms"}
+
+
+def _cells(report: dict) -> dict[tuple[str, str, int], dict]:
+    return {(c["server"], c["endpoint"], c["concurrency"]): c for c in report["cells"]}
+
+
+def _cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    text = f"{c['images_per_s']:.1f} ({c['p50_ms']:.0f}/{c['p95_ms']:.0f}/{c['p99_ms']:.0f})"
+    return text + (f" {c['errors']} err" if c["errors"] else "")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _target(text: str, ratio: float, met: bool, note: str = "") -> list[str]:
+    return [text, f"{ratio:.2f}{note}", "met" if met else "**missed**"]
+
+
+def markdown(report: dict) -> str:
+    """RESULTS.md: the limits, every cell's throughput and latency, adaptive scoring and the targets."""
+    cells = _cells(report)
+
+    def ips(label: str, name: str, c: int = 32) -> float:
+        cell = cells.get((label, name, c))
+        return cell["images_per_s"] if cell and cell["images_per_s"] else float("nan")
+
+    a = report["adaptive"]
+    large = _ratio(report["http_large_images_per_s"], report["ort_images_per_s"])
+    flop = _ratio(report["ort_gflops"], report["matmul_gflops"])
+    lit = _ratio(ips("service", "classify (exhaustive)"), ips("litserve", "classify (exhaustive)"))
+    ours, theirs = (cells[(s, "classify (exhaustive)", 32)]["rounds_images_per_s"] for s in ("service", "litserve"))
+    each_round = " (rounds: " + ", ".join(f"{_ratio(a, b):.2f}" for a, b in zip(ours, theirs)) + ")"
+    targets = [
+        _target("HTTP scoring at large batches ≥ 0.9 × in-process ONNX Runtime", large, large >= 0.9),
+        _target("scoring path ≥ 0.6 × numpy matmul FLOP rate", flop, flop >= 0.6),
+        _target("single-image classify (exhaustive), c=32: ≥ 1.0 × LitServe", lit, lit >= 1.0, each_round),
+    ]
+    for name in ("samples", "encode", "log-likelihood", "classify (exhaustive)"):
+        worst = min(_ratio(ips("service", name, c), ips("torch", name, c)) for c in CONCURRENCY)
+        targets.append(_target(f"{name}: beats FastAPI + PyTorch eager (worst ratio over c)", worst, worst > 1.0))
+    return document(
+        f"Machine: {platform.machine()}, {report['cpu_count']} CPUs, {platform.python_implementation()} "
+        f"{platform.python_version()}; K = {report['num_samples']} importance samples per class in the scoring "
+        f"workloads; {report['duration']:g} s per cell, each figure the median of {report['rounds']} rounds over "
+        "every server (servers run one at a time); load from a second process on loopback, one keep-alive "
+        "connection per client.",
+        [
+            "| limit | value |",
+            "|---|---|",
+            f"| numpy float32 matmul (1024x1024) | {report['matmul_gflops']:.1f} GFLOP/s |",
+            f"| ONNX Runtime in-process, exhaustive scoring | {report['ort_images_per_s']:.1f} images/s "
+            f"= {report['ort_gflops']:.1f} GFLOP/s |",
+            f"| ONNX Runtime in-process, adaptive scoring (the default) | {report['ort_adaptive_images_per_s']:.1f} "
+            "images/s |",
+            f"| service over HTTP, {report['large_batch']} images per log-likelihood request | "
+            f"{report['http_large_images_per_s']:.1f} images/s |",
+        ],
+        "Throughput in images/s (latency p50/p95/p99 in ms) at concurrency 1, 8, 32, 64:",
+        table(
+            ["server / endpoint", *(f"c={c}" for c in CONCURRENCY)],
+            [
+                [f"{SERVERS[label]}: {name}", *(_cell(cells.get((label, name, c))) for c in CONCURRENCY)]
+                for name in ENDPOINTS
+                for label in SERVERS
+                if any((label, name, c) in cells for c in CONCURRENCY)
+            ],
+        ),
+        f"Adaptive against exhaustive scoring, in process, {a['images']} test images, K = {a['num_samples']} "
+        f"({a['screening']}): {a['speedup']:.2f}x faster ({a['sample_ratio']:.2f}x fewer decoder passes), "
+        f"|difference in log p(x)| mean {a['mean_abs_diff_log_px']:.4f} nats, max {a['max_abs_diff_log_px']:.4f}, "
+        f"{a['changed_predictions']} predicted classes changed.",
+        table(["target", "ratio", ""], targets),
+    )
+
+
+def chart(report: dict, path: Path) -> None:
+    """throughput.png: images/s against concurrency, one panel per endpoint, one line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = _cells(report)
+    fig, axes = plt.subplots(1, len(ENDPOINTS), figsize=(4 * len(ENDPOINTS), 3.5), sharex=True)
+    for ax, name in zip(axes, ENDPOINTS):
+        for label, server in SERVERS.items():
+            points = [(c, cells[(label, name, c)]["images_per_s"]) for c in CONCURRENCY if (label, name, c) in cells]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=server)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        ax.set_title(name)
+        ax.set_xlabel("concurrency")
+    axes[0].set_ylabel("images/s")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(
+        "bench.run",
+        __doc__,
+        duration=(3.0, "seconds per load cell"),
+        rounds=(3, "rounds over every server; each cell its median"),
+        num_samples=(100, "K of the scoring workloads"),
+        large_batch=(64, "images per large scoring request"),
+        adaptive_images=(10000, "test images for section 4 (all of them)"),
+        adaptive_samples=(1000, "K for section 4"),
+    )
+    benchmark(parser, argv, "results", measure, markdown)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,6 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
         settings.max_running,
         settings.caller_share,
         settings.caller_rate,
-        settings.fifo_after_s,
     )
     errors.install(app)
     app.include_router(health.router)
@@ -104,8 +103,7 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     rest.install(app)
     # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit,
     # CancelAbandoned.
-    if settings.cancel_abandoned:
-        app.add_middleware(CancelAbandoned)
+    app.add_middleware(CancelAbandoned)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
     if settings.cors_origin_list:

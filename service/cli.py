@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from service.failures import ModelLoadError
 
 
 def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
-    from service.settings import Settings
+    from service.settings import Settings, unknown_variables
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
+    for name in unknown_variables(os.environ):
+        print(
+            f"warning: {name} is not a setting and is ignored; the settings are listed in the README", file=sys.stderr
+        )
 
     import uvicorn
 

@@ -62,18 +62,8 @@ class Settings(BaseSettings):
     )
     strict_providers: bool = Field(False, description="refuse to start when a requested GPU provider is not active")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
-    ort_spinning: bool = Field(
-        False,
-        description="let ONNX Runtime's idle intra-op threads spin: quicker for one client at a time, slower under "
-        "concurrent requests, whose parsing and assessment then wait for the cores",
-    )
-    inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0: its default)")
-    graph_optimization: str = Field("all", pattern="^(disable|basic|extended|all)$")
 
     max_images: int = Field(256, ge=1, description="most images in one scoring, classify or encode request")
-    max_image_side: int = Field(
-        4096, ge=28, description="with preprocess 'mnist', most pixels on a side of an image of any size (422 beyond)"
-    )
     max_request_pixels: int = Field(
         4096 * 4096,
         ge=784,
@@ -106,11 +96,6 @@ class Settings(BaseSettings):
         "call's logits (6 MB) in a CPU's cache, a GPU wants tens of thousands",
     )
 
-    batching: bool = Field(True, description="gather concurrent model calls into one (dynamic batching)")
-    batch_max_rows: int = Field(256, ge=1, description="most decoder rows in one batched sampling call")
-    batch_max_wait_ms: float = Field(
-        0.0, ge=0, description="longest a call waits for others to join its batch (0: take what is queued)"
-    )
     max_queue: int = Field(
         256,
         ge=1,
@@ -127,12 +112,6 @@ class Settings(BaseSettings):
         description="most admitted requests running at once; the others wait, the caller holding fewest first "
         "(on a CPU more only share its cores: docs/decisions.md); raise it for a GPU",
     )
-    fifo_after_s: float = Field(
-        2.0,
-        gt=0,
-        description="while clients give up on waiting requests (one did in this many seconds), the newest "
-        "waiting runs first (its client surely still waits), unless one has waited this long (docs/decisions.md)",
-    )
     caller_share: float = Field(
         0.5,
         gt=0,
@@ -141,9 +120,6 @@ class Settings(BaseSettings):
     )
     caller_rate: str = Field(
         "", description="most requests one caller may send, as '100/second' or '1000/minute' (429 beyond; empty: none)"
-    )
-    cancel_abandoned: bool = Field(
-        True, description="stop a request's model work when its client disconnects before the answer"
     )
     keep_alive_s: float = Field(
         75.0, gt=0, description="idle keep-alive before the server closes a connection; longer than clients' pools"
@@ -159,20 +135,6 @@ class Settings(BaseSettings):
         "",
         description="send OpenTelemetry traces over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces "
         "(the `tracing` extra; empty: no tracing)",
-    )
-    otlp_service_name: str = Field("mnist-cvae", description="the traces' service.name")
-
-    adaptive_screen_samples: int | None = Field(
-        None,
-        ge=1,
-        description="samples per class in the adaptive screening pass (unset: the model's own, else 64; set, "
-        "this or adaptive_margin replaces the model's first look and drops its recheck)",
-    )
-    adaptive_margin: float | None = Field(
-        None,
-        gt=0,
-        description="classes screened more than this many nats below the best get no more samples "
-        "(unset: the model's own, else 20)",
     )
 
     ood_fpr: float = default_of("ood_fpr", 0.01, "the false-positive rate of the out-of-distribution flag")
@@ -214,6 +176,13 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def unknown_variables(environ) -> list[str]:
+    """The CVAE_* variables in `environ` that name no setting (a typo, or a setting since removed:
+    docs/changes.md), which the service would otherwise ignore without a word."""
+    known = {f"CVAE_{name.upper()}" for name in Settings.model_fields}
+    return sorted(name for name in environ if name.upper().startswith("CVAE_") and name.upper() not in known)
 
 
 class Defaults(Settings):

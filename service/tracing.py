@@ -51,7 +51,10 @@ def provider(settings, exporter=None):
         raise RuntimeError(
             f"CVAE_OTLP_ENDPOINT is set but OpenTelemetry is not installed: {EXTRA}, or unset the setting."
         ) from error
-    traced = TracerProvider(resource=Resource.create({"service.name": settings.otlp_service_name}))
+    resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, as every OpenTelemetry SDK reads
+    if resource.attributes.get("service.name", "").startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "mnist-cvae"}))
+    traced = TracerProvider(resource=resource)
     if exporter is not None:
         traced.add_span_processor(SimpleSpanProcessor(exporter))
     else:

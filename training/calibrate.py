@@ -30,7 +30,7 @@ from service.engine.runtime import CRITIC, read_manifest, sha256
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
 from service.settings import Settings
-from training import abstention
+from training import abstention_curve
 from training import critic as critics
 from training.card import refresh_card
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
@@ -112,8 +112,8 @@ def calibrate(
     verdicts = ood.assess(reference, ood.ink_pixels(x), calibration, DEFAULT_FPR)
     flagged = verdicts.flagged
     probs = scores.probs
-    curve = abstention.curve(probs, critic_probs, data.train_y[val], flagged, abstention.THRESHOLDS)
-    without_vote = abstention.curve(probs, None, data.train_y[val], flagged, abstention.THRESHOLDS)
+    curve = abstention_curve.curve(probs, critic_probs, data.train_y[val], flagged, abstention_curve.THRESHOLDS)
+    without_vote = abstention_curve.curve(probs, None, data.train_y[val], flagged, abstention_curve.THRESHOLDS)
     entry = {
         "file": OOD_FILE,
         "sha256": sha256(model_dir / OOD_FILE),
@@ -140,11 +140,11 @@ def calibrate(
         "default_fpr": DEFAULT_FPR,
         "validation_flagged_at_default": float(flagged.mean()),
         "abstention": {
-            "rule": abstention.RULE,
+            "rule": abstention_curve.RULE,
             "curve": curve,
             "curve_without_vote": without_vote,  # requests with critic_vote false
             "budget": ABSTENTION_BUDGET,
-            "default_min_probability": abstention.largest_within(curve, ABSTENTION_BUDGET),
+            "default_min_probability": abstention_curve.largest_within(curve, ABSTENTION_BUDGET),
         },
         "seconds": time.time() - started,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from service.engine import adaptive
-from training import abstention
+from training import abstention_curve
 from training.configs import STARTS
 from training.grids import image_grid, reconstruction_grid, sample_grid
 from training.model import CVAE, Checkpoint
@@ -75,7 +75,7 @@ def _screening_section(manifest: dict) -> str:
 ## Screening
 The service's adaptive scoring uses {adaptive.screening_for(manifest).text()} (each look gives the classes
 still in play that many samples in all and keeps those within the margin of the image's best; the
-classes left get all K), unless `CVAE_ADAPTIVE_SCREEN_SAMPLES` or `CVAE_ADAPTIVE_MARGIN` is set.
+classes left get all K).
 Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}. Largest underestimates of a near
 class's distance from the best: {errors}.
 
@@ -119,7 +119,7 @@ def _without_vote_note(unvoted: list[dict], budget: float) -> str:
     return (
         " The last two columns are for requests with `critic_vote` false, which abstain only when flagged or "
         "when p(predicted|x) < min_probability: pick a threshold there when turning the vote off (the largest "
-        f"within {100 * budget:.0f} % there: {abstention.largest_within(unvoted, budget)})."
+        f"within {100 * budget:.0f} % there: {abstention_curve.largest_within(unvoted, budget)})."
     )
 
 

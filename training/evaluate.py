@@ -123,15 +123,14 @@ def run(
 ) -> dict:
     """Evaluate the model in `model_dir` on the MNIST test set through the engine; record the metrics.
 
-    `screen_samples` and `margin` set the engine's screening (the settings' adaptive_screen_samples and
-    adaptive_margin); neither: the model's own, as the service screens; `screen_samples` 0: every class
-    gets all K. With `card`, the checkpoint draws the card's grids.
+    `screen_samples` and `margin` set the engine's screening (Scorer.open's); neither: the model's own, as
+    the service screens; `screen_samples` 0: every class gets all K. With `card`, the checkpoint draws the card's grids.
     """
     model_dir = Path(model_dir)
     # read first: a missing checkpoint stops the command before it scores
     checkpoint = Checkpoint.load(model_dir / "checkpoint.pt") if card else None
     adaptive = screen_samples != 0
-    screening = {"adaptive_screen_samples": screen_samples, "adaptive_margin": margin} if adaptive else {}
+    screening = {"screen_samples": screen_samples, "margin": margin} if adaptive else {}
     scorer = Scorer.open(model_dir, max_num_samples=num_samples, **screening)
     data = load_mnist(data_dir)
     pixels, labels = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)

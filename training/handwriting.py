@@ -48,7 +48,7 @@ class HandwritingDataError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Source:
+class OutlierSet:
     """Where a source lies in the folder and how it is read and split."""
 
     folder: str
@@ -61,19 +61,19 @@ class Source:
 
 
 SOURCES = {
-    "kannada-test": Source(
+    "kannada-test": OutlierSet(
         "kannada", (("kannada-test", 10_000),), KANNADA, ("zero",), True, 0.2,
         "not stated in its repository; published with arXiv:1908.01242 (cite it)",
     ),
-    "dig-mnist": Source(
+    "dig-mnist": OutlierSet(
         "kannada", (("dig-mnist", 10_240),), KANNADA, ("zero",), True, 1.0,
         "not stated in its repository; published with arXiv:1908.01242 (cite it)",
     ),
-    "quickdraw": Source(
+    "quickdraw": OutlierSet(
         "quickdraw", (("quickdraw", 3_000),), ("cat", "train", "rainbow"), (), False, 0.2,
         "Quick, Draw! data CC BY 4.0 (the copy from an MIT-licensed repository)",
     ),
-    "math-operators": Source(
+    "math-operators": OutlierSet(
         "math-operators", (("train", 4_803), ("val", 600), ("test", 603)), None,
         ("division_slash", "subtraction_minus"), False, 1.0, "MIT",
     ),
@@ -177,7 +177,7 @@ def _existing(path: Path) -> Path | None:
     return next((p for p in (path, path.with_suffix("")) if p.is_file()), None)
 
 
-def _read(root: Path, name: str, source: Source) -> Handwriting:
+def _read(root: Path, name: str, source: OutlierSet) -> Handwriting:
     folder = root / source.folder
     classes = source.classes or tuple(folder.joinpath(CLASSES_FILE).read_text().split())
     xs, ys = [], []

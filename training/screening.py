@@ -19,8 +19,7 @@ the heavy tail that the answers of 5,000 images may not.
 Each candidate of LOOKS, with those margins, is then scored at the service's default K (the
 declared one, never the CVAE_* environment) through the service's own code; the cheapest
 (fewest samples per image) whose answers move no p(y|x) by more than RELEVANT against
-REFERENCE is written to the manifest as `screening`. The service uses it unless
-CVAE_ADAPTIVE_SCREEN_SAMPLES or CVAE_ADAPTIVE_MARGIN is set.
+REFERENCE is written to the manifest as `screening`, which the service uses.
 """
 
 from __future__ import annotations

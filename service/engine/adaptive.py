@@ -65,8 +65,8 @@ def _look(entry: dict, name: str) -> tuple[int, float]:
 
 def screening_for(manifest: dict, samples: int | None = None, margin: float | None = None) -> Screening:
     """The model's own screening (its manifest's `screening`, chosen on validation digits by
-    `cvae screening`), else DEFAULT_SCREENING; `samples` or `margin` where given (the settings)
-    replace its first look, and it is then that look alone."""
+    `cvae screening`), else DEFAULT_SCREENING; `samples` or `margin` where given
+    (a study's, through Scorer.open) replace its first look, and it is then that look alone."""
     own = manifest.get("screening")
     if own is None:
         own_screening = DEFAULT_SCREENING

@@ -10,6 +10,8 @@ from service import tracing
 from service.engine.batching import Batcher, concat_rows
 from service.settings import Settings
 
+DECODER_BATCH_ROWS = 256  # most rows gathered into one decoder call (a larger call runs alone)
+
 
 async def in_thread(fn, *args):
     """fn(*args) in a worker thread. Cancelled meanwhile, it waits for the thread to end before it lets
@@ -29,21 +31,21 @@ class ModelCalls:
     Batching pays for small calls only: a scorer call that alone fills a quarter of a batch
     (a quarter of CVAE_SCORE_CHUNK_ROWS decoder passes, e.g. one image at K >= 52) runs at once
     in its own thread, so that large calls run side by side instead of queueing for one batch
-    at a time; bench/run.py compares batching on and off.
+    at a time. A batch takes what is queued when the model is free, without waiting for more.
     """
 
-    def __init__(self, model, settings: Settings, on_call=None):
+    def __init__(self, model, settings: Settings, on_call=None, batching: bool = True):
         """`model` is a loaded service.engine.runtime.Model (or anything with its log_weights and decode);
-        `on_call(graph, rows, batched)` is told of every model call."""
+        `on_call(graph, rows, batched)` is told of every model call; `batching` False: every call runs
+        on its own (scoring outside the service, which has no concurrent calls to gather)."""
         self.model = model
         self.on_call = on_call
-        self.batching = settings.batching
+        self.batching = batching
         self.direct_rows = max(1, settings.score_chunk_rows // 4)
-        wait = settings.batch_max_wait_ms / 1000.0
         self._scorer = Batcher(
             self._score_batch,
             max_size=settings.score_chunk_rows,
-            max_wait=wait,
+            max_wait=0.0,
             max_queue=settings.max_queue,
             size=lambda item: item[2].shape[0] * item[2].shape[1],  # K x rows decoder passes
             key=lambda item: item[2].shape[0],  # calls share a run only with the same K
@@ -51,8 +53,8 @@ class ModelCalls:
         )
         self._decoder = Batcher(
             self._decode_batch,
-            max_size=settings.batch_max_rows,
-            max_wait=wait,
+            max_size=DECODER_BATCH_ROWS,
+            max_wait=0.0,
             max_queue=settings.max_queue,
             size=lambda item: len(item[0]),
             on_batch=on_call and (lambda size: on_call("decoder", size, True)),

@@ -35,12 +35,15 @@ ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 ANY_SIZE = 'or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were.'
 
 
-class PixelBudget:
-    """How large one request's images of any size may be: at most `side` pixels on a side and `total`
-    pixels together (settings max_image_side and max_request_pixels). A PNG's size is read from its
-    header, so a small file that would decode to a huge image is refused before it is decoded."""
+MAX_IMAGE_SIDE = 4096  # pixels on a side of one image of any size: the operator's bound is the request's pixels
 
-    def __init__(self, side: int, total: int):
+
+class PixelBudget:
+    """How large one request's images of any size may be: at most MAX_IMAGE_SIDE pixels on a side and
+    `total` pixels together (setting max_request_pixels). A PNG's size is read from its header, so a
+    small file that would decode to a huge image is refused before it is decoded."""
+
+    def __init__(self, total: int, side: int = MAX_IMAGE_SIDE):
         self.side = side
         self.total = total
         self.used = 0
@@ -48,9 +51,7 @@ class PixelBudget:
     def spend(self, field: str, height: int, width: int, what: str) -> None:
         """Count an image of height x width pixels, described as `what` ("is a 300x200 PNG")."""
         if max(height, width) > self.side:
-            raise InputError(
-                field, f"{what}; an image may be at most {self.side} pixels on a side (setting CVAE_MAX_IMAGE_SIDE)."
-            )
+            raise InputError(field, f"{what}; an image may be at most {self.side} pixels on a side: scale it down.")
         self.used += height * width
         if self.used > self.total:
             raise InputError(

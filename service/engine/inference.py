@@ -75,7 +75,7 @@ class Inference:
         check_count(len(request.images), self.settings.max_images, "images", "max_images")
         # preprocess takes images of any size within a budget ([H, W] each); without, each is [784]
         s = self.settings
-        budget = PixelBudget(s.max_image_side, s.max_request_pixels) if request.preprocess == "mnist" else None
+        budget = PixelBudget(s.max_request_pixels) if request.preprocess == "mnist" else None
         pixels = [
             decode_image(item, f"images[{i}]", shape, budget)
             if isinstance(item, str)

@@ -22,12 +22,6 @@ GRAPHS = ("encoder", "decoder", "scorer")
 OPTIONAL_FILES = ("ood", "ood_critic")  # checked like the graphs when the manifest lists them
 CRITIC = "ood_critic"  # the graph of the out-of-distribution assessment's critic
 CRITIC_OUTPUTS = ("critic", "digit_log_probs")  # its log-odds; its digits' log-probabilities
-OPTIMIZATION = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
 
 
 def requested_providers(setting: str) -> list[str]:
@@ -210,11 +204,10 @@ def load_model(settings: Settings) -> Model:
     manifest = verify_files(model_dir, settings.max_model_file_bytes)
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     # Idle intra-op threads spin by default, taking the cores from the other requests' Python work
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = requested_providers(settings.providers)
     sessions = {}
     for name in (*GRAPHS, *([CRITIC] if CRITIC in manifest["files"] else [])):

@@ -66,21 +66,24 @@ def work_limit(settings: Settings, passes_per_s: float | None) -> int:
 class Scorer:
     """A loaded model version's scoring, with the settings that bound it."""
 
-    def __init__(self, model: Model, settings: Settings, calls: ModelCalls | None = None):
+    def __init__(self, model: Model, settings: Settings, calls: ModelCalls | None = None, screening=None):
+        """`screening` (adaptive.Screening) replaces the model's own: a study's, never the service's."""
         self.model = model
         self.settings = settings
         self.calls = calls or ModelCalls(model, settings)
         self.max_work = work_limit(settings, model.passes_per_s)
-        self.screening = adaptive.screening_for(
-            model.manifest, settings.adaptive_screen_samples, settings.adaptive_margin
-        )
+        self.screening = screening or adaptive.screening_for(model.manifest)
 
     @classmethod
-    def open(cls, model_dir, **settings) -> Scorer:
+    def open(cls, model_dir, screen_samples: int | None = None, margin: float | None = None, **settings) -> Scorer:
         """The scorer of one exported model directory, for use outside the service (no batching): the
-        settings' defaults with `settings` on top, never the service's environment."""
-        chosen = Defaults(model_dir=model_dir, batching=False, **settings)
-        return cls(load_model(chosen), chosen)
+        settings' defaults with `settings` on top, never the service's environment. `screen_samples` or
+        `margin` set: one screening look of those samples per class and that margin in nats, the other
+        the model's own (else 64 and 20), instead of the model's screening."""
+        chosen = Defaults(model_dir=model_dir, **settings)
+        model = load_model(chosen)
+        screening = adaptive.screening_for(model.manifest, screen_samples, margin)
+        return cls(model, chosen, ModelCalls(model, chosen, batching=False), screening)
 
     # ---- options ------------------------------------------------------------------------
     def default_min_probability(self) -> float:

@@ -1,5 +1,5 @@
 """What every /v1 endpoint depends on: the model version a request names, leased for the request,
-the refusal of query parameters the endpoint does not take, and admission for its model work."""
+the refusal of query parameters the endpoint does not take, and admission for its model work (ModelWork)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,19 @@ def v1_router() -> APIRouter:
     return APIRouter(prefix="/v1", responses=V1_ERRORS, dependencies=[Depends(known_query)])
 
 
-async def admit(request: Request, work):
-    """Run model work under the app's admission bounds, its caller's share and the timeout."""
-    return await request.app.state.admission.run(work)
+class ModelWork:
+    """A request's model work: run under admission (its bounds, its caller's share, the timeout), then
+    the images or samples it asked for counted in the endpoint's batch-size histogram."""
+
+    def __init__(self, request: Request):
+        self.admission = request.app.state.admission
+        self.batch_size = request.app.state.metrics.batch_size.labels(request.scope["route"].path)
+
+    async def __call__(self, work, count):
+        """The answer of awaitable `work`; `count` is the number to count, or what gives it from the answer."""
+        result = await self.admission.run(work)
+        self.batch_size.observe(count(result) if callable(count) else count)
+        return result
 
 
-def observe(request: Request, endpoint: str, count: int) -> None:
-    """Count the images (or samples) a request asked for, in the endpoint's batch-size histogram."""
-    request.app.state.metrics.batch_size.labels(endpoint).observe(count)
+ModelWorkDep = Annotated[ModelWork, Depends(ModelWork)]

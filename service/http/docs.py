@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from service.http.health import served_version
+from service.operations.versions import served_version
 
 router = APIRouter(include_in_schema=False)
 

@@ -11,21 +11,6 @@ from service.failures import NotServed
 router = APIRouter(tags=["health"])
 
 
-def served_version(app) -> str | None:
-    """The version that answers requests naming none, None while there is none."""
-    repository = getattr(app.state, "repository", None)
-    try:
-        return repository.resolve().version if repository is not None else None
-    except NotServed:
-        return None
-
-
-def is_ready(app) -> bool:
-    """Whether the app's repository answers requests that name no model."""
-    repository = getattr(app.state, "repository", None)
-    return repository is not None and repository.ready
-
-
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz():
     """Always 200 while the process runs."""

@@ -3,17 +3,16 @@ log lines."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
-import uuid
 
 from starlette.requests import ClientDisconnect
 
 from service.failures import BodyTooLarge
 from service.logs import REQUEST_ID
 from service.operations.admission import CALLER
+from service.operations.callers import address_of, given_key, request_id_of, which_key
 from service.operations.metrics import CLIENT_CLOSED, Metrics
 
 log = logging.getLogger("cvae.errors")
@@ -104,7 +103,6 @@ OPEN_PATHS = (
     *("/docs", "/redoc", "/openapi.json", "/favicon.ico"),
 )
 OPEN_PREFIXES = ("/docs-assets/",)
-_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
 async def _send_json(send, status: int, payload: dict, headers: list | None = None) -> None:
@@ -123,33 +121,9 @@ async def _send_json(send, status: int, payload: dict, headers: list | None = No
     await send({"type": "http.response.body", "body": body})
 
 
-def address_of(client) -> str:
-    """A caller known by its address (no API keys): the host of an ASGI client (host, port)."""
-    return client[0] if client else "unknown"
-
-
 def is_open(path: str) -> bool:
     """Whether a path is answered without an API key: the probes, the page and the docs."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-
-
-def given_key(headers: dict[bytes, bytes]) -> bytes | None:
-    """The API key of a request's headers (or gRPC metadata), lower-case names to values: X-API-Key: KEY,
-    else Authorization: Bearer KEY."""
-    given = headers.get(b"x-api-key")
-    authorization = headers.get(b"authorization", b"")
-    if given is None and authorization[:7].lower() == b"bearer ":
-        given = authorization[7:].strip()
-    return given
-
-
-def which_key(keys: list[bytes], given: bytes) -> int | None:
-    """The index of `given` among `keys` (None: not one of them), every key compared in constant time."""
-    found = None
-    for index, key in enumerate(keys):
-        if hmac.compare_digest(given, key):
-            found = index
-    return found
 
 
 class ApiKeyAuth:
@@ -215,11 +189,6 @@ CLOSED = "The client closed the request before it was answered."
 
 def internal_error(request_id: str) -> dict:
     return {"error": f"Internal error; the logs hold its traceback under request id {request_id}.", "problems": []}
-
-
-def request_id_of(given: str) -> str:
-    """The id a client gave its request (X-Request-ID), when it is short and plain; else a new one."""
-    return given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
 
 
 class RequestContext:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import HTTPException, Query, Request
 
 from service import schemas
+from service.engine.images import MAX_IMAGE_SIDE
 from service.http.dependencies import InferenceDep, v1_router
 
 router = v1_router()
@@ -42,7 +43,7 @@ async def model_info(
         "active_providers": inference.model.active_providers,
         "limits": {
             "max_images": s.max_images,
-            "max_image_side": s.max_image_side,
+            "max_image_side": MAX_IMAGE_SIDE,
             "max_request_pixels": s.max_request_pixels,
             "max_samples": s.max_samples,
             "max_num_samples": s.max_num_samples,

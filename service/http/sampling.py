@@ -9,7 +9,7 @@ from fastapi import Body, Query, Request
 from fastapi.responses import Response
 
 from service import schemas
-from service.http.dependencies import InferenceDep, admit, observe, v1_router
+from service.http.dependencies import InferenceDep, ModelWorkDep, v1_router
 from service.http.openapi import LIMITED
 
 SAMPLE_EXAMPLE = {"n": 4, "y": 7, "seed": 1}
@@ -26,7 +26,7 @@ router = v1_router()
 )
 async def sample(
     inference: InferenceDep,
-    request: Request,
+    run: ModelWorkDep,
     body: Annotated[
         schemas.SampleRequest | None,
         Body(openapi_examples={"four sevens": {"summary": "4 samples of the digit 7", "value": SAMPLE_EXAMPLE}}),
@@ -35,9 +35,7 @@ async def sample(
     """Draw y ~ p(y) (or use `y`), z ~ N(0, I) (or use `z`, one image per vector), and return the
     Bernoulli means of p(x|z,y), optionally with a binary draw. The `seed` in the answer reproduces it.
     Every field is optional: an empty body draws one image."""
-    result = await admit(request, inference.sample(body or schemas.SampleRequest()))
-    observe(request, "/v1/samples", len(result["samples"]))
-    return result
+    return await run(inference.sample(body or schemas.SampleRequest()), lambda answer: len(answer["samples"]))
 
 
 @router.post(
@@ -47,12 +45,10 @@ async def sample(
     response_model=schemas.SampleResponse,
     responses=LIMITED,
 )
-async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, request: Request):
+async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep, run: ModelWorkDep):
     """Decode `steps` points from `z_from` to `z_to` (spherical by default) under one class y.
     Get endpoints from /v1/encode (the `mu` of two images) or pick any latent vectors."""
-    result = await admit(request, inference.interpolate(body))
-    observe(request, "/v1/interpolations", len(result["samples"]))
-    return result
+    return await run(inference.interpolate(body), lambda answer: len(answer["samples"]))
 
 
 @router.get(
@@ -64,6 +60,7 @@ async def interpolate(body: schemas.InterpolateRequest, inference: InferenceDep,
 )
 async def samples_png(
     inference: InferenceDep,
+    run: ModelWorkDep,
     request: Request,
     y: Annotated[int | None, Query(description="Class of every image; omit for y ~ p(y).")] = None,
     n: Annotated[int, Query(ge=1, description="Number of images.")] = 64,
@@ -77,6 +74,5 @@ async def samples_png(
 
     The scoring endpoints take the opposite polarity (bright = ink, as in MNIST and in /v1/samples):
     send a tile cut from this picture with invert: true."""
-    png, used = await admit(request, inference.sample_grid_png(n, y, seed, columns))
-    observe(request, "/v1/samples.png", n)
+    png, used = await run(inference.sample_grid_png(n, y, seed, columns), n)
     return Response(png, media_type="image/png", headers={"X-Seed": str(used), **request.state.model_headers})

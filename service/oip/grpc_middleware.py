@@ -8,9 +8,9 @@ import time
 
 import grpc
 
-from service.http.middleware import given_key, request_id_of, which_key
 from service.logs import REQUEST_ID
 from service.operations.admission import CALLER
+from service.operations.callers import given_key, request_id_of, which_key
 from service.tracing import TRACER
 
 log = logging.getLogger("cvae.errors")

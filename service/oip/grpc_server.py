@@ -27,11 +27,10 @@ from tritonclient.grpc import service_pb2_grpc
 
 from service import tracing
 from service.failures import NotServed, Overloaded, RequestTimeout, V2Error
-from service.http.health import is_ready, served_version
 from service.oip import protocol
 from service.oip.grpc_middleware import AccessLog, KeyCheck, TracerPerCall
 from service.oip.tensors import DATATYPE, LITTLE_ENDIAN_FP32, InferRequest, RequestedOutput, Tensor
-from service.operations.versions import not_found, version_key
+from service.operations.versions import is_ready, not_found, served_version, version_key
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 OPEN_METHODS = {f"/{SERVICE.full_name}/{name}" for name in ("ServerLive", "ServerReady")}

@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from service.failures import V2Error
-from service.http.health import is_ready, served_version
 from service.http.openapi import LIMITED
 from service.oip import protocol, tensors
 from service.oip.tensors import InferRequest
+from service.operations.versions import is_ready, served_version
 
 
 class ProtocolError(BaseModel):

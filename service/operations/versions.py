@@ -167,3 +167,18 @@ class Version:
             "description": manifest.get("description"),
             "metrics": {k: manifest.get("metrics", {}).get(k) for k in ("nll", "accuracy")} if manifest else None,
         }
+
+
+def served_version(app) -> str | None:
+    """The version that answers requests naming none, None while there is none."""
+    repository = getattr(app.state, "repository", None)
+    try:
+        return repository.resolve().version if repository is not None else None
+    except NotServed:
+        return None
+
+
+def is_ready(app) -> bool:
+    """Whether the app's repository answers requests that name no model."""
+    repository = getattr(app.state, "repository", None)
+    return repository is not None and repository.ready

@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("psutil")
 
-from bench.batch import PeakMemory, in_process, markdown, with_ray  # noqa: E402
+from bench.batch import in_process, markdown, peak_memory, with_ray  # noqa: E402
 
 
 def test_throughput_rows_and_memory_peak(shipped_model, tmp_path):
@@ -19,10 +19,10 @@ def test_throughput_rows_and_memory_peak(shipped_model, tmp_path):
     np.save(tmp_path / "d.npy", digits)
     request = {"num_samples": 20}
     alone = in_process(str(shipped_model), digits, request)
-    with PeakMemory(interval=0.1) as peak:
+    with peak_memory(interval=0.1) as peak:
         ray_rate = with_ray(tmp_path / "d.npy", str(shipped_model), 1, request, block_size=3)
     assert alone > 0 and ray_rate["whole"] > 0 and ray_rate["warm"] > 0  # 2 blocks: the second is after start-up
-    assert peak.peak > 50 * 2**20  # this process and Ray's hold at least the model and Ray itself
+    assert peak["bytes"] > 50 * 2**20  # this process and Ray's hold at least the model and Ray itself
     report = {
         "cpu_count": 2,
         "model_dir": "m",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from handwriting_files import handwriting_folder
 
 from bench import ood_sets
-from bench.ood import auroc, features, handwriting, main, markdown, run
+from bench.common import mnist_digits
+from bench.ood import auroc, features, handwriting, main, markdown
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
 
@@ -22,28 +25,27 @@ def test_auroc_is_the_mann_whitney_statistic():
     assert auroc(same[:2000], same[2000:]) == pytest.approx(0.5, abs=0.03)
 
 
-def test_the_sets_are_images_with_bright_ink():
-    digits = np.zeros((4, 784))
-    digits[:, 300:400] = 1.0
-    family = ood_sets.FONT_FAMILIES["design"]
-    if not ood_sets.fonts(family):
-        pytest.skip(f"no {family} fonts on this machine")
-    sets = ood_sets.ood_sets(4, 0, family, digits)
-    assert set(sets) == {"blank", "strokes", "inverted", "noise", "letters", "glyphs"}
+def test_the_sets_are_images_with_bright_ink(mnist_dir):
+    pytest.importorskip("HersheyFonts")  # the written letters
+    if not all(ood_sets.fonts(family) for family in ood_sets.FONT_FAMILIES.values()):
+        pytest.skip("no fonts for the letter and glyph sets")
+    digits, labels = mnist_digits(8, mnist_dir, "grey")
+    sets = ood_sets.ood_sets(4, 0, digits, labels)
+    assert len(sets) == 10 and {"blank", "strokes", "inverted", "noise", "reshaped digits"} <= set(sets)
+    assert {"letters (DejaVu)", "glyphs (Liberation, held out)", "written letters (Hershey, held out)"} <= set(sets)
     for name, images in sets.items():
         assert images.shape == (4, 784) and images.min() >= 0 and images.max() <= 1, name
         if name not in ("blank", "inverted"):
             assert (images.max(axis=1) > 0.5).all(), name  # every image has ink
-    assert np.array_equal(sets["inverted"], 1 - digits)
+    assert np.array_equal(sets["inverted"], 1 - digits[:4])
     # letters are prepared as MNIST digits: centre of mass near the middle
-    rows = (sets["letters"].reshape(-1, 28, 28).sum(axis=2) * np.arange(28)).sum(axis=1) / sets["letters"].sum(axis=1)
+    letters = sets["letters (DejaVu)"]
+    rows = (letters.reshape(-1, 28, 28).sum(axis=2) * np.arange(28)).sum(axis=1) / letters.sum(axis=1)
     assert np.all(np.abs(rows - 14) < 2)
 
 
 def test_reshaped_digits_are_no_digits_of_the_given_ones(mnist_dir):
-    from bench.common import grey_test_digits
-
-    digits, labels = grey_test_digits(40, mnist_dir)
+    digits, labels = mnist_digits(40, mnist_dir, "grey")
     images = ood_sets.reshaped(digits, labels, 30, seed=0)
     assert images.shape == (30, 784) and images.min() >= 0 and images.max() <= 1
     assert not any(np.allclose(image, digit) for image in images for digit in digits)  # none left as it was
@@ -114,7 +116,11 @@ def test_the_benchmark_runs_and_reports_every_set(shipped_model, mnist_dir, tmp_
     if not ood_sets.fonts(ood_sets.FONT_FAMILIES["held_out"]):
         pytest.skip("no fonts for the letter and glyph sets")
     folder = str(handwriting_folder(tmp_path, monkeypatch))
-    report = run(str(shipped_model), str(mnist_dir), num_digits=12, per_set=4, seed=0, outliers_dir=folder)
+    argv = ["--data-dir", str(mnist_dir), "--digits", "12", "--per-set", "4", "--outliers-dir", folder]
+    main([*argv, "--out", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "ood.json").read_text())
+    assert report["digits"] == 12 and report["model_dir"] == str(shipped_model)
+    assert (tmp_path / "out" / "OOD.md").read_text() == markdown(report)
     assert len(report["flagged"]) == 10 + len(HANDWRITING_ROWS) and "reshaped digits" in report["flagged"]
     assert "written letters (Hershey, held out)" in report["flagged"]
     assert {name: report["images"][name] for name in HANDWRITING_ROWS} == HANDWRITING_ROWS

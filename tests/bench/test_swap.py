@@ -33,7 +33,7 @@ def test_the_summary_counts_failures_and_slow_seconds():
     records = [(t / 10, 0.1, "200", "1") for t in range(0, 100)]  # 10 s at 100 ms, version 1
     records += [(10 + t / 10, 0.5 if t < 20 else 0.1, "200", "2") for t in range(0, 50)]  # 2 slow seconds
     records.append((11.5, 0.1, "503", ""))
-    report = summarize(records, {"swap": 10.0, "ready": 10.5}, 4, 15, 10, "1", "2", ROOT / "models")
+    report = summarize(records, {"swap": 10.0, "ready": 10.5}, 15, 10, "1", "2")
     assert report["failed"] == 1 and report["failed_statuses"] == ["503"]
     assert report["baseline_p99_ms"] == 100.0
     assert report["seconds_over_2x_baseline"] == 2  # 10 s and 11 s; 12-14 s are fast

@@ -83,3 +83,10 @@ def test_nginx_body_limit_matches_the_service_default():
     text = (ROOT / "deploy/nginx/nginx.conf").read_text()
     megabytes = int(re.search(r"client_max_body_size (\d+)m;", text).group(1))
     assert megabytes * 1_000_000 == Settings().max_body_bytes
+
+
+def test_every_setting_is_in_the_readmes_settings_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| what | variables (defaults) |") :].split("\n\n")[0]
+    assert {name for name in SETTING_NAMES if f"`{name}`" not in table} == set()
+    assert len(SETTING_NAMES) <= 36

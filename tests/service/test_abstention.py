@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from service.engine import abstention
-from training.abstention import curve
+from training.abstention_curve import curve
 
 PROBS = np.array([[0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
 CRITIC = np.array([[0.98, 0.02], [0.1, 0.9], [0.3, 0.7], [0.97, 0.03]])  # disagrees on the second image

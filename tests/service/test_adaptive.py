@@ -12,6 +12,7 @@ from servers import held_calls, until, wait_ready
 
 from service.app import create_app
 from service.engine import adaptive, estimator
+from service.engine.scoring import Scorer
 from service.settings import Settings
 
 
@@ -44,13 +45,13 @@ def answers_and_batches(model_dir, requests, batching: bool):
     first scorer run is held in the model until every request's first call has joined it or is queued."""
     # chunks large enough that every phase's calls (each look of the screening, then the rest of K) go
     # through the batcher, and every request running at once
-    settings = Settings(
-        model_dir=model_dir, batching=batching, batch_max_wait_ms=20, score_chunk_rows=20000, max_running=len(requests)
-    )
+    settings = Settings(model_dir=model_dir, score_chunk_rows=20000, max_running=len(requests))
     batches = []
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        scorer = client.app.state.repository.resolve().inference.calls._scorer
+        calls = client.app.state.repository.resolve().inference.calls
+        calls.batching = batching  # off: every call on its own, as scoring outside the service runs
+        scorer = calls._scorer
         run_batch = scorer.run_batch
         scorer.run_batch = lambda items: batches.append(len(items)) or run_batch(items)
         with held_calls(client.app) as (release, held):
@@ -148,12 +149,8 @@ def test_the_service_screens_with_the_models_own_unless_the_settings_say(shipped
         assert limits["adaptive_screening"] == [{"samples": 4, "margin": 12.0}]
         used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
         assert min(min(u) for u in used) == 4 and max(max(u) for u in used) == 64
-    with TestClient(create_app(Settings(model_dir=own, adaptive_screen_samples=16))) as client:
-        wait_ready(client)
-        limits = client.get("/v1/model").json()["limits"]
-        assert limits["adaptive_screening"] == [{"samples": 16, "margin": 12.0}]  # one look: no recheck
-        used = [r["num_samples_used"] for r in client.post("/v1/log-likelihood", json=body).json()["results"]]
-        assert min(min(u) for u in used) == 16 and max(max(u) for u in used) == 64
+    overridden = Scorer.open(own, screen_samples=16)  # a study's screening, outside the service
+    assert [tuple(look) for look in overridden.screening.looks()] == [(16, 12.0)]  # one look: no recheck
     manifest["screening"] = {"samples": 4, "margin": 30.0, "recheck": {"samples": 16, "margin": 5.0}}
     (own / "manifest.json").write_text(json.dumps(manifest))
     with TestClient(create_app(Settings(model_dir=own))) as client:

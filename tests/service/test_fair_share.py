@@ -291,9 +291,10 @@ def test_the_light_caller_is_not_slowed_by_a_heavy_one(shipped_model):
     the latencies). The scorer's calls are held until every request is queued, and one request runs at a
     time, so that the order of the scorer's calls is the order of admission."""
     # unbatched, each call runs in its request's own thread, which carries its caller
-    settings = Settings(model_dir=shipped_model, api_keys="heavy,light", max_running=1, batching=False)
+    settings = Settings(model_dir=shipped_model, api_keys="heavy,light", max_running=1)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
+        client.app.state.repository.resolve().inference.calls.batching = False
         admission = client.app.state.admission
         answers = []
 

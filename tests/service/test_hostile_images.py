@@ -86,7 +86,7 @@ def test_a_decompression_bomb_is_called_too_large_with_the_limit(client):
     message = response.json()["problems"][0]["message"]
     assert "expands beyond 1048576 bytes" in message and "readable" not in message
     huge = png(ihdr(2**31 - 1, 2**31 - 1), chunk(b"IDAT", zlib.compress(b"")))  # beyond what Pillow opens
-    for budget, limit in ((None, "send 28x28 pixels"), (PixelBudget(4096, 4096**2), "at most 4096 pixels on a side")):
+    for budget, limit in ((None, "send 28x28 pixels"), (PixelBudget(4096**2), "at most 4096 pixels on a side")):
         with pytest.raises(InputError, match=limit) as refused:
             decode_image(huge, "images[0]", SHAPE, budget)
         assert "is a 2147483647x2147483647 PNG" in refused.value.message
@@ -172,7 +172,7 @@ def test_a_client_that_leaves_mid_body_is_logged_as_closed_not_as_an_error(shipp
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
 DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 CHUNK_TYPES = [b"PLTE", b"tRNS", b"IDAT", b"IHDR", b"IEND", b"zTXt", b"iTXt", b"iCCP", b"acTL", b"fcTL", b"gAMA"]
-LIMIT = 48  # the side and the pixels of the fuzzed budget: PixelBudget(LIMIT, LIMIT**2)
+LIMIT = 48  # the side and the pixels of the fuzzed budget: PixelBudget(LIMIT**2, side=LIMIT)
 
 
 @st.composite
@@ -224,7 +224,7 @@ def structured_pngs(draw) -> bytes:
 @settings(max_examples=3000, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=structured_pngs(), any_size=st.booleans())
 def test_the_png_decoder_returns_pixels_or_an_input_error_whatever_the_bytes(raw, any_size):
-    budget = PixelBudget(LIMIT, LIMIT**2) if any_size else None
+    budget = PixelBudget(LIMIT**2, side=LIMIT) if any_size else None
     try:
         pixels = decode_image(base64.b64encode(raw).decode(), "images[0]", SHAPE, budget)
     except InputError as error:

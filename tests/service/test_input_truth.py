@@ -78,7 +78,7 @@ def test_other_formats_keep_the_size_limits_judged_before_decoding(client):
     problem = refusal(client.post("/v1/classify", json={"images": [big]}))
     assert problem["field"] == "images[0]" and "is a 5000x5000 JPEG; send 28x28 pixels" in problem["message"]
     problem = refusal(client.post("/v1/classify", json={"images": [big], "preprocess": "mnist"}))
-    assert "is a 5000x5000 JPEG" in problem["message"] and "CVAE_MAX_IMAGE_SIDE" in problem["message"]
+    assert "is a 5000x5000 JPEG" in problem["message"] and "at most 4096 pixels on a side" in problem["message"]
     bomb = jpeg_claiming(65000, 65000)  # beyond what Pillow decodes at all
     problem = refusal(client.post("/v1/classify", json={"images": [bomb], "preprocess": "mnist"}))
     assert "more pixels than can be decoded safely" in problem["message"]

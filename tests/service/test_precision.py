@@ -90,7 +90,7 @@ def test_an_unmet_tolerance_is_reported_at_the_budget(model, images):
 
 
 def test_service_answers_with_precision_and_diagnostics(shipped_model, images):
-    settings = Settings(model_dir=shipped_model, adaptive_screen_samples=1, default_tolerance=0.2)
+    settings = Settings(model_dir=shipped_model, default_tolerance=0.2)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         limits = client.get("/v1/model").json()["limits"]

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.engine.runtime import load_model, requested_providers
 from service.failures import ModelLoadError
-from service.http.health import is_ready
+from service.operations.versions import is_ready
 from service.settings import Settings
 
 
@@ -82,7 +82,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert (settings.port, settings.max_images, settings.model_dir) == (9123, 7, tmp_path)
 
 
-def test_idle_onnx_runtime_threads_do_not_spin_unless_asked(shipped_model):
+def test_idle_onnx_runtime_threads_do_not_spin(shipped_model):
     from service.engine.runtime import load_model
     from service.settings import Settings
 
@@ -91,4 +91,3 @@ def test_idle_onnx_runtime_threads_do_not_spin_unless_asked(shipped_model):
         return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
     assert spinning(Settings(model_dir=shipped_model)) == "0"
-    assert spinning(Settings(model_dir=shipped_model, ort_spinning=True)) == "1"

@@ -42,3 +42,15 @@ def test_a_corrupt_model_stops_the_server_with_one_message(shipped_model, tmp_pa
     result = subprocess.run(serve_command(), env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "encoder.onnx does not match the sha256" in result.stdout + result.stderr
+
+
+def test_a_variable_naming_no_setting_is_warned_of_at_start(shipped_model, tmp_path):
+    # a corrupt model stops the server right after the settings are read: the warning comes first
+    broken = tmp_path / "model"
+    shutil.copytree(shipped_model, broken)
+    (broken / "encoder.onnx").write_bytes(b"garbage")
+    env = {**os.environ, "CVAE_MODEL_DIR": str(broken), "CVAE_BATCHING": "false", "CVAE_MAX_IMAGSE": "9"}
+    result = subprocess.run(serve_command(), env=env, capture_output=True, text=True, timeout=60)
+    for name in ("CVAE_BATCHING", "CVAE_MAX_IMAGSE"):
+        assert f"warning: {name} is not a setting and is ignored" in result.stderr
+    assert "CVAE_MODEL_DIR is not" not in result.stderr

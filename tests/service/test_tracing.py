@@ -48,7 +48,8 @@ def instrumented(app) -> bool:
     return with_tracer or getattr(app, "_is_instrumented_by_opentelemetry", False)
 
 
-def test_a_classify_request_joins_the_callers_trace_with_its_children(shipped_model):
+def test_a_classify_request_joins_the_callers_trace_with_its_children(shipped_model, monkeypatch):
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     exporter = InMemorySpanExporter()
     app = create_app(Settings(model_dir=shipped_model, api_keys="secret-key"), span_exporter=exporter)
     assert instrumented(app)
@@ -64,6 +65,7 @@ def test_a_classify_request_joins_the_callers_trace_with_its_children(shipped_mo
     roots = [s for s in spans if s.parent is None or s.parent.span_id not in ids]
     assert len(roots) == 1 and format(roots[0].parent.span_id, "016x") == PARENT_ID
     assert roots[0].parent.is_remote and roots[0].name.startswith("POST /v1/classify")
+    assert roots[0].resource.attributes["service.name"] == "mnist-cvae"  # OTEL_SERVICE_NAME unset
     named = by_name(spans)
     for child in ("admission.wait", "admission.run", "score", "model.call", "batcher.wait", "critic", "assessment"):
         assert child in named, f"no {child} span among {sorted(named)}"
@@ -105,12 +107,13 @@ class Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_spans_go_in_batches_to_the_otlp_endpoint_and_the_last_at_shutdown(shipped_model):
+def test_spans_go_in_batches_to_the_otlp_endpoint_and_the_last_at_shutdown(shipped_model, monkeypatch):
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "cvae-test")  # OpenTelemetry's own variable names the service
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
     try:
-        app = create_app(Settings(model_dir=shipped_model, otlp_endpoint=endpoint, otlp_service_name="cvae-test"))
+        app = create_app(Settings(model_dir=shipped_model, otlp_endpoint=endpoint))
         with TestClient(app) as client:
             wait_ready(client)
             assert client.post("/v1/classify", json=classify_body(), headers={"traceparent": TRACEPARENT}).is_success

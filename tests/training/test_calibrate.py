@@ -14,7 +14,7 @@ from service.engine.runtime import load_model, read_manifest  # noqa: E402
 from service.engine.scoring import Scorer  # noqa: E402
 from service.schemas.options import ClassifyOptions  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from training import abstention  # noqa: E402
+from training import abstention_curve  # noqa: E402
 from training.calibrate import BACKGROUND_DRAWS, CRITIC_WEIGHT, calibrate  # noqa: E402
 from training.critic import CriticConfig  # noqa: E402
 from training.export import export  # noqa: E402
@@ -68,8 +68,8 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
     critic_probs = load_model(Settings(model_dir=out)).critic_answers(x)[1]
     thresholds = tuple(row["min_probability"] for row in entry["abstention"]["curve"])
     labels = data.train_y[val_idx]
-    assert entry["abstention"]["curve"] == abstention.curve(probs, critic_probs, labels, flagged, thresholds)
-    assert entry["abstention"]["curve_without_vote"] == abstention.curve(probs, None, labels, flagged, thresholds)
+    assert entry["abstention"]["curve"] == abstention_curve.curve(probs, critic_probs, labels, flagged, thresholds)
+    assert entry["abstention"]["curve_without_vote"] == abstention_curve.curve(probs, None, labels, flagged, thresholds)
     within = [row["min_probability"] for row in entry["abstention"]["curve"] if row["abstained"] <= 0.02]
     assert entry["abstention"]["default_min_probability"] == max(within, default=0.0)
     critic = read_manifest(out)["files"]["ood_critic"]
@@ -84,7 +84,7 @@ def test_the_card_gives_both_abstention_curves(calibrated):
     manifest = read_manifest(out)
     section = _ood_section(manifest)
     rows = [line for line in section.splitlines() if line.startswith("| 0")]
-    assert len(rows) == len(abstention.THRESHOLDS) and "critic_vote" in section
+    assert len(rows) == len(abstention_curve.THRESHOLDS) and "critic_vote" in section
     for line, voted, unvoted in zip(rows, entry["abstention"]["curve"], entry["abstention"]["curve_without_vote"]):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1] == f"{100 * voted['abstained']:.2f} %" and cells[3] == f"{100 * unvoted['abstained']:.2f} %"

@@ -107,7 +107,7 @@ def test_evaluate_reports_the_engines_answers(repository, mnist_dir):
     model, k, n = repository / "mnist-cvae" / "1.0.0", 64, 6
     metrics = evaluate_run(model, mnist_dir, num_samples=k, limit=n, card=False, screen_samples=4, margin=0.5)
     assert metrics["command"] == f"cvae evaluate {model} --num-samples {k} --limit {n} --screen-samples 4 --margin 0.5"
-    scorer = Scorer.open(model, max_num_samples=k, adaptive_screen_samples=4, adaptive_margin=0.5)
+    scorer = Scorer.open(model, max_num_samples=k, screen_samples=4, margin=0.5)
     data = load_mnist(mnist_dir)
     x = binarize(torch.from_numpy(data.test_x), torch.Generator().manual_seed(0))[:n].numpy()
     labels = data.test_y[:n]

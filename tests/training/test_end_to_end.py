@@ -102,7 +102,7 @@ def test_evaluation_gives_the_true_class_all_samples_the_engine_would_give_it(ex
     data = synthetic_mnist()
     x = (data.test_x[:8] / 255).round().astype(np.float32)
     labels = (data.test_y[:8] + 1) % 10  # a wrong "true" class, which screening drops
-    scorer = Scorer.open(out, adaptive_screen_samples=8, adaptive_margin=5.0)
+    scorer = Scorer.open(out, screen_samples=8, margin=5.0)
     scored = score(scorer, x, labels, 64, seed=3, progress=False)
     used = scored.scores.classes.num_samples
     assert set(np.unique(used)) == {8, 64}  # some classes were screened out, the best was not

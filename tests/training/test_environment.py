@@ -18,14 +18,13 @@ from training.data import load_mnist
 
 MODEL = SHIPPED_REPOSITORY / "mnist-cvae" / "2.0.0"
 # a service's variables in the shell: read, they would refuse every request (7 decoder passes at most), score
-# at K = 3 in rounds with a screening of 2 draws, flag half of all digits and abstain on nearly all
+# at K = 3 in rounds, flag half of all digits and abstain on nearly all
 SERVICE_ENVIRONMENT = {
     "CVAE_MAX_WORK": "7",
     "CVAE_DEFAULT_NUM_SAMPLES": "3",
     "CVAE_DEFAULT_TOLERANCE": "0.01",
     "CVAE_OOD_FPR": "0.5",
     "CVAE_MIN_PROBABILITY": "0.99",
-    "CVAE_ADAPTIVE_SCREEN_SAMPLES": "2",
 }
 
 
@@ -47,7 +46,7 @@ def test_scorer_open_scores_at_the_declared_defaults_whatever_the_environment(sh
     expected = plain.score_now(x, ClassifyOptions(seed=5))
     shell()
     scorer = Scorer.open(MODEL)
-    assert scorer.settings == Defaults(model_dir=MODEL, batching=False) and scorer.screening == plain.screening
+    assert scorer.settings == Defaults(model_dir=MODEL) and scorer.screening == plain.screening
     got = scorer.score_now(x, ClassifyOptions(seed=5))
     assert got.options == expected.options and got.options.ood_fpr == 0.01 and got.options.num_samples == 1000
     for column in ("log_px", "log_px_std_error", "log_py_x"):
