@@ -121,3 +121,9 @@ def test_the_architecture_page_names_files_that_exist():
     where = page.split("## Where to find")[1].split("##")[0]
     for thing in ("classify route", "estimator", "answer's shape", "version loading", "admission", "gRPC servicer"):
         assert f"- the {thing}" in where or f"- {thing}" in where, thing
+
+
+def test_no_product_file_passes_300_lines_and_the_benchmarks_2000_together():
+    product = [p for package in ("service", "training", "batch", "client") for p in (ROOT / package).rglob("*.py")]
+    assert [str(p.relative_to(ROOT)) for p in product if len(p.read_text().splitlines()) > 300] == []
+    assert sum(len(p.read_text().splitlines()) for p in (ROOT / "bench").rglob("*.py")) <= 2000
