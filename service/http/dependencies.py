@@ -19,12 +19,33 @@ VersionQuery = Annotated[
 ]
 
 
-async def get_inference(request: Request, response: Response, model: ModelQuery = None, version: VersionQuery = None):
-    """The version a request names (or the default), leased until the request is done, so a swap never
-    stops a model under a running request. The answer's X-Model-Name and X-Model-Version say which."""
+def get_repository(request: Request):
+    """The app's model repository (service.operations.repository), 503 while the app is still starting."""
     repository = request.app.state.repository
     if repository is None:
-        raise HTTPException(503, "The model is still loading; retry shortly.", headers={"Retry-After": "1"})
+        raise HTTPException(503, "The model repository is still loading; retry shortly.", headers={"Retry-After": "1"})
+    return repository
+
+
+RepositoryDep = Annotated[object, Depends(get_repository)]
+
+
+def control_open(request: Request) -> None:
+    """403 while loading and unloading versions by request is closed (Settings.control_closed)."""
+    closed = request.app.state.settings.control_closed
+    if closed:
+        raise HTTPException(403, closed)
+
+
+async def get_inference(
+    repository: RepositoryDep,
+    response: Response,
+    request: Request,
+    model: ModelQuery = None,
+    version: VersionQuery = None,
+):
+    """The version a request names (or the default), leased until the request is done, so a swap never
+    stops a model under a running request. The answer's X-Model-Name and X-Model-Version say which."""
     entry = repository.acquire(model, version)
     response.headers["X-Model-Name"], response.headers["X-Model-Version"] = entry.name, entry.version
     request.state.model_headers = {"X-Model-Name": entry.name, "X-Model-Version": entry.version}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query
 
 from service import schemas
 from service.engine.images import MAX_IMAGE_SIDE
-from service.http.dependencies import InferenceDep, v1_router
+from service.http.dependencies import InferenceDep, RepositoryDep, control_open, v1_router
 
 router = v1_router()
 
@@ -67,36 +67,28 @@ async def model_info(
     summary="Every model version in the repository, with its state",
     response_model=schemas.ModelList,
 )
-async def list_models(request: Request):
+async def list_models(repository: RepositoryDep):
     """Each version's state (loading, ready, failed with its reason, unloading, unloaded), the requests it
     is serving, and which one requests get by default: the newest ready version of the default model."""
-    repository = _repository(request)
     return {"models": repository.listing(), "refused": repository.refused, "default_rule": repository.default_rule()}
-
-
-def _repository(request: Request):
-    repository = request.app.state.repository
-    if repository is None:
-        raise HTTPException(503, "The model repository is still loading; retry shortly.", headers={"Retry-After": "1"})
-    return repository
 
 
 @router.post(
     "/models/{name}/versions/{version}/load",
     tags=["model"],
     summary="Load (or reload from disk) one version; it takes traffic once checked and warmed up",
+    dependencies=[Depends(control_open)],
     response_model=schemas.ModelVersion,
     responses={
         403: {"model": schemas.ErrorResponse, "description": "Model control is closed: no API keys are set."},
         409: {"model": schemas.ErrorResponse, "description": "The version failed its checks."},
     },
 )
-async def load_version(name: str, version: str, request: Request):
+async def load_version(name: str, version: str, repository: RepositoryDep):
     """Checks the version's files against its manifest, opens and warms up its graphs, then lets it take
     traffic; the version it replaces finishes its requests first. A version loaded this way stays loaded
     until it is unloaded by request. Needs an API key, or CVAE_MODEL_CONTROL=true when no keys are set."""
-    _control(request)
-    entry = await _repository(request).load(name, version)
+    entry = await repository.load(name, version)
     if entry.state == "failed":
         raise HTTPException(409, f"Model {name!r} version {version!r} failed its checks: {entry.reason}")
     return entry.describe()
@@ -106,19 +98,12 @@ async def load_version(name: str, version: str, request: Request):
     "/models/{name}/versions/{version}/unload",
     tags=["model"],
     summary="Take one version out of traffic; it finishes its requests first",
+    dependencies=[Depends(control_open)],
     response_model=schemas.ModelVersion,
     responses={403: {"model": schemas.ErrorResponse, "description": "Model control is closed: no API keys are set."}},
 )
-async def unload_version(name: str, version: str, request: Request):
+async def unload_version(name: str, version: str, repository: RepositoryDep):
     """The version stops taking new requests at once and is unloaded when its running requests are done.
     It stays unloaded (the repository scan does not bring it back) until it is loaded by request. Needs an
     API key, or CVAE_MODEL_CONTROL=true when no keys are set."""
-    _control(request)
-    return (await _repository(request).unload(name, version)).describe()
-
-
-def _control(request: Request) -> None:
-    """403 while loading and unloading versions is closed (Settings.control_closed)."""
-    closed = request.app.state.settings.control_closed
-    if closed:
-        raise HTTPException(403, closed)
+    return (await repository.unload(name, version)).describe()
