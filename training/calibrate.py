@@ -36,6 +36,7 @@ from training.card import refresh_card
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
 from training.data import Mnist, load_mnist
 from training.export import write_manifest
+from training.handwriting import for_training
 from training.train import binarize, split_config, split_train_val
 
 OOD_FILE = "ood.npz"
@@ -68,11 +69,15 @@ def calibrate(
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
     critic_weight: float = CRITIC_WEIGHT,
+    outliers_dir: str | Path | None = None,
+    critic_start: str | Path | None = None,
 ) -> dict:
     """Write the critic and ood.npz into `model_dir` and their entries into the manifest; return the
     ood entry. The critic is trained with `critic` (default CriticConfig()), or copied from the model
     directory `critic_from` when that one was trained on the same split; `critic_weight` weighs its
-    evidence against the distance's (service.engine.ood)."""
+    evidence against the distance's (service.engine.ood). A critic trained here also learns from the
+    real handwriting of `outliers_dir` (training.handwriting.for_training), and starts from the critic
+    of the model directory `critic_start` (trained on the same split) when given: a fine-tuning."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     split = split_config(manifest)
@@ -86,7 +91,11 @@ def calibrate(
             f"calibration needs at least {MIN_REFERENCE} validation images, half for the distance's centre and "
             f"covariance and half for its reference (got {len(val)}); raise --limit."
         )
+    if critic_from is not None and (outliers_dir is not None or critic_start is not None):
+        raise ValueError("critic_from copies a critic; outliers_dir and critic_start train one: give one or the other.")
     reused = critics.reusable(Path(critic_from), split_record) if critic_from is not None else None
+    start = (Path(critic_start), critics.reusable(Path(critic_start), split_record)) if critic_start else None
+    handwriting = for_training(outliers_dir) if outliers_dir is not None else None  # read before anything changes
     if manifest["files"].pop("ood", None) is not None:  # the service scores below without the old calibration
         write_manifest(model_dir, manifest)
     shape = tuple(manifest["image_shape"])
@@ -95,7 +104,13 @@ def calibrate(
         manifest["files"][CRITIC] = critics.copy(model_dir, Path(critic_from), reused, shape)
     else:
         manifest["files"][CRITIC] = critics.fit(
-            model_dir, data.train_x[train], data.train_y[train], critic or CriticConfig(), split_record
+            model_dir,
+            data.train_x[train],
+            data.train_y[train],
+            critic or CriticConfig(),
+            split_record,
+            handwriting,
+            start,
         )
     write_manifest(model_dir, manifest)
     log_probs, counted = fit_background(data.train_x[train], shape, seed)
@@ -170,8 +185,11 @@ def run(
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
     critic_weight: float = CRITIC_WEIGHT,
+    outliers_dir: str | Path | None = None,
+    critic_start: str | Path | None = None,
 ) -> dict:
-    entry = calibrate(model_dir, load_mnist(data_dir), limit, seed, critic, critic_from, critic_weight)
+    data = load_mnist(data_dir)
+    entry = calibrate(model_dir, data, limit, seed, critic, critic_from, critic_weight, outliers_dir, critic_start)
     print(
         f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
         f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "

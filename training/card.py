@@ -10,6 +10,7 @@ from service.engine import adaptive
 from training import abstention_curve
 from training.configs import STARTS
 from training.grids import image_grid, reconstruction_grid, sample_grid
+from training.handwriting import SOURCES
 from training.model import CVAE, Checkpoint
 
 
@@ -140,8 +141,23 @@ def _critic(manifest: dict) -> str:
         f"\n\nThe critic, `{entry['file']}`, was trained on {t['digits']} (split seed {t['split']['seed']}, "
         f"{t['split']['val_size']} held out) against {c['num_outliers']} made-up non-digits ({t['outliers']}), "
         f"{c['epochs']} epochs, width {c.get('width', 1)}, seed {c['seed']}, in {t['seconds']:.0f} s"
-        f" on {'a GPU' if str(c.get('device', 'cpu')).startswith('cuda') else 'the CPU'}."
+        f" on {'a GPU' if str(c.get('device', 'cpu')).startswith('cuda') else 'the CPU'}.{_real(t)}"
     )
+
+
+def _real(t: dict) -> str:
+    """The real handwriting the critic learned from, each source with its licence, and where it started."""
+    text = ""
+    if "started_from" in t:
+        text += f" It was fine-tuned from the critic of `{t['started_from']['model_dir']}`."
+    if "handwriting" in t:
+        h = t["handwriting"]
+        named = "; ".join(f"{name} ({SOURCES[name].licence})" for name in h["sources"].split(", "))
+        text += (
+            f" {h['images']} images of real handwriting that is not a digit made {h['share']:.0%} of its non-digits "
+            f"(the training parts of training.handwriting; the held-out parts and math-operators stay out): {named}."
+        )
+    return text
 
 
 def _weight(entry: dict) -> str:

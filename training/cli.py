@@ -12,6 +12,7 @@ from pathlib import Path
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, STARTS, AisConfig, CriticConfig, ModelConfig, TrainConfig
 from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MIRRORS, MnistDataError, data_dir
 from training.flags import add_config_flags, at_least, config_from, critic_weight, version
+from training.handwriting import OUTLIERS_DIR_HELP
 
 CRITIC_PREFIX = "critic-"
 TRAIN_EXTRA = ("torch", "onnx", "tqdm", "matplotlib")  # what `pip install -e '.[train]'` brings
@@ -117,6 +118,17 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
         default=CRITIC_WEIGHT,
         help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
         "(default %(default)s, chosen on validation digits against bench.ood's design sets)",
+    )
+    calibrate.add_argument(
+        "--outliers-dir",
+        help=f"{OUTLIERS_DIR_HELP}: the critic also learns from the training part of its handwriting (the held-out "
+        "parts and math-operators stay out)",
+    )
+    calibrate.add_argument(
+        "--critic-start",
+        metavar="MODEL_DIR",
+        help="fine-tune the critic of this model directory (trained on the same split; this one's own too) instead "
+        "of training one from scratch; with it, a few --critic-epochs do",
     )
     critic = calibrate.add_argument_group(
         "the critic, when not --critic-from",
@@ -229,6 +241,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
             critic_config(args),
             args.critic_from,
             args.critic_weight,
+            args.outliers_dir,
+            args.critic_start,
         )
     elif args.command == "evaluate":
         from training.evaluate import run as evaluate

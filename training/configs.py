@@ -130,6 +130,9 @@ class CriticConfig:
     batch_size: int = option(128, at_least=1, help="digits per step, with as many non-digits")
     learning_rate: float = 1e-3
     width: int = option(2, at_least=1, help="channels and hidden units, as multiples of 32, 64 and 128")
+    handwriting_share: float = option(
+        0.5, at_least=0.0, at_most=1.0, help="with --outliers-dir, the share of non-digits that are real handwriting"
+    )
     seed: int = 0
     device: str = option(
         "auto", choices=Devices(("auto", *DEVICES)), help="where it trains; auto: cuda when PyTorch sees a GPU"

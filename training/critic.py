@@ -36,6 +36,7 @@ from torch import nn
 from service.engine.runtime import read_manifest, sha256
 from training.configs import CriticConfig
 from training.export import export_graph
+from training.handwriting import Handwriting
 from training.outliers import outliers
 
 CRITIC_FILE = "ood_critic.onnx"
@@ -94,10 +95,19 @@ def resolved_device(name: str) -> str:
     return name
 
 
-def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, log=print) -> Critic:
+def train_critic(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    config: CriticConfig,
+    log=print,
+    handwriting: np.ndarray | None = None,
+    start: Critic | None = None,
+) -> Critic:
     """Train on grey training digits [N, 784] (uint8) of classes `labels` [N] against outliers, on
     config.device; the random draws are made on the CPU either way, so a GPU sees the same batches.
-    Returns the critic on the CPU."""
+    `handwriting` [M, 784] (uint8, prepared as MNIST's digits): real handwriting that is not a digit,
+    config.handwriting_share of the non-digits of every step, the rest made up. `start`: a critic to
+    go on training (fine-tuning) instead of a new one. Returns the critic on the CPU."""
     device = torch.device(resolved_device(config.device))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -106,7 +116,8 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
     digits = torch.from_numpy(pixels).float() / 255.0
     classes = torch.from_numpy(labels).long()
     others = torch.from_numpy(outliers(pixels, labels, config.num_outliers, config.seed)).float()
-    critic = Critic(width=config.width).to(device)
+    real = torch.from_numpy(handwriting).float() / 255.0 if handwriting is not None and len(handwriting) else None
+    critic = (start if start is not None else Critic(width=config.width)).train().to(device)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
     steps = config.epochs * -(-len(digits) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -114,10 +125,16 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
     for epoch in range(config.epochs):
         order = torch.randperm(len(digits), generator=generator)
         picks = torch.randint(len(others), (len(digits),), generator=generator)
+        if real is not None:  # which non-digits are real handwriting, and which
+            is_real = torch.rand(len(digits), generator=generator) < config.handwriting_share
+            real_picks = torch.randint(len(real), (len(digits),), generator=generator)
         total = 0.0
-        for start in range(0, len(digits), config.batch_size):
-            index = order[start : start + config.batch_size]
-            x = torch.cat([_binary(digits[index], generator), _binary(others[picks[index]], generator)])
+        for first in range(0, len(digits), config.batch_size):
+            index = order[first : first + config.batch_size]
+            non_digits = others[picks[index]]
+            if real is not None:
+                non_digits = torch.where(is_real[index, None], real[real_picks[index]], non_digits)
+            x = torch.cat([_binary(digits[index], generator), _binary(non_digits, generator)])
             y = torch.cat([classes[index], other[: len(index)]])
             loss = F.cross_entropy(critic(x.to(device)), y.to(device))
             optimizer.zero_grad()
@@ -129,13 +146,36 @@ def train_critic(pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, l
     return critic.cpu().eval()
 
 
-def fit(model_dir: Path, pixels: np.ndarray, labels: np.ndarray, config: CriticConfig, split: dict) -> dict:
+def fit(
+    model_dir: Path,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    config: CriticConfig,
+    split: dict,
+    handwriting: Handwriting | None = None,
+    start: tuple[Path, dict] | None = None,
+) -> dict:
     """Train the critic on the training split's digits, write CRITIC_FILE into `model_dir` and return
-    its manifest entry; `split` is the seed and validation size that chose the training split."""
+    its manifest entry; `split` is the seed and validation size that chose the training split.
+    `handwriting`: real non-digits to learn from besides the made-up ones (their sources named in the
+    entry); `start`: the model directory and manifest entry (reusable) of a critic to fine-tune."""
     started = time.time()
     config = replace(config, device=resolved_device(config.device))  # the manifest says where it trained
-    critic = train_critic(pixels, labels, config)
-    return export(model_dir, critic, len(pixels), config, split, time.time() - started)
+    first = read_graph(start[0] / start[1]["file"]) if start is not None else None
+    if first is not None and config.width != first.features[0].out_channels // 32:
+        config = replace(config, width=first.features[0].out_channels // 32)  # the width it has
+    real = handwriting.x if handwriting is not None else None
+    critic = train_critic(pixels, labels, config, handwriting=real, start=first)
+    entry = export(model_dir, critic, len(pixels), config, split, time.time() - started)
+    if handwriting is not None:
+        entry["training"]["handwriting"] = {
+            "images": len(handwriting.x),
+            "sources": handwriting.name,
+            "share": config.handwriting_share,
+        }
+    if start is not None:
+        entry["training"]["started_from"] = {"model_dir": str(start[0]), "sha256": start[1]["sha256"]}
+    return entry
 
 
 def write_graph(model_dir: Path, critic: Critic) -> dict:

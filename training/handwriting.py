@@ -151,6 +151,16 @@ def split(sources: dict[str, Handwriting]) -> dict[str, Split]:
     return parts
 
 
+def for_training(folder: str | Path) -> Handwriting:
+    """What a critic may learn from: every source's training part (split) but the classes that share a
+    digit's shape, which it must not learn to call "not a digit", together, named by their sources."""
+    parts = [part.training for part in split(load_handwriting(folder)).values()]
+    parts = [part.take(~part.of_classes(part.digit_shaped)) for part in parts]
+    parts = [part for part in parts if len(part.y)]
+    x = np.concatenate([part.x for part in parts])
+    return Handwriting(", ".join(part.name for part in parts), x, np.zeros(len(x), np.int64), ("not a digit",), ())
+
+
 def apart(data: Handwriting) -> dict[str, Handwriting]:
     """A source's images as reported: those of no digit's shape under its name, and each class that
     shares a digit's shape on its own, as "name: class"."""

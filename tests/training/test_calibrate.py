@@ -263,3 +263,32 @@ def test_calibrating_again_replaces_the_calibration_with_the_same_one(calibrated
     assert {k: v for k, v in again.items() if k not in ("seconds", "sha256")} == {
         k: v for k, v in entry.items() if k not in ("seconds", "sha256")
     }
+
+
+def test_a_critic_fine_tuned_on_handwriting_names_its_sources_and_its_start(calibrated, tmp_path, monkeypatch):
+    """`cvae calibrate --outliers-dir DIR --critic-start MODEL_DIR` on a copy of the tiny model: the critic
+    learns from the handwriting's training part, starts from the copy's own critic, and the card names each
+    source with its licence."""
+    import shutil
+
+    from handwriting_files import handwriting_folder
+
+    from training.card import _ood_section
+    from training.handwriting import SOURCES, for_training
+
+    data, _, out, _ = calibrated
+    model = shutil.copytree(out, tmp_path / "model")
+    before = read_manifest(model)["files"]["ood_critic"]["sha256"]
+    folder = handwriting_folder(tmp_path / "outliers", monkeypatch)
+    calibrate(model, data, critic=TINY_CRITIC, outliers_dir=folder, critic_start=model)
+    manifest = read_manifest(model)
+    training = manifest["files"]["ood_critic"]["training"]
+    assert training["started_from"] == {"model_dir": str(model), "sha256": before}
+    learned = for_training(folder)
+    assert training["handwriting"] == {"images": len(learned.x), "sources": "kannada-test, quickdraw", "share": 0.5}
+    section = _ood_section(manifest)
+    for name in ("kannada-test", "quickdraw"):
+        assert f"{name} ({SOURCES[name].licence})" in section
+    assert "fine-tuned from the critic of" in section
+    with pytest.raises(ValueError, match="give one or the other"):
+        calibrate(model, data, critic=TINY_CRITIC, critic_from=out, outliers_dir=folder)
