@@ -11,6 +11,7 @@ from pathlib import Path
 
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, STARTS, AisConfig, CriticConfig, ModelConfig, TrainConfig
 from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MIRRORS, MnistDataError, data_dir
+from training.datasets import OWN_DATA_HELP, DataError
 from training.flags import add_config_flags, at_least, config_from, critic_weight, version
 from training.handwriting import OUTLIERS_DIR_HELP
 
@@ -56,6 +57,7 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
     train.add_argument("--data-dir", help=DATA_DIR_HELP)
+    train.add_argument("--data", metavar="PATH", help=OWN_DATA_HELP)
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     add_config_flags(train, ModelConfig)
     add_config_flags(train, TrainConfig)
@@ -183,13 +185,14 @@ def export_version(args: argparse.Namespace, prog: str) -> int:
     with the screening and calibration when --data-dir names the data, so that it appears complete or not at all."""
     import shutil
 
-    from training.export import MODEL_NAME, VersionExists, export, staged
+    from training.export import VersionExists, export, model_name, staged
     from training.model import Checkpoint
 
-    out = Path(args.out_dir or f"models/{MODEL_NAME}/{args.version}")
+    checkpoint = Checkpoint.load(args.checkpoint)
+    out = Path(args.out_dir or f"models/{model_name(checkpoint)}/{args.version}")
     try:
         with staged(out, force=args.force) as partial:
-            export(Checkpoint.load(args.checkpoint), partial, args.version, args.description)
+            export(checkpoint, partial, args.version, args.description)
             if args.copy_checkpoint:
                 shutil.copyfile(args.checkpoint, partial / "checkpoint.pt")
             if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
@@ -220,7 +223,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
     elif args.command == "train":
         from training.train import run as train
 
-        train(config_from(args, ModelConfig), config_from(args, TrainConfig), data_dir(args.data_dir), args.out)
+        mnist = data_dir(args.data_dir) if args.data is None else None
+        train(config_from(args, ModelConfig), config_from(args, TrainConfig), mnist, args.out, args.data)
     elif args.command == "export":
         return export_version(args, prog)
     elif args.command == "screening":
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
 
     try:
         return run(args, prog)
-    except (MnistDataError, ModelLoadError) as error:
+    except (MnistDataError, ModelLoadError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:  # a checkpoint or model file named that is not there

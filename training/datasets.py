@@ -28,6 +28,12 @@ FORMS = (
     "with x [N, H, W] uint8 and y [N]"
 )
 
+OWN_DATA_HELP = (
+    "train on your own labelled greyscale images instead of MNIST: a folder with one sub-folder of images per "
+    "class, an IDX images file with its labels file beside it, or an .npz with x and y; the model takes their size "
+    "and classes, and is exported as NAME-cvae (NAME: the folder's or file's)"
+)
+
 
 class DataError(ValueError):
     """A data set that cannot be read as labelled greyscale images of one size."""
@@ -60,6 +66,14 @@ def read_images(path: str | Path) -> Images:
             raise DataError(f"{path} holds no class sub-folders and {len(pairs)} IDX image/label pairs: give {FORMS}.")
         path = pairs[0]
     return _idx_pair(path)
+
+
+def dataset_name(path: str | Path) -> str:
+    """A model name for the set at `path`: its folder's name (a file's folder, for an IDX pair), or an .npz's
+    stem, in lower case with every character but letters, digits, '-', '_' and '.' made '-'."""
+    path = Path(path).resolve()
+    stem = path.name if path.is_dir() else path.stem if path.suffix == ".npz" else path.parent.name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem.lower()).strip("-.") or "images"
 
 
 def _labelled(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], source: str) -> Images:

@@ -163,6 +163,12 @@ def _fix_scorer_axes(path: Path) -> None:
     onnx.save(graph, str(path))
 
 
+def model_name(checkpoint: Checkpoint) -> str:
+    """MODEL_NAME for a model of MNIST; NAME-cvae for one of a set of one's own (training.datasets.dataset_name)."""
+    dataset = checkpoint.extra.get("dataset")
+    return f"{dataset['name']}-cvae" if dataset else MODEL_NAME
+
+
 def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description: str = "") -> dict:
     config = checkpoint.model_config
     likelihood = {"type": config.likelihood, "parameters": {"mean": "sigmoid(logits)"}}
@@ -189,12 +195,12 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
         entry["sha256"] = sha256(out / entry["file"])
     extra = checkpoint.extra
     return {
-        "name": MODEL_NAME,
+        "name": model_name(checkpoint),
         "version": version,
         "description": description or None,
         "latent_dim": config.latent_dim,
         "num_classes": config.num_classes,
-        "class_names": [str(i) for i in range(config.num_classes)],
+        "class_names": extra.get("dataset", {}).get("class_names") or [str(i) for i in range(config.num_classes)],
         "image_shape": list(config.image_shape),
         "likelihood": likelihood,
         "class_prior": checkpoint.class_prior,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from training.configs import ModelConfig, TrainConfig
 from training.data import Mnist, file_checksums, load_mnist
+from training.datasets import dataset_name, read_images
 from training.model import CVAE, Checkpoint
 from training.objectives import (
     bayes_posterior,
@@ -189,9 +190,23 @@ def train(
     return Checkpoint(model_config, best_state, class_prior, extra)
 
 
-def run(model_config: ModelConfig, config: TrainConfig, data_dir: str | Path, out: str | Path) -> Path:
-    """Load MNIST from `data_dir`, train, and save the checkpoint to `out`."""
-    checkpoint = train(model_config, config, load_mnist(data_dir), data_dir)
+def run(
+    model_config: ModelConfig, config: TrainConfig, data_dir: str | Path | None, out: str | Path, data=None
+) -> Path:
+    """Load MNIST from `data_dir`, or the labelled images at `data` (training.datasets: the model takes their
+    size and classes), train, and save the checkpoint to `out`."""
+    if data is None:
+        checkpoint = train(model_config, config, load_mnist(data_dir), data_dir)
+    else:
+        images = read_images(data)
+        model_config = replace(model_config, image_shape=images.shape, num_classes=len(images.class_names))
+        no_test = images.x[:0], images.y[:0]  # a set of one's own has no test split: it is validated on its own
+        checkpoint = train(model_config, config, Mnist(images.x, images.y, *no_test))
+        checkpoint.extra["dataset"] = {
+            "source": images.source,
+            "name": dataset_name(data),
+            "class_names": list(images.class_names),
+        }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out)

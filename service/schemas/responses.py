@@ -117,7 +117,9 @@ DIAGNOSTICS = {  # the fields an image's answer carries when the request's `incl
     ),
     "x": (
         list[float] | None,
-        Field(None, description="(include 'x') The binary pixels that were scored, row-major 28x28."),
+        Field(
+            None, description="(include 'x') The binary pixels that were scored, row-major in the model's image_shape."
+        ),
     ),
 }
 
@@ -224,7 +226,7 @@ class EncodeResponse(Answer):
 class Sample(BaseModel):
     y: int = Field(description="The class the image was drawn from.")
     z: list[float] = Field(description="The latent vector it was decoded from.")
-    mean: list[float] = Field(description="Bernoulli means sigmoid(logits), row-major 28x28.")
+    mean: list[float] = Field(description="Bernoulli means sigmoid(logits), row-major in the model's image_shape.")
     x: list[int] | None = Field(None, description="A binary draw x ~ p(x|z,y), when binary=true.")
 
 
