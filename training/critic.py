@@ -52,6 +52,7 @@ class Critic(nn.Module):
     def __init__(self, shape: tuple[int, int] = (28, 28), width: int = 1):
         super().__init__()
         self.shape = shape
+        self.width = width
         self.features = nn.Sequential(
             nn.Conv2d(1, 32 * width, 5, padding=2),
             nn.ReLU(),
@@ -162,8 +163,8 @@ def fit(
     started = time.time()
     config = replace(config, device=resolved_device(config.device))  # the manifest says where it trained
     first = read_graph(start[0] / start[1]["file"]) if start is not None else None
-    if first is not None and config.width != first.features[0].out_channels // 32:
-        config = replace(config, width=first.features[0].out_channels // 32)  # the width it has
+    if first is not None:
+        config = replace(config, width=first.width)  # the width it has, in the manifest
     real = handwriting.x if handwriting is not None else None
     critic = train_critic(pixels, labels, config, handwriting=real, start=first)
     entry = export(model_dir, critic, len(pixels), config, split, time.time() - started)
