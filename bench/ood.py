@@ -31,8 +31,8 @@ import numpy as np
 
 from bench.common import arguments, benchmark, document, mnist_digits, table
 from bench.ood_sets import ood_sets
-from service.engine import abstention, estimator
-from service.engine.preparation import binarize as binarize_pixels
+from service.engine import estimator, scoring
+from service.engine.pixels import binarize as binarize_pixels
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
 from training.abstention_curve import THRESHOLDS, curve
@@ -73,7 +73,7 @@ def features(scorer: Scorer, grey: np.ndarray, binarize: str, noise_seed: int = 
         "probs": s.probs,
         "critic_probs": s.critic_probs,
         "abstained": s.abstained,
-        "reasons": {reason: s.abstain[:, j] for j, reason in enumerate(abstention.REASONS)},
+        "reasons": {reason: s.abstain[:, j] for j, reason in enumerate(scoring.REASONS)},
         "seconds": seconds,
     }
 

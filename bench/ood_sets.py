@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from service.engine.preparation import prepare_mnist
+from service.engine.pixels import prepare_mnist
 from training.outliers import shrink_to_field
 
 SHAPE = (28, 28)

@@ -10,16 +10,16 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import tracing
+from service import telemetry
 from service.engine.inference import Inference
 from service.http import docs, errors, health, models, openapi, page, sampling, scoring
 from service.http.cancellation import CancelAbandoned
 from service.http.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
 from service.oip import rest
 from service.operations.admission import Admission
-from service.operations.metrics import Metrics
 from service.operations.repository import Repository
 from service.settings import Settings, get_settings
+from service.telemetry import Metrics
 
 DESCRIPTION = """
 A class-conditional variational autoencoder of MNIST digits, served with ONNX Runtime.
@@ -124,6 +124,6 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))
     app.state.tracer_provider = None
     if settings.otlp_endpoint or span_exporter is not None:
-        app.state.tracer_provider = tracing.provider(settings, span_exporter)
-        tracing.instrument_http(app, app.state.tracer_provider)
+        app.state.tracer_provider = telemetry.provider(settings, span_exporter)
+        telemetry.instrument_http(app, app.state.tracer_provider)
     return app

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
 
     import uvicorn
 
-    from service import logs
+    from service import telemetry
     from service.app import create_app
     from service.engine.runtime import requested_providers, verify_files
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae-serve") -> int:
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_format)
+    telemetry.configure_logs(settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -1,12 +1,12 @@
 """How calibration chooses the abstention rule's threshold: per min_probability, the share of validation
-answers abstained and the accuracy of the rest (service.engine.abstention.reasons decides each answer),
+answers abstained and the accuracy of the rest (service.engine.scoring.abstention_reasons decides each answer),
 and the largest threshold within a budget of abstentions. The model card and bench.ood report the curve."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from service.engine.abstention import reasons
+from service.engine.scoring import abstention_reasons
 
 RULE = (
     "abstain when flagged, when p(predicted|x) < min_probability, or when the critic's probability of the "
@@ -29,7 +29,7 @@ def curve(
     correct = probs.argmax(axis=1) == labels
     rows = []
     for threshold in thresholds:
-        abstain = reasons(probs, critic_probs, flagged, threshold).any(axis=1)
+        abstain = abstention_reasons(probs, critic_probs, flagged, threshold).any(axis=1)
         kept = ~abstain
         rows.append(
             {

@@ -12,7 +12,7 @@ manifest entries.
    statistics that answers' p-values are counted against (service.engine.ood.Calibration.fit), the two
    pieces weighed by the critic's weight (CRITIC_WEIGHT unless told).
 3. The same answers, with the critic's probabilities of the digits, give the classifier's accuracy
-   and abstention (service.engine.abstention, every reason) on validation digits for a range of
+   and abstention (service.engine.scoring.abstention_reasons, every reason) on validation digits for a range of
    `min_probability`, and the default: the largest that keeps abstention within
    `ABSTENTION_BUDGET`.
 """

@@ -9,7 +9,7 @@ file), four sources:
 - math-operators (math-operators/): handwritten arithmetic operators, its published train, val and
   test files read one after the other, its class names in classes.txt.
 
-Each is prepared as MNIST's digits were, by the service's own service.engine.preparation.prepare_mnist
+Each is prepared as MNIST's digits were, by the service's own service.engine.pixels.prepare_mnist
 (crop to the ink, 20x20 box, centre of mass in the middle), where it is not framed so already: the
 Kannada sets are; the doodles (drawn to the field's edges) and the operators (centred by their box,
 smaller than MNIST's 20 pixels) are not.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.engine.preparation import prepare_mnist
+from service.engine.pixels import prepare_mnist
 from training.data import IMAGE_MAGIC, IMAGE_SIDE, LABEL_MAGIC, MnistDataError, read_idx
 
 SHAPE = (IMAGE_SIDE, IMAGE_SIDE)

@@ -6,7 +6,7 @@ Two kinds, half each:
   them the benchmark's: STIX and Computer Modern (matplotlib's copies), Roboto, Lato, Source Sans,
   Source Serif, Fredoka One and Amatic SC (font packages of the `train` extra) and Aileron
   (Pillow's own), in random sizes, weights and slants, then prepared as MNIST digits were
-  (service.engine.preparation.prepare_mnist), so that only their shape differs from a digit's;
+  (service.engine.pixels.prepare_mnist), so that only their shape differs from a digit's;
 - reshaped digits: training digits turned into shapes that are no digit: mirrored, upside down,
   on their side, halves of two different digits joined, two digits overlaid, reversed polarity.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service.engine.preparation import prepare_mnist
+from service.engine.pixels import prepare_mnist
 
 SHAPE = (28, 28)
 MATPLOTLIB_FAMILIES = {  # in matplotlib's mpl-data/fonts/ttf

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 
-from service.engine.abstention import REASONS
-from service.engine.scoring import Scores
+from service.engine.scoring import REASONS, Scores
 from service.schemas.options import ECHOED, ImageOptions, ScoreOptions, of
 
 

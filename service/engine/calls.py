@@ -1,16 +1,161 @@
-"""The model calls the endpoints make, run directly in worker threads or through dynamic batchers."""
+"""The model calls the endpoints make, run directly in worker threads or gathered by dynamic batching.
+
+A Batcher gathers concurrent small calls into one model call: when the model is free it takes the first
+call waiting and what is queued behind it up to `max_size` units, without waiting for more, runs the
+batch in one worker thread (the event loop never runs model work), and hands each caller its own slice.
+Calls that cannot share a run (a different `key`, e.g. another K) wait for the next batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from service import tracing
-from service.engine.batching import Batcher, concat_rows
+from service import telemetry
+from service.failures import Overloaded
 from service.settings import Settings
 
 DECODER_BATCH_ROWS = 256  # most rows gathered into one decoder call (a larger call runs alone)
+
+
+log = logging.getLogger("cvae.batching")
+
+
+@dataclass
+class _Pending:
+    item: Any
+    size: int
+    key: Any
+    future: asyncio.Future = field(repr=False)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], Sequence[Any]],
+        max_size: int,
+        max_queue: int,
+        size: Callable[[Any], int] = lambda item: 1,
+        key: Callable[[Any], Any] = lambda item: None,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        self.run_batch = run_batch
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.size = size
+        self.key = key
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._deferred: deque[_Pending] = deque()
+        self._task: asyncio.Task | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+
+    @property
+    def waiting(self) -> int:
+        return (self._queue.qsize() if self._queue else 0) + len(self._deferred)
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._fail_waiting(RuntimeError("the service is shutting down"))
+        self._executor.shutdown(wait=False)
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        """Answer every queued call with `error`, so that no caller waits forever."""
+        waiting = list(self._deferred)
+        self._deferred.clear()
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    async def submit(self, item: Any) -> Any:
+        if self._queue is None:
+            raise RuntimeError("the batcher is not running (not started, stopped, or failed)")
+        if self.waiting >= self.max_queue:
+            raise Overloaded(f"{self.waiting} model calls are already waiting")
+        future = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, self.size(item), self.key(item), future)
+        self._queue.put_nowait(pending)
+        with telemetry.span("batcher.wait", size=pending.size, waiting=self.waiting):  # its wait and its batch's run
+            return await future
+
+    def _queued(self) -> _Pending | None:
+        if self._deferred:
+            return self._deferred.popleft()
+        return self._queue.get_nowait() if not self._queue.empty() else None
+
+    async def _gather(self) -> list[_Pending]:
+        """The first call to come and what is queued behind it that fits: no waiting for more."""
+        first = self._deferred.popleft() if self._deferred else await self._queue.get()
+        batch, used = [first], first.size
+        skipped = []
+        while used < self.max_size:
+            pending = self._queued()
+            if pending is None:
+                break
+            if pending.key != first.key or used + pending.size > self.max_size:
+                skipped.append(pending)
+                if len(skipped) > 64:
+                    break
+                continue
+            batch.append(pending)
+            used += pending.size
+        self._deferred.extendleft(reversed(skipped))
+        return batch
+
+    async def _loop(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # never leave callers waiting on a dead loop
+            log.exception("the batcher stopped")
+            self._fail_waiting(error)
+            self._queue = None  # later submits fail at once instead of hanging
+            raise
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                continue
+            if self.on_batch:
+                self.on_batch(sum(p.size for p in live))
+            try:
+                results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in live])
+            except Exception as error:  # hand the failure to every caller of this batch
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                continue
+            for p, result in zip(live, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+
+
+def concat_rows(parts: list[np.ndarray], axis: int) -> tuple[np.ndarray, list[int]]:
+    """Concatenate along `axis` and return the split points to undo it."""
+    bounds = np.cumsum([p.shape[axis] for p in parts])[:-1].tolist()
+    return np.concatenate(parts, axis=axis), bounds
 
 
 async def in_thread(fn, *args):
@@ -45,7 +190,6 @@ class ModelCalls:
         self._scorer = Batcher(
             self._score_batch,
             max_size=settings.score_chunk_rows,
-            max_wait=0.0,
             max_queue=settings.max_queue,
             size=lambda item: item[2].shape[0] * item[2].shape[1],  # K x rows decoder passes
             key=lambda item: item[2].shape[0],  # calls share a run only with the same K
@@ -54,7 +198,6 @@ class ModelCalls:
         self._decoder = Batcher(
             self._decode_batch,
             max_size=DECODER_BATCH_ROWS,
-            max_wait=0.0,
             max_queue=settings.max_queue,
             size=lambda item: len(item[0]),
             on_batch=on_call and (lambda size: on_call("decoder", size, True)),
@@ -73,7 +216,7 @@ class ModelCalls:
     async def score(self, x: np.ndarray, y: np.ndarray, eps: np.ndarray):
         """x [R, 784], y [R], eps [K, R, D] -> log_w, log_px_z [K, R], KL [R]."""
         batched = self.batching and eps.shape[0] * eps.shape[1] < self.direct_rows
-        with tracing.span("model.call", graph="scorer", rows=eps.shape[1], K=eps.shape[0], batched=batched):
+        with telemetry.span("model.call", graph="scorer", rows=eps.shape[1], K=eps.shape[0], batched=batched):
             if batched:
                 return await self._scorer.submit((x, y, eps))
             if self.on_call:
@@ -82,7 +225,7 @@ class ModelCalls:
 
     async def decode(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         """z [N, D], y [N] -> logits [N, 784]."""
-        with tracing.span("model.call", graph="decoder", rows=len(z), batched=self.batching):
+        with telemetry.span("model.call", graph="decoder", rows=len(z), batched=self.batching):
             if self.batching:
                 return await self._decoder.submit((z, y))
             if self.on_call:

@@ -4,7 +4,7 @@ numbers are service.engine.pixels'.
 
 Pixels are bright where there is ink (1 or 255), dark elsewhere, as in MNIST. Without a PixelBudget
 an image must have the model's shape; with one (preprocess 'mnist') it may have any size within the
-budget, and service.engine.preparation brings it to the model's field."""
+budget, and service.engine.pixels brings it to the model's field."""
 
 from __future__ import annotations
 

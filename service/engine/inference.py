@@ -15,8 +15,7 @@ from service import schemas
 from service.engine import answers, estimator
 from service.engine.calls import ModelCalls, in_thread
 from service.engine.images import PixelBudget, decode_image, png_grid
-from service.engine.pixels import parse_pixels
-from service.engine.preparation import binarize, emptiness_warning, polarity_warning, prepare_mnist
+from service.engine.pixels import binarize, emptiness_warning, parse_pixels, polarity_warning, prepare_mnist
 from service.engine.scoring import Scorer, Scores, check_count
 from service.failures import InputError
 from service.schemas.options import ClassifyOptions, of

@@ -61,8 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.engine.preparation import MIN_INK_PIXELS
-
+MIN_INK_PIXELS = 10  # fewer: flagged as an empty page, and warned of (service.engine.pixels)
 # (row offset, column offset) of the causal neighbours, as in JBIG's three-line template
 TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
 NUM_CONTEXTS = 2 ** len(TEMPLATE)

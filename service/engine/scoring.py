@@ -2,6 +2,21 @@
 
 The routes, batch scoring, screening, calibration, evaluation, the AIS comparison and the benchmarks
 all score through `Scorer`; only service.engine.answers turns its columns into JSON.
+
+When /v1/classify abstains (`abstention_reasons`), the answer's class should not be relied on.
+p(y|x) is Bayes' rule over the generative model's per-class likelihoods, and stays the answer.
+Whether to rely on its top class is decided from three pieces of evidence, each a reason:
+
+    out_of_distribution   the image was flagged as unlike the training digits (service.engine.ood)
+    low_probability       p(predicted|x) < min_probability: the model is unsure between classes
+    critic_disagrees      the critic (training.critic), a discriminative network trained on the same
+                          digits, gives the predicted class a probability below min_probability
+
+The critic is a second opinion made another way: a convolutional classifier, not a likelihood.
+Where the critic doubts the class Bayes' rule picked, the answer is often wrong: on validation
+digits most of Bayes' rule's errors are among those few images. One threshold serves both: an
+answer is kept when both models give its class at least min_probability. Models whose critic graph
+has no digit probabilities abstain for the first two reasons only.
 """
 
 from __future__ import annotations
@@ -11,13 +26,29 @@ from dataclasses import dataclass, is_dataclass
 
 import numpy as np
 
-from service import tracing
-from service.engine import abstention, adaptive, estimator, ood
+from service import telemetry
+from service.engine import adaptive, estimator, ood
 from service.engine.calls import ModelCalls, in_thread
 from service.engine.runtime import Model, load_model
 from service.failures import InputError
 from service.schemas.options import ClassifyOptions
 from service.settings import Defaults, Settings
+
+REASONS = ("out_of_distribution", "low_probability", "critic_disagrees")
+
+
+def abstention_reasons(
+    probs: np.ndarray, critic_probs: np.ndarray | None, flagged: np.ndarray, min_probability: float
+) -> np.ndarray:
+    """[N, len(REASONS)] booleans: which reasons hold for each answer, from p(y|x) [N, C], the
+    critic's digit probabilities [N, C] (or None), the out-of-distribution flags [N]."""
+    predicted = probs.argmax(axis=1)
+    low = probs.max(axis=1) < min_probability
+    if critic_probs is None:
+        disagrees = np.zeros(len(probs), dtype=bool)
+    else:
+        disagrees = critic_probs[np.arange(len(probs)), predicted] < min_probability
+    return np.stack([np.asarray(flagged, dtype=bool), low, disagrees], axis=1)
 
 
 @dataclass
@@ -145,9 +176,9 @@ class Scorer:
         options = self.resolve(options, len(x))
         manifest = self.model.manifest
         described = {"model.name": manifest["name"], "model.version": manifest["version"], "images": len(x)}
-        with tracing.span("score", **described, classes=self.model.num_classes, samples=options.num_samples):
+        with telemetry.span("score", **described, classes=self.model.num_classes, samples=options.num_samples):
             scores = await self._score(x, options)
-            tracing.annotate(samples_used=int(scores.samples_used.sum()))
+            telemetry.annotate(samples_used=int(scores.samples_used.sum()))
             return scores
 
     async def _score(self, x: np.ndarray, options: ClassifyOptions) -> Scores:
@@ -178,13 +209,13 @@ class Scorer:
         entropy = np.maximum(-np.where(probs > 0, probs * bayes.log_py_x, 0.0).sum(-1), 0.0)  # 0 log 0 = 0
         verdicts, critic_probs = None, None
         if self.model.ood is not None:
-            with tracing.span("critic", images=len(x)):
+            with telemetry.span("critic", images=len(x)):
                 log_odds, critic_probs = self.model.critic_answers(x)
-            with tracing.span("assessment", images=len(x)):
+            with telemetry.span("assessment", images=len(x)):
                 verdicts = self.assess(bayes, estimates.classes.log_px_y, x, options.ood_fpr, log_odds)
         voted = options.critic_vote and critic_probs is not None
         flagged = verdicts.flagged if verdicts is not None else np.zeros(len(x), dtype=bool)
-        holds = abstention.reasons(probs, critic_probs if voted else None, flagged, options.min_probability)
+        holds = abstention_reasons(probs, critic_probs if voted else None, flagged, options.min_probability)
         return Scores(
             options, estimates.classes, bayes, estimates.met, estimates.samples_used, probs, entropy,
             verdicts, critic_probs, voted, holds, x,

@@ -10,10 +10,8 @@ import time
 from starlette.requests import ClientDisconnect
 
 from service.failures import BodyTooLarge
-from service.logs import REQUEST_ID
-from service.operations.admission import CALLER
-from service.operations.callers import address_of, given_key, request_id_of, which_key
-from service.operations.metrics import CLIENT_CLOSED, Metrics
+from service.operations.admission import CALLER, address_of, given_key, request_id_of, which_key
+from service.telemetry import CLIENT_CLOSED, REQUEST_ID, Metrics
 
 log = logging.getLogger("cvae.errors")
 
@@ -196,7 +194,7 @@ class RequestContext:
     id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
     request's body, query or headers. A client that left before its answer is logged with status
     CLIENT_CLOSED and sent nothing. An unexpected error is logged here with its traceback and answered
-    500, both with the id; any other line logged while the request runs takes it from logs.REQUEST_ID."""
+    500, both with the id; any other line logged while the request runs takes it from telemetry.REQUEST_ID."""
 
     def __init__(self, app, logger: logging.Logger):
         self.app = app

@@ -1,5 +1,5 @@
 """What every gRPC call passes before the servicer, as middleware.py is for HTTP: its API key, checked
-as HTTP's are, one log line with its request id, and, when traced, the app's tracer (service.tracing)."""
+as HTTP's are, one log line with its request id, and, when traced, the app's tracer (service.telemetry)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import time
 
 import grpc
 
-from service.logs import REQUEST_ID
-from service.operations.admission import CALLER
-from service.operations.callers import given_key, request_id_of, which_key
-from service.tracing import TRACER
+from service.operations.admission import CALLER, given_key, request_id_of, which_key
+from service.telemetry import REQUEST_ID, TRACER
 
 log = logging.getLogger("cvae.errors")
 

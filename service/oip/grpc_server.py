@@ -25,7 +25,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import tracing
+from service import telemetry
 from service.failures import NotServed, Overloaded, RequestTimeout, V2Error
 from service.oip import protocol
 from service.oip.grpc_middleware import AccessLog, KeyCheck, TracerPerCall
@@ -221,7 +221,7 @@ async def start(app, settings) -> grpc.aio.Server:
     its messages are limited as HTTP bodies are (CVAE_MAX_BODY_BYTES)."""
     traced = app.state.tracer_provider  # None unless traced: then a call's span joins its caller's trace first
     tracers = (
-        [tracing.grpc_interceptor(traced), TracerPerCall(traced.get_tracer(tracing.TRACER_NAME))] if traced else []
+        [telemetry.grpc_interceptor(traced), TracerPerCall(traced.get_tracer(telemetry.TRACER_NAME))] if traced else []
     )
     server = grpc.aio.server(
         interceptors=[

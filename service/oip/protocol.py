@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from service import tracing
+from service import telemetry
 from service.engine.calls import in_thread
 from service.engine.runtime import GRAPHS
 from service.failures import NotServed, TensorError, V2Error
@@ -116,10 +116,10 @@ async def run(state, name: str, entry, graph: str, body: InferRequest, binary: b
     except TensorError as error:
         raise V2Error(str(error)) from error
 
-    tracing.annotate(**{"model.name": name, "model.version": entry.version, "graph": graph})
+    telemetry.annotate(**{"model.name": name, "model.version": entry.version, "graph": graph})
 
     async def call(names, part):
-        with tracing.span("model.call", graph=graph, rows=len(next(iter(part.values())))):
+        with telemetry.span("model.call", graph=graph, rows=len(next(iter(part.values())))):
             return await in_thread(session.run, names, part)
 
     work = chunks.run(call, declared, wanted, feeds, sizes, state.settings.score_chunk_rows)

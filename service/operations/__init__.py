@@ -1,2 +1,2 @@
-"""What keeps the service running: the model repository and its versions (repository, versions), who may
-run model work when (admission) and what is measured (metrics)."""
+"""What keeps the service running: the model repository and its versions (repository, versions) and who
+may run model work when (admission). What is measured is service.telemetry's."""

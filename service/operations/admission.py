@@ -1,4 +1,7 @@
-"""Admission of model work, fair between callers.
+"""Admission of model work, fair between callers, and who a caller is.
+
+Who a request comes from is read the same over HTTP and gRPC: its API key (`given_key`, checked by
+`which_key`), its address, its id (`request_id_of`).
 
 At most `max_in_flight` requests are admitted (503 beyond) and at most `max_running` of them run at
 once; the others wait in one queue per caller. A freed place goes to the waiting caller that holds
@@ -18,9 +21,11 @@ service.http.cancellation) while it waits leaves its queue without running.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -30,7 +35,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from service import tracing
+from service import telemetry
 from service.failures import CallerLimited, Overloaded, RequestTimeout
 
 T = TypeVar("T")
@@ -38,6 +43,36 @@ T = TypeVar("T")
 # who sends the request being handled: `key-N` (the Nth of CVAE_API_KEYS), or its address without keys;
 # set by the HTTP and gRPC key checks
 CALLER: ContextVar[str] = ContextVar("caller", default="")
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def address_of(client) -> str:
+    """A caller known by its address (no API keys): the host of an ASGI client (host, port)."""
+    return client[0] if client else "unknown"
+
+
+def given_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """The API key of a request's headers (or gRPC metadata), lower-case names to values: X-API-Key: KEY,
+    else Authorization: Bearer KEY."""
+    given = headers.get(b"x-api-key")
+    authorization = headers.get(b"authorization", b"")
+    if given is None and authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    return given
+
+
+def which_key(keys: list[bytes], given: bytes) -> int | None:
+    """The index of `given` among `keys` (None: not one of them), every key compared in constant time."""
+    found = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, key):
+            found = index
+    return found
+
+
+def request_id_of(given: str) -> str:
+    """The id a client gave its request (X-Request-ID), when it is short and plain; else a new one."""
+    return given if 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS else uuid.uuid4().hex
 
 
 class Admission:
@@ -83,10 +118,10 @@ class Admission:
         placed = place is None
         try:
             async with asyncio.timeout(self.timeout) as deadline:  # waiting for a place included
-                with tracing.span("admission.wait", in_flight=self.in_flight, running=self.running):
+                with telemetry.span("admission.wait", in_flight=self.in_flight, running=self.running):
                     if place is not None:
                         placed = await self._wait(caller, place)
-                with tracing.span("admission.run"):
+                with telemetry.span("admission.run"):
                     return await work
         except TimeoutError as error:
             if not deadline.expired():  # the work's own TimeoutError, not the request's

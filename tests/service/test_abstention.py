@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.engine import abstention
+from service.engine import scoring
 from training.abstention_curve import curve
 
 PROBS = np.array([[0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
@@ -13,22 +13,22 @@ FLAGGED = np.array([False, False, True, False])
 
 
 def names(row: np.ndarray) -> list[str]:
-    """The reasons that hold in one row of abstention.reasons()."""
-    return [name for name, holds in zip(abstention.REASONS, row) if holds]
+    """The reasons that hold in one row of scoring.abstention_reasons()."""
+    return [name for name, holds in zip(scoring.REASONS, row) if holds]
 
 
 def test_each_reason_holds_on_its_own_evidence():
-    holds = abstention.reasons(PROBS, CRITIC, FLAGGED, 0.5)
+    holds = scoring.abstention_reasons(PROBS, CRITIC, FLAGGED, 0.5)
     assert [names(row) for row in holds] == [[], ["critic_disagrees"], ["out_of_distribution"], []]
-    holds = abstention.reasons(PROBS, CRITIC, FLAGGED, 0.75)
+    holds = scoring.abstention_reasons(PROBS, CRITIC, FLAGGED, 0.75)
     assert names(holds[1]) == ["low_probability", "critic_disagrees"]
     assert names(holds[2]) == ["out_of_distribution", "critic_disagrees"]  # 0.7 for class 1
     assert names(holds[3]) == ["low_probability"]
 
 
 def test_without_the_critics_digits_only_flags_and_low_probability_count():
-    holds = abstention.reasons(PROBS, None, FLAGGED, 0.5)
-    assert not holds[:, abstention.REASONS.index("critic_disagrees")].any()
+    holds = scoring.abstention_reasons(PROBS, None, FLAGGED, 0.5)
+    assert not holds[:, scoring.REASONS.index("critic_disagrees")].any()
     assert [names(row) for row in holds] == [[], [], ["out_of_distribution"], []]
 
 

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from service.engine.images import PixelBudget, decode_image
-from service.engine.pixels import parse_pixels
-from service.engine.preparation import polarity_warning, prepare_mnist
+from service.engine.pixels import parse_pixels, polarity_warning, prepare_mnist
 from service.failures import InputError
 
 SHAPE = (28, 28)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from servers import until
 
-from service.engine.batching import Batcher
+from service.engine.calls import Batcher
 from service.failures import Overloaded
 
 
@@ -21,7 +21,7 @@ def test_concurrent_calls_share_a_batch_and_get_their_own_results():
         return [item * 2 for item in items]
 
     async def main():
-        batcher = Batcher(double, max_size=8, max_wait=0.05, max_queue=100)
+        batcher = Batcher(double, max_size=8, max_queue=100)
         batcher.start()
         results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
         await batcher.stop()
@@ -39,7 +39,7 @@ def test_calls_with_different_keys_never_share_a_batch():
         return [value for _, value in items]
 
     async def main():
-        batcher = Batcher(record, max_size=100, max_wait=0.05, max_queue=100, key=lambda item: item[0])
+        batcher = Batcher(record, max_size=100, max_queue=100, key=lambda item: item[0])
         batcher.start()
         items = [("a" if i % 3 else "b", i) for i in range(12)]
         results = await asyncio.gather(*(batcher.submit(item) for item in items))
@@ -58,7 +58,7 @@ def test_sizes_bound_a_batch():
         return items
 
     async def main():
-        batcher = Batcher(total, max_size=10, max_wait=0.05, max_queue=100, size=lambda item: item)
+        batcher = Batcher(total, max_size=10, max_queue=100, size=lambda item: item)
         batcher.start()
         await asyncio.gather(*(batcher.submit(4) for _ in range(6)))
         await batcher.stop()
@@ -74,7 +74,7 @@ def test_a_failing_batch_fails_its_callers_only():
         return items
 
     async def main():
-        batcher = Batcher(maybe_fail, max_size=1, max_wait=0.0, max_queue=10)
+        batcher = Batcher(maybe_fail, max_size=1, max_queue=10)
         batcher.start()
         with pytest.raises(ValueError, match="boom"):
             await batcher.submit("bad")
@@ -94,7 +94,7 @@ def test_a_full_queue_is_refused_at_once():
         return items
 
     async def main():
-        batcher = Batcher(held, max_size=1, max_wait=0.0, max_queue=2)
+        batcher = Batcher(held, max_size=1, max_queue=2)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit(0))
         await until(computing.is_set)  # the first call is in the worker, held there
@@ -124,7 +124,7 @@ def test_the_event_loop_keeps_running_during_model_work():
         return items
 
     async def main():
-        batcher = Batcher(held, max_size=4, max_wait=0.0, max_queue=10)
+        batcher = Batcher(held, max_size=4, max_queue=10)
         batcher.start()
         call = asyncio.ensure_future(batcher.submit(1))
         await until(computing.is_set)  # the model work has begun and waits...
@@ -141,7 +141,7 @@ def test_the_event_loop_keeps_running_during_model_work():
 
 
 def test_split_points_undo_concatenation():
-    from service.engine.batching import concat_rows
+    from service.engine.calls import concat_rows
 
     parts = [np.arange(3), np.arange(5), np.arange(1)]
     joined, bounds = concat_rows(parts, axis=0)

@@ -16,9 +16,9 @@ from servers import send_partial_body
 from service.app import create_app
 from service.engine.images import PixelBudget, decode_image
 from service.failures import InputError
-from service.logs import JsonFormatter, RequestIdFilter
 from service.schemas import DIGIT_PNG
 from service.settings import Settings
+from service.telemetry import JsonFormatter, RequestIdFilter
 
 SHAPE = (28, 28)
 SIGNATURE = b"\x89PNG\r\n\x1a\n"

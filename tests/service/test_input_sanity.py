@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from service.engine.preparation import emptiness_warning, polarity_warning, prepare_mnist
+from service.engine.pixels import emptiness_warning, polarity_warning, prepare_mnist
 
 SHAPE = (28, 28)
 

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from servers import wait_ready
 
 from service.app import create_app
-from service.engine import adaptive, estimator, pareto
+from service.engine import adaptive, estimator
 from service.settings import Settings
 
 
@@ -19,9 +19,9 @@ def test_khat_flags_a_heavy_tail_and_passes_a_matched_proposal():
     matched = 0.3 * rng.standard_normal((k, 20))
     heavy = 3.0 * rng.standard_normal((k, 20))
     pareto_tail = np.log(rng.pareto(1 / 0.9, (k, 20)) + 1)  # generalized Pareto, shape 0.9
-    assert (pareto.khat(matched) < 0.5).all()
-    assert (pareto.khat(heavy) > pareto.threshold(k)).all()
-    assert np.median(pareto.khat(pareto_tail)) == pytest.approx(0.9, abs=0.15)
+    assert (estimator.khat(matched) < 0.5).all()
+    assert (estimator.khat(heavy) > estimator.khat_threshold(k)).all()
+    assert np.median(estimator.khat(pareto_tail)) == pytest.approx(0.9, abs=0.15)
     _, _, _, _, reliable = estimator.reduce_log_weights(np.concatenate([matched, heavy], axis=1))
     assert reliable[:20].all() and not reliable[20:].any()
 
@@ -32,12 +32,12 @@ def test_khat_is_arviz_khat():
     for k in (30, 300, 2000):
         log_w = rng.standard_normal((k, 8)) * np.linspace(0.2, 3, 8)
         theirs = [arviz.array_stats.psislw(-log_w[:, r], r_eff=1)[1] for r in range(8)]  # psislw takes -log w
-        assert np.allclose(pareto.khat(log_w), theirs, atol=1e-9)
+        assert np.allclose(estimator.khat(log_w), theirs, atol=1e-9)
 
 
 def test_khat_needs_a_tail_to_fit():
-    assert np.isnan(pareto.khat(np.zeros((10, 3)))).all()  # K < 25: too few draws
-    flat = pareto.khat(np.zeros((100, 1)))
+    assert np.isnan(estimator.khat(np.zeros((10, 3)))).all()  # K < 25: too few draws
+    flat = estimator.khat(np.zeros((100, 1)))
     assert flat[0] == -np.inf  # equal weights: no tail at all
 
 

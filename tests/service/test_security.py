@@ -78,7 +78,7 @@ def test_request_id_is_echoed_or_made(client):
 
 
 def test_logs_are_json_lines_without_keys_or_pixels(locked, caplog):
-    from service.logs import JsonFormatter
+    from service.telemetry import JsonFormatter
 
     key = KEYS.split(",")[0]
     with caplog.at_level(logging.INFO, logger="cvae.access"):

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import free_port, wait_ready
 
-from service import tracing
+from service import telemetry
 from service.app import create_app
 from service.settings import Settings
 
@@ -44,7 +44,7 @@ def by_name(spans) -> dict[str, list]:
 
 def instrumented(app) -> bool:
     """Whether the FastAPI instrumentation or the app's tracer is on `app`."""
-    with_tracer = any(m.cls is tracing.TracerPerRequest for m in app.user_middleware)
+    with_tracer = any(m.cls is telemetry.TracerPerRequest for m in app.user_middleware)
     return with_tracer or getattr(app, "_is_instrumented_by_opentelemetry", False)
 
 
@@ -87,7 +87,7 @@ def test_tracing_off_installs_nothing_and_makes_no_spans(shipped_model):
     with TestClient(app) as client:
         wait_ready(client)
         answer = client.post("/v1/classify", json=classify_body(), headers={"traceparent": TRACEPARENT})
-        assert answer.status_code == 200 and tracing.TRACER.get() is None
+        assert answer.status_code == 200 and telemetry.TRACER.get() is None
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)  # nothing global either
 
 

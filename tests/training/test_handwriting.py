@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from handwriting_files import COUNTS, OPERATORS, handwriting_folder, images, write_idx
 
-from service.engine.preparation import prepare_mnist
+from service.engine.pixels import prepare_mnist
 from training import handwriting
 from training.handwriting import LEFT_OUT, HandwritingDataError, apart, load_handwriting, split
 
