@@ -13,8 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service import telemetry
 from service.engine.inference import Inference
 from service.http import docs, errors, health, models, openapi, page, sampling, scoring
-from service.http.cancellation import CancelAbandoned
-from service.http.middleware import ApiKeyAuth, BodyLimit, RequestContext, RequestMetrics
+from service.http.middleware import ApiKeyAuth, BodyLimit, CancelAbandoned, RequestContext
 from service.oip import rest
 from service.operations.admission import Admission
 from service.operations.repository import Repository
@@ -101,8 +100,7 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(rest.router)
     rest.install(app)
-    # Added innermost first: a request meets RequestContext, RequestMetrics, CORS, ApiKeyAuth, BodyLimit,
-    # CancelAbandoned.
+    # Added innermost first: a request meets RequestContext, CORS, ApiKeyAuth, BodyLimit, CancelAbandoned.
     app.add_middleware(CancelAbandoned)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
@@ -120,8 +118,7 @@ def create_app(settings: Settings | None = None, span_exporter=None) -> FastAPI:
                 *("X-Model-Name", "X-Model-Version"),  # which version answered
             ],
         )
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
-    app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"))
+    app.add_middleware(RequestContext, logger=logging.getLogger("cvae.access"), metrics=app.state.metrics)
     app.state.tracer_provider = None
     if settings.otlp_endpoint or span_exporter is not None:
         app.state.tracer_provider = telemetry.provider(settings, span_exporter)

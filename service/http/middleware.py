@@ -1,8 +1,14 @@
-"""ASGI middleware: the request-body limit, API keys, per-request metrics, and each request's id and
-log lines."""
+"""ASGI middleware: each request's id, log line and metrics (RequestContext), API keys (ApiKeyAuth), the
+request-body limit (BodyLimit), and the cancellation of a request whose client has gone (CancelAbandoned).
+
+CancelAbandoned: once a request's body is in, the connection is watched, and a disconnect before the
+answer is complete cancels the request's handler. Its model calls stop at the next chunk
+(adaptive.estimate_classes and chunks.run await each one; the batchers drop cancelled calls before they
+run), and the request ends as ClientDisconnect: logged with status CLIENT_CLOSED, no 5xx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -63,36 +69,6 @@ class BodyLimit:
 
     async def _reject(self, send):
         await _send_json(send, 413, too_large_body(self.max_bytes))
-
-
-class RequestMetrics:
-    """Count and time every request under its route's path template."""
-
-    def __init__(self, app, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status = 500
-
-        async def tracking_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except ClientDisconnect:
-            status = CLIENT_CLOSED
-            raise
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(endpoint, scope["method"], status, time.perf_counter() - start)
 
 
 # the page, the docs and the schema hold no data; the probes must answer load balancers
@@ -190,15 +166,17 @@ def internal_error(request_id: str) -> dict:
 
 
 class RequestContext:
-    """Give every request an id (X-Request-ID, or a new one), echo it, and log one JSON line per request:
-    id, method, path, status and latency, and for a 4xx or 5xx the answer's error message; never the
-    request's body, query or headers. A client that left before its answer is logged with status
-    CLIENT_CLOSED and sent nothing. An unexpected error is logged here with its traceback and answered
-    500, both with the id; any other line logged while the request runs takes it from telemetry.REQUEST_ID."""
+    """Give every request an id (X-Request-ID, or a new one), echo it, count and time it in `metrics` under
+    its route's path template, and log one JSON line per request: id, method, path, status and latency,
+    and for a 4xx or 5xx the answer's error message; never the request's body, query or headers. A client
+    that left before its answer is logged with status CLIENT_CLOSED and sent nothing. An unexpected error
+    is logged here with its traceback and answered 500, both with the id; any other line logged while the
+    request runs takes it from telemetry.REQUEST_ID."""
 
-    def __init__(self, app, logger: logging.Logger):
+    def __init__(self, app, logger: logging.Logger, metrics: Metrics):
         self.app = app
         self.log = logger
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -231,14 +209,89 @@ class RequestContext:
             await _send_json(with_id, 500, internal_error(request_id))
         finally:
             status = 500 if status is None else status
+            seconds = time.perf_counter() - start
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(endpoint, scope["method"], status, seconds)
             error = CLOSED if status == CLIENT_CLOSED else _error_message(bytes(error_body))
             self.log.info(
                 "request",
                 extra={
                     **where,
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "latency_ms": round(seconds * 1000, 3),
                     **({"error": error} if status >= 400 else {}),
                 },
             )
             REQUEST_ID.reset(token)
+
+
+def _without_body(scope) -> bool:
+    """True when the request carries no body, so that its one http.request message may be read at once."""
+    headers = dict(scope.get("headers", []))
+    return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") in (b"0", b"")
+
+
+class CancelAbandoned:
+    """ASGI middleware: run the app as a task of its own and cancel it when the client disconnects.
+
+    The connection is read by this middleware only after the app has received the last body chunk
+    (bodiless requests: at once), so the body still streams through the app under its own limits."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        inbox: asyncio.Queue = asyncio.Queue()  # what the watcher read, for the app to receive
+        watcher: asyncio.Task | None = None
+        answered = False
+        abandoned = False
+
+        async def watch():
+            nonlocal abandoned
+            while True:
+                message = await receive()
+                inbox.put_nowait(message)
+                if message["type"] == "http.disconnect":
+                    if not answered:
+                        abandoned = True
+                        handler.cancel()
+                    return
+
+        def start_watching():
+            nonlocal watcher
+            if watcher is None:
+                watcher = asyncio.create_task(watch())
+
+        async def app_receive():
+            if watcher is not None:
+                return await inbox.get()
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                start_watching()
+            elif message["type"] == "http.disconnect":
+                start_watching()  # so that a later receive() answers the disconnect again
+                inbox.put_nowait(message)
+            return message
+
+        async def app_send(message):
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        handler = asyncio.create_task(self.app(scope, app_receive, app_send))
+        if _without_body(scope):
+            start_watching()
+        try:
+            return await asyncio.shield(handler)
+        except asyncio.CancelledError:
+            if not abandoned:  # the server itself is stopping this request: stop the handler, let it unwind
+                handler.cancel()
+                await asyncio.wait({handler})
+                raise
+            raise ClientDisconnect from None
+        finally:
+            if watcher is not None:
+                watcher.cancel()

@@ -15,7 +15,7 @@ waits much longer.
 
 A caller may hold at most its share of `max_in_flight` and, when a rate is set, send at most that
 rate (429 with Retry-After beyond). A request that times out or is cancelled (its client left, see
-service.http.cancellation) while it waits leaves its queue without running.
+service.http.middleware.CancelAbandoned) while it waits leaves its queue without running.
 """
 
 from __future__ import annotations
