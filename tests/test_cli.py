@@ -64,7 +64,7 @@ def test_each_command_has_help_with_defaults_and_choices(helps):
     assert "--epochs" in train and "default 100" in train
     assert "default 5000" in helps["evaluate"]["stdout"]
     assert "--flow-layers" in train and "--objective" in train  # how the shipped 2.0.0 was trained
-    for choices in ("{iwae,dreg}", "{bernoulli,gaussian}", "{cpu,cuda,cuda:N}"):
+    for choices in ("{iwae,dreg}", "{bernoulli,logistic,gaussian}", "{cpu,cuda,cuda:N}"):
         assert choices in train
     assert "{auto,cpu,cuda,cuda:N}" in helps["calibrate"]["stdout"]
     assert all(word in ais for word in ("--temperatures", "--start {encoder,prior,proposal}", "proposal:"))
@@ -74,7 +74,7 @@ def test_each_command_has_help_with_defaults_and_choices(helps):
 def test_a_bad_value_is_an_error_naming_the_option():
     wrong = {
         ("train", "--objective", "sgd"): "argument --objective: must be one of iwae, dreg, not 'sgd'",
-        ("train", "--likelihood", "poisson"): "argument --likelihood: must be one of bernoulli, gaussian",
+        ("train", "--likelihood", "poisson"): "argument --likelihood: must be one of bernoulli, logistic, gaussian",
         ("train", "--device", "gpu"): "argument --device: must be one of cpu, cuda, cuda:N, not 'gpu'",
         ("train", "--epochs", "0"): "argument --epochs: must be at least 1, not 0",
         ("train", "--hidden-dims", "64", "-1"): "argument --hidden-dims: must be at least 1, not -1",

@@ -28,6 +28,7 @@ import torch
 from service.engine import adaptive, ood
 from service.engine.runtime import CRITIC, read_manifest, sha256
 from service.engine.scoring import Scorer
+from service.failures import ModelLoadError
 from service.schemas.options import ClassifyOptions
 from service.settings import Settings
 from training import abstention_curve
@@ -61,6 +62,15 @@ def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tup
     return ood.context_log_probs(ink_counts, totals), BACKGROUND_DRAWS * len(pixels)
 
 
+def bernoulli_only(model_dir: Path, manifest: dict) -> None:
+    """ModelLoadError for a model of grey levels: the background model counts binary contexts."""
+    if manifest["likelihood"]["type"] != "bernoulli":
+        raise ModelLoadError(
+            f"{model_dir} is a model of grey levels ({manifest['likelihood']['type']} likelihood); the out-of-"
+            "distribution assessment is calibrated for Bernoulli models only, so this model serves without one."
+        )
+
+
 def calibrate(
     model_dir: str | Path,
     data: Mnist,
@@ -80,6 +90,7 @@ def calibrate(
     of the model directory `critic_start` (trained on the same split) when given: a fine-tuning."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
+    bernoulli_only(model_dir, manifest)
     split = split_config(manifest)
     split_record = {"seed": split.seed, "val_size": split.val_size}
     train, val = split_train_val(data, split)
@@ -188,6 +199,7 @@ def run(
     outliers_dir: str | Path | None = None,
     critic_start: str | Path | None = None,
 ) -> dict:
+    bernoulli_only(Path(model_dir), read_manifest(model_dir))  # before the data is read
     data = load_mnist(data_dir)
     entry = calibrate(model_dir, data, limit, seed, critic, critic_from, critic_weight, outliers_dir, critic_start)
     print(

@@ -201,7 +201,8 @@ def export_version(args: argparse.Namespace, prog: str) -> int:
                 from training.screening import run as choose_screening
 
                 choose_screening(partial, load_mnist(args.data_dir))
-                calibrate(partial, args.data_dir)
+                if checkpoint.model_config.likelihood == "bernoulli":  # grey levels: served without an assessment
+                    calibrate(partial, args.data_dir)
     except VersionExists:
         print(
             f"{prog} export: error: {out} already holds a model version, left as it is: pass --version NEW (or "

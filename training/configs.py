@@ -50,7 +50,7 @@ class Devices(tuple):
 
 DEVICES = Devices(("cpu", "cuda", "cuda:N"))
 OBJECTIVES = ("iwae", "dreg")  # the bound's own gradient; doubly reparameterized for q (Tucker et al., 2019)
-LIKELIHOODS = ("bernoulli", "gaussian")  # gaussian: fixed variance, mean sigmoid(logits)
+LIKELIHOODS = ("bernoulli", "logistic", "gaussian")  # training.objectives.log_px_z says what each is
 STARTS = {
     "encoder": "the encoder's Gaussian widened 1.5x",
     "prior": "the prior N(0, I)",
@@ -71,7 +71,12 @@ class ModelConfig:
     num_classes: int = option(10, at_least=2)
     latent_dim: int = option(32, at_least=1)
     hidden_dims: tuple[int, ...] = option((512, 512), at_least=1)
-    likelihood: str = option("bernoulli", choices=LIKELIHOODS, help="p(x|z,y); gaussian: fixed variance")
+    likelihood: str = option(
+        "bernoulli",
+        choices=LIKELIHOODS,
+        help="p(x|z,y): bernoulli of binarized pixels; logistic: the 256 grey levels as stored (a discretized "
+        "logistic per pixel); gaussian: grey levels, fixed variance",
+    )
     gaussian_sigma: float = option(0.1, help="the gaussian likelihood's standard deviation")
     flow_layers: int = option(0, at_least=0, help="affine coupling layers on q's noise (0: q is the plain Gaussian)")
     flow_hidden: int = option(256, at_least=1, help="hidden units of each coupling layer")

@@ -21,7 +21,7 @@ from training.card import write_card
 from training.data import load_mnist
 from training.export import write_manifest
 from training.model import Checkpoint
-from training.train import binarize
+from training.train import model_input
 
 OTHER_METRICS = ("ais",)  # recorded by `cvae ais`
 TRUE_CLASS = ("log_px_y", "reconstruction", "kl", "num_samples")  # the true class's estimates the figures take
@@ -134,7 +134,8 @@ def run(
     scorer = Scorer.open(model_dir, max_num_samples=num_samples, **screening)
     data = load_mnist(data_dir)
     pixels, labels = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
-    x = binarize(pixels, torch.Generator().manual_seed(seed))  # binarized once, with `seed`
+    likelihood = scorer.model.likelihood
+    x = model_input(pixels, likelihood, torch.Generator().manual_seed(seed))  # binarized once, with `seed`
     if limit:
         x, labels = x[:limit], labels[:limit]
     started = time.time()
@@ -156,7 +157,9 @@ def run(
             if looks
             else None
         ),
-        "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}",
+        "binarization": f"x ~ Bernoulli(pixel/255), drawn once with torch seed {seed}"
+        if likelihood == "bernoulli"
+        else "none: the grey levels as stored, pixel/255",
         "noise_seed": seed + 1,
         "scoring": "each image alone by the service's engine, image i with seed noise_seed + i; the true class's "
         "figures from all K samples (an image whose screening dropped its true class scored again unscreened)",

@@ -25,7 +25,7 @@ from torch import nn
 
 from service.engine.runtime import sha256
 from training.model import CVAE, Checkpoint
-from training.objectives import log_px_z, log_standard_normal, sample_q
+from training.objectives import LEVELS, MIN_LOG_SCALE, log_px_z, log_standard_normal, sample_q
 
 MODEL_NAME = "mnist-cvae"
 MANIFEST = "manifest.json"
@@ -174,6 +174,17 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
     likelihood = {"type": config.likelihood, "parameters": {"mean": "sigmoid(logits)"}}
     if config.likelihood == "gaussian":
         likelihood["parameters"]["sigma"] = config.gaussian_sigma
+    outputs = config.x_dim
+    if config.likelihood == "logistic":
+        outputs = 2 * config.x_dim
+        likelihood["parameters"] |= {
+            "levels": LEVELS,
+            "scale": "exp(max(log_scale, min_log_scale))",
+            "min_log_scale": MIN_LOG_SCALE,
+            "decoder_outputs": f"logits: the {config.x_dim} means' logits, then the {config.x_dim} log_scale",
+            "bins": "level k/255 takes the logistic's mass on [k/255 - 1/510, k/255 + 1/510], the first and "
+            "last bins reaching to -inf and +inf",
+        }
     files = {
         "encoder": {
             "file": "encoder.onnx",
@@ -183,7 +194,7 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
         "decoder": {
             "file": "decoder.onnx",
             "inputs": {"z": ["N", config.latent_dim], "y": ["N", config.num_classes]},
-            "outputs": {"logits": ["N", config.x_dim]},
+            "outputs": {"logits": ["N", outputs]},
         },
         "scorer": {
             "file": "scorer.onnx",

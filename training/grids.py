@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from training.model import CVAE
+from training.objectives import pixel_mean
 from training.train import one_hot
 
 
@@ -25,12 +26,12 @@ def image_grid(images: np.ndarray, columns: int, side: int = 28, scale: int = 2)
 
 @torch.no_grad()
 def sample_grid(model: CVAE, per_class: int, seed: int) -> np.ndarray:
-    """Bernoulli means of p(x|z,y), z ~ N(0, I): `per_class` for each class, one row per class."""
+    """Means of p(x|z,y), z ~ N(0, I): `per_class` for each class, one row per class."""
     config = model.config
     generator = torch.Generator().manual_seed(seed)
     y = one_hot(torch.arange(config.num_classes).repeat_interleave(per_class), config.num_classes)
     z = torch.randn(len(y), config.latent_dim, generator=generator)
-    return torch.sigmoid(model.decode(z, y)).numpy()
+    return pixel_mean(model.decode(z, y), config).numpy()
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def reconstruction_grid(model: CVAE, x: torch.Tensor, labels: torch.Tensor, per_
     xs = x[picks]
     y = one_hot(labels[picks], config.num_classes)
     mu, _ = model.encode(xs, y)
-    recon = torch.sigmoid(model.decode(mu, y))
+    recon = pixel_mean(model.decode(mu, y), config)
     half = len(picks) // 2
     rows = [xs[:half], recon[:half], xs[half:], recon[half:]]
     return torch.cat(rows).numpy()

@@ -105,8 +105,9 @@ class CVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = ConditionedMLP(config.x_dim, config.num_classes, config.hidden_dims, 2 * config.latent_dim)
+        outputs = 2 * config.x_dim if config.likelihood == "logistic" else config.x_dim  # the logistic: and scales
         self.decoder = ConditionedMLP(
-            config.latent_dim, config.num_classes, tuple(reversed(config.hidden_dims)), config.x_dim
+            config.latent_dim, config.num_classes, tuple(reversed(config.hidden_dims)), outputs
         )
         self.flow = None
         if config.flow_layers:
@@ -125,7 +126,8 @@ class CVAE(nn.Module):
         return mu, logvar, hidden
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """z [..., D], y one-hot [..., C] -> logits [..., 784]."""
+        """z [..., D], y one-hot [..., C] -> the parameters of p(x|z,y): logits [..., 784] (and log-scales
+        [..., 784] after them, for the logistic likelihood: training.objectives.split_output)."""
         return self.decoder(z, y)
 
 

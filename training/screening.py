@@ -103,12 +103,14 @@ def compare(reference: dict, other: dict, labels: np.ndarray) -> dict:
 
 
 def validation(data: Mnist, manifest: dict, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` digits of the split the model held out, x ~ Bernoulli(pixel/255) (numpy `seed`), labels."""
+    """The first `limit` digits of the split the model held out, x ~ Bernoulli(pixel/255) (numpy `seed`; a model
+    of grey levels: pixel/255 as stored), labels."""
     from training.train import split_config, split_train_val
 
     _, val = split_train_val(data, split_config(manifest))
-    pixels = data.train_x[val[:limit]]
-    x = (np.random.default_rng(seed).random(pixels.shape) < pixels / 255.0).astype(np.float32)
+    grey = data.train_x[val[:limit]] / 255.0
+    binary = manifest["likelihood"]["type"] == "bernoulli"
+    x = (np.random.default_rng(seed).random(grey.shape) < grey if binary else grey).astype(np.float32)
     return x, data.train_y[val[:limit]].astype(np.int64)
 
 

@@ -35,6 +35,12 @@ def binarize(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.bernoulli(pixels.float() / 255.0, generator=generator)
 
 
+def model_input(pixels: torch.Tensor, likelihood: str, generator: torch.Generator) -> torch.Tensor:
+    """What the likelihood scores, from pixels 0-255: binary draws for the Bernoulli (binarize), the grey
+    levels as stored, pixel / 255, for the others."""
+    return binarize(pixels, generator) if likelihood == "bernoulli" else pixels.float() / 255.0
+
+
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(y, num_classes).float()
 
@@ -135,7 +141,7 @@ def train(
     pixels = torch.from_numpy(data.train_x[train_idx]).to(device)  # uint8 [N, 784]
     labels = torch.from_numpy(data.train_y[train_idx]).to(device)
     val_pixels = torch.from_numpy(data.train_x[val_idx]).to(device)
-    val_x = binarize(val_pixels, torch.Generator(device=device).manual_seed(2))
+    val_x = model_input(val_pixels, model_config.likelihood, torch.Generator(device=device).manual_seed(2))
     val_y = torch.from_numpy(data.train_y[val_idx]).to(device)
 
     class_prior = class_frequencies(data, model_config.num_classes)
@@ -156,7 +162,8 @@ def train(
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=5, file=sys.stderr)
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            loss, bound = step_loss(model, binarize(pixels[batch], generator), labels[batch], config, log_prior)
+            x = model_input(pixels[batch], model_config.likelihood, generator)
+            loss, bound = step_loss(model, x, labels[batch], config, log_prior)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -145,10 +145,20 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
-def images_from_logits(logits: np.ndarray, likelihood: str, rng: np.random.Generator):
-    """Means of p(x|z,y) [N, 784] and, for a Bernoulli model, one binary draw x ~ p(x|z,y)."""
-    mean = sigmoid(logits.astype(np.float64))
-    if likelihood != "bernoulli":
+def images_from_logits(output: np.ndarray, likelihood: dict, rng: np.random.Generator):
+    """The decoder's output -> means of p(x|z,y) [N, D] and one draw x ~ p(x|z,y) [N, D]: binary for a
+    Bernoulli model; for a discretized logistic, its levels 0-255 (the location sigmoid(logits) as the mean,
+    the first and last levels taking the tails); none for a Gaussian. `likelihood`: the manifest's."""
+    kind = likelihood["type"]
+    if kind == "logistic":
+        half = output.shape[1] // 2
+        mean = sigmoid(output[:, :half].astype(np.float64))
+        log_scale = np.maximum(output[:, half:].astype(np.float64), likelihood["parameters"]["min_log_scale"])
+        u = np.clip(rng.random(mean.shape), 1e-12, 1 - 1e-12)
+        draw = mean + np.exp(log_scale) * (np.log(u) - np.log1p(-u))  # the logistic's inverse CDF
+        return mean, np.clip(np.round(draw * 255.0), 0, 255).astype(np.uint8)
+    mean = sigmoid(output.astype(np.float64))
+    if kind != "bernoulli":
         return mean, None
     return mean, (rng.random(mean.shape) < mean).astype(np.uint8)
 

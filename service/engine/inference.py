@@ -90,7 +90,7 @@ class Inference:
         for row, found in zip(pixels, warnings):
             if not found and (w := emptiness_warning(row)):
                 found.append(w)
-        method = request.binarize
+        method = request.binarize or self.default_binarize
         if method == "none" and self.model.likelihood == "bernoulli":
             grey = np.nonzero(~np.isin(pixels, (0.0, 1.0)).all(axis=1))[0]
             if len(grey):
@@ -99,7 +99,15 @@ class Inference:
                     "has grey pixels, but binarize='none' and the Bernoulli likelihood needs 0/1 pixels; "
                     "use binarize='threshold' or 'bernoulli'.",
                 )
-        return binarize(pixels, method, request.threshold, rng), warnings
+        x = binarize(pixels, method, request.threshold, rng)
+        if self.model.likelihood == "logistic":  # its 256 levels, k/255: a value between two is rounded
+            x = np.round(x * 255.0) / np.float32(255.0)
+        return x, warnings
+
+    @property
+    def default_binarize(self) -> str:
+        """A request's binarize when it names none: 'threshold' for a Bernoulli model, 'none' for grey levels."""
+        return "threshold" if self.model.likelihood == "bernoulli" else "none"
 
     # ---- scoring ------------------------------------------------------------------------
     async def scores(self, request: schemas.ScoreRequest) -> tuple[Scores, list]:
@@ -110,9 +118,11 @@ class Inference:
         return await self.scorer.score(x, options), warnings
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
+        request = request.model_copy(update={"binarize": request.binarize or self.default_binarize})
         return answers.answer(self.header(), *await self.scores(request), request, classify=False)
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
+        request = request.model_copy(update={"binarize": request.binarize or self.default_binarize})
         return answers.answer(self.header(class_names=True), *await self.scores(request), request, classify=True)
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
@@ -153,7 +163,7 @@ class Inference:
 
     async def _render(self, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, binary: bool, seed: int) -> dict:
         logits = await self.calls.decode(z, y)
-        mean, x = estimator.images_from_logits(logits, self.model.likelihood, rng)
+        mean, x = estimator.images_from_logits(logits, self.model.manifest["likelihood"], rng)
         samples = [
             {
                 "y": int(y[i]),
@@ -204,6 +214,6 @@ class Inference:
         seed = _seed(seed)
         classes, latents, rng = self.sample_arrays(n, y, None, seed, fields=("y", "n"))
         logits = await self.calls.decode(latents, classes)
-        mean, _ = estimator.images_from_logits(logits, self.model.likelihood, rng)
+        mean, _ = estimator.images_from_logits(logits, self.model.manifest["likelihood"], rng)
         columns = columns or max(1, math.ceil(math.sqrt(n)))
         return await asyncio.to_thread(png_grid, mean, columns, self._shape()), seed

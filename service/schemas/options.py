@@ -38,11 +38,13 @@ class ImageOptions(Options):
     pixel_scale: Literal["auto", "unit", "byte"] = Field(
         "auto", description="'unit': values in [0, 1]; 'byte': integers 0-255; 'auto': 'byte' if any value exceeds 1."
     )
-    binarize: Literal["threshold", "bernoulli", "none"] = Field(
-        "threshold",
+    binarize: Literal["threshold", "bernoulli", "none"] | None = Field(
+        None,
         description="How grey pixels become the binary pixels the Bernoulli likelihood is defined on: "
         "'threshold' sets x = 1 where pixel > threshold; 'bernoulli' draws x ~ Bernoulli(pixel) with the seed "
-        "(as the model was trained); 'none' uses pixels as sent (they must then already be 0 or 1).",
+        "(as the model was trained); 'none' uses pixels as sent (they must then already be 0 or 1). Omitted: "
+        "'threshold' for a Bernoulli model, 'none' for a model of grey levels (its likelihood in /v1/model), "
+        "which scores the 256 levels as sent.",
     )
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="The cut-off for binarize='threshold'.")
     invert: bool = Field(

@@ -90,7 +90,9 @@ class SampleRequest(RequestBody):
     seed: int | None = Field(
         None, ge=0, lt=2**63, description="Makes the answer reproducible; omit for fresh draws (the answer gives it)."
     )
-    binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
+    binary: bool = Field(
+        False, description="Also return one draw x ~ p(x|z,y) per image (binary for a Bernoulli model)."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"n": 4, "y": 7, "seed": 1}]})
 
@@ -104,7 +106,9 @@ class InterpolateRequest(RequestBody):
     seed: int | None = Field(
         None, ge=0, lt=2**63, description="Seed of the class draw and binary draws; omit for fresh ones."
     )
-    binary: bool = Field(False, description="Also return one binary draw x ~ p(x|z,y) per image.")
+    binary: bool = Field(
+        False, description="Also return one draw x ~ p(x|z,y) per image (binary for a Bernoulli model)."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

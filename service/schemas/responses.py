@@ -226,8 +226,13 @@ class EncodeResponse(Answer):
 class Sample(BaseModel):
     y: int = Field(description="The class the image was drawn from.")
     z: list[float] = Field(description="The latent vector it was decoded from.")
-    mean: list[float] = Field(description="Bernoulli means sigmoid(logits), row-major in the model's image_shape.")
-    x: list[int] | None = Field(None, description="A binary draw x ~ p(x|z,y), when binary=true.")
+    mean: list[float] = Field(
+        description="Means sigmoid(logits) of p(x|z,y), in [0, 1], row-major in the model's image_shape (for a model "
+        "of grey levels, each pixel's logistic's location)."
+    )
+    x: list[int] | None = Field(
+        None, description="A draw x ~ p(x|z,y), when binary=true: 0 or 1 for a Bernoulli model, 0-255 for grey levels."
+    )
 
 
 class SampleResponse(Answer):

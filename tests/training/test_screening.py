@@ -117,11 +117,14 @@ def test_validation_digits_are_the_held_out_split(mnist_dir):
     from training.train import TrainConfig, split_train_val
 
     data = load_mnist(mnist_dir)
-    x, labels = screening.validation(data, {"training": {"config": {"seed": 0, "val_size": 5000}}}, 30)
+    manifest = {"training": {"config": {"seed": 0, "val_size": 5000}}, "likelihood": {"type": "bernoulli"}}
+    x, labels = screening.validation(data, manifest, 30)
     _, val = split_train_val(data, TrainConfig(seed=0, val_size=5000))
     assert x.shape == (30, 784) and set(np.unique(x)) <= {0.0, 1.0}
     assert np.array_equal(labels, data.train_y[val[:30]])
     assert np.array_equal(x > 0, (x > 0) & (data.train_x[val[:30]] > 0))  # ink only where the digit has some
+    grey, _ = screening.validation(data, manifest | {"likelihood": {"type": "logistic"}}, 30)
+    assert np.allclose(grey, data.train_x[val[:30]] / 255.0)  # a model of grey levels: the levels as stored
 
 
 def test_screening_scores_as_the_engine_does(shipped_model):
