@@ -213,6 +213,7 @@ def build_manifest(checkpoint: Checkpoint, out: Path, version: str, description:
         "num_classes": config.num_classes,
         "class_names": extra.get("dataset", {}).get("class_names") or [str(i) for i in range(config.num_classes)],
         "image_shape": list(config.image_shape),
+        "preprocess": [] if extra.get("dataset") else ["mnist"],  # what a request's preprocess may ask for
         "likelihood": likelihood,
         "class_prior": checkpoint.class_prior,
         "files": files,

@@ -32,7 +32,8 @@ SIGNATURES = {
 }
 NAMES = {"WEBP": "WebP", "MPO": "JPEG"}  # as people write them (a JPEG with a second picture opens as MPO)
 ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
-ANY_SIZE = 'or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were.'
+# what a size error adds for a model of MNIST's digits (runtime.Model.offers_mnist); others end at the size
+ANY_SIZE = ', or add "preprocess": "mnist" to have an image of another size prepared as MNIST\'s digits were'
 
 
 MAX_IMAGE_SIDE = 4096  # pixels on a side of one image of any size: the operator's bound is the request's pixels
@@ -61,7 +62,9 @@ class PixelBudget:
             )
 
 
-def decode_image(text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None) -> np.ndarray:
+def decode_image(
+    text: str, field: str, shape: tuple[int, int], budget: PixelBudget | None = None, any_size: str = ANY_SIZE
+) -> np.ndarray:
     """A base64 image file (PNG, JPEG, WebP, GIF, BMP or TIFF; optionally a data: URL; line breaks
     allowed) -> float pixels in [0, 1] of its grey levels: [784] of `shape`, or with a budget [H, W] of
     any size within it. The first frame of an animation is read; an EXIF orientation is applied.
@@ -73,13 +76,13 @@ def decode_image(text: str, field: str, shape: tuple[int, int], budget: PixelBud
             image = Image.open(io.BytesIO(raw), formats=list(SIGNATURES))
     except Image.DecompressionBombError as error:  # more pixels than Pillow decodes at all
         if size := _header_size(raw):
-            _judge_size(field, *size, "PNG", shape, budget)
+            _judge_size(field, *size, "PNG", shape, budget, any_size)
         limit = f"at most {budget.side} pixels on a side" if budget else f"{shape[1]}x{shape[0]} pixels"
         raise InputError(field, f"is an image of more pixels than can be decoded safely; send {limit}.") from error
     except Exception as error:  # Pillow raises many kinds for a malformed file (see _unreadable)
         raise _unreadable(field, error, raw) from error
     name = NAMES.get(image.format, image.format)
-    _judge_size(field, *image.size, name, shape, budget)  # read from the header, before any pixel is decoded
+    _judge_size(field, *image.size, name, shape, budget, any_size)  # read from the header, before any pixel is decoded
     try:
         image.load()
         image = ImageOps.exif_transpose(image)  # a phone's photo is stored turned, and says so
@@ -112,12 +115,12 @@ def _header_size(raw: bytes) -> tuple[int, int] | None:
 
 
 def _judge_size(
-    field: str, width: int, height: int, name: str, shape: tuple[int, int], budget: PixelBudget | None
+    field: str, width: int, height: int, name: str, shape: tuple[int, int], budget: PixelBudget | None, any_size: str
 ) -> None:
     if budget is not None:
         budget.spend(field, height, width, f"is a {width}x{height} {name}")
     elif (height, width) != shape:
-        raise InputError(field, f"is a {width}x{height} {name}; send {shape[1]}x{shape[0]} pixels, {ANY_SIZE}")
+        raise InputError(field, f"is a {width}x{height} {name}; send {shape[1]}x{shape[0]} pixels{any_size}.")
 
 
 def _format_of(raw: bytes) -> str | None:

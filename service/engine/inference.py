@@ -14,7 +14,7 @@ import numpy as np
 from service import schemas
 from service.engine import answers, estimator
 from service.engine.calls import ModelCalls, in_thread
-from service.engine.images import PixelBudget, decode_image, png_grid
+from service.engine.images import ANY_SIZE, PixelBudget, decode_image, png_grid
 from service.engine.pixels import binarize, emptiness_warning, parse_pixels, polarity_warning, prepare_mnist
 from service.engine.scoring import Scorer, Scores, check_count
 from service.failures import InputError
@@ -73,12 +73,18 @@ class Inference:
             )
         check_count(len(request.images), self.settings.max_images, "images", "max_images")
         # preprocess takes images of any size within a budget ([H, W] each); without, each is [784]
-        s = self.settings
-        budget = PixelBudget(s.max_request_pixels) if request.preprocess == "mnist" else None
+        if request.preprocess == "mnist" and not self.model.offers_mnist:
+            raise InputError(
+                "preprocess",
+                f"is 'mnist', which makes a drawing into an MNIST digit, but {self.model.manifest['name']} was not "
+                f"trained on MNIST's digits: leave it out and send {shape[1]}x{shape[0]} images as its data has them.",
+            )
+        budget = PixelBudget(self.settings.max_request_pixels) if request.preprocess == "mnist" else None
+        any_size = ANY_SIZE if self.model.offers_mnist else ""
         pixels = [
-            decode_image(item, f"images[{i}]", shape, budget)
+            decode_image(item, f"images[{i}]", shape, budget, any_size)
             if isinstance(item, str)
-            else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale, budget)
+            else parse_pixels(item, f"images[{i}]", shape, request.pixel_scale, budget, any_size)
             for i, item in enumerate(request.images)
         ]
         if request.invert:

@@ -26,7 +26,7 @@ BOX = 20  # MNIST scaled each digit into a 20x20 box, then centred its centre of
 
 
 def parse_pixels(
-    values, field: str, shape: tuple[int, int], scale: str, budget: PixelBudget | None = None
+    values, field: str, shape: tuple[int, int], scale: str, budget: PixelBudget | None = None, any_size: str = ANY_SIZE
 ) -> np.ndarray:
     """784 numbers or 28x28 nested lists, in [0, 1] or 0-255 -> float pixels in [0, 1]: [784]; with a
     budget, also rows of any equal length within it -> [H, W]. A pixel that is not a JSON number, or
@@ -52,7 +52,7 @@ def parse_pixels(
     elif array.shape not in ((size,), shape):
         wanted = f"send {size} numbers or {shape[0]} rows of {shape[1]} numbers"
         raise InputError(
-            field, f"has shape {list(array.shape)}; {wanted}" + (f", {ANY_SIZE}" if array.ndim == 2 else ".")
+            field, f"has shape {list(array.shape)}; {wanted}" + (any_size if array.ndim == 2 else "") + "."
         )
     if not np.isfinite(array).all():
         raise InputError(field, "contains NaN or infinite values; send finite pixel values.")

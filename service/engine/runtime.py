@@ -67,6 +67,12 @@ class Model:
         return self.manifest["likelihood"]["type"]
 
     @property
+    def offers_mnist(self) -> bool:
+        """Whether a request may ask for preprocess 'mnist': a model of MNIST's digits (a manifest without the
+        list, as the first versions wrote it, is one)."""
+        return "mnist" in self.manifest.get("preprocess", ["mnist"])
+
+    @property
     def log_prior(self) -> np.ndarray:
         return np.log(np.asarray(self.manifest["class_prior"], dtype=np.float64))
 

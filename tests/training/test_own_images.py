@@ -76,4 +76,8 @@ def test_every_v1_endpoint_serves_the_model(exported):
         answer = classified.json()
         assert answer["class_names"] == list(CLASSES) and len(answer["results"][0]["probs"]) == 3
         wrong = client.post("/v1/classify", json={"images": [np.zeros((28, 28)).tolist()]})
-        assert wrong.status_code == 422 and "send 192 numbers or 12 rows of 16 numbers" in wrong.text
+        assert wrong.status_code == 422 and "send 192 numbers or 12 rows of 16 numbers." in wrong.text
+        assert "preprocess" not in wrong.text  # MNIST's preparation is offered to models of MNIST only
+        drawn = client.post("/v1/classify", json={"images": [np.zeros((40, 40)).tolist()], "preprocess": "mnist"})
+        assert drawn.status_code == 422 and drawn.json()["problems"][0]["field"] == "preprocess"
+        assert "garments-cvae was not trained on MNIST's digits" in drawn.text
