@@ -81,3 +81,31 @@ def test_every_v1_endpoint_serves_the_model(exported):
         drawn = client.post("/v1/classify", json={"images": [np.zeros((40, 40)).tolist()], "preprocess": "mnist"})
         assert drawn.status_code == 422 and drawn.json()["problems"][0]["field"] == "preprocess"
         assert "garments-cvae was not trained on MNIST's digits" in drawn.text
+
+
+def test_two_models_serve_side_by_side_and_name_their_graphs_apart(exported, shipped_model):
+    """Beside a model of MNIST, each model's /v1 answers name it, and the Open Inference Protocol names its
+    graphs MODEL-GRAPH (the bare graph names are the default model's)."""
+    import json
+    import shutil
+
+    repository = exported.parents[1]
+    version = json.loads((shipped_model / "manifest.json").read_text())["version"]
+    shutil.copytree(shipped_model, repository / "mnist-cvae" / version)
+    settings = Settings(model_repository=repository, default_model="mnist-cvae", repository_poll_s=0)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert {m["model"] for m in client.get("/v1/models").json()["models"]} == {"garments-cvae", "mnist-cvae"}
+        own = client.post("/v1/samples", params={"model": "garments-cvae"}, json={"n": 1, "seed": 0}).json()
+        digit = client.post("/v1/samples", json={"n": 1, "seed": 0}).json()
+        assert own["model"] == "garments-cvae" and len(own["samples"][0]["mean"]) == SHAPE[0] * SHAPE[1]
+        assert digit["model"] == "mnist-cvae" and len(digit["samples"][0]["mean"]) == 784
+        outputs = {
+            name: client.get(f"/v2/models/{name}").json()["outputs"][0]["shape"]
+            for name in ("decoder", "mnist-cvae-decoder", "garments-cvae-decoder")
+        }
+        assert outputs == {"decoder": [-1, 784], "mnist-cvae-decoder": [-1, 784], "garments-cvae-decoder": [-1, 192]}
+        z = {"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 0.0]}
+        y = {"name": "y", "shape": [1, 3], "datatype": "FP32", "data": [0, 1, 0]}
+        answer = client.post("/v2/models/garments-cvae-decoder/infer", json={"inputs": [z, y]})
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [1, 192]
