@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from service.engine import adaptive, estimator, ood
+from service.engine.pixels import binarize
 from service.engine.runtime import read_manifest
 from service.engine.scoring import Scorer
 from service.settings import Defaults
@@ -109,8 +110,8 @@ def validation(data: Mnist, manifest: dict, limit: int, seed: int = 0) -> tuple[
 
     _, val = split_train_val(data, split_config(manifest))
     grey = data.train_x[val[:limit]] / 255.0
-    binary = manifest["likelihood"]["type"] == "bernoulli"
-    x = (np.random.default_rng(seed).random(grey.shape) < grey if binary else grey).astype(np.float32)
+    method = "bernoulli" if manifest["likelihood"]["type"] == "bernoulli" else "none"
+    x = binarize(grey, method, 0.5, np.random.default_rng(seed))  # as a request with binarize=METHOD is
     return x, data.train_y[val[:limit]].astype(np.int64)
 
 
