@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.schemas.options import default_of
 
 SHIPPED_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
-SHIPPED_MODEL = SHIPPED_REPOSITORY / "mnist-cvae" / "1.0.0"  # the version the benchmarks name by default
+SHIPPED_NAME = "mnist-cvae"  # the default model, unless CVAE_DEFAULT_MODEL names another
+SHIPPED_MODEL = SHIPPED_REPOSITORY / SHIPPED_NAME / "1.0.0"  # the version the benchmarks name by default
 
 
 class Settings(BaseSettings):
@@ -33,7 +34,9 @@ class Settings(BaseSettings):
     )
     model_dir: Path | None = Field(None, description="serve this one model directory instead of a repository")
     default_model: str = Field(
-        "", description="the model a request gets when it names none (empty: the first name with a ready version)"
+        "",
+        description=f"the model a request gets when it names none (empty: {SHIPPED_NAME} when it "
+        "has a ready version, else the first name that has one)",
     )
     keep_versions: int = Field(
         0,

@@ -29,7 +29,7 @@ from service.operations.versions import (
     version_key,
     versions_on_disk,
 )
-from service.settings import Settings
+from service.settings import SHIPPED_NAME, Settings
 
 log = logging.getLogger("cvae.repository")
 
@@ -57,13 +57,14 @@ class Repository:
         return found
 
     def default_name(self) -> str | None:
-        """CVAE_DEFAULT_MODEL, else the first name with a ready version (the first name while none is), so a
-        model whose versions all fail never takes the default from one that serves."""
+        """CVAE_DEFAULT_MODEL, else the shipped model's name (mnist-cvae) or else the first name with a ready
+        version (the first name while none is), so that a model added beside it never takes the default from it,
+        and a model whose versions all fail never takes the default from one that serves."""
         if self.settings.default_model:
             return self.settings.default_model
         names = sorted({name for name, _ in (*self.serving, *self.updates)})
         ready = sorted({name for (name, _), entry in self.serving.items() if entry.state == "ready"})
-        return (ready or names or [None])[0]
+        return SHIPPED_NAME if SHIPPED_NAME in ready else (ready or names or [None])[0]
 
     async def _load(self, key: tuple[str, str], path: Path) -> Version:
         """Load `path` as version `key`; it takes traffic only when ready, and only if no unload, removal or

@@ -84,15 +84,16 @@ def test_every_v1_endpoint_serves_the_model(exported):
 
 
 def test_two_models_serve_side_by_side_and_name_their_graphs_apart(exported, shipped_model):
-    """Beside a model of MNIST, each model's /v1 answers name it, and the Open Inference Protocol names its
-    graphs MODEL-GRAPH (the bare graph names are the default model's)."""
+    """Beside a model of MNIST, which stays the default though its name sorts later, each model's /v1 answers
+    name it, and the Open Inference Protocol names its graphs MODEL-GRAPH (the bare graph names are the
+    default model's)."""
     import json
     import shutil
 
     repository = exported.parents[1]
     version = json.loads((shipped_model / "manifest.json").read_text())["version"]
     shutil.copytree(shipped_model, repository / "mnist-cvae" / version)
-    settings = Settings(model_repository=repository, default_model="mnist-cvae", repository_poll_s=0)
+    settings = Settings(model_repository=repository, repository_poll_s=0)  # the default: mnist-cvae, not the first
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         assert {m["model"] for m in client.get("/v1/models").json()["models"]} == {"garments-cvae", "mnist-cvae"}
