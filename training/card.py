@@ -148,8 +148,8 @@ def _critic(manifest: dict) -> str:
 def _real(t: dict) -> str:
     """The real handwriting the critic learned from, each source with its licence, and where it started."""
     text = ""
-    if "started_from" in t:
-        text += f" It was fine-tuned from the critic of `{t['started_from']['model_dir']}`."
+    if start := t.get("started_from"):
+        text += f" It was fine-tuned from the critic of `{start['model_dir']}` (sha256 {start['sha256'][:12]}…)."
     if "handwriting" in t:
         h = t["handwriting"]
         named = "; ".join(f"{name} ({SOURCES[name].licence})" for name in h["sources"].split(", "))

@@ -36,7 +36,8 @@ def test_the_shipped_calibration_comes_from_validation_digits(shipped_model):
     assert entry["features"] == list(ood.FEATURES)
     second = calibration.reference[len(calibration.reference) // 2 :]
     assert 2.1 <= np.median(calibration.distance(second)) <= 2.3  # what the README and the schema say
-    assert 5.7 <= np.median(calibration.reference[:, ood.CRITIC]) <= 6.7  # the critic's, likewise
+    # the critic is sure of validation digits: median log-odds 6.70 (6.20 before it learned from handwriting)
+    assert 6.2 <= np.median(calibration.reference[:, ood.CRITIC]) <= 7.2
     critic = load_model(Settings(model_dir=shipped_model)).manifest["files"]["ood_critic"]
     assert critic["training"]["split"] == {"seed": 0, "val_size": 5000}  # its digits are none of the reference
     # the half the p-values are counted against is flagged at the default rate or less, by construction
