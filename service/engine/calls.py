@@ -103,7 +103,7 @@ class Batcher:
 
     async def _gather(self) -> list[_Pending]:
         """The first call to come and what is queued behind it that fits: no waiting for more."""
-        first = self._deferred.popleft() if self._deferred else await self._queue.get()
+        first = self._queued() or await self._queue.get()
         batch, used = [first], first.size
         skipped = []
         while used < self.max_size:

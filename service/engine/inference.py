@@ -115,6 +115,10 @@ class Inference:
         """A request's binarize when it names none: 'threshold' for a Bernoulli model, 'none' for grey levels."""
         return "threshold" if self.model.likelihood == "bernoulli" else "none"
 
+    def _resolved(self, request):
+        """The request with its binarize filled in, as the answer's settings echo it."""
+        return request.model_copy(update={"binarize": request.binarize or self.default_binarize})
+
     # ---- scoring ------------------------------------------------------------------------
     async def scores(self, request: schemas.ScoreRequest) -> tuple[Scores, list]:
         """The request's images scored (columns) and their warnings."""
@@ -124,11 +128,11 @@ class Inference:
         return await self.scorer.score(x, options), warnings
 
     async def score(self, request: schemas.ScoreRequest) -> dict:
-        request = request.model_copy(update={"binarize": request.binarize or self.default_binarize})
+        request = self._resolved(request)
         return answers.answer(self.header(), *await self.scores(request), request, classify=False)
 
     async def classify(self, request: schemas.ClassifyRequest) -> dict:
-        request = request.model_copy(update={"binarize": request.binarize or self.default_binarize})
+        request = self._resolved(request)
         return answers.answer(self.header(class_names=True), *await self.scores(request), request, classify=True)
 
     async def encode(self, request: schemas.EncodeRequest) -> dict:
