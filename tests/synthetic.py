@@ -1,6 +1,8 @@
-"""Synthetic digits: ones that a tiny model learns in seconds, and ones a loaded model draws itself."""
+"""Synthetic digits: ones that a tiny model learns in seconds, and ones a loaded model draws itself; and a
+folder of small garments in three named classes, a user's own images."""
 
 import numpy as np
+from PIL import Image
 
 from training.data import Mnist
 
@@ -28,3 +30,19 @@ def model_digits(model, n: int) -> tuple[np.ndarray, np.ndarray]:
     y = np.arange(n) % model.num_classes
     logits = model.decode(rng.standard_normal((n, model.latent_dim)), y)
     return (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32), y
+
+
+SHAPE = (12, 16)  # H, W
+CLASSES = ("boot", "coat", "shirt")
+
+
+def garments(root, per_class=30):
+    """Each class a bright band at its own rows, with noise."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, SHAPE, dtype=np.uint8)
+            image[4 * label : 4 * label + 4] = 230
+            Image.fromarray(image).save(root / name / f"{i}.png")
+    return root

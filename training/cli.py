@@ -12,7 +12,7 @@ from pathlib import Path
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, STARTS, AisConfig, CriticConfig, ModelConfig, TrainConfig
 from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MIRRORS, MnistDataError, data_dir
 from training.datasets import OWN_DATA_HELP, DataError
-from training.flags import add_config_flags, at_least, config_from, critic_weight, version
+from training.flags import add_config_flags, at_least, config_from, critic_weight, margin, names, version
 from training.handwriting import OUTLIERS_DIR_HELP
 
 CRITIC_PREFIX = "critic-"
@@ -25,14 +25,6 @@ def critic_config(args: argparse.Namespace) -> CriticConfig:
 
 
 SEED_HELP = "binarization and noise seed (default %(default)s)"
-
-
-def margin(text: str) -> float:
-    """--margin's value: a number of nats above 0."""
-    value = float(text)  # a ValueError here: argparse says "invalid margin value"
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be above 0")
-    return value
 
 
 def _on_model(parser: argparse.ArgumentParser, model_help: str) -> None:
@@ -58,6 +50,8 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a class-conditional VAE and save a checkpoint")
     train.add_argument("--data-dir", help=DATA_DIR_HELP)
     train.add_argument("--data", metavar="PATH", help=OWN_DATA_HELP)
+    train.add_argument("--name", help="with --data: the model is exported as NAME-cvae (default: the data's name)")
+    train.add_argument("--class-names", type=names, help="with --data: the classes' names, comma-separated, in order")
     train.add_argument("--out", default="runs/default/checkpoint.pt", help="checkpoint path (default %(default)s)")
     add_config_flags(train, ModelConfig)
     add_config_flags(train, TrainConfig)
@@ -76,9 +70,7 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
         help="replace the model directory if it exists, once the new one is complete (without it, export refuses)",
     )
     export.add_argument("--description", default="", help="what distinguishes this version, for the manifest")
-    export.add_argument(
-        "--copy-checkpoint", action="store_true", help="also copy the checkpoint into the model directory"
-    )
+    export.add_argument("--copy-checkpoint", action="store_true", help="also copy the checkpoint into the model folder")
     export.add_argument(
         "--data-dir",
         help="folder with the MNIST IDX files: with it, export also chooses the model's screening and calibrates "
@@ -225,7 +217,15 @@ def run(args: argparse.Namespace, prog: str) -> int:
         from training.train import run as train
 
         mnist = data_dir(args.data_dir) if args.data is None else None
-        train(config_from(args, ModelConfig), config_from(args, TrainConfig), mnist, args.out, args.data)
+        train(
+            config_from(args, ModelConfig),
+            config_from(args, TrainConfig),
+            mnist,
+            args.out,
+            args.data,
+            args.name,
+            args.class_names,
+        )
     elif args.command == "export":
         return export_version(args, prog)
     elif args.command == "screening":
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None, prog: str = "cvae") -> int:
 
     try:
         return run(args, prog)
-    except (MnistDataError, ModelLoadError, DataError) as error:
+    except (MnistDataError, ModelLoadError, DataError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:  # a checkpoint or model file named that is not there

@@ -72,8 +72,12 @@ def dataset_name(path: str | Path) -> str:
     """A model name for the set at `path`: its folder's name (a file's folder, for an IDX pair), or an .npz's
     stem, in lower case with every character but letters, digits, '-', '_' and '.' made '-'."""
     path = Path(path).resolve()
-    stem = path.name if path.is_dir() else path.stem if path.suffix == ".npz" else path.parent.name
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem.lower()).strip("-.") or "images"
+    return name_of(path.name if path.is_dir() else path.stem if path.suffix == ".npz" else path.parent.name)
+
+
+def name_of(text: str) -> str:
+    """`text` in lower case with every character but letters, digits, '-', '_' and '.' made '-': a model's name."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower()).strip("-.") or "images"
 
 
 def _labelled(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], source: str) -> Images:

@@ -90,3 +90,16 @@ def critic_weight(text: str) -> float:
         return critic_weight_of(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+
+def margin(text: str) -> float:
+    """--margin's value: a number of nats above 0."""
+    value = float(text)  # a ValueError here: argparse says "invalid margin value"
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def names(text: str) -> list[str]:
+    """--class-names' value: names separated by commas."""
+    return [name.strip() for name in text.split(",")]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from training.configs import ModelConfig, TrainConfig
 from training.data import Mnist, file_checksums, load_mnist
-from training.datasets import dataset_name, read_images
+from training.datasets import DataError, dataset_name, name_of, read_images
 from training.model import CVAE, Checkpoint
 from training.objectives import (
     bayes_posterior,
@@ -39,6 +39,18 @@ def model_input(pixels: torch.Tensor, likelihood: str, generator: torch.Generato
     """What the likelihood scores, from pixels 0-255: binary draws for the Bernoulli (binarize), the grey
     levels as stored, pixel / 255, for the others."""
     return binarize(pixels, generator) if likelihood == "bernoulli" else pixels.float() / 255.0
+
+
+def named_classes(found: tuple[str, ...], given: list[str] | None) -> list[str]:
+    """The class names a model is exported with: `given` (--class-names) in label order, else those the data holds."""
+    if given is None:
+        return list(found)
+    if len(given) != len(found) or len(set(given)) != len(given) or not all(given):
+        raise DataError(
+            f"--class-names gives {len(given)} names ({', '.join(given)}) for {len(found)} classes: give one distinct, "
+            "non-empty name a class, comma-separated, in label order."
+        )
+    return given
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -129,9 +141,14 @@ def validate(model: CVAE, x: torch.Tensor, y: torch.Tensor, log_prior: torch.Ten
 
 
 def train(
-    model_config: ModelConfig, config: TrainConfig, data: Mnist, data_dir: str | Path | None = None
+    model_config: ModelConfig,
+    config: TrainConfig,
+    data: Mnist,
+    data_dir: str | Path | None = None,
+    progress: Path | None = None,
 ) -> Checkpoint:
-    """Train a CVAE and return the checkpoint chosen on the validation bound of log p(x)."""
+    """Train a CVAE and return the checkpoint chosen on the validation bound of log p(x). With `progress`, the
+    run's state is saved there after every epoch and a run with the same configuration resumes from it."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
@@ -155,7 +172,23 @@ def train(
     )
     best, best_state, history = None, None, []
     started = time.time()
-    for epoch in range(1, config.epochs + 1):
+    run = {"model_config": asdict(model_config), "train_config": asdict(config), "images": len(data.train_y)}
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    if progress is not None and progress.exists():
+        saved = torch.load(progress, map_location=device, weights_only=False)
+        if saved["run"] != run:
+            raise DataError(
+                f"{progress} holds a run of another configuration or data: delete it to start afresh, or give "
+                "--out another path."
+            )
+        for key, part in parts.items():
+            part.load_state_dict(saved[key])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+        best, best_state, history = saved["best"], saved["best_state"], saved["history"]
+        started -= saved["seconds"]
+        print(f"resuming {progress} after epoch {len(history)}", flush=True)
+    for epoch in range(len(history) + 1, config.epochs + 1):
         epoch_start = time.time()
         order = torch.randperm(len(pixels), generator=generator, device=device)
         total = 0.0
@@ -183,6 +216,18 @@ def train(
         if best is None or record["val_bound_log_px"] > best["val_bound_log_px"]:
             best = record
             best_state = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+        if progress is not None:
+            state = {key: part.state_dict() for key, part in parts.items()} | {
+                "run": run,
+                "generator": generator.get_state(),
+                "rng": torch.get_rng_state(),
+                "best": best,
+                "best_state": best_state,
+                "history": history,
+                "seconds": time.time() - started,
+            }
+            torch.save(state, progress.with_name(progress.name + ".tmp"))
+            progress.with_name(progress.name + ".tmp").replace(progress)  # a kill mid-save keeps the last epoch
     extra = {
         "train_config": asdict(config),
         "training_seconds": time.time() - started,
@@ -198,24 +243,37 @@ def train(
 
 
 def run(
-    model_config: ModelConfig, config: TrainConfig, data_dir: str | Path | None, out: str | Path, data=None
+    model_config: ModelConfig,
+    config: TrainConfig,
+    data_dir: str | Path | None,
+    out: str | Path,
+    data=None,
+    name: str | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Load MNIST from `data_dir`, or the labelled images at `data` (training.datasets: the model takes their
-    size and classes), train, and save the checkpoint to `out`."""
+    size and classes; `name` and `class_names` replace the ones the data gives), train, and save the checkpoint
+    to `out`. The run's state after each epoch is kept beside it (OUT.progress) until the checkpoint is saved: a
+    run stopped midway resumes from it when given the same command."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists: give --out another path, or delete it to train again.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    progress = out.with_name(out.name + ".progress")
     if data is None:
-        checkpoint = train(model_config, config, load_mnist(data_dir), data_dir)
+        checkpoint = train(model_config, config, load_mnist(data_dir), data_dir, progress)
     else:
         images = read_images(data)
-        model_config = replace(model_config, image_shape=images.shape, num_classes=len(images.class_names))
+        names = named_classes(images.class_names, class_names)
+        model_config = replace(model_config, image_shape=images.shape, num_classes=len(names))
         no_test = images.x[:0], images.y[:0]  # a set of one's own has no test split: it is validated on its own
-        checkpoint = train(model_config, config, Mnist(images.x, images.y, *no_test))
+        checkpoint = train(model_config, config, Mnist(images.x, images.y, *no_test), progress=progress)
         checkpoint.extra["dataset"] = {
             "source": images.source,
-            "name": dataset_name(data),
-            "class_names": list(images.class_names),
+            "name": name_of(name) if name else dataset_name(data),
+            "class_names": names,
         }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out)
+    progress.unlink(missing_ok=True)
     print(f"saved {out} (best epoch {checkpoint.extra['best_epoch']})", flush=True)
     return out

@@ -3,31 +3,16 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("torch")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from servers import wait_ready  # noqa: E402
+from synthetic import CLASSES, SHAPE, garments  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.cli import main  # noqa: E402
-
-SHAPE = (12, 16)  # H, W
-CLASSES = ("boot", "coat", "shirt")
-
-
-def garments(root, per_class=30):
-    """Each class a bright band at its own rows, with noise."""
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = rng.integers(0, 60, SHAPE, dtype=np.uint8)
-            image[4 * label : 4 * label + 4] = 230
-            Image.fromarray(image).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
