@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.engine import adaptive, ood
+from service.engine import adaptive, background, ood
 from service.engine.runtime import CRITIC, read_manifest, sha256
 from service.engine.scoring import Scorer
 from service.failures import ModelLoadError
@@ -50,25 +50,38 @@ def fit_background(pixels: np.ndarray, shape: tuple[int, int], seed: int) -> tup
     """Context log-probabilities [2, NUM_CONTEXTS] counted on grey images [N, 784] (uint8),
     and the number of binary images counted."""
     rng = np.random.default_rng(seed)
-    ink_counts = np.zeros(ood.NUM_CONTEXTS)
-    totals = np.zeros(ood.NUM_CONTEXTS)
+    ink_counts = np.zeros(background.NUM_CONTEXTS)
+    totals = np.zeros(background.NUM_CONTEXTS)
     for _ in range(BACKGROUND_DRAWS):
         for start in range(0, len(pixels), 5000):
             grey = pixels[start : start + 5000] / 255.0
             x = rng.random(grey.shape) < grey
-            ctx = ood.contexts(x, shape).ravel()
-            totals += np.bincount(ctx, minlength=ood.NUM_CONTEXTS)
-            ink_counts += np.bincount(ctx, weights=x.ravel().astype(np.float64), minlength=ood.NUM_CONTEXTS)
-    return ood.context_log_probs(ink_counts, totals), BACKGROUND_DRAWS * len(pixels)
+            ctx = background.contexts(x, shape).ravel()
+            totals += np.bincount(ctx, minlength=background.NUM_CONTEXTS)
+            ink_counts += np.bincount(ctx, weights=x.ravel().astype(np.float64), minlength=background.NUM_CONTEXTS)
+    return background.context_log_probs(ink_counts, totals), BACKGROUND_DRAWS * len(pixels)
 
 
-def bernoulli_only(model_dir: Path, manifest: dict) -> None:
-    """ModelLoadError for a model of grey levels: the background model counts binary contexts."""
-    if manifest["likelihood"]["type"] != "bernoulli":
+def fit_grey_background(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """log p(level | context) [GREY_CONTEXTS, LEVELS] counted on grey images [N, H*W] (uint8) as stored, and the
+    number of images counted."""
+    counts = np.zeros((background.GREY_CONTEXTS, background.LEVELS))
+    for start in range(0, len(pixels), 5000):
+        levels, ctx = background.grey_contexts(pixels[start : start + 5000] / 255.0, shape)
+        np.add.at(counts, (ctx.ravel(), levels.ravel()), 1.0)
+    return background.grey_log_probs(counts), len(pixels)
+
+
+def grey_without_critic(manifest: dict, critic_weight: float | None, *critic_sources: object) -> bool:
+    """Whether the model is of grey levels, assessed without a critic (weight 0): ModelLoadError when asked for one."""
+    if manifest["likelihood"]["type"] == "bernoulli":
+        return False
+    if (critic_weight or 0.0) > 0 or any(source is not None for source in critic_sources):
         raise ModelLoadError(
-            f"{model_dir} is a model of grey levels ({manifest['likelihood']['type']} likelihood); the out-of-"
-            "distribution assessment is calibrated for Bernoulli models only, so this model serves without one."
+            f"{manifest['name']} is a model of grey levels, assessed without a critic (the critic learns from made-up "
+            "non-digits): drop --critic-weight, --critic-from, --critic-start and --outliers-dir."
         )
+    return True
 
 
 def calibrate(
@@ -78,7 +91,7 @@ def calibrate(
     seed: int = 0,
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
-    critic_weight: float = CRITIC_WEIGHT,
+    critic_weight: float | None = None,
     outliers_dir: str | Path | None = None,
     critic_start: str | Path | None = None,
 ) -> dict:
@@ -87,10 +100,12 @@ def calibrate(
     directory `critic_from` when that one was trained on the same split; `critic_weight` weighs its
     evidence against the distance's (service.engine.ood). A critic trained here also learns from the
     real handwriting of `outliers_dir` (training.handwriting.for_training), and starts from the critic
-    of the model directory `critic_start` (trained on the same split) when given: a fine-tuning."""
+    of the model directory `critic_start` (trained on the same split) when given: a fine-tuning. A model of grey
+    levels has no critic: its background model counts grey levels, and its images are scored as stored."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    bernoulli_only(model_dir, manifest)
+    grey = grey_without_critic(manifest, critic_weight, critic_from, outliers_dir, critic_start)
+    critic_weight = 0.0 if grey else CRITIC_WEIGHT if critic_weight is None else critic_weight
     split = split_config(manifest)
     split_record = {"seed": split.seed, "val_size": split.val_size}
     train, val = split_train_val(data, split)
@@ -111,7 +126,10 @@ def calibrate(
         write_manifest(model_dir, manifest)
     shape = tuple(manifest["image_shape"])
     started = time.time()
-    if reused is not None:
+    if grey:
+        manifest["files"].pop(CRITIC, None)
+        (model_dir / f"{CRITIC}.onnx").unlink(missing_ok=True)
+    elif reused is not None:
         manifest["files"][CRITIC] = critics.copy(model_dir, Path(critic_from), reused, shape)
     else:
         manifest["files"][CRITIC] = critics.fit(
@@ -124,8 +142,12 @@ def calibrate(
             start,
         )
     write_manifest(model_dir, manifest)
-    log_probs, counted = fit_background(data.train_x[train], shape, seed)
-    x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
+    if grey:
+        log_probs, counted = fit_grey_background(data.train_x[train], shape)
+        x = data.train_x[val] / 255.0
+    else:
+        log_probs, counted = fit_background(data.train_x[train], shape, seed)
+        x = binarize(torch.from_numpy(data.train_x[val]), torch.Generator().manual_seed(seed)).numpy()
     scorer = Scorer.open(model_dir)  # the old calibration taken out above: scores without an assessment
     scores = scorer.score_now(x, ClassifyOptions(seed=seed))  # each image as if sent alone
     log_odds, critic_probs = scorer.model.critic_answers(x)
@@ -144,20 +166,24 @@ def calibrate(
         "file": OOD_FILE,
         "sha256": sha256(model_dir / OOD_FILE),
         "method": ood.METHOD,
-        "template": [list(offset) for offset in ood.TEMPLATE],
+        "template": [list(offset) for offset in (background.GREY_TEMPLATE if grey else background.TEMPLATE)],
         "features": list(ood.FEATURES),
         "critic_weight": critic_weight,
-        "background": {
-            "split": "training",
-            "binary_images_counted": counted,
-            "binarization": f"x ~ Bernoulli(pixel/255), {BACKGROUND_DRAWS} draws per image, numpy seed {seed}",
-        },
+        "background": {"split": "training"}
+        | (
+            {"images_counted": counted, "pixels": f"grey levels, each neighbour cut to {background.GREY_BINS} bands"}
+            if grey
+            else {
+                "binary_images_counted": counted,
+                "binarization": f"x ~ Bernoulli(pixel/255), {BACKGROUND_DRAWS} draws per image, numpy seed {seed}",
+            }
+        ),
         "reference": {
             "split": "validation",
             "num_images": len(val),
             "indices": f"the first {len(val)} of the validation split (permutation seed {split.seed}, "
             f"{split.val_size} held out)",
-            "binarization": f"x ~ Bernoulli(pixel/255), torch seed {seed}",
+            "binarization": "none: grey levels as stored" if grey else f"x ~ Bernoulli(pixel/255), torch seed {seed}",
             "settings": _settings_used(seed, scorer.settings, scorer.screening),
             "screening": scorer.screening.record(),
             "halves": f"the first {len(val) // 2} give the centre and covariance and rank the distance and the "
@@ -195,11 +221,11 @@ def run(
     seed: int = 0,
     critic: CriticConfig | None = None,
     critic_from: str | Path | None = None,
-    critic_weight: float = CRITIC_WEIGHT,
+    critic_weight: float | None = None,
     outliers_dir: str | Path | None = None,
     critic_start: str | Path | None = None,
 ) -> dict:
-    bernoulli_only(Path(model_dir), read_manifest(model_dir))  # before the data is read
+    grey_without_critic(read_manifest(model_dir), critic_weight, critic_from, outliers_dir, critic_start)  # first
     data = load_mnist(data_dir)
     entry = calibrate(model_dir, data, limit, seed, critic, critic_from, critic_weight, outliers_dir, critic_start)
     print(

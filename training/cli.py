@@ -109,9 +109,9 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--critic-weight",
         type=critic_weight,
-        default=CRITIC_WEIGHT,
         help="the critic's weight against the distance's in the combined p-value, in [0, 1]; 0.5 weighs them alike "
-        "(default %(default)s, chosen on validation digits against bench.ood's design sets)",
+        f"(default {CRITIC_WEIGHT}, chosen on validation digits against bench.ood's design sets; 0 for a model of "
+        "grey levels, which has no critic)",
     )
     calibrate.add_argument(
         "--outliers-dir",
@@ -193,8 +193,7 @@ def export_version(args: argparse.Namespace, prog: str) -> int:
                 from training.screening import run as choose_screening
 
                 choose_screening(partial, load_mnist(args.data_dir))
-                if checkpoint.model_config.likelihood == "bernoulli":  # grey levels: served without an assessment
-                    calibrate(partial, args.data_dir)
+                calibrate(partial, args.data_dir)
     except VersionExists:
         print(
             f"{prog} export: error: {out} already holds a model version, left as it is: pass --version NEW (or "

@@ -55,7 +55,7 @@ def _verdict(scores: Scores, i: int, full: bool) -> dict | None:
             "p_value_score": float(v.p_value_score[i]),
             "p_value_log_px": float(v.p_value_log_px[i]),
             "p_value_ink": float(v.p_value_ink[i]),
-            "p_value_critic": float(v.p_value_critic[i]),
+            "p_value_critic": number(v.p_value_critic[i]),
             "nearly_empty": bool(v.nearly_empty[i]),
         }
     return verdict

@@ -6,11 +6,10 @@ local texture only (Ren et al. 2019; Serra et al. 2020 use a compressor for the 
 
     score(x) = log p(x) - log p_background(x)
 
-p_background is a causal context model, the kind a bilevel image coder (JBIG) uses: each pixel is
-Bernoulli given the 10 pixels above and to its left, with probabilities counted on the training
-digits. It explains strokes, edges and empty space as well as the digits do, but not the shape
-of a digit; so the ratio is high for digits and low for blank pages, scribbles, reversed
-polarity, noise, letters and other glyphs, whether their log p(x) is low or suspiciously high.
+p_background (service.engine.background) is a causal context model of local texture, counted on the
+training images: it explains strokes, edges and empty space as well as they do, but not their
+shapes; so the ratio is high for them and low for blank pages, scribbles, reversed polarity, noise,
+letters and other glyphs, whether their log p(x) is low or suspiciously high.
 
 Every answer holds more of how the model sees an image, and a digit is typical in all of it at
 once. The assessment takes six numbers per image from the answer (DISTANCE_FEATURES):
@@ -25,33 +24,17 @@ once. The assessment takes six numbers per image from the answer (DISTANCE_FEATU
 and measures how far they lie from the validation digits' as a Mahalanobis distance (Lee et al. 2018).
 
 A model of digits sees a printed "S" or "o" as a fair 5 or 0, in all six numbers. The seventh is
-the critic's (training.critic): a small network trained to tell the training digits from printed
-characters and reshaped digits (outlier exposure, Hendrycks et al. 2019), giving the log-odds that
-the image is a digit at all.
+the critic's (training.critic), a small network trained with outlier exposure (Hendrycks et al. 2019):
+its log-odds that the image is a digit at all. A model of grey levels has no critic (weight 0).
 
-The two pieces of evidence are combined as weighted Fisher combined p-values, made valid by split
-conformal prediction. The held-out validation digits are split in two:
-
-    first half:   the centre and covariance of the distance; each image's distance and critic
-                  are ranked against this half's: p_d (large distances unusual), p_c (low critic
-                  unusual), continued past the half's extremes by an exponential tail (_tail_share),
-                  so that far beyond is told from just beyond;
-                  statistic = -2 [(1 - w) log p_d + w log p_c], w the critic's weight
-                  (at w = 0.5, -log p_d - log p_c: half Fisher's, so ranked alike)
-    second half:  the statistics of these digits are the reference; the p-value is
-
-    p = (1 + #{reference statistics >= statistic}) / (m + 1),
-
-so for an image drawn like the validation digits P(p <= alpha) <= alpha whatever the numbers' joint
-law and whatever the weight, and flagging p <= alpha holds the false-positive rate at alpha.
-
-The weight (the manifest's `files.ood.critic_weight`, recorded by `cvae calibrate --critic-weight`)
-sets which evidence counts more where they disagree: a printed letter looks like a digit in all six
-numbers and not to the critic, a scribble the other way round. At any weight strictly between 0 and
-1, either piece alone far enough off (a non-finite number puts the distance infinitely far) takes the
-p-value to its smallest, 1 / (m + 1). The explanatory p-values of score, log p(x), ink and the critic
-do not enter the flag. An image with fewer than MIN_INK_PIXELS ink pixels is flagged whatever its
-p-value (every MNIST digit has 15 or more).
+The validation images are split in two. The first half gives the distance's centre and covariance
+and ranks each image's distance and critic: p_d and p_c, continued past the half's extremes by an
+exponential tail (_tail_share). The statistic -2 [(1 - w) log p_d + w log p_c], w the critic's weight,
+is counted against the second half's statistics: p = (1 + #{reference >= statistic}) / (m + 1), a
+split-conformal p-value, so flagging p <= alpha holds the false-positive rate on images drawn like the
+validation ones at alpha, whatever the weight (docs/out-of-distribution.md). The explanatory p-values
+of score, log p(x), ink and the critic do not enter the flag. An image with fewer than MIN_INK_PIXELS
+ink pixels is flagged whatever its p-value (every MNIST digit has 15 or more).
 """
 
 from __future__ import annotations
@@ -61,10 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
+from service.engine import background
+
 MIN_INK_PIXELS = 10  # fewer: flagged as an empty page, and warned of (service.engine.pixels)
-# (row offset, column offset) of the causal neighbours, as in JBIG's three-line template
-TEMPLATE = ((-2, -1), (-2, 0), (-2, 1), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
-NUM_CONTEXTS = 2 ** len(TEMPLATE)
 DISTANCE_FEATURES = ("score", "log_px", "log1p_ink", "log_gap", "log1p_margin", "kl_z")
 FEATURES = (*DISTANCE_FEATURES, "critic")
 CRITIC = FEATURES.index("critic")
@@ -79,32 +61,6 @@ METHOD = (
 )
 TAIL_SHARE = 0.01  # of the first half: the largest distances (lowest critics) whose excess sets the tail
 SMALLEST_GAP = 1e-3  # nats: log p(x) - ELBO below this (estimation noise) counts as this
-
-
-def contexts(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Binary images x [N, H*W] -> the context of every pixel [N, H*W], an integer below NUM_CONTEXTS.
-    Pixels outside the image count as background."""
-    rows, cols = shape
-    image = x.reshape(-1, rows, cols) > 0.5
-    padded = np.pad(image, ((0, 0), (2, 0), (2, 2)))  # [N, H + 2, W + 4]
-    index = np.zeros(image.shape, dtype=np.int64)
-    for bit, (dr, dc) in enumerate(TEMPLATE):
-        index |= padded[:, 2 + dr : 2 + dr + rows, 2 + dc : 2 + dc + cols].astype(np.int64) << bit
-    return index.reshape(len(image), -1)
-
-
-def context_log_probs(ink_counts: np.ndarray, totals: np.ndarray, prior: float = 0.5) -> np.ndarray:
-    """log p(pixel = 1 | context) and log p(pixel = 0 | context) [2, NUM_CONTEXTS] from counts,
-    with the Krichevsky-Trofimov estimate (add `prior` to both outcomes)."""
-    p_ink = (ink_counts + prior) / (totals + 2 * prior)
-    return np.log(np.stack([p_ink, 1.0 - p_ink]))
-
-
-def background_log_prob(x: np.ndarray, shape: tuple[int, int], log_probs: np.ndarray) -> np.ndarray:
-    """log p_background(x) [N] of binary images x [N, H*W] (nats)."""
-    ctx = contexts(x, shape)
-    ink = x > 0.5
-    return np.where(ink, log_probs[0][ctx], log_probs[1][ctx]).sum(axis=1)
 
 
 def _conformal(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -161,7 +117,7 @@ def features(
     images x [N, H*W] that were scored and the critic's log-odds [N]. A number that cannot be had
     is nan."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        score = log_px - background_log_prob(x, shape, log_probs)
+        score = log_px - background.log_prob(x, shape, log_probs)
         if log_px_y.shape[1] >= 2:
             best_two = np.sort(np.nan_to_num(log_px_y, nan=-np.inf), axis=1)[:, -2:]
             margin = best_two[:, 1] - best_two[:, 0]
@@ -179,7 +135,7 @@ def features(
 class Calibration:
     """What the assessment needs from the model directory's `ood` file, and what follows from it."""
 
-    log_probs: np.ndarray  # [2, NUM_CONTEXTS] background model
+    log_probs: np.ndarray  # the background model (service.engine.background)
     reference: np.ndarray  # [n, len(FEATURES)] the validation digits' numbers, in the order they were drawn
     center: np.ndarray  # [len(DISTANCE_FEATURES)] mean of the first half's numbers
     precision: np.ndarray  # [len(DISTANCE_FEATURES)] * 2 inverse of their covariance
@@ -199,7 +155,8 @@ class Calibration:
     def fit(cls, log_probs: np.ndarray, reference: np.ndarray, *, critic_weight: float = EQUAL_WEIGHT) -> Calibration:
         """Centre, covariance and ranks from the first half of `reference`, statistics of the second."""
         first = reference[: len(reference) // 2]
-        usable = first[np.isfinite(first).all(axis=1)][:, : len(DISTANCE_FEATURES)]
+        distances = first[:, : len(DISTANCE_FEATURES)]
+        usable = distances[np.isfinite(distances).all(axis=1)]
         if len(usable) < 2:
             raise ValueError(f"the first half of the reference has {len(usable)} finite rows (at least 2 needed)")
         center = usable.mean(axis=0)
@@ -214,9 +171,9 @@ class Calibration:
         with np.load(path) as data:
             log_probs = np.asarray(data["log_probs"], np.float64)
             reference = np.asarray(data["reference"], np.float64)
-        if log_probs.shape != (2, NUM_CONTEXTS) or reference.ndim != 2 or reference.shape[1] != len(FEATURES):
+        if background.kind(log_probs) is None or reference.ndim != 2 or reference.shape[1] != len(FEATURES):
             raise ValueError(
-                f"{path} holds a background model of shape {list(log_probs.shape)} (expected [2, {NUM_CONTEXTS}]) "
+                f"{path} holds a background model of shape {list(log_probs.shape)} (expected {background.SHAPES}) "
                 f"and reference numbers of shape {list(reference.shape)} (expected [n, {len(FEATURES)}])"
             )
         return cls.fit(log_probs, reference, critic_weight=critic_weight)
@@ -229,16 +186,13 @@ class Calibration:
     def statistic(self, distance: np.ndarray, critic: np.ndarray) -> np.ndarray:
         """-2 [(1 - w) log p_d + w log p_c] [N] of distances [N] (distance()) and critic log-odds [N]:
         their p-values against the first half, w the critic's weight (-log p_d - log p_c at equal weight)."""
-        p_distance = _tail_share(self.first_distance, distance)
-        p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(critic, nan=-np.inf))
-        w = self.critic_weight
-        with np.errstate(divide="ignore"):
-            surprise_distance, surprise_critic = -np.log(p_distance), -np.log(p_critic)
-        statistic = np.zeros(len(surprise_distance))
-        if w < 1.0:  # a weight of 0 ignores its evidence even where it is infinite (0 * inf would be nan)
-            statistic += 2 * (1 - w) * surprise_distance
-        if w > 0.0:
-            statistic += 2 * w * surprise_critic
+        w, statistic = self.critic_weight, np.zeros(len(distance))
+        with np.errstate(divide="ignore"):  # a weight of 0 ignores its evidence even where it is infinite
+            if w < 1.0:
+                statistic += 2 * (1 - w) * -np.log(_tail_share(self.first_distance, distance))
+            if w > 0.0:
+                p_critic = _tail_share(-self.first_critic[::-1], -np.nan_to_num(critic, nan=-np.inf))
+                statistic += 2 * w * -np.log(p_critic)
         return statistic
 
 
@@ -292,7 +246,9 @@ def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: f
         p_value_score=_conformal(calibration.marginals[0], lowest[:, 0]),
         p_value_log_px=_conformal(calibration.marginals[1], lowest[:, 1]),
         p_value_ink=_conformal_two_sided(calibration.marginals[2], lowest[:, 2]),
-        p_value_critic=_conformal(calibration.marginals[3], lowest[:, CRITIC]),
+        p_value_critic=_conformal(calibration.marginals[3], lowest[:, CRITIC])
+        if np.isfinite(calibration.marginals[3]).any()
+        else np.full(len(values), np.nan),  # no critic (a model of grey levels)
         nearly_empty=nearly_empty,
         flagged=(p <= fpr) | nearly_empty,
         fpr=fpr,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.engine import ood
+from service.engine import background, ood
 from service.failures import ModelLoadError
 from service.settings import Settings
 
@@ -93,9 +93,11 @@ class Model:
         (logits,) = self.sessions["decoder"].run(None, {"z": z.astype(np.float32), "y": self.one_hot(y)})
         return logits
 
-    def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def critic_answers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Binary images x [N, 784] -> the critic's log-odds that each is a digit [N] and its
-        probabilities of the ten digits [N, 10]."""
+        probabilities of the ten digits [N, 10]; nan and None for a model without a critic."""
+        if CRITIC not in self.sessions:  # a model of grey levels is assessed without one (weight 0)
+            return np.full(len(x), np.nan), None
         log_odds, digit_log_probs = self.sessions[CRITIC].run(list(CRITIC_OUTPUTS), {"x": x.astype(np.float32)})
         return log_odds.astype(np.float64), np.exp(digit_log_probs.astype(np.float64))
 
@@ -244,20 +246,17 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
     entry = manifest["files"].get("ood")
     if entry is None:
         return None
-    if [tuple(offset) for offset in entry.get("template", [])] != list(ood.TEMPLATE):
+    kind = "binary" if manifest["likelihood"]["type"] == "bernoulli" else "grey"
+    template = background.TEMPLATE if kind == "binary" else background.GREY_TEMPLATE
+    if [tuple(offset) for offset in entry.get("template", [])] != list(template):
         raise ModelLoadError(
             f"{model_dir / entry['file']} was made for the context template {entry.get('template')}, not this "
-            f"service's {[list(t) for t in ood.TEMPLATE]}: recalibrate it with `cvae calibrate`."
+            f"service's {[list(t) for t in template]} for {kind} pixels: recalibrate it with `cvae calibrate`."
         )
     if entry.get("features") != list(ood.FEATURES):
         raise ModelLoadError(
             f"{model_dir / entry['file']} holds the numbers {entry.get('features')}, not the {list(ood.FEATURES)} "
             "this service measures: recalibrate it with `cvae calibrate`."
-        )
-    if CRITIC not in manifest["files"]:
-        raise ModelLoadError(
-            f"The manifest in {model_dir} lists an out-of-distribution calibration but not its critic graph "
-            f"({CRITIC!r}): recalibrate it with `cvae calibrate`."
         )
     if "critic_weight" not in entry:
         raise ModelLoadError(
@@ -272,7 +271,18 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
             f"The manifest in {model_dir} gives files.ood.critic_weight = {weight!r}, but {error}: correct it or "
             "recalibrate with `cvae calibrate --critic-weight`."
         ) from error
+    if CRITIC not in manifest["files"] and (weight > 0 or kind == "binary"):
+        raise ModelLoadError(
+            f"The manifest in {model_dir} lists an out-of-distribution calibration but not its critic graph "
+            f"({CRITIC!r}): recalibrate it with `cvae calibrate`."
+        )
     try:
-        return ood.Calibration.load(listed_file(model_dir, "ood", entry), critic_weight=weight)
+        calibration = ood.Calibration.load(listed_file(model_dir, "ood", entry), critic_weight=weight)
     except (ValueError, KeyError, OSError) as error:
         raise ModelLoadError(f"{model_dir / entry['file']} cannot be read: {error}") from error
+    if background.kind(calibration.log_probs) != kind:
+        raise ModelLoadError(
+            f"{model_dir / entry['file']} holds a background model of {background.kind(calibration.log_probs)} "
+            f"pixels, but this model scores {kind} ones: recalibrate it with `cvae calibrate`."
+        )
+    return calibration

@@ -42,7 +42,7 @@ class OutOfDistribution(BaseModel):
     critic: float | None = Field(
         None,
         description="(include 'ood') The critic's log-odds that the image is a handwritten digit rather than "
-        "anything else.",
+        "anything else; null for a model without a critic (a model of grey levels).",
     )
     p_value_score: float | None = Field(
         None, description="(include 'ood') Share of validation digits whose score is at most this one's."
@@ -56,7 +56,9 @@ class OutOfDistribution(BaseModel):
         "image's ink pixels: too little or too much ink.",
     )
     p_value_critic: float | None = Field(
-        None, description="(include 'ood') Share of validation digits whose critic is at most this one's."
+        None,
+        description="(include 'ood') Share of validation digits whose critic is at most this one's; null without "
+        "a critic.",
     )
     nearly_empty: bool | None = Field(None, description="(include 'ood') Fewer than 10 ink pixels.")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine import ood
+from service.engine import background, ood
 from service.engine.runtime import load_model
 from service.failures import ModelLoadError
 from service.settings import Settings
@@ -259,7 +259,7 @@ def test_the_background_model_reads_only_pixels_above_and_to_the_left():
     x = (rng.random((1, 784)) < 0.3).astype(float)
     changed = x.copy()
     changed[0, 28 * 20 + 10] = 1 - changed[0, 28 * 20 + 10]  # row 20, column 10
-    before, after = ood.contexts(x, (28, 28)), ood.contexts(changed, (28, 28))
+    before, after = background.contexts(x, (28, 28)), background.contexts(changed, (28, 28))
     differs = np.nonzero(before[0] != after[0])[0]
     # only pixels after (20, 10) in raster order, within two rows below and two columns either side
     assert len(differs) and all(

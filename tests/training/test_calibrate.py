@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from synthetic import synthetic_mnist  # noqa: E402
 
-from service.engine import adaptive, ood  # noqa: E402
+from service.engine import adaptive, background, ood  # noqa: E402
 from service.engine.runtime import load_model, read_manifest  # noqa: E402
 from service.engine.scoring import Scorer  # noqa: E402
 from service.schemas.options import ClassifyOptions  # noqa: E402
@@ -108,7 +108,7 @@ def test_the_service_loads_the_calibration_and_checks_it(calibrated):
     assert log_odds.shape == (3,) and np.isfinite(log_odds).all() and np.isfinite(critic).all()
     assert digit_probs.shape == (3, 10)
     np.testing.assert_allclose(digit_probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert entry["template"] == [list(t) for t in ood.TEMPLATE] and entry["features"] == list(ood.FEATURES)
+    assert entry["template"] == [list(t) for t in background.TEMPLATE] and entry["features"] == list(ood.FEATURES)
 
 
 def test_conformal_p_values_count_the_reference():
@@ -130,7 +130,7 @@ def _p_values(calibration, values):
 def test_the_p_value_combines_distance_and_critic_ranked_in_the_first_half_counted_in_the_second():
     rng = np.random.default_rng(0)
     reference = _skewed(rng, 2000)
-    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference)
+    calibration = ood.Calibration.fit(np.zeros((2, background.NUM_CONTEXTS)), reference)
     first, second = reference[:1000], reference[1000:]
     six = len(ood.DISTANCE_FEATURES)
     covariance = np.cov(first[:, :six], rowvar=False)
@@ -166,7 +166,7 @@ def test_the_false_positive_rate_holds_for_numbers_of_any_law(weight):
     """Split conformal: fresh draws of the reference's law are flagged at most at the rate asked for,
     whatever the critic's weight."""
     rng = np.random.default_rng(1)
-    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 4000), critic_weight=weight)
+    calibration = ood.Calibration.fit(np.zeros((2, background.NUM_CONTEXTS)), _skewed(rng, 4000), critic_weight=weight)
     p = _p_values(calibration, _skewed(rng, 20000))
     for alpha in (0.01, 0.05, 0.2):
         # alpha, give or take the randomness of the 2,000 reference distances and of the 20,000 draws: 3 sd
@@ -176,8 +176,8 @@ def test_the_false_positive_rate_holds_for_numbers_of_any_law(weight):
 def test_the_critic_s_weight_moves_the_statistic_from_the_distance_s_evidence_to_the_critic_s():
     rng = np.random.default_rng(3)
     reference = _skewed(rng, 2000)
-    background = np.zeros((2, ood.NUM_CONTEXTS))
-    weighed = {w: ood.Calibration.fit(background, reference, critic_weight=w) for w in (0.0, 0.3, 0.5, 1.0)}
+    texture = np.zeros((2, background.NUM_CONTEXTS))
+    weighed = {w: ood.Calibration.fit(texture, reference, critic_weight=w) for w in (0.0, 0.3, 0.5, 1.0)}
     queries = _skewed(rng, 50)
     distance, critic = weighed[0.5].distance(queries), queries[:, ood.CRITIC]
     statistic = {w: calibration.statistic(distance, critic) for w, calibration in weighed.items()}
@@ -198,13 +198,13 @@ def test_the_critic_s_weight_moves_the_statistic_from_the_distance_s_evidence_to
     assert _p_values(weighed[0.3], np.stack([unlike, missing])).tolist() == [1 / 1001] * 2
     for wrong in (-0.1, 1.5, float("nan"), True, "0.5"):
         with pytest.raises(ValueError, match=r"critic's weight must be a number in \[0, 1\] \(got "):
-            ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), reference, critic_weight=wrong)
+            ood.Calibration.fit(np.zeros((2, background.NUM_CONTEXTS)), reference, critic_weight=wrong)
     assert type(ood.critic_weight_of(np.float32(0.25))) is float and ood.critic_weight_of(1) == 1.0
 
 
 def test_one_number_far_off_is_enough_and_a_missing_one_is_as_far_as_it_gets():
     rng = np.random.default_rng(2)
-    calibration = ood.Calibration.fit(np.zeros((2, ood.NUM_CONTEXTS)), _skewed(rng, 2000))
+    calibration = ood.Calibration.fit(np.zeros((2, background.NUM_CONTEXTS)), _skewed(rng, 2000))
     typical = np.median(calibration.reference, axis=0)
     far, missing, unlike = typical.copy(), typical.copy(), typical.copy()
     far[0] -= 50 * calibration.reference[:, 0].std()  # a likelihood ratio off the scale, the rest typical

@@ -140,7 +140,8 @@ def test_the_exported_scorer_gives_torchs_log_probabilities(exported):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-3)
 
 
-def test_calibration_refuses_a_model_of_grey_levels_by_name(exported, tmp_path, capsys):
-    assert main(["calibrate", str(exported), "--data-dir", str(tmp_path)]) == 2
+def test_a_model_of_grey_levels_is_calibrated_without_a_critic_and_refuses_one_by_name(exported, capsys):
+    flags = ["--data-dir", "unread", "--critic-weight", "0.5"]
+    assert main(["calibrate", str(exported), *flags]) == 2
     error = capsys.readouterr().err
-    assert str(exported) in error and "grey levels" in error and "serves without one" in error
+    assert "shades-cvae is a model of grey levels" in error and "drop --critic-weight" in error
