@@ -60,7 +60,11 @@ class OutOfDistribution(BaseModel):
         description="(include 'ood') Share of validation digits whose critic is at most this one's; null without "
         "a critic.",
     )
-    nearly_empty: bool | None = Field(None, description="(include 'ood') Fewer than 10 ink pixels.")
+    nearly_empty: bool | None = Field(
+        None,
+        description="(include 'ood') Fewer than 10 ink pixels, which flags the image; always false for a model of "
+        "grey levels, whose p-value alone flags.",
+    )
 
 
 class Elbo(BaseModel):

@@ -92,7 +92,10 @@ def test_the_service_assesses_grey_images_without_a_critic(calibrated):
     for result in results:
         verdict = result["out_of_distribution"]
         assert verdict["critic"] is None and verdict["p_value_critic"] is None and 0 < verdict["p_value"] <= 1
-    assert results[-1]["out_of_distribution"]["flagged"]  # a blank page: nearly empty
+    blank_verdict = results[-1]["out_of_distribution"]
+    assert not blank_verdict["nearly_empty"]  # dark images are no rarity among grey levels: the p-value decides
+    second_half = entry["reference"]["num_images"] - entry["reference"]["num_images"] // 2
+    assert blank_verdict["p_value"] == pytest.approx(1 / (second_half + 1))  # as unusual as the reference can say
 
 
 def test_a_calibration_of_binary_pixels_is_refused_for_a_model_of_grey_levels(calibrated, tmp_path):
