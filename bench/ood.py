@@ -32,19 +32,12 @@ import numpy as np
 from bench.common import arguments, benchmark, document, mnist_digits, table
 from bench.ood_sets import ood_sets
 from service.engine import estimator, scoring
+from service.engine.ood import auroc
 from service.engine.pixels import binarize as binarize_pixels
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
 from training.abstention_curve import THRESHOLDS, curve
 from training.handwriting import LEFT_OUT, OUTLIERS_DIR_HELP, HandwritingDataError, apart, load_handwriting, split
-
-
-def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
-    """P(outlier > inlier) + P(tie) / 2 (the Mann-Whitney statistic), for scores where higher = more unusual."""
-    inliers = np.sort(inliers)
-    below = np.searchsorted(inliers, outliers, side="left")
-    at_or_below = np.searchsorted(inliers, outliers, side="right")
-    return float(np.mean((below + at_or_below) / 2) / len(inliers))
 
 
 def _or(values: np.ndarray, fill: float) -> np.ndarray:

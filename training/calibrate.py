@@ -35,7 +35,8 @@ from training import abstention_curve
 from training import critic as critics
 from training.card import refresh_card
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, CriticConfig
-from training.data import Mnist, load_mnist
+from training.data import Mnist
+from training.datasets import training_set
 from training.export import write_manifest
 from training.handwriting import for_training
 from training.train import binarize, split_config, split_train_val
@@ -43,6 +44,12 @@ from training.train import binarize, split_config, split_train_val
 OOD_FILE = "ood.npz"
 BACKGROUND_DRAWS = 2
 DEFAULT_FPR = 0.01
+GREY_METHOD = (
+    "split-conformal p-value of the Mahalanobis distance over six numbers per image (the likelihood ratio log p(x) - "
+    "log p_background(x) against a causal context model of grey levels, log p(x), log(1 + pixels above 0.5), "
+    "log(log p(x) - ELBO), log(1 + the margin of log p(x|y) between the two best classes), KL(q(z|x,y) || p(z))), "
+    "its centre and covariance from the first half of the validation reference, against the second half's; no critic"
+)
 ABSTENTION_BUDGET = 0.02  # share of validation digits the defaults may abstain on, both reasons together
 
 
@@ -165,7 +172,7 @@ def calibrate(
     entry = {
         "file": OOD_FILE,
         "sha256": sha256(model_dir / OOD_FILE),
-        "method": ood.METHOD,
+        "method": GREY_METHOD if grey else ood.METHOD,
         "template": [list(offset) for offset in (background.GREY_TEMPLATE if grey else background.TEMPLATE)],
         "features": list(ood.FEATURES),
         "critic_weight": critic_weight,
@@ -216,7 +223,7 @@ def _settings_used(seed: int, s: Settings, screening: adaptive.Screening) -> str
 
 def run(
     model_dir: str | Path,
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     limit: int = 0,
     seed: int = 0,
     critic: CriticConfig | None = None,
@@ -224,10 +231,12 @@ def run(
     critic_weight: float | None = None,
     outliers_dir: str | Path | None = None,
     critic_start: str | Path | None = None,
+    data: str | Path | None = None,
 ) -> dict:
+    """`cvae calibrate` on the training images of `data` (training.datasets' forms), else MNIST's in `data_dir`."""
     grey_without_critic(read_manifest(model_dir), critic_weight, critic_from, outliers_dir, critic_start)  # first
-    data = load_mnist(data_dir)
-    entry = calibrate(model_dir, data, limit, seed, critic, critic_from, critic_weight, outliers_dir, critic_start)
+    images = training_set(data_dir, data)
+    entry = calibrate(model_dir, images, limit, seed, critic, critic_from, critic_weight, outliers_dir, critic_start)
     print(
         f"wrote {Path(model_dir) / OOD_FILE}: {entry['reference']['num_images']} validation images, "
         f"{entry['validation_flagged_at_default']:.2%} flagged at FPR {DEFAULT_FPR}, default min_probability "

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import torch
 
-from service.engine import adaptive
-from training import abstention_curve
-from training.configs import STARTS
+from training.card_sections import ais_section, assessment_section, ood_section, screening_section
 from training.grids import image_grid, reconstruction_grid, sample_grid
-from training.handwriting import SOURCES
 from training.model import CVAE, Checkpoint
 
 
@@ -38,10 +35,6 @@ def refresh_card(model_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{value:.2f}"
-
-
 def _proposal_section(manifest: dict) -> str:
     proposal = manifest.get("proposal") or {"type": "gaussian"}
     lines = ["## Proposal q(z|x,y)"]
@@ -57,152 +50,6 @@ def _proposal_section(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _looks(looks: list) -> str:
-    return ", then ".join(f"{samples} @ {margin:.1f}" for samples, margin in looks)
-
-
-def _screening_section(manifest: dict) -> str:
-    own = manifest.get("screening")
-    if not own:
-        return ""
-    rows = [
-        f"| {_looks(r['looks'])} | {_looks([[s, n] for (s, _), n in zip(r['looks'], r['needed_margins'])])} "
-        f"| {r['samples_per_image']:.0f} | {r['max_abs_diff_py_x']:.2g} | {r['max_abs_diff_log_px']:.4f} "
-        f"| {r['changed_predictions']} |"
-        for r in own["candidates"]
-    ]
-    errors = ", ".join(f"{size} draws {value:.1f} nats" for size, value in own["underestimates"].items())
-    return f"""
-## Screening
-The service's adaptive scoring uses {adaptive.screening_for(manifest).text()} (each look gives the classes
-still in play that many samples in all and keeps those within the margin of the image's best; the
-classes left get all K).
-Chosen by `cvae screening` on {own["chosen_on"]}: {own["rule"]}. Largest underestimates of a near
-class's distance from the best: {errors}.
-
-| screening (samples @ margin in nats, each look) | margins needed | samples per image | largest \\|Δ p(y\\|x)\\| \
-| largest \\|Δ log p(x)\\| (nats) | predictions changed |
-|---|---|---|---|---|---|
-{chr(10).join(rows)}
-"""
-
-
-def _ais_section(manifest: dict) -> str:
-    ais = (manifest.get("metrics") or {}).get("ais")
-    if not ais:
-        return ""
-    a = ais["ais"]
-    return f"""## Against annealed importance sampling
-`{ais["command"]}`: the first {ais["images"]} test images ({ais["binarization"]}), scored by the
-service's own code at its default settings and by AIS ({a["num_chains"]} chains from
-{STARTS[a.get("start", "encoder")]}, {a["num_temperatures"]} temperatures on a sigmoid schedule, HMC with
-{a["leapfrog_steps"]} leapfrog steps, acceptance {ais["ais_acceptance"]:.2f}) for every class with
-p(y|x) >= 0.001. Per image in `ais.json`.
-
-| | nats |
-|---|---|
-| mean \\|service - AIS\\| | {ais["mean_abs_gap_nats"]:.3f} |
-| mean service - AIS | {ais["mean_gap_nats"]:.3f} |
-| largest \\|service - AIS\\| | {ais["max_abs_gap_nats"]:.3f} |
-| median standard error of AIS | {ais["median_ais_std_error"]:.3f} |
-
-"""
-
-
-def _cells(row: dict) -> str:
-    """One abstention curve's cells of a row: the share abstained and the accuracy of the rest."""
-    return f" {100 * row['abstained']:.2f} % | {_percent(row['accuracy_kept'])} |"
-
-
-def _without_vote_note(unvoted: list[dict], budget: float) -> str:
-    if not unvoted:
-        return ""
-    return (
-        " The last two columns are for requests with `critic_vote` false, which abstain only when flagged or "
-        "when p(predicted|x) < min_probability: pick a threshold there when turning the vote off (the largest "
-        f"within {100 * budget:.0f} % there: {abstention_curve.largest_within(unvoted, budget)})."
-    )
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f} %"
-
-
-def _halves(reference: dict) -> str:
-    return f"; {reference['halves']}" if reference.get("halves") else ""
-
-
-def _critic(manifest: dict) -> str:
-    entry = manifest["files"].get("ood_critic")
-    if not entry:
-        return ""
-    t, c = entry["training"], entry["training"]["config"]
-    return (
-        f"\n\nThe critic, `{entry['file']}`, was trained on {t['digits']} (split seed {t['split']['seed']}, "
-        f"{t['split']['val_size']} held out) against {c['num_outliers']} made-up non-digits ({t['outliers']}), "
-        f"{c['epochs']} epochs, width {c.get('width', 1)}, seed {c['seed']}, in {t['seconds']:.0f} s"
-        f" on {'a GPU' if str(c.get('device', 'cpu')).startswith('cuda') else 'the CPU'}.{_real(t)}"
-    )
-
-
-def _real(t: dict) -> str:
-    """The real handwriting the critic learned from, each source with its licence, and where it started."""
-    text = ""
-    if start := t.get("started_from"):
-        text += f" It was fine-tuned from the critic of `{start['model_dir']}` (sha256 {start['sha256'][:12]}…)."
-    if "handwriting" in t:
-        h = t["handwriting"]
-        named = "; ".join(f"{name} ({SOURCES[name].licence})" for name in h["sources"].split(", "))
-        text += (
-            f" {h['images']} images of real handwriting that is not a digit made {h['share']:.0%} of its non-digits "
-            f"(the training parts of training.handwriting; the held-out parts and math-operators stay out): {named}."
-        )
-    return text
-
-
-def _weight(entry: dict) -> str:
-    if "critic_weight" not in entry:  # calibrations before the weight combine the two alike
-        return ""
-    return (
-        f" The critic's weight w is {entry['critic_weight']} (0.5 weighs both alike; `cvae calibrate` defaults to "
-        "the weight chosen on validation digits against bench.ood's design sets)."
-    )
-
-
-def _ood_section(manifest: dict) -> str:
-    entry = manifest["files"].get("ood")
-    if not entry:
-        return ""
-    r, b, a = entry["reference"], entry["background"], entry["abstention"]
-    unvoted = {row["min_probability"]: row for row in a.get("curve_without_vote", [])}
-    rows = "\n".join(
-        f"| {row['min_probability']} |" + _cells(row) + (_cells(unvoted[row["min_probability"]]) if unvoted else "")
-        for row in a["curve"]
-    )
-    header = (
-        "| min_probability | with the critic's vote: abstained | accuracy kept | critic_vote false: abstained | "
-        "accuracy kept |"
-        if unvoted
-        else "| min_probability | abstained | accuracy kept |"
-    )
-    return f"""## Out-of-distribution assessment
-`ood.npz`, made by `cvae calibrate` in {entry["seconds"]:.0f} s: {entry["method"]}.{_weight(entry)} The background model
-was counted on the {b["split"]} split ({b["binary_images_counted"]} binary images, {b["binarization"]}); the
-reference is {r["indices"]}, {r["binarization"]}, scored at {r["settings"]}{_halves(r)}. At the default
-false-positive rate {entry["default_fpr"]}, {100 * entry["validation_flagged_at_default"]:.2f} % of these
-validation digits are flagged.{_critic(manifest)}
-
-Abstention of /v1/classify on the same validation digits ({a["rule"]}),
-and the accuracy of the answers kept; the default threshold is the largest within {100 * a["budget"]:.0f} %
-abstention: {a["default_min_probability"]}.{_without_vote_note(list(unvoted.values()), a["budget"])}
-
-{header}
-|---|---|---|{"---|---|" if unvoted else ""}
-{rows}
-
-"""
-
-
 def _objective(tc: dict) -> str:
     k = tc.get("num_samples")
     if tc.get("objective") == "dreg":
@@ -213,6 +60,50 @@ def _objective(tc: dict) -> str:
             f"decoder's {a:g} x the ELBO's plus {1 - a:g} x the bound's own"
         )
     return f"the importance-weighted bound on log p(x|y) with k = {k} samples (reparameterization z = mu + sigma * eps)"
+
+
+MNIST_ANCHORS = """Published anchors on dynamically binarized MNIST (-log p(x), nats): VAE 86.76,
+IWAE with one stochastic layer 84.78, with two 82.90 (Burda et al., 2016).
+"""
+FASHION_ANCHORS = """Published anchors on Fashion-MNIST's grey levels (bits per dimension): Glow 2.96 (Nalisnick et al.,
+2019, "Do deep generative models know what they don't know?", as tabled by Havtorn et al., 2021), PixelCNN++
+2.72 to 2.75 and Glow 3.02 to 3.04 (Bergamin et al., 2022, AISTATS, supplementary table). No figure of a
+VAE-family model on its 256 grey levels was found: the hierarchical VAE's 0.420 bits/dim (Havtorn et al., 2021,
+ICML) is of dynamically binarized Fashion-MNIST and cannot be compared with this one.
+"""
+ANCHORS = {"mnist-cvae": MNIST_ANCHORS, "fashion-cvae": FASHION_ANCHORS}  # by model name: its data's figures
+MNIST_LIMITS = """- Trained on MNIST digits only; p(y|x) on anything else is not meaningful. log p(x) alone does not
+  tell digits from other things (a blank page scores higher than any digit); the out-of-distribution
+  assessment does, for the kinds of input measured by `python -m bench.ood`. Its critic learned what
+  is not a digit from printed characters, reshaped digits and, where the critic's paragraph above names
+  them, real handwriting that is not a digit."""
+
+
+def _described(manifest: dict) -> dict[str, str]:
+    """The card's phrases that depend on the model's data and likelihood."""
+    names, mc = manifest["class_names"], manifest["model_config"]
+    bernoulli = mc["likelihood"] == "bernoulli"
+    mnist = "mnist" in manifest.get("preprocess", ["mnist"])  # a manifest without the list is of MNIST
+    data = "MNIST digits" if mnist else f"{manifest['name'].removesuffix('-cvae')} images"
+    return {
+        "images": f"binarized {data}" if bernoulli else f"{data} in 256 grey levels",
+        "likelihood": f"{mc['likelihood']} pixel likelihood whose mean is sigmoid(logits)"
+        if bernoulli
+        else "discretized logistic likelihood of each pixel's 256 levels, its mean sigmoid(logits) and its scale "
+        "from the decoder's second half",
+        "size": "x".join(str(side) for side in mc["image_shape"]),
+        "classes": "0 to 9" if names == [str(i) for i in range(10)] else ", ".join(names),
+        "training_set": "the MNIST training set" if mnist else f"the {data}' training set",
+        "drawn": "Dynamic binarization: x ~ Bernoulli(pixel/255) each time an image is drawn."
+        if bernoulli
+        else "The grey levels as stored, pixel/255.",
+        "means": "Bernoulli means sigmoid(logits)" if bernoulli else "means of each pixel's logistic",
+        "shown": "binarized" if bernoulli else "as stored",
+        "limits": MNIST_LIMITS
+        if mnist
+        else f"- Trained on {data} only; p(y|x) on anything else is not meaningful. log p(x) alone does not tell\n"
+        "  them from other things; the out-of-distribution assessment does, for the kinds of input measured above.",
+    }
 
 
 def card_text(manifest: dict) -> str:
@@ -230,25 +121,26 @@ def card_text(manifest: dict) -> str:
     tc = t["config"] or {}
     mc = manifest["model_config"]
     v = t.get("validation") or {}
+    d = _described(manifest)
     text = f"""# Model card: {manifest["name"]} {manifest["version"]}
 
-A class-conditional variational autoencoder for binarized MNIST digits:
+A class-conditional variational autoencoder for {d["images"]}:
 p(x) = sum_y p(y) integral p(x|z,y) p(z) dz, with p(z) = N(0, I), p(y) the class
 frequencies of the training labels, an encoder q(z|x,y) (see "Proposal"), and a
-{mc["likelihood"]} pixel likelihood whose mean is sigmoid(logits).
+{d["likelihood"]}.
 
 ## Architecture
-- Latent size {mc["latent_dim"]}, {mc["num_classes"]} classes, images {mc["image_shape"][0]}x{mc["image_shape"][1]}.
+- Latent size {mc["latent_dim"]}, {mc["num_classes"]} classes ({d["classes"]}), images {d["size"]}.
 - Encoder and decoder: MLPs with hidden layers {list(mc["hidden_dims"])} and SiLU activations;
   the one-hot class enters every layer.
 - Files: `encoder.onnx`, `decoder.onnx`, `scorer.onnx` (importance log-weights in one graph),
   `checkpoint.pt` (PyTorch weights for `cvae evaluate`), `manifest.json` (sizes, checksums, metrics).
 
-{_proposal_section(manifest)}{_screening_section(manifest)}
+{_proposal_section(manifest)}{screening_section(manifest)}
 ## Training
-- Data: the MNIST training set, {t.get("num_train_images")} images for training and
+- Data: {d["training_set"]}, {t.get("num_train_images")} images for training and
   {t.get("num_val_images")} held out for validation (chosen by seed {tc.get("seed")}); the test set
-  was not used for any choice. Dynamic binarization: x ~ Bernoulli(pixel/255) each time an image is drawn.
+  was not used for any choice. {d["drawn"]}
 - Objective: {_objective(tc)}, plus {tc.get("classify_weight")} x the cross-entropy of
   Bayes' rule over the single-sample ELBOs of all classes, with the encoder held fixed in that term.
 - Adam, batch {tc.get("batch_size")}, learning rate {tc.get("learning_rate")} with cosine decay to
@@ -260,7 +152,7 @@ frequencies of the training labels, an encoder q(z|x,y) (see "Proposal"), and a
 ## Test figures
 Measured by `{m["command"]}` on {m["num_test_images"]} test images,
 {m["binarization"]}; {how} (noise seed {m["noise_seed"]});
-log p(x) marginalized over the 10 classes with logsumexp.
+log p(x) marginalized over the {mc["num_classes"]} classes with logsumexp.
 
 | metric | value |
 |---|---|
@@ -273,25 +165,19 @@ log p(x) marginalized over the 10 classes with logsumexp.
 | accuracy of argmax_y p(y\\|x) | {100 * m["accuracy"]:.2f} % |
 | expected calibration error (15 bins) | {m["ece_15_bins"]:.4f} |
 
-Published anchors on dynamically binarized MNIST (-log p(x), nats): VAE 86.76,
-IWAE with one stochastic layer 84.78, with two 82.90 (Burda et al., 2016).
-
-{_ais_section(manifest)}{_ood_section(manifest)}## Samples
-Each row is one class (0 to 9), images are the Bernoulli means sigmoid(logits) for z ~ N(0, I), seed {seed}:
+{ANCHORS.get(manifest["name"], "")}
+{ais_section(manifest)}{ood_section(manifest)}{assessment_section(manifest)}## Samples
+Each row is one class ({d["classes"]}), images are the {d["means"]} for z ~ N(0, I), seed {seed}:
 
 ![samples](samples.png)
 
 ## Reconstructions
-Rows alternate test images (binarized) and the means of p(x|z = mu(x, y), y) for their true class:
+Rows alternate test images ({d["shown"]}) and the means of p(x|z = mu(x, y), y) for their true class:
 
 ![reconstructions](reconstructions.png)
 
 ## Limits
-- Trained on MNIST digits only; p(y|x) on anything else is not meaningful. log p(x) alone does not
-  tell digits from other things (a blank page scores higher than any digit); the out-of-distribution
-  assessment does, for the kinds of input measured by `python -m bench.ood`. Its critic learned what
-  is not a digit from printed characters and reshaped digits; handwriting that is not a digit
-  (letters, other scripts) was never shown to it and is not measured.
+{d["limits"]}
 - log p(x) is an importance-sampling estimate: a stochastic lower bound in expectation, tighter as K grows.
   Each answer carries its standard error and the Pareto k-hat of its weights; where k-hat is above its
   threshold (`log_px_reliable` false), the weights are heavy-tailed and both the estimate and its

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, STARTS, AisConfig, CriticConfig, ModelConfig, TrainConfig
 from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MIRRORS, MnistDataError, data_dir
@@ -24,6 +23,7 @@ def critic_config(args: argparse.Namespace) -> CriticConfig:
     return config_from(args, CriticConfig, CRITIC_PREFIX)
 
 
+TRAINED_ON = "the images the model was trained on with `cvae train --data`, instead of MNIST's (--data-dir)"
 SEED_HELP = "binarization and noise seed (default %(default)s)"
 
 
@@ -84,6 +84,7 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
         "into the manifest (run it before `calibrate`, whose reference is scored with it)",
     )
     _on_model(screening, "model directory made by `export`")
+    screening.add_argument("--data", metavar="PATH", help=TRAINED_ON)
     screening.add_argument("--images", type=at_least(1), default=5000, help="validation digits (default %(default)s)")
     screening.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
@@ -93,6 +94,7 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
         "validation split through the service's code, into ood_critic.onnx, ood.npz and the manifest",
     )
     _on_model(calibrate, "model directory made by `export`")
+    calibrate.add_argument("--data", metavar="PATH", help=TRAINED_ON)
     calibrate.add_argument(
         "--limit",
         type=at_least(MIN_REFERENCE, or_zero=True),
@@ -157,6 +159,19 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--margin", type=margin, help="screening margin in nats, above 0 (default: the model's own screening's)"
     )
+    evaluate.add_argument(
+        "--data", metavar="PATH", help="the test images instead of MNIST's, in any form `cvae train --data` reads"
+    )
+    evaluate.add_argument(
+        "--outliers",
+        action="append",
+        metavar="PATH",
+        help="images not of the model's kind (a data set in any form `cvae train --data` reads), assessed at the "
+        "service's defaults beside the test images: the share flagged and the AUROC (repeatable)",
+    )
+    evaluate.add_argument(
+        "--outlier-limit", type=at_least(1), default=1000, help="the first N images of each (default %(default)s)"
+    )
     evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
 
     ais = commands.add_parser(
@@ -170,39 +185,6 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
     )
     add_config_flags(chains, AisConfig, aliases={"num_chains": "chains", "num_temperatures": "temperatures"})
     return parser
-
-
-def export_version(args: argparse.Namespace, prog: str) -> int:
-    """`cvae export`: the model directory written under a hidden name and renamed into place (training.export.staged),
-    with the screening and calibration when --data-dir names the data, so that it appears complete or not at all."""
-    import shutil
-
-    from training.export import VersionExists, export, model_name, staged
-    from training.model import Checkpoint
-
-    checkpoint = Checkpoint.load(args.checkpoint)
-    out = Path(args.out_dir or f"models/{model_name(checkpoint)}/{args.version}")
-    try:
-        with staged(out, force=args.force) as partial:
-            export(checkpoint, partial, args.version, args.description)
-            if args.copy_checkpoint:
-                shutil.copyfile(args.checkpoint, partial / "checkpoint.pt")
-            if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
-                from training.calibrate import run as calibrate
-                from training.data import load_mnist
-                from training.screening import run as choose_screening
-
-                choose_screening(partial, load_mnist(args.data_dir))
-                calibrate(partial, args.data_dir)
-    except VersionExists:
-        print(
-            f"{prog} export: error: {out} already holds a model version, left as it is: pass --version NEW (or "
-            "--out-dir DIR) to export a new one, or --force to replace this one once the new one is complete",
-            file=sys.stderr,
-        )
-        return 2
-    print(f"exported {out}")
-    return 0
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
@@ -226,20 +208,23 @@ def run(args: argparse.Namespace, prog: str) -> int:
             args.class_names,
         )
     elif args.command == "export":
+        from training.export import command as export_version
+
         return export_version(args, prog)
     elif args.command == "screening":
         from service.engine.adaptive import screening_for
-        from training.data import load_mnist
+        from training.datasets import training_set
         from training.screening import run as choose_screening
 
-        entry = choose_screening(args.model_dir, load_mnist(data_dir(args.data_dir)), args.images, args.seed)
+        images = training_set(data_dir(args.data_dir) if args.data is None else None, args.data)
+        entry = choose_screening(args.model_dir, images, args.images, args.seed)
         print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
     elif args.command == "calibrate":
         from training.calibrate import run as calibrate
 
         calibrate(
             args.model_dir,
-            data_dir(args.data_dir),
+            data_dir(args.data_dir) if args.data is None else None,
             args.limit,
             args.seed,
             critic_config(args),
@@ -247,19 +232,23 @@ def run(args: argparse.Namespace, prog: str) -> int:
             args.critic_weight,
             args.outliers_dir,
             args.critic_start,
+            args.data,
         )
     elif args.command == "evaluate":
         from training.evaluate import run as evaluate
 
         evaluate(
             args.model_dir,
-            data_dir(args.data_dir),
+            data_dir(args.data_dir) if args.data is None else None,
+            test_data=args.data,
             num_samples=args.num_samples,
             limit=args.limit,
             seed=args.seed,
             card=not args.no_card,
             screen_samples=args.screen_samples,
             margin=args.margin,
+            outliers=args.outliers or [],
+            outlier_limit=args.outlier_limit,
         )
     elif args.command == "ais":
         from training.ais import run as compare_with_ais

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from training.data import IMAGE_MAGIC, LABEL_MAGIC
+from training.data import IMAGE_MAGIC, LABEL_MAGIC, Mnist, load_mnist
 
 FORMS = (
     "a folder with one sub-folder of images per class, a pair of IDX files (images and labels), or an .npz "
@@ -66,6 +66,15 @@ def read_images(path: str | Path) -> Images:
             raise DataError(f"{path} holds no class sub-folders and {len(pairs)} IDX image/label pairs: give {FORMS}.")
         path = pairs[0]
     return _idx_pair(path)
+
+
+def training_set(data_dir: str | Path | None, data: str | Path | None) -> Mnist:
+    """The training images a model was trained on: those at `data` (as `cvae train --data` read them, with no test
+    split), else MNIST's from `data_dir`."""
+    if data is None:
+        return load_mnist(data_dir)
+    images = read_images(data)
+    return Mnist(images.x, images.y, images.x[:0], images.y[:0])
 
 
 def dataset_name(path: str | Path) -> str:

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.engine import ood
 from service.engine.runtime import read_manifest
 from service.engine.scoring import Scorer, Scores, join
 from service.schemas.options import ClassifyOptions
 from training.card import write_card
 from training.data import load_mnist
+from training.datasets import DataError, dataset_name, read_images
 from training.export import write_manifest
 from training.model import Checkpoint
 from training.train import model_input
@@ -104,6 +106,55 @@ def summarize(scored: Scored, labels: np.ndarray, x_dim: int) -> dict:
     }
 
 
+def assessed(scorer: Scorer, images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, H*W] (as the likelihood scores them) assessed at the service's defaults, as one request:
+    whether each is flagged, and its statistic (higher: more unusual; service.engine.ood.Calibration.statistic)."""
+    verdicts = scorer.score_now(images, ClassifyOptions(seed=seed)).verdicts
+    return verdicts.flagged, scorer.model.ood.statistic(verdicts.distance, verdicts.critic)
+
+
+def assessment_figures(scorer: Scorer, x: np.ndarray, outliers: dict[str, np.ndarray], seed: int) -> dict:
+    """The share of the test images x flagged at the service's defaults and, for each named set of images
+    that are not the model's kind, the share flagged and the AUROC of the statistic against the test images'."""
+    flagged, inliers = assessed(scorer, x, seed)
+    figures = {"num_test_images": len(x), "fpr": scorer.settings.ood_fpr, "test_flagged": float(flagged.mean())}
+    figures["outliers"] = {}
+    for name, images in outliers.items():
+        caught, statistic = assessed(scorer, images, seed)
+        figures["outliers"][name] = {
+            "images": len(images),
+            "flagged": float(caught.mean()),
+            "auroc": ood.auroc(inliers, statistic),
+        }
+    return figures
+
+
+def outlier_sets(paths: list[str], limit: int, likelihood: str, seed: int) -> dict[str, np.ndarray]:
+    """The first `limit` images of each data set at `paths` (training.datasets' forms), as the likelihood scores
+    them, by the set's name."""
+    sets = {}
+    for path in paths:
+        images = read_images(path)
+        pixels = torch.from_numpy(images.x[:limit])
+        sets[f"{dataset_name(path)} ({Path(path).name})"] = model_input(
+            pixels, likelihood, torch.Generator().manual_seed(seed)
+        ).numpy()
+    return sets
+
+
+def test_set(path: str | Path, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixels [N, H*W] (uint8) and labels [N] of the test images at `path`: DataError unless they are of the
+    model's size and classes."""
+    images = read_images(path)
+    if list(images.shape) != list(manifest["image_shape"]) or max(images.y) >= manifest["num_classes"]:
+        raise DataError(
+            f"{path} holds {images.shape[0]}x{images.shape[1]} images of {len(images.class_names)} classes, but "
+            f"{manifest['name']} models {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images of "
+            f"{manifest['num_classes']}: give the test images of the model's own data."
+        )
+    return torch.from_numpy(images.x), torch.from_numpy(images.y)
+
+
 def merged_metrics(manifest: dict, metrics: dict) -> dict:
     """This evaluation's `metrics` for the manifest, with what other commands recorded beside them
     (OTHER_METRICS) kept: a new evaluation replaces the old one's figures, not theirs."""
@@ -113,18 +164,24 @@ def merged_metrics(manifest: dict, metrics: dict) -> dict:
 
 def run(
     model_dir: str | Path,
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     num_samples: int = 5000,
     limit: int = 0,
     seed: int = 0,
     card: bool = True,
     screen_samples: int | None = None,
     margin: float | None = None,
+    outliers: list[str] = (),
+    outlier_limit: int = 1000,
+    test_data: str | Path | None = None,
 ) -> dict:
-    """Evaluate the model in `model_dir` on the MNIST test set through the engine; record the metrics.
+    """Evaluate the model in `model_dir` on the MNIST test set of `data_dir`, or the test images at `test_data`
+    (training.datasets' forms), through the engine; record the metrics.
 
     `screen_samples` and `margin` set the engine's screening (Scorer.open's); neither: the model's own, as
     the service screens; `screen_samples` 0: every class gets all K. With `card`, the checkpoint draws the card's grids.
+    A model with an out-of-distribution calibration is also assessed at the service's defaults on the test images
+    and on the first `outlier_limit` images of each data set of `outliers`, images not of the model's kind.
     """
     model_dir = Path(model_dir)
     # read first: a missing checkpoint stops the command before it scores
@@ -132,8 +189,11 @@ def run(
     adaptive = screen_samples != 0
     screening = {"screen_samples": screen_samples, "margin": margin} if adaptive else {}
     scorer = Scorer.open(model_dir, max_num_samples=num_samples, **screening)
-    data = load_mnist(data_dir)
-    pixels, labels = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+    if test_data is None:
+        data = load_mnist(data_dir)
+        pixels, labels = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+    else:
+        pixels, labels = test_set(test_data, scorer.model.manifest)
     likelihood = scorer.model.likelihood
     x = model_input(pixels, likelihood, torch.Generator().manual_seed(seed))  # binarized once, with `seed`
     if limit:
@@ -165,11 +225,17 @@ def run(
         "figures from all K samples (an image whose screening dropped its true class scored again unscreened)",
         "seconds": time.time() - started,
         "command": f"cvae evaluate {model_dir} --num-samples {num_samples}"
+        + (f" --data {test_data}" if test_data is not None else "")
         + (f" --limit {limit}" if limit else "")
         + (f" --screen-samples {screen_samples}" if screen_samples is not None else "")
         + (f" --margin {margin:g}" if margin is not None else "")
-        + (f" --seed {seed}" if seed else ""),
+        + (f" --seed {seed}" if seed else "")
+        + "".join(f" --outliers {path}" for path in outliers)
+        + (f" --outlier-limit {outlier_limit}" if outliers and outlier_limit != 1000 else ""),
     }
+    if scorer.model.ood is not None:
+        others = outlier_sets(list(outliers), outlier_limit, likelihood, seed)
+        metrics["assessment"] = assessment_figures(scorer, x.numpy(), others, seed + 1)
     for name, value in metrics.items():
         print(f"{name:>30}: {value}")
     if checkpoint is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -252,3 +253,31 @@ def proposal_description(config) -> dict:
 def write_manifest(model_dir: str | Path, manifest: dict) -> None:
     # allow_nan=False: the service returns the manifest as JSON, which has no NaN
     (Path(model_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+
+
+def command(args, prog: str) -> int:
+    """`cvae export`: the model directory written under a hidden name and renamed into place (training.export.staged),
+    with the screening and calibration when --data-dir names the data, so that it appears complete or not at all."""
+    checkpoint = Checkpoint.load(args.checkpoint)
+    out = Path(args.out_dir or f"models/{model_name(checkpoint)}/{args.version}")
+    try:
+        with staged(out, force=args.force) as partial:
+            export(checkpoint, partial, args.version, args.description)
+            if args.copy_checkpoint:
+                shutil.copyfile(args.checkpoint, partial / "checkpoint.pt")
+            if args.data_dir:  # only when asked: both score 5,000 validation images (minutes)
+                from training.calibrate import run as calibrate
+                from training.data import load_mnist
+                from training.screening import run as choose_screening
+
+                choose_screening(partial, load_mnist(args.data_dir))
+                calibrate(partial, args.data_dir)
+    except VersionExists:
+        print(
+            f"{prog} export: error: {out} already holds a model version, left as it is: pass --version NEW (or "
+            "--out-dir DIR) to export a new one, or --force to replace this one once the new one is complete",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"exported {out}")
+    return 0

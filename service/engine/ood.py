@@ -255,3 +255,11 @@ def assess(values: np.ndarray, ink: np.ndarray, calibration: Calibration, fpr: f
         flagged=(p <= fpr) | nearly_empty,
         fpr=fpr,
     )
+
+
+def auroc(inliers: np.ndarray, outliers: np.ndarray) -> float:
+    """P(outlier > inlier) + P(tie) / 2 (the Mann-Whitney statistic), for scores where higher = more unusual."""
+    inliers = np.sort(inliers)
+    below = np.searchsorted(inliers, outliers, side="left")
+    at_or_below = np.searchsorted(inliers, outliers, side="right")
+    return float(np.mean((below + at_or_below) / 2) / len(inliers))

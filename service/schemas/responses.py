@@ -61,9 +61,7 @@ class OutOfDistribution(BaseModel):
         "a critic.",
     )
     nearly_empty: bool | None = Field(
-        None,
-        description="(include 'ood') Fewer than 10 ink pixels, which flags the image; always false for a model of "
-        "grey levels, whose p-value alone flags.",
+        None, description="(include 'ood') Under 10 ink pixels, flagged; always false for a grey-level model."
     )
 
 

@@ -10,19 +10,20 @@ from handwriting_files import handwriting_folder
 
 from bench import ood_sets
 from bench.common import mnist_digits
-from bench.ood import auroc, features, handwriting, main, markdown
+from bench.ood import features, handwriting, main, markdown
+from service.engine import ood
 from service.engine.scoring import Scorer
 from service.schemas.options import ClassifyOptions
 
 
 def test_auroc_is_the_mann_whitney_statistic():
     inliers = np.array([0.0, 1.0, 2.0, 3.0])
-    assert auroc(inliers, np.array([10.0, 11.0])) == 1.0
-    assert auroc(inliers, np.array([-5.0])) == 0.0
-    assert auroc(inliers, np.array([1.0])) == pytest.approx((1 + 0.5) / 4)  # one below, one tie
+    assert ood.auroc(inliers, np.array([10.0, 11.0])) == 1.0
+    assert ood.auroc(inliers, np.array([-5.0])) == 0.0
+    assert ood.auroc(inliers, np.array([1.0])) == pytest.approx((1 + 0.5) / 4)  # one below, one tie
     rng = np.random.default_rng(0)
     same = rng.standard_normal(4000)
-    assert auroc(same[:2000], same[2000:]) == pytest.approx(0.5, abs=0.03)
+    assert ood.auroc(same[:2000], same[2000:]) == pytest.approx(0.5, abs=0.03)
 
 
 def test_the_sets_are_images_with_bright_ink(mnist_dir):

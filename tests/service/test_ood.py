@@ -230,7 +230,6 @@ def test_a_calibration_without_its_critic_asks_for_a_new_one(shipped_model, tmp_
 def test_the_critic_tells_printed_letters_it_never_saw_from_digits(shipped_model, mnist_dir):
     """Letters in the benchmark's typefaces, which the critic was not trained on, get lower log-odds
     than test digits (the benchmark measures this on 300 letters and 10,000 digits)."""
-    from bench.ood import auroc
     from bench.ood_sets import FONT_FAMILIES, fonts, letters
 
     family = FONT_FAMILIES["held_out"]
@@ -239,7 +238,7 @@ def test_the_critic_tells_printed_letters_it_never_saw_from_digits(shipped_model
     model = load_model(Settings(model_dir=shipped_model))
     digits = model.critic_answers((_test_digits(mnist_dir, 200) > 127).astype(np.float32))[0]
     printed = model.critic_answers((letters(100, 0, family) > 0.5).astype(np.float32))[0]
-    assert auroc(-digits, -printed) >= 0.9
+    assert ood.auroc(-digits, -printed) >= 0.9
 
 
 def test_a_calibration_of_other_numbers_asks_for_a_new_one(shipped_model, tmp_path):

@@ -78,18 +78,18 @@ def test_the_reference_is_the_validation_split_scored_by_the_service(calibrated)
 
 
 def test_the_card_gives_both_abstention_curves(calibrated):
-    from training.card import _ood_section
+    from training.card_sections import ood_section
 
     _, _, out, entry = calibrated
     manifest = read_manifest(out)
-    section = _ood_section(manifest)
+    section = ood_section(manifest)
     rows = [line for line in section.splitlines() if line.startswith("| 0")]
     assert len(rows) == len(abstention_curve.THRESHOLDS) and "critic_vote" in section
     for line, voted, unvoted in zip(rows, entry["abstention"]["curve"], entry["abstention"]["curve_without_vote"]):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1] == f"{100 * voted['abstained']:.2f} %" and cells[3] == f"{100 * unvoted['abstained']:.2f} %"
     del manifest["files"]["ood"]["abstention"]["curve_without_vote"]  # a calibration made before it was recorded
-    older = _ood_section(manifest)
+    older = ood_section(manifest)
     assert "critic_vote" not in older and "| min_probability | abstained | accuracy kept |\n|---|---|---|\n" in older
 
 
@@ -273,7 +273,7 @@ def test_a_critic_fine_tuned_on_handwriting_names_its_sources_and_its_start(cali
 
     from handwriting_files import handwriting_folder
 
-    from training.card import _ood_section
+    from training.card_sections import ood_section
     from training.handwriting import SOURCES, for_training
 
     data, _, out, _ = calibrated
@@ -286,7 +286,7 @@ def test_a_critic_fine_tuned_on_handwriting_names_its_sources_and_its_start(cali
     assert training["started_from"] == {"model_dir": str(model), "sha256": before}
     learned = for_training(folder)
     assert training["handwriting"] == {"images": len(learned.x), "sources": "kannada-test, quickdraw", "share": 0.5}
-    section = _ood_section(manifest)
+    section = ood_section(manifest)
     for name in ("kannada-test", "quickdraw"):
         assert f"{name} ({SOURCES[name].licence})" in section
     assert "fine-tuned from the critic of" in section

@@ -19,6 +19,7 @@ from service.engine.runtime import CRITIC, load_model, read_manifest, sha256  # 
 from service.failures import ModelLoadError  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.calibrate import calibrate, fit_grey_background  # noqa: E402
+from training.cli import main  # noqa: E402
 from training.export import export  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
 from training.train import TrainConfig, split_train_val, train  # noqa: E402
@@ -60,12 +61,14 @@ def calibrated(tmp_path_factory):
     data = synthetic_mnist()
     config = TrainConfig(epochs=2, batch_size=50, num_samples=2, val_size=40, seed=3)
     model_config = ModelConfig(latent_dim=4, hidden_dims=(32, 32), likelihood="logistic")
-    out = export(train(model_config, config, data), tmp_path_factory.mktemp("grey-model"))
-    return data, config, out, calibrate(out, data)
+    checkpoint = train(model_config, config, data)
+    out = export(checkpoint, tmp_path_factory.mktemp("grey-model"))
+    checkpoint.save(out / "checkpoint.pt")
+    return data, config, out, calibrate(out, data), None
 
 
 def test_calibration_counts_grey_levels_and_scores_the_validation_images_as_stored(calibrated):
-    data, config, out, entry = calibrated
+    data, config, out, entry, _ = calibrated
     train_idx, val_idx = split_train_val(data, config)
     assert entry["critic_weight"] == 0.0 and entry["template"] == [list(t) for t in background.GREY_TEMPLATE]
     assert entry["background"]["images_counted"] == len(train_idx)
@@ -80,7 +83,7 @@ def test_calibration_counts_grey_levels_and_scores_the_validation_images_as_stor
 
 
 def test_the_service_assesses_grey_images_without_a_critic(calibrated):
-    data, _, out, entry = calibrated
+    data, _, out, entry, _ = calibrated
     grey = (data.test_x[:3] / 255.0).reshape(3, *SHAPE)
     blank = np.zeros(SHAPE)
     body = {"images": [*grey.tolist(), blank.tolist()], "num_samples": 8, "seed": 0, "include": ["ood"]}
@@ -99,7 +102,7 @@ def test_the_service_assesses_grey_images_without_a_critic(calibrated):
 
 
 def test_a_calibration_of_binary_pixels_is_refused_for_a_model_of_grey_levels(calibrated, tmp_path):
-    _, _, out, _ = calibrated
+    _, _, out, _, _ = calibrated
     copy = shutil.copytree(out, tmp_path / "copy")
     with np.load(copy / "ood.npz") as stored:
         reference = stored["reference"]
@@ -109,3 +112,36 @@ def test_a_calibration_of_binary_pixels_is_refused_for_a_model_of_grey_levels(ca
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelLoadError, match="background model of binary pixels, but this model scores grey"):
         load_model(Settings(model_dir=copy))
+
+
+def test_evaluate_measures_the_verdicts_on_test_images_and_other_images_and_the_card_says_so(calibrated, tmp_path):
+    data, _, out, _, _ = calibrated
+    test_data = tmp_path / "test.npz"
+    np.savez(test_data, x=data.test_x.reshape(-1, *SHAPE), y=data.test_y)
+    noise = np.random.default_rng(4).integers(0, 256, (12, *SHAPE)).astype(np.uint8)
+    np.savez(tmp_path / "noise.npz", x=noise, y=np.zeros(12, dtype=np.int64))
+    flags = ["--num-samples", "4", "--limit", "10", "--outliers", str(tmp_path / "noise.npz"), "--outlier-limit", "5"]
+    assert main(["evaluate", str(out), "--data", str(test_data), *flags]) == 0
+    metrics = read_manifest(out)["metrics"]
+    assert metrics["command"].endswith(f"--outliers {tmp_path / 'noise.npz'} --outlier-limit 5")
+    figures = metrics["assessment"]
+    assert figures["num_test_images"] == 10 and 0 <= figures["test_flagged"] <= 1
+    (name, noise_figures), *_ = figures["outliers"].items()
+    assert name == "noise (noise.npz)" and noise_figures["images"] == 5
+    assert noise_figures["auroc"] == 1.0  # noise: more unusual than every test image
+    assert noise_figures["flagged"] == 0.0  # yet 20 reference images can say p = 1/21 at least: above the 1 % rate
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "in 256 grey levels" in card and "discretized logistic" in card and "Bernoulli" not in card
+    assert "## Out-of-distribution verdicts on test images" in card
+    assert "| noise (noise.npz) | 5 | 0.0 % | 1.0000 |" in card
+    assert "images counted" not in card and "no critic" in card
+
+
+def test_calibrate_reads_the_training_images_in_the_forms_train_reads(calibrated, tmp_path):
+    data, _, out, _, _ = calibrated
+    copy = shutil.copytree(out, tmp_path / "copy")
+    np.savez(tmp_path / "train.npz", x=data.train_x.reshape(-1, *SHAPE), y=data.train_y)
+    assert main(["calibrate", str(copy), "--data", str(tmp_path / "train.npz")]) == 0
+    with np.load(out / "ood.npz") as first, np.load(copy / "ood.npz") as again:
+        np.testing.assert_array_equal(first["log_probs"], again["log_probs"])  # the same split's training part
+        np.testing.assert_array_equal(first["reference"], again["reference"])  # and validation part
