@@ -232,7 +232,11 @@ class Repository:
 
     def default_rule(self) -> str:
         """What a request naming no model or version gets, and what becomes the default when a version arrives."""
-        chosen = "CVAE_DEFAULT_MODEL" if self.settings.default_model else "the first name with a ready version"
+        chosen = (
+            "CVAE_DEFAULT_MODEL"
+            if self.settings.default_model
+            else f"{SHIPPED_NAME!r} while it has a ready version, else the first name with one"
+        )
         return (
             f"A request naming no model gets {self.default_name()!r} ({chosen}); one naming no version gets the "
             "newest ready version of its model, so a newer version becomes the default as soon as it is ready, "

@@ -7,6 +7,9 @@ import re
 import pytest
 from browser import offline_tab
 from PIL import Image
+from servers import running_server
+
+from service.settings import SHIPPED_REPOSITORY
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,30 @@ def test_sample_grid_and_latent_walk_appear(page):
         const d = document.getElementById('walkimg').getContext('2d').getImageData(0, 0, 168, 168).data;
         let dark = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) dark++; return dark; }""")
     assert ink > 50  # a digit, not a blank canvas
+    assert not errors and tab.inner_text("#error") == ""
+
+
+@pytest.fixture(scope="module")
+def repository_page(browser):
+    """The page of a service of the shipped repository: every model, mnist-cvae the default."""
+    with running_server(None, model_repository=SHIPPED_REPOSITORY, repository_poll_s=0) as (base, _):
+        with offline_tab(browser, base + "/") as (tab, errors, refused):
+            yield tab, errors
+            assert not refused, f"the page reached beyond loopback: {refused}"
+
+
+def test_samples_of_another_model_show_its_own_classes(repository_page):
+    tab, errors = repository_page
+    tab.wait_for_function("document.querySelectorAll('#samplemodel option').length > 1", timeout=30000)
+    tab.select_option("#samplemodel", "fashion-cvae")
+    tab.wait_for_function(
+        "[...document.querySelectorAll('#cls option')].some((o) => o.textContent === 'Trouser')", timeout=30000
+    )
+    shown = "(document.getElementById('grid').dataset.url || '').includes('{}')"
+    tab.wait_for_function(shown.format("model=fashion-cvae&y=0&"), timeout=30000)  # the model's first class
+    tab.select_option("#cls", label="Trouser")
+    tab.wait_for_function(shown.format("model=fashion-cvae&y=1&"), timeout=30000)
+    assert tab.evaluate("document.getElementById('grid').naturalWidth") > 0
     assert not errors and tab.inner_text("#error") == ""
 
 

@@ -221,14 +221,15 @@ def test_the_shipped_repository_answers_each_version_as_its_own_directory_would(
         wait_ready(shipped)
         rows = shipped.get("/v1/models").json()["models"]
         assert rows and all(row["state"] == "ready" for row in rows)
-        newest = max(rows, key=lambda row: version_key(row["version"]))
-        assert newest["default"]
+        newest = max((row for row in rows if row["model"] == "mnist-cvae"), key=lambda row: version_key(row["version"]))
+        assert newest["default"] and sum(row["default"] for row in rows) == 1
         for row in rows:
             folder = SHIPPED_REPOSITORY / row["model"] / row["version"]
             manifest = json.loads((folder / "manifest.json").read_text())
-            described = shipped.get("/v1/model", params={"version": row["version"]}).json()
+            pin = {"model": row["model"], "version": row["version"]}
+            described = shipped.get("/v1/model", params=pin).json()
             assert described["metrics"]["nll"] == manifest["metrics"]["nll"]
-            pinned = shipped.post("/v1/classify", params={"version": row["version"]}, json=body)
+            pinned = shipped.post("/v1/classify", params=pin, json=body)
             with TestClient(create_app(Settings(model_dir=folder))) as alone:
                 wait_ready(alone)
                 assert pinned.json()["results"] == alone.post("/v1/classify", json=body).json()["results"]
