@@ -81,7 +81,7 @@ def fit_grey_background(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.
 
 def grey_without_critic(manifest: dict, critic_weight: float | None, *critic_sources: object) -> bool:
     """Whether the model is of grey levels, assessed without a critic (weight 0): ModelLoadError when asked for one."""
-    if manifest["likelihood"]["type"] == "bernoulli":
+    if background.kind_for(manifest["likelihood"]["type"]) == "binary":
         return False
     if (critic_weight or 0.0) > 0 or any(source is not None for source in critic_sources):
         raise ModelLoadError(
@@ -173,7 +173,9 @@ def calibrate(
         "file": OOD_FILE,
         "sha256": sha256(model_dir / OOD_FILE),
         "method": GREY_METHOD if grey else ood.METHOD,
-        "template": [list(offset) for offset in (background.GREY_TEMPLATE if grey else background.TEMPLATE)],
+        "template": [
+            list(offset) for offset in background.TEMPLATES[background.kind_for(manifest["likelihood"]["type"])]
+        ],
         "features": list(ood.FEATURES),
         "critic_weight": critic_weight,
         "background": {"split": "training"}

@@ -8,7 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.configs import CRITIC_WEIGHT, MIN_REFERENCE, STARTS, AisConfig, CriticConfig, ModelConfig, TrainConfig
+from training.configs import (
+    CRITIC_WEIGHT,
+    MIN_REFERENCE,
+    OUTLIER_LIMIT,
+    STARTS,
+    AisConfig,
+    CriticConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from training.data import DATA_DIR_HELP, DATA_DIR_VARIABLE, MIRRORS, MnistDataError, data_dir
 from training.datasets import OWN_DATA_HELP, DataError
 from training.flags import add_config_flags, at_least, config_from, critic_weight, margin, names, version
@@ -170,7 +179,10 @@ def build_parser(prog: str = "cvae") -> argparse.ArgumentParser:
         "service's defaults beside the test images: the share flagged and the AUROC (repeatable)",
     )
     evaluate.add_argument(
-        "--outlier-limit", type=at_least(1), default=1000, help="the first N images of each (default %(default)s)"
+        "--outlier-limit",
+        type=at_least(1),
+        default=OUTLIER_LIMIT,
+        help="the first N images of each (default %(default)s)",
     )
     evaluate.add_argument("--no-card", action="store_true", help="print the metrics only")
 
@@ -216,15 +228,14 @@ def run(args: argparse.Namespace, prog: str) -> int:
         from training.datasets import training_set
         from training.screening import run as choose_screening
 
-        images = training_set(data_dir(args.data_dir) if args.data is None else None, args.data)
-        entry = choose_screening(args.model_dir, images, args.images, args.seed)
+        entry = choose_screening(args.model_dir, training_set(args.data_dir, args.data), args.images, args.seed)
         print(f"{screening_for({'screening': entry}).text()}, written to the manifest")
     elif args.command == "calibrate":
         from training.calibrate import run as calibrate
 
         calibrate(
             args.model_dir,
-            data_dir(args.data_dir) if args.data is None else None,
+            args.data_dir,
             args.limit,
             args.seed,
             critic_config(args),

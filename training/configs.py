@@ -60,6 +60,7 @@ STARTS = {
 # the design sets of bench.ood_sets (validation digits against DejaVu letters and glyphs, strokes, blank, noise,
 # reversed and reshaped validation digits) is largest
 CRITIC_WEIGHT = 0.85
+OUTLIER_LIMIT = 1000  # images of each `cvae evaluate --outliers` set
 MIN_REFERENCE = 4  # validation images `calibrate` needs: at least 2 in each half
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from training.data import IMAGE_MAGIC, LABEL_MAGIC, Mnist, load_mnist
+from training.data import data_dir as mnist_dir
 
 FORMS = (
     "a folder with one sub-folder of images per class, a pair of IDX files (images and labels), or an .npz "
@@ -70,9 +71,9 @@ def read_images(path: str | Path) -> Images:
 
 def training_set(data_dir: str | Path | None, data: str | Path | None) -> Mnist:
     """The training images a model was trained on: those at `data` (as `cvae train --data` read them, with no test
-    split), else MNIST's from `data_dir`."""
+    split), else MNIST's from `data_dir` or $MNIST_DIR (training.data.data_dir)."""
     if data is None:
-        return load_mnist(data_dir)
+        return load_mnist(mnist_dir(data_dir))
     images = read_images(data)
     return Mnist(images.x, images.y, images.x[:0], images.y[:0])
 

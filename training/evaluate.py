@@ -19,6 +19,7 @@ from service.engine.runtime import read_manifest
 from service.engine.scoring import Scorer, Scores, join
 from service.schemas.options import ClassifyOptions
 from training.card import write_card
+from training.configs import OUTLIER_LIMIT
 from training.data import load_mnist
 from training.datasets import DataError, dataset_name, read_images
 from training.export import write_manifest
@@ -172,7 +173,7 @@ def run(
     screen_samples: int | None = None,
     margin: float | None = None,
     outliers: list[str] = (),
-    outlier_limit: int = 1000,
+    outlier_limit: int = OUTLIER_LIMIT,
     test_data: str | Path | None = None,
 ) -> dict:
     """Evaluate the model in `model_dir` on the MNIST test set of `data_dir`, or the test images at `test_data`
@@ -231,7 +232,7 @@ def run(
         + (f" --margin {margin:g}" if margin is not None else "")
         + (f" --seed {seed}" if seed else "")
         + "".join(f" --outliers {path}" for path in outliers)
-        + (f" --outlier-limit {outlier_limit}" if outliers and outlier_limit != 1000 else ""),
+        + (f" --outlier-limit {outlier_limit}" if outliers and outlier_limit != OUTLIER_LIMIT else ""),
     }
     if scorer.model.ood is not None:
         others = outlier_sets(list(outliers), outlier_limit, likelihood, seed)

@@ -3,6 +3,7 @@ a validation split for model selection. The test set is never touched here."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -51,6 +52,13 @@ def named_classes(found: tuple[str, ...], given: list[str] | None) -> list[str]:
             "non-empty name a class, comma-separated, in label order."
         )
     return given
+
+
+def data_digest(data: Mnist) -> str:
+    """sha256 of the training images and labels: what a resumed run must be trained on."""
+    digest = hashlib.sha256(np.ascontiguousarray(data.train_x).tobytes())
+    digest.update(np.ascontiguousarray(data.train_y).tobytes())
+    return digest.hexdigest()
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -172,7 +180,7 @@ def train(
     )
     best, best_state, history = None, None, []
     started = time.time()
-    run = {"model_config": asdict(model_config), "train_config": asdict(config), "images": len(data.train_y)}
+    run = {"model_config": asdict(model_config), "train_config": asdict(config), "data": data_digest(data)}
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     if progress is not None and progress.exists():
         saved = torch.load(progress, map_location=device, weights_only=False)

@@ -19,6 +19,12 @@ GREY_BINS = 4  # bands each neighbour's level is cut into: 0-63, 64-127, 128-191
 GREY_CONTEXTS = GREY_BINS ** len(GREY_TEMPLATE)
 LEVELS = 256
 SHAPES = {"binary": (2, NUM_CONTEXTS), "grey": (GREY_CONTEXTS, LEVELS)}  # of each kind's log-probabilities
+TEMPLATES = {"binary": TEMPLATE, "grey": GREY_TEMPLATE}
+
+
+def kind_for(likelihood: str) -> str:
+    """The pixels a model of this likelihood scores, and so its background model's kind: 'binary' or 'grey'."""
+    return "binary" if likelihood == "bernoulli" else "grey"
 
 
 def contexts(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

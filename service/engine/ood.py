@@ -35,7 +35,7 @@ split-conformal p-value, so flagging p <= alpha holds the false-positive rate on
 validation ones at alpha, whatever the weight (docs/out-of-distribution.md). The explanatory p-values
 of score, log p(x), ink and the critic do not enter the flag. An image with fewer than MIN_INK_PIXELS
 ink pixels is flagged whatever its p-value (every MNIST digit has 15 or more); not so for a model of grey
-levels, whose images may be dark all over (0.5 % of Fashion-MNIST's have fewer than 10 pixels above 0.5).
+levels, whose images may be dark all over (docs/decisions.md).
 """
 
 from __future__ import annotations

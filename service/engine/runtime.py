@@ -246,8 +246,8 @@ def _load_ood(model_dir: Path, manifest: dict) -> ood.Calibration | None:
     entry = manifest["files"].get("ood")
     if entry is None:
         return None
-    kind = "binary" if manifest["likelihood"]["type"] == "bernoulli" else "grey"
-    template = background.TEMPLATE if kind == "binary" else background.GREY_TEMPLATE
+    kind = background.kind_for(manifest["likelihood"]["type"])
+    template = background.TEMPLATES[kind]
     if [tuple(offset) for offset in entry.get("template", [])] != list(template):
         raise ModelLoadError(
             f"{model_dir / entry['file']} was made for the context template {entry.get('template')}, not this "

@@ -28,22 +28,27 @@ class Stop(Exception):
     """The run is killed."""
 
 
-def test_a_stopped_run_resumes_and_ends_as_an_unbroken_run(data, tmp_path, monkeypatch, capsys):
-    assert train(data, tmp_path / "whole.pt") == 0
+def killed_in_epoch(monkeypatch, epoch: int) -> None:
+    """The run is killed in `epoch`, before its validation: the epochs before it are saved."""
     validate, calls = training.train.validate, []
 
-    def killed_in_the_third_epoch(*args):
+    def killed(*args):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == epoch:
             raise Stop
         return validate(*args)
 
-    monkeypatch.setattr(training.train, "validate", killed_in_the_third_epoch)
+    monkeypatch.setattr(training.train, "validate", killed)
+
+
+def test_a_stopped_run_resumes_and_ends_as_an_unbroken_run(data, tmp_path, monkeypatch, capsys):
+    assert train(data, tmp_path / "whole.pt") == 0
+    killed_in_epoch(monkeypatch, 3)
     with pytest.raises(Stop):
         train(data, tmp_path / "split.pt")
     assert not (tmp_path / "split.pt").exists()
     assert (tmp_path / "split.pt.progress").exists()
-    monkeypatch.setattr(training.train, "validate", validate)
+    monkeypatch.undo()
     capsys.readouterr()
     assert train(data, tmp_path / "split.pt") == 0
     out = capsys.readouterr().out
@@ -59,15 +64,7 @@ def test_a_stopped_run_resumes_and_ends_as_an_unbroken_run(data, tmp_path, monke
 
 
 def test_progress_of_another_configuration_is_refused_not_resumed(data, tmp_path, monkeypatch, capsys):
-    validate, calls = training.train.validate, []
-
-    def killed_in_the_second_epoch(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Stop
-        return validate(*args)
-
-    monkeypatch.setattr(training.train, "validate", killed_in_the_second_epoch)
+    killed_in_epoch(monkeypatch, 2)
     with pytest.raises(Stop):
         train(data, tmp_path / "c.pt")
     monkeypatch.undo()
